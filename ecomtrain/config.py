@@ -1,0 +1,212 @@
+"""Typed configuration: dataclasses loaded from YAML, with `a.b=c` overrides.
+
+Every field is documented where it is declared. Unknown keys and wrong types are
+errors that name the key path and the file they came from.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "demo.yaml"
+
+
+class ConfigError(ValueError):
+    """A config value that cannot be used; the message names file and key path."""
+
+
+@dataclass
+class ModelConfig:
+    # "tiny-llama" builds (once, cached) an offline 2-layer Llama with its own tokenizer;
+    # anything else is a hub id or a local directory passed to `from_pretrained`.
+    name_or_path: str = "tiny-llama"
+    # Where built tiny models are cached; empty means ~/.cache/ecomtrain (or $ECOMTRAIN_CACHE).
+    cache_dir: str = ""
+
+
+@dataclass
+class LoraConfig:
+    rank: int = 8  # LoRA rank r: the adapter's capacity
+    alpha: float = 16.0  # scaling numerator: the update is scaled by alpha / rank
+    dropout: float = 0.0  # dropout on the LoRA input
+    target_modules: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"]
+    )
+
+
+@dataclass
+class DataConfig:
+    # Corpus files (ShopBench JSON Lines or JSON arrays); "demo" is the built-in corpus.
+    corpus: list[str] = field(default_factory=lambda: ["demo"])
+    # Task families or capabilities to train on; empty means every task in the corpus.
+    tasks: list[str] = field(default_factory=list)
+    eval_fraction: float = 0.15  # share of each task held out for evaluation (by record hash)
+    max_eval_per_task: int = 8  # cap on held-out records scored per task
+    max_seq_len: int = 256  # tokens per training sequence; longer records are truncated
+    seed: int = 0  # seed of the data order
+
+
+@dataclass
+class TrainConfig:
+    num_workers: int = 2  # Ray Train workers per trial
+    use_gpu: bool = False  # one GPU per worker, NCCL; else CPU workers with gloo
+    cpus_per_worker: float = 1.0
+    zero_stage: int = 2  # DeepSpeed ZeRO stage (0, 1, 2 or 3)
+    micro_batch_size: int = 8  # sequences per worker per step
+    grad_accum: int = 1  # micro-batches per optimizer step
+    max_steps: int = 30  # optimizer steps per trial
+    lr: float = 1e-3  # peak learning rate (AdamW)
+    warmup_steps: int = 3  # linear warmup, then cosine decay to 10 % of lr
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0  # max gradient norm; 0 disables clipping
+    log_every: int = 5  # report training metrics every N steps
+    eval_every: int = 0  # evaluate every N steps; 0 evaluates only at the end
+    seed: int = 0  # seed of LoRA initialisation
+
+
+@dataclass
+class EvalConfig:
+    # Task families or capabilities every trial is scored on (held-out split); empty: all.
+    tasks: list[str] = field(default_factory=list)
+    max_new_tokens: int = 24  # generation budget for non-multiple-choice tasks
+    batch_size: int = 16  # prompts per generate() call
+    # Prepend the official ShopBench prompt prefix at training and evaluation time.
+    prompt_prefix: bool = True
+
+
+@dataclass
+class SweepConfig:
+    name: str = "demo"  # Tune experiment name; also the W&B group
+    # Subset id -> task families or capabilities it trains on.
+    subsets: dict[str, list[str]] = field(
+        default_factory=lambda: {
+            "concept+behavior": ["understanding-shopping-concepts", "user-behavior-alignment"],
+            "all-4": [
+                "understanding-shopping-concepts",
+                "shopping-knowledge-reasoning",
+                "user-behavior-alignment",
+                "multi-lingual-abilities",
+            ],
+        }
+    )
+    ranks: list[int] = field(default_factory=lambda: [4, 16])  # LoRA ranks crossed with subsets
+    alpha_per_rank: float = 2.0  # lora.alpha = alpha_per_rank * rank in each trial
+    max_concurrent_trials: int = 1  # trials running at once (0: as many as resources allow)
+    output: str = "runs"  # where the sweep writes everything (overridden by --output)
+
+
+@dataclass
+class WandbConfig:
+    project: str = "ecomtrain"
+    # "auto": online when WANDB_API_KEY is set, else offline; or "online", "offline", "disabled".
+    mode: str = "auto"
+    entity: str = ""  # W&B team or user; empty uses the account default
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
+    """Read a YAML config (demo.yaml when None), apply `a.b=c` overrides, type-check it."""
+    path = Path(path) if path else DEFAULT_CONFIG
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: invalid YAML: {e}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: top level must be a mapping, got {type(raw).__name__}")
+    for item in overrides:
+        apply_override(raw, item)
+    return build(Config, raw, str(path), "")
+
+
+def apply_override(raw: dict, item: str) -> None:
+    """Set `a.b=c` in a nested dict; the value is parsed as YAML (so 3 is an int)."""
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"override {item!r}: expected KEY.PATH=VALUE")
+    *parents, leaf = key.split(".")
+    node = raw
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {item!r}: {part} is not a section")
+    node[leaf] = yaml.safe_load(value)
+
+
+def build(cls: type, raw: dict, source: str, prefix: str):
+    """Recursively turn a dict into dataclass `cls`, rejecting unknown keys and wrong types."""
+    if not isinstance(raw, dict):
+        where = prefix.rstrip(".") or "top level"
+        raise ConfigError(f"{source}: {where}: expected a mapping, got {type(raw).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key in raw:
+        if key not in names:
+            raise ConfigError(
+                f"{source}: {prefix}{key}: unknown key (known: {', '.join(sorted(names))})"
+            )
+    values = {}
+    for key, value in raw.items():
+        hint, where = hints[key], f"{prefix}{key}"
+        if dataclasses.is_dataclass(hint):
+            values[key] = build(hint, value, source, where + ".")
+        else:
+            values[key] = check_type(value, hint, source, where)
+    return cls(**values)
+
+
+def check_type(value, hint, source: str, where: str):
+    """Check `value` against a simple type hint; ints are accepted where floats are."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is list and isinstance(value, list):
+        return [check_type(v, args[0], source, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict and isinstance(value, dict):
+        return {
+            check_type(k, args[0], source, f"{where} key"): check_type(
+                v, args[1], source, f"{where}.{k}"
+            )
+            for k, v in value.items()
+        }
+    if origin is None and _is(value, hint):
+        return float(value) if hint is float else value
+    raise ConfigError(
+        f"{source}: {where}: expected {_name(hint)}, got {type(value).__name__} {value!r}"
+    )
+
+
+def _is(value, hint) -> bool:
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, hint)
+
+
+def _name(hint) -> str:
+    return getattr(hint, "__name__", None) or str(hint)
+
+
+def to_dict(cfg) -> dict:
+    """Plain nested dict of a config (for Ray, W&B and YAML dumps)."""
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(raw: dict) -> Config:
+    """Inverse of `to_dict` (used on workers and in Tune trials)."""
+    return build(Config, raw, "<config dict>", "")

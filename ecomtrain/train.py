@@ -1,0 +1,98 @@
+"""Driver: one fine-tuning run as a Ray Train `TorchTrainer`; also `python -m ecomtrain.train`.
+
+A sweep trial and a single run go through the same `fit` function.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import ray
+from ray.train import CheckpointConfig, DataConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchConfig, TorchTrainer
+
+from ecomtrain.config import Config, ConfigError, load_config, to_dict
+from ecomtrain.data import train_dataset
+from ecomtrain.loop import train_fn_per_worker
+from ecomtrain.model import resolve_model
+from ecomtrain.tasks import CAPABILITIES, capabilities_of, expand
+
+
+def trial_meta(name: str, subset: str, tasks: list[str], cfg: Config) -> dict:
+    """What identifies a run: its tasks, their capabilities and the adapter's shape."""
+    families = expand(tasks)
+    return {
+        "name": name,
+        "subset": subset,
+        "tasks": families,
+        "n_tasks": len(families),
+        "n_capabilities": len(capabilities_of(families)),
+        "rank": cfg.lora.rank,
+        "alpha": cfg.lora.alpha,
+        "base_model": cfg.model.name_or_path,
+    }
+
+
+def fit(cfg: Config, meta: dict, storage_path: str, callbacks: list = ()) -> ray.train.Result:
+    """Fine-tune one adapter on `meta["tasks"]` with `cfg.train.num_workers` workers."""
+    model_path = resolve_model(cfg.model)
+    train_ds, eval_ds = train_dataset(cfg, model_path, meta["tasks"])
+    trainer = TorchTrainer(
+        train_fn_per_worker,
+        train_loop_config={"cfg": to_dict(cfg), "model_path": model_path, "trial": meta},
+        scaling_config=ScalingConfig(
+            num_workers=cfg.train.num_workers,
+            use_gpu=cfg.train.use_gpu,
+            resources_per_worker={"CPU": cfg.train.cpus_per_worker},
+        ),
+        torch_config=TorchConfig(backend="nccl" if cfg.train.use_gpu else "gloo"),
+        datasets={"train": train_ds, "eval": eval_ds},
+        dataset_config=DataConfig(datasets_to_split=["train"]),
+        run_config=RunConfig(
+            name=meta["name"],
+            storage_path=storage_path,
+            checkpoint_config=CheckpointConfig(
+                num_to_keep=1, checkpoint_score_attribute="score", checkpoint_score_order="max"
+            ),
+            callbacks=list(callbacks),
+        ),
+    )
+    return trainer.fit()
+
+
+def connect() -> None:
+    """Join a running Ray cluster (RAY_ADDRESS or `ray start`), else start a local one."""
+    if ray.is_initialized():
+        return
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init()
+        return
+    try:
+        ray.init(address="auto")
+    except ConnectionError:
+        ray.init(num_cpus=os.cpu_count())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ecomtrain.train", description=__doc__)
+    parser.add_argument("--config", help="YAML config (default: configs/demo.yaml)")
+    parser.add_argument("--output", default="runs/train", help="directory for checkpoints")
+    parser.add_argument("overrides", nargs="*", help="a.b=c config overrides")
+    args = parser.parse_args(argv)
+    try:
+        cfg = load_config(args.config, args.overrides)
+        meta = trial_meta("train", "config", cfg.data.tasks or list(CAPABILITIES), cfg)
+    except (ConfigError, KeyError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    connect()
+    result = fit(cfg, meta, str(Path(args.output).resolve()))
+    print(f"score {result.metrics.get('score')}  adapter {result.checkpoint.path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,71 @@
+"""The tiny model, tokenisation with prompt masking, and the DeepSpeed config."""
+
+import pytest
+import torch
+
+from ecomtrain.config import Config, LoraConfig, ModelConfig, TrainConfig
+from ecomtrain.data import IGNORE, encode, is_eval, prompt_text, tokenize_batch
+from ecomtrain.engine import deepspeed_config, warmup_cosine
+from ecomtrain.model import add_lora, load_model, load_tokenizer, resolve_model
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    path = resolve_model(ModelConfig())
+    return path, load_tokenizer(path)
+
+
+def test_tiny_model_is_cached_and_loads_like_any_local_model(tiny):
+    path, tok = tiny
+    assert resolve_model(ModelConfig()) == path  # second call: the cache
+    model = load_model(path)
+    assert model.config.model_type == "llama"
+    assert tok.chat_template and tok.eos_token == "<|im_end|>"
+    assert resolve_model(ModelConfig(name_or_path="/some/dir")) == "/some/dir"
+
+
+def test_labels_cover_only_the_answer(tiny):
+    _, tok = tiny
+    ids, labels = encode(tok, "Which color is it?\n0. red\n1. blue\nAnswer:", "1", prefix=True)
+    assert len(ids) == len(labels)
+    prompt = prompt_text(tok, "Which color is it?\n0. red\n1. blue\nAnswer:", True)
+    n_prompt = len(tok(prompt, add_special_tokens=False)["input_ids"])
+    assert labels[:n_prompt] == [IGNORE] * n_prompt
+    answer = tok.decode([t for t in labels if t != IGNORE])
+    assert answer.startswith("1<|im_end|>")
+    assert tok.decode(ids).startswith(prompt)
+
+
+def test_tokenize_batch_pads_and_flags_truncation(tiny):
+    path, _ = tiny
+    batch = {"input": ["short question?", "word " * 400], "answer": ["0", "yes"]}
+    out = tokenize_batch(batch, path, max_len=64, prefix=False)
+    assert out["input_ids"].shape == (2, 64)
+    assert list(out["truncated"]) == [0, 1]
+    assert out["length"][1] == 64 and out["length"][0] < 64
+
+
+def test_eval_split_is_stable():
+    picks = [is_eval(f"record {i}", 0.2) for i in range(2000)]
+    assert 0.17 < sum(picks) / len(picks) < 0.23
+    assert picks == [is_eval(f"record {i}", 0.2) for i in range(2000)]
+
+
+def test_lora_trains_only_the_adapter(tiny):
+    path, _ = tiny
+    model = add_lora(load_model(path), LoraConfig(rank=4, target_modules=["q_proj", "v_proj"]))
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in n for n in trainable)
+
+
+def test_deepspeed_config_and_schedule():
+    cfg = TrainConfig(micro_batch_size=4, grad_accum=2, zero_stage=3, max_steps=10, warmup_steps=2)
+    ds = deepspeed_config(cfg, world_size=2)
+    assert ds["train_batch_size"] == 16 and ds["zero_optimization"]["stage"] == 3
+    lrs = [warmup_cosine(s, 2, 10) for s in range(12)]
+    assert lrs[0] == 0.5 and lrs[1] == 1.0
+    assert lrs[-1] == pytest.approx(0.1) and all(
+        a >= b for a, b in zip(lrs[1:], lrs[2:], strict=False)
+    )
+    assert torch.isfinite(torch.tensor(lrs)).all()
+    assert Config().train.zero_stage == 2

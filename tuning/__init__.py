@@ -1,0 +1,1 @@
+"""Ray Tune over ecomtrain: the joint search space, the Tuner, and the sweep report."""
