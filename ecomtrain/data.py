@@ -14,6 +14,7 @@ import json
 
 import numpy as np
 import ray
+import torch
 
 from ecomtrain.config import Config, DataConfig
 from ecomtrain.corpus import capability_of, read_records, render_answer, resolve_corpus, validate
@@ -130,6 +131,17 @@ def tokenize_batch(batch: dict, model_path: str, max_len: int, prefix: bool) -> 
         x, y = x[:max_len], y[:max_len]
         ids[i, : len(x)], labels[i, : len(y)], lengths[i] = x, y, len(x)
     return {"input_ids": ids, "labels": labels, "length": lengths, "truncated": truncated}
+
+
+def model_inputs(batch: dict) -> dict:
+    """A tokenized batch (torch tensors) -> model kwargs, trimmed to its longest row."""
+    n = int(batch["length"].max())
+    mask = torch.arange(n)[None, :] < batch["length"][:, None]
+    return {
+        "input_ids": batch["input_ids"][:, :n],
+        "attention_mask": mask.long(),
+        "labels": batch["labels"][:, :n],
+    }
 
 
 def train_dataset(cfg: Config, model_path: str, tasks: list[str]) -> tuple:

@@ -12,6 +12,7 @@ import torch
 import torch.distributed as dist
 
 from ecomtrain.config import from_dict
+from ecomtrain.data import model_inputs
 from ecomtrain.engine import initialize
 from ecomtrain.generation import score_rows
 from ecomtrain.model import add_lora, load_model, load_tokenizer
@@ -34,18 +35,20 @@ def train_fn_per_worker(loop_config: dict) -> None:
     batches = cycle(ray.train.get_dataset_shard("train"), cfg.train.micro_batch_size)
     eval_rows = held_out_rows(cfg) if rank == 0 else []
 
-    t0, window_tokens, window_t0 = time.time(), 0, time.time()
+    t0 = window_t0 = time.time()
+    window_loss, window_steps, window_tokens = torch.zeros((), device=device), 0, 0
     for step in range(1, cfg.train.max_steps + 1):
-        loss_sum = torch.zeros((), device=device)
+        step_loss = torch.zeros((), device=device)
         for _ in range(cfg.train.grad_accum):
             batch = {k: v.to(device) for k, v in next(batches).items()}
             loss = engine(**batch).loss
             engine.backward(loss)
             engine.step()  # DeepSpeed steps the optimizer on accumulation boundaries only
-            loss_sum += loss.detach()
+            step_loss += loss.detach() / cfg.train.grad_accum
             window_tokens += int((batch["labels"] != -100).sum())
-        if not torch.isfinite(loss_sum):
+        if not torch.isfinite(step_loss):
             raise FloatingPointError(f"trial {trial['name']}: non-finite loss at step {step}")
+        window_loss, window_steps = window_loss + step_loss, window_steps + 1
 
         last = step == cfg.train.max_steps
         evaluate = last or (cfg.train.eval_every > 0 and step % cfg.train.eval_every == 0)
@@ -53,37 +56,31 @@ def train_fn_per_worker(loop_config: dict) -> None:
             continue
         metrics = {
             "step": step,
-            "loss": mean_over_ranks(loss_sum / cfg.train.grad_accum, world),
+            "loss": mean_over_ranks(window_loss / window_steps, world),  # mean since last report
             "lr": schedule.get_last_lr()[0],
             "tokens_per_s": window_tokens * world / (time.time() - window_t0),
             "trainable_params": trainable,
             "elapsed_s": time.time() - t0,
         }
-        window_tokens, window_t0 = 0, time.time()
         checkpoint = None
         if evaluate and rank == 0:
             metrics |= evaluate_adapter(engine.module, tokenizer, eval_rows, cfg)
         if evaluate:
             checkpoint = save_adapter(engine.module, tokenizer, trial, step, rank)
         ray.train.report(metrics, checkpoint=checkpoint)
+        window_loss, window_steps, window_tokens = torch.zeros((), device=device), 0, 0
+        window_t0 = time.time()
 
 
 def cycle(shard, batch_size: int):
-    """Endless micro-batches of a shard, epoch after epoch, trimmed to their longest row.
+    """Endless model-ready micro-batches of a shard, epoch after epoch.
 
     Every rank's shard holds the same number of rows (Ray splits with equal=True) and
     partial batches are dropped, so all ranks take the same number of steps.
     """
     while True:
         for batch in shard.iter_torch_batches(batch_size=batch_size, drop_last=True):
-            n = int(batch["length"].max())
-            ids = batch["input_ids"][:, :n]
-            mask = torch.arange(n)[None, :] < batch["length"][:, None]
-            yield {
-                "input_ids": ids,
-                "attention_mask": mask.long(),
-                "labels": batch["labels"][:, :n],
-            }
+            yield model_inputs(batch)
 
 
 def held_out_rows(cfg) -> list[dict]:

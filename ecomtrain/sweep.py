@@ -2,8 +2,8 @@
 
     python -m ecomtrain.sweep [--config configs/demo.yaml] [--output DIR] [a.b=c ...]
 
-Connects to the running Ray cluster (as under `ray job submit`) or starts a local
-one, runs one trial per (subset, rank), and writes trials.csv, scores.png, the Tune
+Joins the Ray cluster at --address or $RAY_ADDRESS (as under `ray job submit`) or
+starts a local one, runs one trial per (subset, rank), and writes trials.csv, scores.png, the Tune
 experiment and the W&B runs under DIR.
 """
 
@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from ecomtrain.config import ConfigError, load_config
+from ecomtrain.model import resolve_model
 from ecomtrain.train import connect
 
 
@@ -26,6 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--config", help="YAML config (default: configs/demo.yaml)")
     parser.add_argument("--output", help="directory for everything the sweep writes")
+    parser.add_argument("--address", help="Ray cluster (default: $RAY_ADDRESS, else a local one)")
     parser.add_argument("overrides", nargs="*", help="a.b=c config overrides")
     args = parser.parse_args(argv)
     try:
@@ -42,8 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     from tuning.report import write_report
     from tuning.run import run_sweep
 
-    connect()
+    connect(args.address)
     t0 = time.time()
+    resolve_model(cfg.model)  # build the tiny model once here, not in every trial
     results = run_sweep(cfg, output)
     print(write_report(results, output))
     print(f"\nsweep {cfg.sweep.name!r}: {len(results)} trials in {time.time() - t0:.0f} s")

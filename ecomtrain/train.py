@@ -63,23 +63,23 @@ def fit(cfg: Config, meta: dict, storage_path: str, callbacks: list = ()) -> ray
     return trainer.fit()
 
 
-def connect() -> None:
-    """Join a running Ray cluster (RAY_ADDRESS or `ray start`), else start a local one."""
+def connect(address: str | None = None) -> None:
+    """Join the Ray cluster at `address` or $RAY_ADDRESS (set inside `ray job submit`),
+    else start a local one. "auto" finds a cluster started with `ray start` on this machine."""
     if ray.is_initialized():
         return
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init()
-        return
-    try:
-        ray.init(address="auto")
-    except ConnectionError:
-        ray.init(num_cpus=os.cpu_count())
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address)
+    else:
+        ray.init(address="local")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ecomtrain.train", description=__doc__)
     parser.add_argument("--config", help="YAML config (default: configs/demo.yaml)")
     parser.add_argument("--output", default="runs/train", help="directory for checkpoints")
+    parser.add_argument("--address", help="Ray cluster (default: $RAY_ADDRESS, else a local one)")
     parser.add_argument("overrides", nargs="*", help="a.b=c config overrides")
     args = parser.parse_args(argv)
     try:
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, KeyError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    connect()
+    connect(args.address)
     result = fit(cfg, meta, str(Path(args.output).resolve()))
     print(f"score {result.metrics.get('score')}  adapter {result.checkpoint.path}")
     return 0

@@ -1,4 +1,4 @@
-"""Shared fixtures: an isolated cache, the real-data folder, a local Ray cluster."""
+"""Shared fixtures: an isolated cache and the real-data folder."""
 
 from __future__ import annotations
 
@@ -28,14 +28,3 @@ def refdata() -> Path:
             pytest.fail(f"refdata not found at {path} (set ECOMTRAIN_REFDATA)")
         pytest.skip(f"refdata not found at {path} (set ECOMTRAIN_REFDATA)")
     return path
-
-
-@pytest.fixture(scope="session")
-def ray_local():
-    """A 2-CPU local Ray cluster shared by the integration tests."""
-    import ray
-
-    if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=True, log_to_driver=False)
-    yield ray
-    ray.shutdown()

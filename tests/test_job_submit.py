@@ -1,0 +1,116 @@
+"""`ray job submit -- python -m ecomtrain.sweep` against a local `ray start --head`, token auth on."""
+
+import csv
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_ray_job_submit_runs_the_sweep(tmp_path, ecomtrain_cache):
+    gcs, dash = _free_port(), _free_port()
+    home = tmp_path / "home"  # a private ~/.ray/auth_token
+    home.mkdir()
+    env = {
+        **os.environ,
+        "HOME": str(home),
+        "PATH": f"{BIN}:{os.environ['PATH']}",  # the job's `python` is this environment's
+        "ECOMTRAIN_CACHE": str(ecomtrain_cache),
+        "WANDB_MODE": "offline",
+    }
+    for key in ("RAY_ADDRESS", "WANDB_API_KEY", "RAY_AUTH_MODE"):
+        env.pop(key, None)
+    subprocess.run(
+        [BIN / "ray", "get-auth-token", "--generate"],
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    assert (home / ".ray" / "auth_token").is_file()
+    head = subprocess.Popen(
+        [
+            BIN / "ray",
+            "start",
+            "--head",
+            "--block",
+            "--num-cpus=2",
+            f"--port={gcs}",
+            f"--dashboard-port={dash}",
+            "--include-dashboard=true",
+        ],
+        env={**env, "RAY_AUTH_MODE": "token"},
+        cwd=ROOT,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        address = f"http://127.0.0.1:{dash}"
+        _wait_for_dashboard(dash)
+        out = tmp_path / "sweep"
+        submit = [
+            BIN / "ray",
+            "job",
+            "submit",
+            "--address",
+            address,
+            "--",
+            "python",
+            "-m",
+            "ecomtrain.sweep",
+            "--output",
+            str(out),
+            "sweep.name=job",
+            "train.max_steps=4",
+            "train.eval_every=0",
+            "data.max_eval_per_task=2",
+            "sweep.ranks=[2]",
+            "sweep.subsets={pair: [attribute_inference_mcq, query_ner]}",
+        ]
+        no_token = subprocess.run(
+            submit, env=env, cwd=ROOT, capture_output=True, text=True, timeout=120
+        )
+        assert no_token.returncode != 0  # token auth is on: a client without it is refused
+        proc = subprocess.run(
+            submit,
+            env={**env, "RAY_AUTH_MODE": "token"},
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        assert "succeeded" in proc.stdout
+        with open(out / "trials.csv") as f:
+            (row,) = list(csv.DictReader(f))
+        assert row["subset"] == "pair" and 0.0 <= float(row["score"]) <= 1.0
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)  # --block: ray start stops what it started
+        head.wait(timeout=60)
+
+
+def _wait_for_dashboard(port: int, timeout: float = 120.0) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                time.sleep(3)
+                return
+        time.sleep(1)
+    raise TimeoutError(f"Ray dashboard did not come up on port {port}")
