@@ -27,6 +27,8 @@ class ModelConfig:
     name_or_path: str = "tiny-llama"
     # Where built tiny models are cached; empty means ~/.cache/ecomtrain (or $ECOMTRAIN_CACHE).
     cache_dir: str = ""
+    # Attention kernel: "sdpa" (CPU/GPU), "eager", or "flash_attention_2" (GPU, packed varlen).
+    attn_implementation: str = "sdpa"
 
 
 @dataclass
@@ -34,21 +36,46 @@ class LoraConfig:
     rank: int = 8  # LoRA rank r: the adapter's capacity
     alpha: float = 16.0  # scaling numerator: the update is scaled by alpha / rank
     dropout: float = 0.0  # dropout on the LoRA input
+    # Module names to adapt; ["all-linear"] adapts every linear layer but the output head.
     target_modules: list[str] = field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"]
     )
+    use_rslora: bool = False  # rank-stabilised scaling alpha / sqrt(rank) instead of alpha / rank
+    use_dora: bool = False  # weight-decomposed LoRA (DoRA): magnitude + direction
 
 
 @dataclass
 class DataConfig:
-    # Corpus files (ShopBench JSON Lines or JSON arrays); "demo" is the built-in corpus.
+    # Corpus files (ShopBench JSON Lines, JSON arrays such as EC-Guide's, generated files);
+    # "demo" is the built-in corpus; "hf:owner/name[:split]" loads a hub dataset once.
     corpus: list[str] = field(default_factory=lambda: ["demo"])
     # Task families or capabilities to train on; empty means every task in the corpus.
     tasks: list[str] = field(default_factory=list)
-    eval_fraction: float = 0.15  # share of each task held out for evaluation (by record hash)
+    # File name or glob -> task family for records without task_name; unmatched records
+    # are assigned by the families' recognisers (ecomtrain/tasks.py) or rejected.
+    file_tasks: dict[str, str] = field(default_factory=dict)
+    eval_fraction: float = 0.15  # share of each task held out (by a hash of the normalised input)
     max_eval_per_task: int = 8  # cap on held-out records scored per task
-    max_seq_len: int = 256  # tokens per training sequence; longer records are truncated
-    seed: int = 0  # seed of the data order
+    max_chars: int = 20000  # longest input_field or answer a record may have, in characters
+    # Share of bad records a run tolerates: they are written to `rejects` and counted;
+    # above it the run stops with the report. 0: any bad record stops the run.
+    max_bad_fraction: float = 0.0
+    rejects: str = "rejects.jsonl"  # JSON Lines of bad records (relative: to the working dir)
+    # Eval files (e.g. the KDD dev set) no training record may overlap: equal normalised
+    # input, or a shared word n-gram that is not prompt template. Overlapping ones are dropped.
+    decontaminate: list[str] = field(default_factory=list)
+    ngram: int = 13  # n of the word n-grams compared by decontamination
+    # Mixture: p(task) ~ capability weight * task weight * min(n, max_per_task) ** (1/temperature),
+    # n = the task's training records; an epoch holds sum(min(n, max_per_task)) records.
+    temperature: float = 1.0  # 1: proportional to size; larger flattens towards uniform
+    max_per_task: int = 0  # cap on a task's size in the mixture; 0: no cap
+    capability_weights: dict[str, float] = field(default_factory=dict)  # capability -> weight
+    task_weights: dict[str, float] = field(default_factory=dict)  # family -> weight (default 1)
+    # Tokens per packed training sequence; an over-long record loses the start of its prompt,
+    # one whose answer alone does not fit is dropped (counted and logged).
+    max_seq_len: int = 2048
+    pack_window: int = 1024  # records packed together (first-fit decreasing by length)
+    seed: int = 0  # seed of the data order and of the mixture's sampling
 
 
 @dataclass
@@ -65,8 +92,16 @@ class TrainConfig:
     weight_decay: float = 0.0
     grad_clip: float = 1.0  # max gradient norm; 0 disables clipping
     log_every: int = 5  # report training metrics every N steps
-    eval_every: int = 0  # evaluate every N steps; 0 evaluates only at the end
+    eval_every: int = 0  # evaluate and checkpoint every N steps; 0: only at the end
     seed: int = 0  # seed of LoRA initialisation
+    precision: str = "fp32"  # "bf16", "fp16" or "fp32" (bf16/fp16 need a GPU)
+    offload_optimizer: bool = False  # ZeRO: keep optimizer states in host memory
+    offload_params: bool = False  # ZeRO-3: keep parameters in host memory
+    gradient_checkpointing: bool = False  # recompute activations in backward to save memory
+    keep_checkpoints: int = 2  # checkpoints (taken at each evaluation) kept per run, best by score
+    max_failures: int = 0  # worker failures to recover from, resuming from the last checkpoint
+    # Fault-injection for tests: rank 1 dies once at this step (0: never).
+    inject_failure_at_step: int = 0
 
 
 @dataclass
@@ -132,7 +167,25 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Co
         raise ConfigError(f"{path}: top level must be a mapping, got {type(raw).__name__}")
     for item in overrides:
         apply_override(raw, item)
-    return build(Config, raw, str(path), "")
+    return check_choices(build(Config, raw, str(path), ""), str(path))
+
+
+# Fields whose value must be one of a fixed set.
+CHOICES = {
+    ("model", "attn_implementation"): ("sdpa", "eager", "flash_attention_2"),
+    ("train", "zero_stage"): (0, 1, 2, 3),
+    ("train", "precision"): ("bf16", "fp16", "fp32"),
+    ("wandb", "mode"): ("auto", "online", "offline", "disabled"),
+}
+
+
+def check_choices(cfg: Config, source: str) -> Config:
+    """Reject values outside a field's allowed set, naming the key and the file."""
+    for (section, key), allowed in CHOICES.items():
+        value = getattr(getattr(cfg, section), key)
+        if value not in allowed:
+            raise ConfigError(f"{source}: {section}.{key}: {value!r} is not one of {allowed}")
+    return cfg
 
 
 def apply_override(raw: dict, item: str) -> None:
@@ -185,6 +238,11 @@ def check_type(value, hint, source: str, where: str):
         }
     if origin is None and _is(value, hint):
         return float(value) if hint is float else value
+    if hint is float and isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
     raise ConfigError(
         f"{source}: {where}: expected {_name(hint)}, got {type(value).__name__} {value!r}"
     )

@@ -1,4 +1,4 @@
-"""DeepSpeed: the config ecomtrain generates and the engine around a PEFT model.
+"""DeepSpeed: the config ecomtrain generates, the engine, ZeRO-3 loading and checkpoints.
 
 The only module that imports deepspeed. The optimizer (AdamW over the adapter's
 parameters) and the warmup+cosine schedule are plain torch objects handed to
@@ -7,24 +7,35 @@ DeepSpeed, so the same code runs on CPU (gloo) and GPU (NCCL).
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
 
 from ecomtrain.config import TrainConfig
 
+STATE_TAG = "deepspeed"  # sub-directory of a checkpoint holding DeepSpeed's state
 
-def deepspeed_config(cfg: TrainConfig, world_size: int) -> dict:
-    """The DeepSpeed JSON config for this run."""
-    bf16 = cfg.use_gpu and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+def deepspeed_config(cfg: TrainConfig) -> dict:
+    """The DeepSpeed JSON config for this run (DeepSpeed derives the global batch size)."""
+    zero: dict = {"stage": cfg.zero_stage}
+    pin = cfg.use_gpu  # pinned host memory only helps host<->GPU copies
+    if cfg.offload_optimizer and cfg.zero_stage > 0:
+        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": pin}
+    if cfg.offload_params and cfg.zero_stage == 3:
+        zero["offload_param"] = {"device": "cpu", "pin_memory": pin}
+    if cfg.zero_stage == 3:
+        zero["stage3_gather_16bit_weights_on_model_save"] = True
     return {
         "train_micro_batch_size_per_gpu": cfg.micro_batch_size,
         "gradient_accumulation_steps": cfg.grad_accum,
-        "train_batch_size": cfg.micro_batch_size * cfg.grad_accum * world_size,
         "gradient_clipping": cfg.grad_clip,
-        "zero_optimization": {"stage": cfg.zero_stage},
-        "bf16": {"enabled": bf16},
+        "zero_optimization": zero,
+        "bf16": {"enabled": cfg.precision == "bf16"},
+        "fp16": {"enabled": cfg.precision == "fp16", "loss_scale": 0},  # 0: dynamic scaling
         "zero_allow_untested_optimizer": True,
+        "zero_force_ds_cpu_optimizer": False,  # the torch AdamW also runs on offloaded states
         "steps_per_print": 10**9,  # ecomtrain reports its own metrics
         "wall_clock_breakdown": False,
     }
@@ -38,7 +49,18 @@ def warmup_cosine(step: int, warmup: int, total: int, floor: float = 0.1) -> flo
     return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def initialize(model, cfg: TrainConfig, world_size: int):
+def zero3_loading(cfg: TrainConfig):
+    """Under ZeRO-3, the returned object makes `from_pretrained` load weights already
+    partitioned (no rank holds the whole base model) and `generate` sync across ranks.
+    Keep it referenced for as long as the model lives; None below ZeRO-3."""
+    if cfg.zero_stage != 3:
+        return None
+    from transformers.integrations import HfDeepSpeedConfig
+
+    return HfDeepSpeedConfig(deepspeed_config(cfg))
+
+
+def initialize(model, cfg: TrainConfig):
     """Wrap `model` in a DeepSpeed engine with AdamW and warmup+cosine."""
     import deepspeed
 
@@ -47,11 +69,36 @@ def initialize(model, cfg: TrainConfig, world_size: int):
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: warmup_cosine(s, cfg.warmup_steps, cfg.max_steps)
     )
-    engine, optimizer, _, schedule = deepspeed.initialize(
+    engine, _, _, schedule = deepspeed.initialize(
         model=model,
         optimizer=optimizer,
         lr_scheduler=schedule,
-        config=deepspeed_config(cfg, world_size),
+        config=deepspeed_config(cfg),
         dist_init_required=False,
     )
-    return engine, optimizer, schedule
+    return engine, schedule
+
+
+@contextlib.contextmanager
+def gathered(engine):
+    """Full values of the trainable parameters inside the block (ZeRO-3 partitions them).
+
+    Every rank must enter; a no-op below ZeRO-3."""
+    import deepspeed
+
+    params = [p for p in engine.module.parameters() if p.requires_grad]
+    with deepspeed.zero.GatheredParameters(params, modifier_rank=None):
+        yield
+
+
+def save_state(engine, path: str, client_state: dict) -> None:
+    """Adapter weights, optimizer and scheduler of every rank (frozen base excluded)."""
+    engine.save_checkpoint(
+        path, tag=STATE_TAG, client_state=client_state, exclude_frozen_parameters=True
+    )
+
+
+def load_state(engine, path: str) -> dict:
+    """Restore what `save_state` wrote; returns its client state."""
+    _, client_state = engine.load_checkpoint(path, tag=STATE_TAG, load_module_strict=False)
+    return client_state or {}

@@ -1,8 +1,15 @@
-"""The per-worker training loop: shard -> step -> evaluate -> report. Read it top to bottom."""
+"""The per-worker training loop: shard -> step -> evaluate -> checkpoint -> report.
+
+Read it top to bottom. Resuming is exact: a checkpoint holds the adapter, optimizer and
+scheduler state of every rank, the step, and the loss history; the data stream is
+deterministic, so a resumed run skips exactly the micro-batches already trained on.
+"""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import tempfile
 import time
 from pathlib import Path
@@ -11,15 +18,17 @@ import ray.train
 import torch
 import torch.distributed as dist
 
-from ecomtrain.config import from_dict
+from ecomtrain.config import Config, from_dict
 from ecomtrain.data import model_inputs
-from ecomtrain.engine import initialize
+from ecomtrain.engine import gathered, initialize, load_state, save_state, zero3_loading
 from ecomtrain.generation import score_rows
 from ecomtrain.model import add_lora, load_model, load_tokenizer
 
+STATE_FILE = "ecomtrain_state.json"
+
 
 def train_fn_per_worker(loop_config: dict) -> None:
-    """Fine-tune a LoRA adapter with DeepSpeed on this worker's shard; rank 0 evaluates."""
+    """Fine-tune a LoRA adapter with DeepSpeed on this worker's share of the stream."""
     cfg = from_dict(loop_config["cfg"])
     model_path, trial = loop_config["model_path"], loop_config["trial"]
     ctx = ray.train.get_context()
@@ -27,17 +36,28 @@ def train_fn_per_worker(loop_config: dict) -> None:
 
     torch.manual_seed(cfg.train.seed)
     tokenizer = load_tokenizer(model_path)
-    model = add_lora(load_model(model_path), cfg.lora)
+    zero3 = zero3_loading(cfg.train)  # noqa: F841  (must outlive the model)
+    base = load_model(model_path, cfg.model.attn_implementation, cfg.train.precision)
+    if cfg.train.gradient_checkpointing:
+        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        base.enable_input_require_grads()
+    model = add_lora(base, cfg.lora)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    engine, _, schedule = initialize(model, cfg.train, world)
+    engine, schedule = initialize(model, cfg.train)
     device = engine.device
 
-    batches = cycle(ray.train.get_dataset_shard("train"), cfg.train.micro_batch_size)
-    eval_rows = held_out_rows(cfg) if rank == 0 else []
+    state = restore(engine)  # {"step", "history"}; step 0 on a fresh start
+    resumed = state["step"] > 0
+    micro_done = state["step"] * cfg.train.grad_accum
+    batches = striped(ray.train.get_dataset_shard("train"), cfg, rank, world, skip=micro_done)
+    all_ranks_generate = cfg.train.zero_stage == 3  # ZeRO-3 forward passes are collective
+    eval_rows = held_out_rows(cfg) if rank == 0 or all_ranks_generate else []
 
     t0 = window_t0 = time.time()
-    window_loss, window_steps, window_tokens = torch.zeros((), device=device), 0, 0
-    for step in range(1, cfg.train.max_steps + 1):
+    window_loss, window_steps, window_tokens = 0.0, 0, 0
+    for step in range(state["step"] + 1, cfg.train.max_steps + 1):
+        if step == cfg.train.inject_failure_at_step and rank == 1 and not resumed:
+            os.kill(os.getpid(), signal.SIGKILL)  # fault injection for the resume test
         step_loss = torch.zeros((), device=device)
         for _ in range(cfg.train.grad_accum):
             batch = {k: v.to(device) for k, v in next(batches).items()}
@@ -46,9 +66,11 @@ def train_fn_per_worker(loop_config: dict) -> None:
             engine.step()  # DeepSpeed steps the optimizer on accumulation boundaries only
             step_loss += loss.detach() / cfg.train.grad_accum
             window_tokens += int((batch["labels"] != -100).sum())
-        if not torch.isfinite(step_loss):
+        loss_value = mean_over_ranks(step_loss, world)
+        if not torch.isfinite(torch.tensor(loss_value)):
             raise FloatingPointError(f"trial {trial['name']}: non-finite loss at step {step}")
-        window_loss, window_steps = window_loss + step_loss, window_steps + 1
+        state["history"].append([step, loss_value])
+        window_loss, window_steps = window_loss + loss_value, window_steps + 1
 
         last = step == cfg.train.max_steps
         evaluate = last or (cfg.train.eval_every > 0 and step % cfg.train.eval_every == 0)
@@ -56,34 +78,44 @@ def train_fn_per_worker(loop_config: dict) -> None:
             continue
         metrics = {
             "step": step,
-            "loss": mean_over_ranks(window_loss / window_steps, world),  # mean since last report
+            "loss": window_loss / window_steps,  # mean since the last report
             "lr": schedule.get_last_lr()[0],
             "tokens_per_s": window_tokens * world / (time.time() - window_t0),
             "trainable_params": trainable,
             "elapsed_s": time.time() - t0,
         }
         checkpoint = None
-        if evaluate and rank == 0:
-            metrics |= evaluate_adapter(engine.module, tokenizer, eval_rows, cfg)
         if evaluate:
-            checkpoint = save_adapter(engine.module, tokenizer, trial, step, rank)
+            if eval_rows:
+                metrics |= evaluate_adapter(engine.module, tokenizer, eval_rows, cfg)
+            state["step"] = step
+            checkpoint = save_checkpoint(engine, tokenizer, trial, state, rank)
         ray.train.report(metrics, checkpoint=checkpoint)
-        window_loss, window_steps, window_tokens = torch.zeros((), device=device), 0, 0
-        window_t0 = time.time()
+        window_loss, window_steps, window_tokens, window_t0 = 0.0, 0, 0, time.time()
 
 
-def cycle(shard, batch_size: int):
-    """Endless model-ready micro-batches of a shard, epoch after epoch.
+def striped(shard, cfg: Config, rank: int, world: int, skip: int):
+    """Endless model-ready micro-batches: rank r takes batch r of every group of `world`.
 
-    Every rank's shard holds the same number of rows (Ray splits with equal=True) and
-    partial batches are dropped, so all ranks take the same number of steps.
+    Every rank reads the same deterministic stream, so all ranks take the same number of
+    steps (a trailing partial group is dropped by all) and a resumed run can skip exactly
+    `skip` micro-batches.
     """
+    seen = 0
     while True:
-        for batch in shard.iter_torch_batches(batch_size=batch_size, drop_last=True):
-            yield model_inputs(batch)
+        group = []
+        for batch in shard.iter_torch_batches(
+            batch_size=cfg.train.micro_batch_size, drop_last=True
+        ):
+            group.append(batch)
+            if len(group) < world:
+                continue
+            if seen >= skip:
+                yield model_inputs(group[rank])
+            seen, group = seen + 1, []
 
 
-def held_out_rows(cfg) -> list[dict]:
+def held_out_rows(cfg: Config) -> list[dict]:
     """The trial's held-out rows, capped per task, in a fixed order."""
     rows = list(ray.train.get_dataset_shard("eval").iter_rows())
     rows.sort(key=lambda r: (r["task_family"], r["input"]))
@@ -95,7 +127,7 @@ def held_out_rows(cfg) -> list[dict]:
     return kept
 
 
-def evaluate_adapter(model, tokenizer, rows: list[dict], cfg) -> dict:
+def evaluate_adapter(model, tokenizer, rows: list[dict], cfg: Config) -> dict:
     """Flat ShopBench metrics: score, track/<name>, task/<name>."""
     t = time.time()
     result, _ = score_rows(
@@ -108,15 +140,29 @@ def evaluate_adapter(model, tokenizer, rows: list[dict], cfg) -> dict:
     return flat
 
 
-def save_adapter(model, tokenizer, trial: dict, step: int, rank: int):
-    """Rank 0 writes the PEFT adapter (safetensors) and trial metadata; others return None."""
-    if rank != 0:
-        return None
+def save_checkpoint(engine, tokenizer, trial: dict, state: dict, rank: int):
+    """Every rank saves its DeepSpeed state; rank 0 adds the PEFT adapter (safetensors),
+    the tokenizer, the trial's metadata and the loss history. Ray merges the ranks' files."""
     path = Path(tempfile.mkdtemp(prefix="ecomtrain-ckpt-"))
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    (path / "ecomtrain_trial.json").write_text(json.dumps({**trial, "step": step}, indent=1))
+    save_state(engine, str(path), client_state={"step": state["step"]})
+    with gathered(engine):
+        if rank == 0:
+            engine.module.save_pretrained(path)
+    if rank == 0:
+        tokenizer.save_pretrained(path)
+        (path / "ecomtrain_trial.json").write_text(json.dumps(trial, indent=1))
+        (path / STATE_FILE).write_text(json.dumps(state))
     return ray.train.Checkpoint.from_directory(str(path))
+
+
+def restore(engine) -> dict:
+    """State of the latest checkpoint after a failure or a resumed sweep, else a fresh one."""
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None:
+        return {"step": 0, "history": []}
+    with checkpoint.as_directory() as path:
+        load_state(engine, path)
+        return json.loads((Path(path) / STATE_FILE).read_text())
 
 
 def mean_over_ranks(value: torch.Tensor, world: int) -> float:

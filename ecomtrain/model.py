@@ -124,9 +124,14 @@ def load_tokenizer(path: str):
     return tok
 
 
-def load_model(path: str, dtype: torch.dtype = torch.float32):
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
+
+def load_model(path: str, attn_implementation: str = "sdpa", precision: str = "fp32"):
     """The base causal LM from a local directory or hub id."""
-    return AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    return AutoModelForCausalLM.from_pretrained(
+        path, dtype=DTYPES[precision], attn_implementation=attn_implementation
+    )
 
 
 def add_lora(model, cfg: LoraConfig):
@@ -134,11 +139,14 @@ def add_lora(model, cfg: LoraConfig):
     from peft import LoraConfig as PeftLoraConfig
     from peft import get_peft_model
 
+    targets = cfg.target_modules
     peft_cfg = PeftLoraConfig(
         r=cfg.rank,
         lora_alpha=cfg.alpha,
         lora_dropout=cfg.dropout,
-        target_modules=cfg.target_modules,
+        target_modules="all-linear" if targets == ["all-linear"] else targets,
+        use_rslora=cfg.use_rslora,
+        use_dora=cfg.use_dora,
         task_type="CAUSAL_LM",
     )
     return get_peft_model(model, peft_cfg)

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import ray
-from ray.train import CheckpointConfig, DataConfig, RunConfig, ScalingConfig
+from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
 
 from ecomtrain.config import Config, ConfigError, load_config, to_dict
@@ -39,6 +39,9 @@ def trial_meta(name: str, subset: str, tasks: list[str], cfg: Config) -> dict:
 def fit(cfg: Config, meta: dict, storage_path: str, callbacks: list = ()) -> ray.train.Result:
     """Fine-tune one adapter on `meta["tasks"]` with `cfg.train.num_workers` workers."""
     model_path = resolve_model(cfg.model)
+    # Each worker reads the whole stream in a fixed order and takes its stripe of it
+    # (loop.striped): same step count on every rank, and exact resume.
+    ray.data.DataContext.get_current().execution_options.preserve_order = True
     train_ds, eval_ds = train_dataset(cfg, model_path, meta["tasks"])
     trainer = TorchTrainer(
         train_fn_per_worker,
@@ -50,13 +53,16 @@ def fit(cfg: Config, meta: dict, storage_path: str, callbacks: list = ()) -> ray
         ),
         torch_config=TorchConfig(backend="nccl" if cfg.train.use_gpu else "gloo"),
         datasets={"train": train_ds, "eval": eval_ds},
-        dataset_config=DataConfig(datasets_to_split=["train"]),
+        dataset_config=DataConfig(datasets_to_split=[]),
         run_config=RunConfig(
             name=meta["name"],
             storage_path=storage_path,
             checkpoint_config=CheckpointConfig(
-                num_to_keep=1, checkpoint_score_attribute="score", checkpoint_score_order="max"
+                num_to_keep=cfg.train.keep_checkpoints,
+                checkpoint_score_attribute="score",
+                checkpoint_score_order="max",
             ),
+            failure_config=FailureConfig(max_failures=cfg.train.max_failures),
             callbacks=list(callbacks),
         ),
     )

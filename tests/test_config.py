@@ -26,6 +26,7 @@ def test_overrides_are_typed():
     assert cfg.train.max_steps == 20
     assert cfg.lora.alpha == 8.0 and isinstance(cfg.lora.alpha, float)
     assert cfg.sweep.ranks == [2, 4]
+    assert load_config(None, ["train.lr=1e-4"]).train.lr == 1e-4  # YAML 1.1 reads this as str
 
 
 @pytest.mark.parametrize(
@@ -35,6 +36,9 @@ def test_overrides_are_typed():
         ("train.max_steps=abc", "train.max_steps: expected int, got str"),
         ("train.max_steps=1.5", "train.max_steps: expected int, got float"),
         ("train.use_gpu=3", "train.use_gpu: expected bool"),
+        ("train.lr=fast", "train.lr: expected float, got str"),
+        ("train.zero_stage=4", "train.zero_stage: 4 is not one of (0, 1, 2, 3)"),
+        ("train.precision=fp8", "train.precision: 'fp8' is not one of"),
         ("sweep.ranks=[4, x]", "sweep.ranks[1]: expected int"),
         ("data.corpus=demo", "data.corpus: expected list"),
         ("sweep.subsets.a=[1]", "sweep.subsets.a[0]: expected str"),
