@@ -41,16 +41,27 @@ def main(argv: list[str] | None = None) -> int:
     output = Path(args.output or cfg.sweep.output).resolve()
     output.mkdir(parents=True, exist_ok=True)
 
-    from tuning.report import write_report
-    from tuning.run import run_sweep
+    from ecomtrain.report import load_trials
+    from tuning.report import write_full_report, write_report
+    from tuning.run import run_sweep, wandb_mode
+    from tuning.wandb_summary import log_summary
 
     connect(args.address)
     t0 = time.time()
     resolve_model(cfg.model)  # build the tiny model once here, not in every trial
     results = run_sweep(cfg, output)
     print(write_report(results, output))
+    report = write_full_report(output)
+    log_summary(
+        load_trials(output / "trials.csv"),
+        cfg.wandb.project,
+        cfg.sweep.name,
+        wandb_mode(cfg),
+        output,
+        cfg.wandb.entity or None,
+    )
     print(f"\nsweep {cfg.sweep.name!r}: {len(results)} trials in {time.time() - t0:.0f} s")
-    print(f"results: {output / 'trials.csv'}  chart: {output / 'scores.png'}")
+    print(f"results: {output / 'trials.csv'}  report: {report} (and .html)")
     return 1 if results.errors else 0
 
 

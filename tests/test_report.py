@@ -1,9 +1,18 @@
-"""The sweep report: trials.csv, the chart and the table, from fake Tune results."""
+"""The sweep report: trials.csv, the table and chart from fake Tune results; the full report
+(tables, charts, interaction model, errors) from crafted trials.csv files."""
 
 import csv
+import math
+import subprocess
+import sys
+from pathlib import Path
 from types import SimpleNamespace
 
-from tuning.report import plot_scores, table, trial_rows, write_csv
+import numpy as np
+import pytest
+
+from ecomtrain.report import ReportError, fit_interaction, load_trials, main, t_quantile
+from tuning.report import plot_scores, table, trial_rows, write_csv, write_full_report
 
 
 def _result(subset, rank, score, error=None):
@@ -40,3 +49,189 @@ def test_report_files_and_table(tmp_path):
     text = table(rows).splitlines()
     assert text[2].split()[:2] == ["s1", "16"]  # best first
     assert "failed" in text[-1]
+
+
+# --- the full report from trials.csv: ecomtrain.report (CLI, model) and tuning.report_doc ---
+
+ROOT = Path(__file__).resolve().parent.parent
+# One family per capability, so a subset's capabilities follow from its tasks.
+FAMILY = {1: "query_ner", 2: "numeric_reasoning", 3: "review_rating", 4: "title_translation"}
+HEAD = ["trial", "subset", "tasks", "n_tasks", "n_capabilities", "rank", "score", "loss"]
+HEAD += ["wall_s", "error", "track/understanding-shopping-concepts"]
+
+
+def _trial(subset, caps, rank, score, error="", step=None):
+    tasks = " ".join(FAMILY[i] for i in range(1, caps + 1))
+    row = [f"{subset}-r{rank}", subset, tasks, caps, caps, rank, score, 1.0, 10.0, error]
+    row.append("" if score == "" else round(score / 2, 4))
+    return row + ([] if step is None else [step])
+
+
+def _write(folder, rows, head=HEAD):
+    with open(folder / "trials.csv", "w", newline="") as f:
+        csv.writer(f).writerows([head, *rows])
+    return folder
+
+
+def _ols(d, rank, y):
+    """The reference fit, computed here independently of ecomtrain.report."""
+    d, lr, y = np.asarray(d, float), np.log2(rank), np.asarray(y, float)
+    x = np.column_stack([np.ones_like(d), d, lr, d * lr])
+    beta, rss, *_ = np.linalg.lstsq(x, y, rcond=None)
+    df = len(y) - 4
+    se = np.sqrt(np.diag(rss[0] / df * np.linalg.pinv(x.T @ x)))
+    return beta, se, df
+
+
+LADDER = [  # (step, subset, capabilities, rank, score): a 3 x 3 ladder with an interaction
+    (1, "concept", 1, 4, 0.21), (1, "concept", 1, 8, 0.25), (1, "concept", 1, 16, 0.27),
+    (2, "concept+knowledge", 2, 4, 0.24), (2, "concept+knowledge", 2, 8, 0.31),
+    (2, "concept+knowledge", 2, 16, 0.35),
+    (3, "all-4", 4, 4, 0.26), (3, "all-4", 4, 8, 0.37), (3, "all-4", 4, 16, 0.47),
+]  # fmt: skip
+
+
+@pytest.fixture
+def ladder_dir(tmp_path):
+    rows = [_trial(s, c, r, y, step=step) for step, s, c, r, y in LADDER]
+    rows.append(_trial("all-4", 4, 32, "", "RayTaskError: worker died", step=3))
+    return _write(tmp_path, rows, HEAD + ["ladder_step"])
+
+
+def test_ladder_fit_matches_lstsq_and_report(ladder_dir):
+    assert main([str(ladder_dir)]) == 0
+    beta, se, df = _ols([t[2] for t in LADDER], [t[3] for t in LADDER], [t[4] for t in LADDER])
+    fit = fit_interaction(load_trials(ladder_dir / "trials.csv"))
+    assert fit["n"] == 9 and fit["df"] == df == 5 and len(fit["terms"]) == 4
+    np.testing.assert_allclose(fit["beta"], beta, atol=1e-12)
+    np.testing.assert_allclose(fit["se"], se, rtol=1e-9)
+    assert (fit["se"] > 0).all()
+    half = fit["ci"][:, 1] - fit["beta"]
+    np.testing.assert_allclose(half, 2.570582 * se, rtol=1e-5)  # t(0.975, 5 df)
+    assert beta[3] > 0  # the crafted scores gain more from rank at higher diversity
+
+    md = (ladder_dir / "report.md").read_text()
+    assert "| step | subset | capabilities | tasks | r=4 | r=8 | r=16 | r=32 |" in md
+    assert "| 1 | concept | concept (1) | 1 | 0.2100 | 0.2500 | 0.2700 |  |" in md
+    assert "| 3 | all-4 | concept+knowledge+behavior+multilingual (4) | 4 | 0.2600 | 0.3700 |" in md
+    assert "**0.4700** | failed |" in md  # best cell in bold, the failed trial marked
+    assert f"| b3 diversity x log2(rank) | {beta[3]:+.4f} | {se[3]:.4f} |" in md
+    assert "1 trial(s) left out" in md and "no standard errors" not in md
+    assert "| all-4-r32 | all-4 | 32 | RayTaskError: worker died |" in md
+    assert "**all-4 r16** (trial all-4-r16)" in md
+    for name in ("heatmap.png", "capabilities.png", "diversity.png"):
+        assert (ladder_dir / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"]({name})" in md
+    page = (ladder_dir / "report.html").read_text()
+    assert page.count("data:image/png;base64,iVBORw0KGgo") == 3 and "<b>0.4700</b>" in page
+
+
+def test_two_by_two_reports_no_uncertainty(tmp_path):
+    scores = {(2, 4): 0.16, (2, 16): 0.24, (4, 4): 0.23, (4, 16): 0.31}
+    rows = [_trial(f"caps{c}", c, r, y) for (c, r), y in scores.items()]
+    _write(tmp_path, rows)
+    write_full_report(tmp_path)
+    md = (tmp_path / "report.md").read_text()
+    assert "Only 4 scored trial(s) for the 4-parameter model" in md
+    assert "no standard errors or confidence intervals" in md and "saturated" in md
+    did = (0.31 - 0.23) - (0.24 - 0.16)
+    assert f"= {did:+.4f}; a raw contrast" in md
+    fit = fit_interaction(load_trials(tmp_path / "trials.csv"))
+    assert fit["se"] is None and fit["ci"] is None
+    assert math.isclose(fit["beta"][3], did / ((4 - 2) * (4 - 2)), abs_tol=1e-12)
+    assert "| b3 diversity x log2(rank) | " in md and "| none | none |" in md
+
+
+def test_failed_trial_leaves_identifiable_terms(tmp_path):
+    rows = [_trial("caps2", 2, 4, 0.16), _trial("caps2", 2, 16, 0.24)]
+    rows += [_trial("caps4", 4, 4, 0.23), _trial("caps4", 4, 16, "", "OOM")]
+    _write(tmp_path, rows)
+    assert main([str(tmp_path)]) == 0
+    md = (tmp_path / "report.md").read_text()
+    assert "Only 3 scored trial(s)" in md
+    assert "left out: b3 diversity x log2(rank)" in md and "diff-in-diff" not in md
+    assert "| caps4-r16 | caps4 | 16 | OOM |" in md and "| caps4 r16 | failed |" in md
+    beta = fit_interaction(load_trials(tmp_path / "trials.csv"))["beta"]
+    # exact through 3 points: 0.16 = b0 + 2 b1 + 2 b2, 0.24 = ... + 4 b2, 0.23 = ... + 4 b1
+    np.testing.assert_allclose(beta, [0.01, 0.035, 0.04], atol=1e-12)
+
+
+def test_all_failed_still_reports(tmp_path):
+    rows = [_trial("a", 1, 4, "", "boom"), _trial("a", 1, 8, "", "Traceback\nValueError: x | y")]
+    _write(tmp_path, rows)
+    md = write_full_report(tmp_path).read_text()
+    assert "2 trial(s): 0 scored, 2 failed" in md and "No trial was scored." in md
+    assert "No scored trials: nothing to fit." in md
+    assert "| a-r8 | a | 8 | Traceback ValueError: x \\| y |" in md
+    assert (tmp_path / "heatmap.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda rows: rows[1].__setitem__(6, "0.3x"), ":3: column 'score': '0.3x' is not a number"),
+        (lambda rows: rows[0].__setitem__(5, "4.5"), ":2: column 'rank': '4.5' is not an integer"),
+        (lambda rows: rows[1].append("extra"), ":3: wrong number of fields"),
+        (lambda rows: rows[0].__setitem__(5, ""), ":2: column 'rank' must be a positive integer"),
+        (lambda rows: rows[1].__setitem__(5, "0"), ":3: column 'rank' must be a positive integer"),
+    ],
+)
+def test_malformed_csv_names_file_line_column(tmp_path, capsys, edit, message):
+    rows = [_trial("a", 1, 4, 0.2), _trial("a", 1, 8, 0.3)]
+    edit(rows)
+    _write(tmp_path, rows)
+    assert main([str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'trials.csv'}{message}" in err
+    assert not (tmp_path / "report.md").exists()
+
+
+def test_missing_file_and_columns(tmp_path, capsys):
+    assert main([str(tmp_path)]) == 2
+    assert f"{tmp_path / 'trials.csv'}: not found" in capsys.readouterr().err
+    _write(tmp_path, [["x", "4"]], ["trial", "rank"])
+    with pytest.raises(ReportError, match=r"trials.csv:1: missing column\(s\) subset, score"):
+        load_trials(tmp_path / "trials.csv")
+    _write(tmp_path, [], HEAD)
+    with pytest.raises(ReportError, match="no trials"):
+        load_trials(tmp_path / "trials.csv")
+    (tmp_path / "trials.csv").write_bytes(b"trial,subset,rank,score\n\xff\xfe,a,4,0.1\n")
+    with pytest.raises(ReportError, match="trials.csv: not a readable CSV file"):
+        load_trials(tmp_path / "trials.csv")
+
+
+def test_cli_module_and_derived_columns(tmp_path):
+    """`python -m ecomtrain.report DIR` on a CSV without n_capabilities or error columns."""
+    head = ["trial", "subset", "tasks", "rank", "score"]
+    rows = [["t1", "pair", "query_ner review_rating", "8", "0.4"]]
+    _write(tmp_path, rows, head)
+    cmd = [sys.executable, "-m", "ecomtrain.report", str(tmp_path)]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    md = (tmp_path / "report.md").read_text()
+    assert "| pair | concept+behavior (2) | 2 | **0.4000** |" in md
+    bad = subprocess.run(cmd[:-1] + [str(tmp_path / "none")], capture_output=True, text=True)
+    assert bad.returncode == 2 and "none/trials.csv: not found" in bad.stderr
+
+
+def test_write_full_report_after_write_report(tmp_path):
+    """The sweep's path: ResultGrid -> trials.csv (with optional columns) -> report."""
+    results = [_result("s1", 4, 0.25), _result("s1", 16, 0.5), _result("s2", 4, None, "boom")]
+    results[0].config["alpha"] = 8.0
+    results[0].config["subset"] |= {"capabilities": ["x"], "ladder_step": 1}
+    write_csv(trial_rows(results), tmp_path / "trials.csv")
+    header = (tmp_path / "trials.csv").read_text().splitlines()[0].split(",")
+    assert header[9:12] == ["alpha", "ladder_step", "capabilities"]
+    path = write_full_report(tmp_path)
+    md = path.read_text()
+    assert path == tmp_path / "report.md" and "| s2-r4 | s2 | 4 | boom |" in md
+    assert "| s1 r4 a8 | 0.2500 |" in md
+
+
+def test_t_quantile():
+    for df, want in [(1, 12.7062), (2, 4.3027), (5, 2.5706), (10, 2.2281), (30, 2.0423)]:
+        assert math.isclose(t_quantile(0.975, df), want, abs_tol=1e-4)
+    stats = pytest.importorskip("scipy.stats")
+    for df in range(1, 61):
+        for p in (0.9, 0.975, 0.995):
+            assert math.isclose(t_quantile(p, df), stats.t.ppf(p, df), rel_tol=1e-9)

@@ -48,9 +48,12 @@ def test_sweep_cli_end_to_end(tmp_path, ecomtrain_cache):
     assert "pair" in proc.stdout and "score" in proc.stdout
 
     runs = sorted((out / "wandb").glob("offline-run-*"))
-    assert len(runs) == 2
+    assert len(runs) == 3  # one per trial and the sweep's summary run
+    assert (out / "report.md").is_file() and (out / "heatmap.png").is_file()
     # each trial's adapter is a PEFT checkpoint of its own rank
     adapters = sorted(out.glob("train/*/checkpoint_*/adapter_config.json"))
     assert sorted(json.loads(a.read_text())["r"] for a in adapters) == [2, 8]
     meta = json.loads((adapters[0].parent / "ecomtrain_trial.json").read_text())
-    assert meta["n_tasks"] == 2 and meta["n_capabilities"] == 2 and meta["step"] == 4
+    assert meta["n_tasks"] == 2 and meta["n_capabilities"] == 2
+    state = json.loads((adapters[0].parent / "ecomtrain_state.json").read_text())
+    assert state["step"] == 4 and [s for s, _ in state["history"]] == [1, 2, 3, 4]
