@@ -1,0 +1,50 @@
+"""Export: the merged model's logits equal base + adapter."""
+
+import pytest
+import torch
+
+from ecomtrain.config import LoraConfig, ModelConfig
+from ecomtrain.export import main, merge
+from ecomtrain.model import add_lora, load_model, load_tokenizer, resolve_model
+
+
+@pytest.fixture(scope="module")
+def adapter(tmp_path_factory):
+    path = resolve_model(ModelConfig())
+    model = add_lora(load_model(path), LoraConfig(rank=4, target_modules=["all-linear"]))
+    with torch.no_grad():  # a non-trivial update: lora_B starts at zero
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.05)
+    out = tmp_path_factory.mktemp("adapter")
+    model.save_pretrained(out)
+    load_tokenizer(path).save_pretrained(out)
+    return out, model
+
+
+def test_merged_logits_equal_base_plus_adapter(adapter, tmp_path):
+    adapter_dir, peft_model = adapter
+    merged_dir = merge(adapter_dir, tmp_path / "merged")
+    assert (merged_dir / "model.safetensors").is_file()
+    merged = load_model(str(merged_dir))  # a plain HF model: no PEFT needed
+    ids = load_tokenizer(str(merged_dir))("Which color is the laptop?", return_tensors="pt")
+    peft_model.eval()
+    with torch.no_grad():
+        want = peft_model(**ids).logits
+        got = merged(**ids).logits
+        base = load_model(str(resolve_model(ModelConfig())))(**ids).logits
+    assert (got - want).abs().max() < 1e-3
+    assert (want - base).abs().max() > 1e-3  # the adapter changed something
+
+
+def test_adapter_loads_with_peft(adapter):
+    from peft import PeftModel
+
+    adapter_dir, _ = adapter
+    model = PeftModel.from_pretrained(load_model(str(resolve_model(ModelConfig()))), adapter_dir)
+    assert any("lora_A" in n for n, _ in model.named_parameters())
+
+
+def test_cli_errors_on_a_non_adapter(tmp_path, capsys):
+    assert main(["--adapter", str(tmp_path), "--out", str(tmp_path / "x")]) == 2
+    assert "adapter_config.json: not found" in capsys.readouterr().err
