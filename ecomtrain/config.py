@@ -129,8 +129,27 @@ class SweepConfig:
             ],
         }
     )
+    # Capability ladder: subsets "ladder-k" add these capabilities one at a time, in order.
+    ladder: list[str] = field(default_factory=list)
+    # Subtask inclusion: for each capability named, one subset per family leaving it out
+    # of the full task set ("without-<family>").
+    leave_one_out: list[str] = field(default_factory=list)
+    random_subsets: int = 0  # random subsets of families to add to the space
+    random_min_per_capability: int = 1  # each random subset covers every capability this often
+    random_max_tasks: int = 0  # at most this many families per random subset (0: no cap)
     ranks: list[int] = field(default_factory=lambda: [4, 16])  # LoRA ranks crossed with subsets
-    alpha_per_rank: float = 2.0  # lora.alpha = alpha_per_rank * rank in each trial
+    # lora.alpha per trial: "scale" = alpha_per_rank * rank; "fixed" = lora.alpha;
+    # "rslora" = lora.alpha with rank-stabilised scaling (alpha / sqrt(rank)).
+    alpha_rule: str = "scale"
+    alpha_per_rank: float = 2.0
+    # Further dimensions by dotted config path, e.g. {"train.lr": [1e-4, 3e-4]}.
+    params: dict[str, list] = field(default_factory=dict)
+    search: str = "grid"  # "grid" (every point) or "random" (num_samples points)
+    num_samples: int = 1  # grid: repeats of the grid; random: trials
+    seed: int = 0  # seed of random subsets
+    scheduler: str = "fifo"  # "fifo" runs every trial out; "asha" stops weak ones early
+    grace_period: int = 100  # ASHA: steps before a trial can be stopped (align with eval_every)
+    reduction_factor: int = 2  # ASHA: keep the top 1/reduction_factor at each rung
     max_concurrent_trials: int = 1  # trials running at once (0: as many as resources allow)
     output: str = "runs"  # where the sweep writes everything (overridden by --output)
 
@@ -176,6 +195,9 @@ CHOICES = {
     ("train", "zero_stage"): (0, 1, 2, 3),
     ("train", "precision"): ("bf16", "fp16", "fp32"),
     ("wandb", "mode"): ("auto", "online", "offline", "disabled"),
+    ("sweep", "alpha_rule"): ("scale", "fixed", "rslora"),
+    ("sweep", "search"): ("grid", "random"),
+    ("sweep", "scheduler"): ("fifo", "asha"),
 }
 
 
@@ -193,13 +215,18 @@ def apply_override(raw: dict, item: str) -> None:
     key, sep, value = item.partition("=")
     if not sep or not key:
         raise ConfigError(f"override {item!r}: expected KEY.PATH=VALUE")
+    set_path(raw, key, yaml.safe_load(value))
+
+
+def set_path(raw: dict, key: str, value) -> None:
+    """Set a dotted key path in a nested dict, creating sections on the way."""
     *parents, leaf = key.split(".")
     node = raw
     for part in parents:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
-            raise ConfigError(f"override {item!r}: {part} is not a section")
-    node[leaf] = yaml.safe_load(value)
+            raise ConfigError(f"{key}: {part} is not a section")
+    node[leaf] = value
 
 
 def build(cls: type, raw: dict, source: str, prefix: str):
@@ -227,6 +254,8 @@ def build(cls: type, raw: dict, source: str, prefix: str):
 def check_type(value, hint, source: str, where: str):
     """Check `value` against a simple type hint; ints are accepted where floats are."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is list and isinstance(value, list):  # a list of any scalars
+        return value
     if origin is list and isinstance(value, list):
         return [check_type(v, args[0], source, f"{where}[{i}]") for i, v in enumerate(value)]
     if origin is dict and isinstance(value, dict):

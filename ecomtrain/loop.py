@@ -159,10 +159,12 @@ def restore(engine) -> dict:
     """State of the latest checkpoint after a failure or a resumed sweep, else a fresh one."""
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None:
-        return {"step": 0, "history": []}
+        return {"step": 0, "history": [], "starts": [0]}
     with checkpoint.as_directory() as path:
         load_state(engine, path)
-        return json.loads((Path(path) / STATE_FILE).read_text())
+        state = json.loads((Path(path) / STATE_FILE).read_text())
+    state["starts"] = [*state.get("starts", [0]), state["step"]]  # where each attempt began
+    return state
 
 
 def mean_over_ranks(value: torch.Tensor, world: int) -> float:

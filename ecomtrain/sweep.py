@@ -1,45 +1,91 @@
 """`python -m ecomtrain.sweep`: sweep task subsets x LoRA rank on a Ray cluster.
 
     python -m ecomtrain.sweep [--config configs/demo.yaml] [--output DIR] [a.b=c ...]
+    python -m ecomtrain.sweep --resume DIR
 
 Joins the Ray cluster at --address or $RAY_ADDRESS (as under `ray job submit`) or
-starts a local one, runs one trial per (subset, rank), and writes trials.csv, scores.png, the Tune
-experiment and the W&B runs under DIR.
+starts a local one, runs one trial per point of the search space, and writes
+trials.csv, report.md/html with charts, the Tune experiment, every trial's checkpoints
+and the W&B runs under DIR. DIR may be a cloud URI (s3://, gs://): checkpoints go
+there directly and the report files are uploaded at the end.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 import time
 from pathlib import Path
 
-from ecomtrain.config import ConfigError, load_config
+import yaml
+
+from ecomtrain.config import Config, ConfigError, from_dict, load_config, to_dict
 from ecomtrain.model import resolve_model
 from ecomtrain.train import connect
 
+CONFIG_FILE = "config.yaml"  # the resolved config, saved so --resume needs nothing else
 
-def main(argv: list[str] | None = None) -> int:
+
+def is_uri(path: str) -> bool:
+    return "://" in path
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m ecomtrain.sweep",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--config", help="YAML config (default: configs/demo.yaml)")
-    parser.add_argument("--output", help="directory for everything the sweep writes")
+    parser.add_argument("--output", help="directory or URI for everything the sweep writes")
+    parser.add_argument("--resume", metavar="DIR", help="continue the interrupted sweep in DIR")
     parser.add_argument("--address", help="Ray cluster (default: $RAY_ADDRESS, else a local one)")
     parser.add_argument("overrides", nargs="*", help="a.b=c config overrides")
-    args = parser.parse_args(argv)
-    try:
-        cfg = load_config(args.config, args.overrides)
-        from tuning.space import subsets
+    return parser.parse_args(argv)
 
-        subsets(cfg)  # reject unknown task names before starting Ray
-    except (ConfigError, KeyError) as e:
+
+def setup(args: argparse.Namespace) -> tuple[Config, str]:
+    """The sweep's config and its output location (fresh, or from a sweep to resume)."""
+    if args.resume:
+        if args.config or args.overrides:
+            raise ConfigError("--resume takes the sweep's saved config; no --config/overrides")
+        return from_dict(yaml.safe_load(read_text(f"{args.resume}/{CONFIG_FILE}"))), args.resume
+    cfg = load_config(args.config, args.overrides)
+    from tuning.space import subsets
+
+    subsets(cfg)  # reject unknown task names before starting Ray
+    output = args.output or cfg.sweep.output
+    return cfg, output if is_uri(output) else str(Path(output).resolve())
+
+
+def read_text(path: str) -> str:
+    if not is_uri(path):
+        return Path(path).read_text()
+    import pyarrow.fs
+
+    fs, p = pyarrow.fs.FileSystem.from_uri(path)
+    with fs.open_input_stream(p) as f:
+        return f.read().decode()
+
+
+def publish(local_dir: Path, output: str) -> None:
+    """Copy the report files to a cloud output (checkpoints are already there)."""
+    import pyarrow.fs
+
+    pyarrow.fs.copy_files(str(local_dir), output, destination_filesystem=None)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        cfg, output = setup(args)
+    except (ConfigError, KeyError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    output = Path(args.output or cfg.sweep.output).resolve()
-    output.mkdir(parents=True, exist_ok=True)
+    local = Path(tempfile.mkdtemp(prefix="ecomtrain-sweep-")) if is_uri(output) else Path(output)
+    local.mkdir(parents=True, exist_ok=True)
+    (local / CONFIG_FILE).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
     from ecomtrain.report import load_trials
     from tuning.report import write_full_report, write_report
@@ -49,19 +95,17 @@ def main(argv: list[str] | None = None) -> int:
     connect(args.address)
     t0 = time.time()
     resolve_model(cfg.model)  # build the tiny model once here, not in every trial
-    results = run_sweep(cfg, output)
-    print(write_report(results, output))
-    report = write_full_report(output)
+    results = run_sweep(cfg, output, str(local), resume=bool(args.resume))
+    print(write_report(results, local))
+    report = write_full_report(local)
+    rows = load_trials(local / "trials.csv")
     log_summary(
-        load_trials(output / "trials.csv"),
-        cfg.wandb.project,
-        cfg.sweep.name,
-        wandb_mode(cfg),
-        output,
-        cfg.wandb.entity or None,
+        rows, cfg.wandb.project, cfg.sweep.name, wandb_mode(cfg), local, cfg.wandb.entity or None
     )
+    if is_uri(output):
+        publish(local, output)
     print(f"\nsweep {cfg.sweep.name!r}: {len(results)} trials in {time.time() - t0:.0f} s")
-    print(f"results: {output / 'trials.csv'}  report: {report} (and .html)")
+    print(f"results: {output}/trials.csv  report: {output}/{report.name} (and .html)")
     return 1 if results.errors else 0
 
 

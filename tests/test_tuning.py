@@ -32,8 +32,62 @@ def test_unknown_task_in_subset_is_rejected():
 
 def test_trial_config_sets_tasks_rank_alpha():
     base = load_config()
-    point = {"subset": subsets(base)[0], "rank": 32}
+    point = {"subset": subsets(base)[0], "rank": 32, "alpha": 64.0}
     cfg = trial_config(base, point)
     assert cfg.lora.rank == 32 and cfg.lora.alpha == 64.0
     assert cfg.data.tasks == point["subset"]["tasks"]
     assert base.lora.rank == 8  # the base config is not modified
+
+
+def test_ladder_adds_one_capability_at_a_time():
+    order = [
+        "understanding-shopping-concepts",
+        "user-behavior-alignment",
+        "multi-lingual-abilities",
+    ]
+    cfg = load_config(None, ["sweep.subsets={}", f"sweep.ladder=[{', '.join(order)}]"])
+    points = subsets(cfg)
+    assert [p["id"] for p in points] == ["ladder-1", "ladder-2", "ladder-3"]
+    assert [p["n_capabilities"] for p in points] == [1, 2, 3]
+    assert [p["ladder_step"] for p in points] == [1, 2, 3]
+    assert points[1]["coverage"] == 0.5
+
+
+def test_leave_one_out_within_a_capability():
+    cfg = load_config(
+        None,
+        [
+            "sweep.subsets={}",
+            "sweep.leave_one_out=[multi-lingual-abilities]",
+            "data.tasks=[query_ner, title_translation, multilingual_keyword_mcq]",
+        ],
+    )
+    points = {p["id"]: p["tasks"] for p in subsets(cfg)}
+    assert points == {
+        "without-multilingual_keyword_mcq": ["query_ner", "title_translation"],
+        "without-title_translation": ["query_ner", "multilingual_keyword_mcq"],
+    }
+
+
+def test_random_subsets_cover_every_capability_and_are_deterministic():
+    args = ["sweep.subsets={}", "sweep.random_subsets=5", "sweep.random_min_per_capability=1"]
+    first = subsets(load_config(None, args))
+    assert len(first) == 5 and len({tuple(p["tasks"]) for p in first}) == 5
+    assert all(p["n_capabilities"] == 4 for p in first)
+    assert subsets(load_config(None, args)) == first
+    assert subsets(load_config(None, [*args, "sweep.seed=1"])) != first
+
+
+def test_dotted_params_and_alpha_rules():
+    cfg = load_config(None, ["sweep.params={train.lr: [0.001, 0.01]}", "sweep.ranks=[8]"])
+    space = param_space(cfg)
+    assert space["train.lr"]["grid_search"] == [0.001, 0.01]
+    point = {"subset": subsets(cfg)[0], "rank": 8, "train.lr": 0.01}
+    run = trial_config(cfg, point)
+    assert run.train.lr == 0.01 and run.lora.alpha == 16.0
+    fixed = load_config(None, ["sweep.alpha_rule=rslora", "lora.alpha=4"])
+    run = trial_config(fixed, {"subset": subsets(fixed)[0], "rank": 64})
+    assert run.lora.alpha == 4.0 and run.lora.use_rslora
+    bad = {"subset": subsets(cfg)[0], "rank": 8, "train.lr": "fast"}
+    with pytest.raises(ValueError, match="train.lr: expected float"):
+        trial_config(cfg, bad)

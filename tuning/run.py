@@ -1,10 +1,10 @@
-"""The Tuner: one Ray Train run per (subset, rank) point, W&B logging, results."""
+"""The Tuner: one Ray Train run per point of the space, early stopping, W&B, resume."""
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
+import ray
 from ray import tune
 from ray.tune.integration.ray_train import TuneReportCallback
 
@@ -20,7 +20,7 @@ def wandb_mode(cfg: Config) -> str:
     return "online" if os.environ.get("WANDB_API_KEY") else "offline"
 
 
-def wandb_callbacks(cfg: Config, output: Path) -> list:
+def wandb_callbacks(cfg: Config, local_dir: str) -> list:
     """A W&B run per trial, grouped by sweep name; nothing when W&B is disabled."""
     mode = wandb_mode(cfg)
     if mode == "disabled":
@@ -28,14 +28,14 @@ def wandb_callbacks(cfg: Config, output: Path) -> list:
     from ray.air.integrations.wandb import WandbLoggerCallback
 
     os.environ["WANDB_MODE"] = mode  # read by Ray's key check and by wandb itself
-    (output / "wandb").mkdir(parents=True, exist_ok=True)
+    os.makedirs(os.path.join(local_dir, "wandb"), exist_ok=True)
     return [
         WandbLoggerCallback(
             project=cfg.wandb.project,
             group=cfg.sweep.name,
             entity=cfg.wandb.entity or None,
             mode=mode,
-            dir=str(output),
+            dir=local_dir,
             excludes=["checkpoint_path"],
         )
     ]
@@ -46,31 +46,69 @@ def trial_name(trial) -> str:
     return f"{trial.config['subset']['id']}-r{trial.config['rank']}-{trial.trial_id}"
 
 
-def run_sweep(cfg: Config, output: Path) -> tune.ResultGrid:
-    """Run every (subset, rank) trial of the sweep; all files land under `output`."""
-    output = output.resolve()
+def concurrency(cfg: Config) -> int:
+    """Trials at once: as configured, else what the cluster holds (GPUs / workers per trial)."""
+    if cfg.sweep.max_concurrent_trials > 0:
+        return cfg.sweep.max_concurrent_trials
+    resources = ray.cluster_resources()
+    if cfg.train.use_gpu:
+        return max(1, int(resources.get("GPU", 0)) // cfg.train.num_workers)
+    per_trial = cfg.train.num_workers * cfg.train.cpus_per_worker + 0.5  # + data tasks
+    return max(1, int(resources.get("CPU", 1) // per_trial))
+
+
+def scheduler(cfg: Config):
+    """ASHA on the held-out score, with rungs in training steps; else run every trial out."""
+    if cfg.sweep.scheduler == "fifo":
+        return None
+    return tune.schedulers.ASHAScheduler(
+        time_attr="step",
+        max_t=cfg.train.max_steps,
+        grace_period=cfg.sweep.grace_period,
+        reduction_factor=cfg.sweep.reduction_factor,
+    )
+
+
+def trainable(cfg: Config, storage: str):
+    """The per-trial driver: resolve the point's config and fit through Ray Train."""
     base = to_dict(cfg)
 
     def trial(point: dict) -> None:
         run_cfg = trial_config(from_dict(base), point)
-        name = tune.get_context().get_trial_name()
+        name = tune.get_context().get_trial_name()  # stable across a resumed sweep
         meta = trial_meta(name, point["subset"]["id"], point["subset"]["tasks"], run_cfg)
-        fit(run_cfg, meta, str(output / "train"), callbacks=[TuneReportCallback()])
+        fit(run_cfg, meta, f"{storage}/train", callbacks=[TuneReportCallback()])
 
+    return tune.with_resources(trial, {"CPU": 0.01})
+
+
+def run_sweep(cfg: Config, storage: str, local_dir: str, resume: bool = False):
+    """Run (or resume) the sweep; checkpoints under `storage`, W&B files under `local_dir`.
+
+    Training steps report loss only and evaluations add `score`; Tune's strict check that
+    every result holds the metric is off, and ASHA decides at the evaluations.
+    """
+    os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
+    fn = trainable(cfg, storage)
+    run_config = tune.RunConfig(
+        name=cfg.sweep.name, storage_path=storage, callbacks=wandb_callbacks(cfg, local_dir)
+    )
+    if resume:
+        path = f"{storage}/{cfg.sweep.name}"
+        tuner = tune.Tuner.restore(path, trainable=fn, resume_unfinished=True, resume_errored=True)
+        return tuner.fit()
     tuner = tune.Tuner(
-        tune.with_resources(trial, {"CPU": 0.01}),
+        fn,
         param_space=param_space(cfg),
-        # No metric here: training steps report loss only, evaluations add `score`, and Tune
-        # rejects results without its metric. The report ranks trials by their final score.
         tune_config=tune.TuneConfig(
-            max_concurrent_trials=cfg.sweep.max_concurrent_trials or None,
+            metric="score",
+            mode="max",
+            scheduler=scheduler(cfg),
+            num_samples=cfg.sweep.num_samples,
+            max_concurrent_trials=concurrency(cfg),
             trial_name_creator=trial_name,
             trial_dirname_creator=trial_name,
         ),
-        run_config=tune.RunConfig(
-            name=cfg.sweep.name,
-            storage_path=str(output),
-            callbacks=wandb_callbacks(cfg, output),
-        ),
+        run_config=run_config,
     )
     return tuner.fit()

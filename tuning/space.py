@@ -1,45 +1,115 @@
-"""The joint search space: task subsets crossed with LoRA rank."""
+"""The joint search space: task subsets x LoRA rank (x any config key).
+
+Subsets come from four generators that can be combined: explicit lists, the capability
+ladder, leave-one-family-out within capabilities, and random subsets with a coverage
+constraint. Every subset is described by what the report and W&B compare trials on.
+"""
 
 from __future__ import annotations
 
-import copy
+import random
 
 from ray import tune
 
-from ecomtrain.config import Config
-from ecomtrain.tasks import capabilities_of, expand
+from ecomtrain.config import Config, SweepConfig, build, check_choices, set_path, to_dict
+from ecomtrain.tasks import CAPABILITIES, FAMILIES, capabilities_of, expand
 
 
-def subsets(cfg: Config) -> list[dict]:
-    """One point per configured subset: its id, families and coverage."""
-    out = []
-    for subset_id, names in cfg.sweep.subsets.items():
-        families = expand(names)
-        caps = capabilities_of(families)
-        out.append(
-            {
-                "id": subset_id,
-                "tasks": families,
-                "n_tasks": len(families),
-                "capabilities": caps,
-                "n_capabilities": len(caps),
-            }
-        )
+def universe(cfg: Config) -> list[str]:
+    """The full task set subsets are drawn from: data.tasks, else every family."""
+    return expand(cfg.data.tasks) if cfg.data.tasks else list(FAMILIES)
+
+
+def ladder(order: list[str]) -> dict[str, list[str]]:
+    """ladder-1 = first capability, ladder-2 = first two, ... (the paper's diversity axis)."""
+    return {f"ladder-{k}": order[:k] for k in range(1, len(order) + 1)}
+
+
+def leave_one_out(capabilities: list[str], full: list[str]) -> dict[str, list[str]]:
+    """For each family of the named capabilities, the full set without that family."""
+    out = {}
+    for family in expand(capabilities):
+        if family in full:
+            out[f"without-{family}"] = [f for f in full if f != family]
     return out
 
 
-def param_space(cfg: Config) -> dict:
-    """Tune's param_space: a grid over subset x rank."""
-    return {
-        "subset": tune.grid_search(subsets(cfg)),
-        "rank": tune.grid_search(list(cfg.sweep.ranks)),
+def random_subsets(sweep: SweepConfig, full: list[str]) -> dict[str, list[str]]:
+    """`sweep.random_subsets` distinct subsets, each with >= min families per capability."""
+    rng = random.Random(sweep.seed)
+    by_cap = {c: [f for f in full if FAMILIES[f].capability == c] for c in CAPABILITIES}
+    by_cap = {c: fs for c, fs in by_cap.items() if fs}
+    need = sweep.random_min_per_capability
+    out: dict[str, list[str]] = {}
+    for _ in range(sweep.random_subsets * 50):
+        if len(out) == sweep.random_subsets:
+            break
+        pick = [
+            f
+            for fs in by_cap.values()
+            for f in rng.sample(fs, rng.randint(min(need, len(fs)), len(fs)))
+        ]
+        if sweep.random_max_tasks and len(pick) > sweep.random_max_tasks:
+            continue
+        key = sorted(pick)
+        if key not in out.values():
+            out[f"random-{len(out) + 1}"] = key
+    return out
+
+
+def describe(subset_id: str, names: list[str]) -> dict:
+    """A subset as Tune sees it: id, families, and its coverage of the capabilities."""
+    families = expand(names)
+    caps = capabilities_of(families)
+    point = {
+        "id": subset_id,
+        "tasks": families,
+        "n_tasks": len(families),
+        "capabilities": caps,
+        "n_capabilities": len(caps),
+        "coverage": len(caps) / len(CAPABILITIES),
     }
+    if subset_id.startswith("ladder-"):
+        point["ladder_step"] = int(subset_id.split("-")[1])
+    return point
+
+
+def subsets(cfg: Config) -> list[dict]:
+    """Every subset of the sweep, from all configured generators, ids unique."""
+    full = universe(cfg)
+    named = dict(cfg.sweep.subsets)
+    named |= ladder(cfg.sweep.ladder)
+    named |= leave_one_out(cfg.sweep.leave_one_out, full)
+    named |= random_subsets(cfg.sweep, full)
+    if not named:
+        raise ValueError("the sweep has no task subsets: set sweep.subsets, ladder, ...")
+    return [describe(i, names) for i, names in named.items()]
+
+
+def alpha_for(sweep: SweepConfig, rank: int, fixed: float) -> float:
+    """lora.alpha of a trial under the sweep's alpha rule."""
+    return sweep.alpha_per_rank * rank if sweep.alpha_rule == "scale" else fixed
+
+
+def param_space(cfg: Config) -> dict:
+    """Tune's param_space: grid or random choice over subsets, ranks and `sweep.params`."""
+    dim = tune.grid_search if cfg.sweep.search == "grid" else tune.choice
+    space = {"subset": dim(subsets(cfg)), "rank": dim(list(cfg.sweep.ranks))}
+    space |= {key: dim(list(values)) for key, values in cfg.sweep.params.items()}
+    sweep, fixed = cfg.sweep, cfg.lora.alpha
+    space["alpha"] = tune.sample_from(lambda spec: alpha_for(sweep, spec.config["rank"], fixed))
+    return space
 
 
 def trial_config(base: Config, point: dict) -> Config:
-    """The run config of one grid point: its tasks, its rank, alpha by the sweep's rule."""
-    cfg = copy.deepcopy(base)
+    """The run config of one point: its tasks, rank, alpha and any dotted-path values."""
+    raw = to_dict(base)
+    for key, value in point.items():
+        if "." in key:
+            set_path(raw, key, value)
+    cfg = check_choices(build(Config, raw, "sweep.params", ""), "sweep.params")
     cfg.data.tasks = list(point["subset"]["tasks"])
     cfg.lora.rank = int(point["rank"])
-    cfg.lora.alpha = cfg.sweep.alpha_per_rank * cfg.lora.rank
+    cfg.lora.alpha = float(point.get("alpha", alpha_for(cfg.sweep, cfg.lora.rank, cfg.lora.alpha)))
+    cfg.lora.use_rslora = cfg.lora.use_rslora or cfg.sweep.alpha_rule == "rslora"
     return cfg

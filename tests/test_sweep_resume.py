@@ -1,0 +1,88 @@
+"""A sweep whose driver is killed mid-way resumes with `--resume DIR`: finished trials are
+not re-run, the unfinished one continues from its checkpoint."""
+
+import contextlib
+import csv
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+TASKS = "[attribute_inference_mcq, review_rating]"
+
+
+def _state(trial_dir: Path) -> dict | None:
+    states = sorted(trial_dir.glob("checkpoint_*/ecomtrain_state.json"))
+    return json.loads(states[-1].read_text()) if states else None
+
+
+def _kill_tree(pid: int) -> None:
+    parent = psutil.Process(pid)
+    for proc in [*parent.children(recursive=True), parent]:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.kill()
+
+
+@pytest.mark.slow
+def test_killed_driver_resumes(tmp_path, ecomtrain_cache):
+    out = tmp_path / "sweep"
+    env = {**os.environ, "WANDB_MODE": "offline", "ECOMTRAIN_CACHE": str(ecomtrain_cache)}
+    env.pop("RAY_ADDRESS", None)
+    cmd = [
+        sys.executable,
+        "-m",
+        "ecomtrain.sweep",
+        "--output",
+        str(out),
+        "sweep.name=resume",
+        "train.max_steps=9",
+        "train.log_every=1",
+        "train.eval_every=3",
+        "sweep.ranks=[2, 4]",
+        f"sweep.subsets={{pair: {TASKS}}}",
+        f"eval.tasks={TASKS}",
+        "data.max_eval_per_task=1",
+        "eval.max_new_tokens=4",
+    ]
+    driver = subprocess.Popen(
+        cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.time() + 600
+    first = second = None
+    while time.time() < deadline and driver.poll() is None:
+        trials = sorted((out / "train").glob("pair-*"))
+        states = {t: _state(t) for t in trials}
+        done = [t for t, s in states.items() if s and s["step"] == 9]
+        started = [t for t, s in states.items() if s and 3 <= s["step"] < 9]
+        if done and started:
+            first, second = done[0], started[0]
+            break
+        time.sleep(0.5)
+    assert first is not None, "the sweep never reached one finished and one started trial"
+    time.sleep(2)  # let Tune persist the experiment state
+    _kill_tree(driver.pid)
+    driver.wait(timeout=60)
+    finished_ckpts = sorted(p.name for p in first.glob("checkpoint_*"))
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "ecomtrain.sweep", "--resume", str(out)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert sorted(p.name for p in first.glob("checkpoint_*")) == finished_ckpts  # not re-run
+    resumed = _state(second)
+    assert resumed["step"] == 9 and resumed["starts"][0] == 0 and resumed["starts"][-1] >= 3
+    assert [s for s, _ in resumed["history"]] == list(range(1, 10))
+    with open(out / "trials.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 2 and all(r["score"] != "" for r in rows)
