@@ -1,11 +1,41 @@
 import json
+import os
+import subprocess
+import sys
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
-from ecomtrain.corpus import CorpusError, read_records, render_answer, resolve_corpus, validate
+from ecomtrain.config import DataConfig
+from ecomtrain.corpus import (
+    Bad,
+    CorpusError,
+    assign_family,
+    cache_dir,
+    iter_items,
+    read_records,
+    render_answer,
+    resolve_corpus,
+    validate,
+)
 from ecomtrain.demo import GENERATORS, demo_records
-from ecomtrain.tasks import CAPABILITIES, FAMILIES, METRICS_BY_TYPE, capabilities_of, expand
+from ecomtrain.scan import parse_file
+from ecomtrain.tasks import (
+    CAPABILITIES,
+    DEV_TASKS,
+    FAMILIES,
+    METRICS_BY_TYPE,
+    capabilities_of,
+    expand,
+    recognise,
+)
+
+FIXTURES = Path(__file__).parent / "data" / "families.jsonl"
+
+
+def fixture_rows() -> list[dict]:
+    return [record for _, record in read_records(str(FIXTURES))]
 
 
 @pytest.mark.parametrize("name", sorted(FAMILIES))
@@ -15,6 +45,29 @@ def test_every_family_is_well_formed(name):
     assert family.metric in METRICS_BY_TYPE[family.task_type]
 
 
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_every_family_recognises_its_fixture_rows(name):
+    """Each family has a fixture row; its recogniser, and only its, claims the row."""
+    rows = [r for r in fixture_rows() if r["task_name"] == name]
+    assert rows, f"add a row for {name} to {FIXTURES}"
+    for r in rows:
+        validate(r, f"{FIXTURES}:{name}")
+        unnamed = {k: v for k, v in r.items() if k != "task_name"}
+        assert recognise(r["input_field"], r["task_type"], render_answer(r)) == [name]
+        assert assign_family(unnamed, str(FIXTURES), {}) == (name, "")
+
+
+def test_taxonomy_size_and_dev_map():
+    assert len(FAMILIES) >= 22 and len(CAPABILITIES) == 4
+    assert [DEV_TASKS[f"task{i}"] for i in (1, 13, 18)] == [
+        "category_explanation",
+        "next_query_in_session",
+        "cross_language_description_match",
+    ]
+    for cap in CAPABILITIES:
+        assert len(expand([cap])) >= 4
+
+
 def test_expand_capabilities_and_families():
     concept = expand(["understanding-shopping-concepts"])
     assert "query_ner" in concept and "review_rating" not in concept
@@ -22,6 +75,23 @@ def test_expand_capabilities_and_families():
     assert capabilities_of(["review_rating", "query_ner"]) == [CAPABILITIES[0], CAPABILITIES[2]]
     with pytest.raises(KeyError, match="unknown task or capability 'nope'"):
         expand(["nope"])
+
+
+def test_assignment_order_name_then_file_then_recogniser(tmp_path):
+    r = {
+        "input_field": "How many socks are in 3 packs of 4?\n0. 7\n1. 12\nAnswer:",
+        "output_field": 1,
+        "task_type": "multiple-choice",
+        "metric": "accuracy",
+    }
+    assert assign_family(r, "x.json", {}) == ("numeric_reasoning", "")
+    assert assign_family(r | {"task_name": "task9"}, "x.json", {})[0] == "commonsense_event"
+    assert assign_family(r, "/d/x.json", {"x.*": "review_rating"}) == ("review_rating", "")
+    family, reason = assign_family(r, "/d/x.json", {"*.json": "query_ner"})
+    assert not family and "maps '*.json' to query_ner" in reason
+    r["input_field"] = "Pick one.\n0. a\n1. b\nAnswer:"
+    family, reason = assign_family(r, "x.json", {})
+    assert not family and "no recogniser matches" in reason
 
 
 def test_demo_corpus_covers_every_capability():
@@ -59,63 +129,63 @@ def test_resolve_demo_writes_cache_once(ecomtrain_cache):
         resolve_corpus(["nope.jsonl"])
 
 
-def test_json_array_lines_are_reported(tmp_path):
+def test_hub_dataset_is_read_from_its_local_copy():
+    target = cache_dir() / "hub" / "shop__reviews.train.jsonl"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(FIXTURES.read_text())
+    assert resolve_corpus(["hf:shop/reviews"]) == [str(target)]
+
+
+def test_hub_dataset_offline_is_a_clear_error(tmp_path):
+    env = os.environ | {"HF_HUB_OFFLINE": "1", "ECOMTRAIN_CACHE": str(tmp_path)}
+    code = "from ecomtrain.corpus import resolve_corpus; resolve_corpus(['hf:someone/shop-qa'])"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.returncode != 0
+    assert "CorpusError: hf:someone/shop-qa: cannot load from the Hugging Face hub" in out.stderr
+    assert "pass its local file" in out.stderr
+
+
+def test_json_array_lines_and_indices(tmp_path):
     path = tmp_path / "arr.json"
     good = {
-        "input_field": "q",
+        "input_field": "q\n0. a\n1. b",
         "output_field": 1,
         "task_type": "multiple-choice",
         "metric": "accuracy",
     }
     path.write_text("[\n" + json.dumps(good, indent=2) + ",\n" + json.dumps(good, indent=2) + "\n]")
-    (l1, _), (l2, _) = read_records(str(path))
-    assert (l1, l2) == (2, 8)
+    items = list(iter_items(str(path)))
+    assert [(i.line, i.index) for i in items] == [(2, 0), (8, 1)]
+    assert [(line, r) for line, r in read_records(str(path))] == [(2, good), (8, good)]
 
 
-@pytest.mark.parametrize(
-    "line, message",
-    [
-        (
-            '{"input_field": "q", "output_field": 1, "task_type": "multiple-choice"}',
-            "metric: missing",
-        ),
-        (
-            '{"input_field": " ", "output_field": 1, "task_type": "multiple-choice", "metric": "accuracy"}',
-            "input_field: must be a non-empty string",
-        ),
-        (
-            '{"input_field": "q", "output_field": 1, "task_type": "mcq", "metric": "accuracy"}',
-            "task_type: unknown 'mcq'",
-        ),
-        (
-            '{"input_field": "q", "output_field": 1, "task_type": "ranking", "metric": "accuracy"}',
-            "metric: 'accuracy' is not allowed for ranking",
-        ),
-        ("[1, 2]", "record: expected an object"),
-        ('{"input_field": "q", ', "json: "),
-    ],
-)
-def test_bad_records_name_file_line_field(tmp_path, line, message):
-    path = tmp_path / "bad.jsonl"
-    ok = '{"input_field": "q", "output_field": 1, "task_type": "multiple-choice", "metric": "accuracy"}'
-    path.write_text(ok + "\n\n" + line + "\n")
-    with pytest.raises(CorpusError) as err:
-        for lineno, record in read_records(str(path)):
-            validate(record, f"{path}:{lineno}")
-    assert str(err.value).startswith(f"{path}:3: ")
-    assert message in str(err.value)
+def test_jsonl_keeps_line_numbers_across_blank_lines_and_u2028(tmp_path):
+    path = tmp_path / "x.jsonl"
+    rec = {"input_field": "a\u2028b", "output_field": "c", "task_type": "generation"}
+    path.write_text(json.dumps(rec, ensure_ascii=False) + "\n\n" + json.dumps(rec) + "\n")
+    assert [line for line, _ in read_records(str(path))] == [1, 3]
 
 
-def test_invalid_utf8_is_located(tmp_path):
+def test_invalid_utf8_is_located_in_its_record(tmp_path):
     path = tmp_path / "bin.jsonl"
-    path.write_bytes(b'{"a": 1}\n{"b": "\xff"}\n')
-    with pytest.raises(CorpusError, match=r"bin.jsonl:2: encoding: invalid UTF-8"):
-        read_records(str(path))
+    ok = b'{"input_field": "q", "output_field": "a", "task_type": "generation", "metric": "rougel"}'
+    path.write_bytes(ok + b"\n" + ok.replace(b'"a"', b'"\xff"') + b"\n")
+    entries = list(
+        parse_file(str(path), None, DataConfig(file_tasks={"*": "product_summarization"}), None)
+    )
+    assert isinstance(entries[0], dict) and isinstance(entries[1], Bad)
+    assert str(entries[1]).startswith(f"{path}:2: output_field: not valid UTF-8")
 
 
-def test_refdata_files_read_and_validate(refdata):
+def test_refdata_files_read_validate_and_assign(refdata):
+    """Every real record is valid and lands in a family; dev records by their own task id
+    and, with task_name removed, by the recognisers (which must agree)."""
+    families = Counter()
     for path in sorted(refdata.glob("*.json")):
-        records = read_records(str(path))
-        assert records, path
-        for lineno, record in records:
-            validate(record, f"{path}:{lineno}")
+        for entry in parse_file(str(path), None, DataConfig(), None):
+            assert not isinstance(entry, Bad), str(entry)
+            families[entry["task_family"]] += 1
+    assert len(families) >= 18 and sum(families.values()) == 22206
+    for _, r in read_records(str(refdata / "kddcup24_development.json")):
+        unnamed = {k: v for k, v in r.items() if k not in ("task_name", "track")}
+        assert assign_family(unnamed, "dev.json", {})[0] == DEV_TASKS[r["task_name"]]

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from ecomtrain.config import Config, LoraConfig, ModelConfig, TrainConfig
-from ecomtrain.data import IGNORE, encode, is_eval, prompt_text, tokenize_batch
+from ecomtrain.data import IGNORE, encode, is_eval, prompt_text, tokenize_and_pack
 from ecomtrain.engine import deepspeed_config, warmup_cosine
 from ecomtrain.model import add_lora, load_model, load_tokenizer, resolve_model
 
@@ -36,19 +36,24 @@ def test_labels_cover_only_the_answer(tiny):
     assert tok.decode(ids).startswith(prompt)
 
 
-def test_tokenize_batch_pads_and_flags_truncation(tiny):
+def test_tokenize_and_pack_flags_truncation(tiny):
     path, _ = tiny
-    batch = {"input": ["short question?", "word " * 400], "answer": ["0", "yes"]}
-    out = tokenize_batch(batch, path, max_len=64, prefix=False)
-    assert out["input_ids"].shape == (2, 64)
-    assert list(out["truncated"]) == [0, 1]
-    assert out["length"][1] == 64 and out["length"][0] < 64
+    batch = {
+        "input": ["short question?", "word " * 400],
+        "answer": ["0", "yes"],
+        "source": ["a:1", "a:2"],
+    }
+    out = tokenize_and_pack(batch, path, max_len=64, prefix=False)
+    assert out["input_ids"].shape == (2, 64)  # the long one fills a row by itself
+    assert out["truncated"].sum() == 1 and out["samples"].sum() == 2
+    assert (out["segment_ids"][out["truncated"] == 1] == 1).all()
 
 
-def test_eval_split_is_stable():
+def test_eval_split_is_stable_and_ignores_case_and_spacing():
     picks = [is_eval(f"record {i}", 0.2) for i in range(2000)]
     assert 0.17 < sum(picks) / len(picks) < 0.23
     assert picks == [is_eval(f"record {i}", 0.2) for i in range(2000)]
+    assert [is_eval(f"Record  {i}!", 0.2) for i in range(2000)] == picks
 
 
 def test_lora_trains_only_the_adapter(tiny):
@@ -60,8 +65,9 @@ def test_lora_trains_only_the_adapter(tiny):
 
 def test_deepspeed_config_and_schedule():
     cfg = TrainConfig(micro_batch_size=4, grad_accum=2, zero_stage=3, max_steps=10, warmup_steps=2)
-    ds = deepspeed_config(cfg, world_size=2)
-    assert ds["train_batch_size"] == 16 and ds["zero_optimization"]["stage"] == 3
+    ds = deepspeed_config(cfg)
+    assert ds["train_micro_batch_size_per_gpu"] == 4 and ds["gradient_accumulation_steps"] == 2
+    assert ds["zero_optimization"]["stage"] == 3
     lrs = [warmup_cosine(s, 2, 10) for s in range(12)]
     assert lrs[0] == 0.5 and lrs[1] == 1.0
     assert lrs[-1] == pytest.approx(0.1) and all(

@@ -1,0 +1,104 @@
+"""The task mixture of a trial: how many records of each task one epoch holds.
+
+    size(t)   = min(n_t, data.max_per_task)            (n_t: the task's training records)
+    p(t)      ∝ capability_weight * task_weight * size(t) ** (1 / data.temperature)
+    target(t) = p(t) * sum(size)                       records of t per epoch
+
+Each record is then kept floor(m) or floor(m) + 1 times, m = target(t) / n_t, the extra
+copy decided by a hash of (seed, record location): a deterministic, streaming resample
+that needs no driver-side state and gives every task its target share in expectation.
+`Dataset.mix` was not used: it interleaves whole blocks, each input would re-run the read
+and parse of every file (families are known only after parsing), and its stopping rules
+either ignore the weights for content or truncate large tasks to the same head each epoch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+
+import numpy as np
+
+from ecomtrain.config import DataConfig
+from ecomtrain.tasks import CAPABILITIES, FAMILIES, capabilities_of
+
+
+def check_weights(cfg: DataConfig) -> None:
+    """Reject unknown names and impossible values in the mixture settings."""
+    for name, w in cfg.capability_weights.items():
+        if name not in CAPABILITIES:
+            raise ValueError(f"data.capability_weights: unknown capability {name!r}")
+        if w < 0:
+            raise ValueError(f"data.capability_weights.{name}: weight {w} is negative")
+    for name, w in cfg.task_weights.items():
+        if name not in FAMILIES:
+            raise ValueError(f"data.task_weights: unknown task family {name!r}")
+        if w < 0:
+            raise ValueError(f"data.task_weights.{name}: weight {w} is negative")
+    if cfg.temperature <= 0:
+        raise ValueError(f"data.temperature: must be > 0, got {cfg.temperature}")
+    if cfg.max_per_task < 0:
+        raise ValueError(f"data.max_per_task: must be >= 0, got {cfg.max_per_task}")
+
+
+def targets(counts: dict[str, int], cfg: DataConfig) -> dict[str, float]:
+    """Records of each task per epoch (expected), from its training-record count."""
+    check_weights(cfg)
+    sizes = {t: min(n, cfg.max_per_task) if cfg.max_per_task else n for t, n in counts.items()}
+    weight = {
+        t: cfg.capability_weights.get(FAMILIES[t].capability, 1.0)
+        * cfg.task_weights.get(t, 1.0)
+        * (s ** (1.0 / cfg.temperature) if s else 0.0)
+        for t, s in sizes.items()
+    }
+    total = sum(weight.values())
+    if total <= 0:
+        raise ValueError("data: the mixture is empty (no training records, or all weights 0)")
+    epoch = sum(sizes.values())
+    return {t: epoch * w / total for t, w in weight.items()}
+
+
+def multiplicities(counts: dict[str, int], cfg: DataConfig) -> dict[str, float]:
+    """Expected copies of each training record of a task per epoch."""
+    return {t: target / counts[t] for t, target in targets(counts, cfg).items() if counts[t]}
+
+
+def copies(source: str, multiplicity: float, seed: int) -> int:
+    """How many times the record at `source` appears in an epoch (deterministic)."""
+    whole, frac = divmod(multiplicity, 1.0)
+    digest = hashlib.blake2b(f"{seed}:{source}".encode(), digest_size=8).digest()
+    return int(whole) + (int.from_bytes(digest, "big") / 2**64 < frac)
+
+
+def resample(batch: dict, mult: dict[str, float], seed: int) -> dict:
+    """A Ray Data UDF: repeat or drop each row of a batch by its task's multiplicity."""
+    reps = [
+        copies(src, mult.get(fam, 0.0), seed)
+        for src, fam in zip(batch["source"], batch["task_family"], strict=True)
+    ]
+    idx = np.repeat(np.arange(len(reps)), reps)
+    return {k: np.asarray(v)[idx] for k, v in batch.items()}
+
+
+def stats(counts: dict[str, int], cfg: DataConfig) -> dict:
+    """Diversity of a mixture (flat, JSON-able): tasks and capabilities covered, the entropy
+    of its task distribution (nats; and normalised to [0, 1] by log of the task count),
+    and the expected records per task per epoch."""
+    planned = {t: v for t, v in targets(counts, cfg).items() if v > 0}
+    total = sum(planned.values())
+    probs = [v / total for v in planned.values()]
+    entropy = -sum(p * math.log(p) for p in probs if p > 0)
+    caps = capabilities_of(list(planned))
+    out = {
+        "n_tasks": len(planned),
+        "n_capabilities": len(caps),
+        "capability_coverage": len(caps) / len(CAPABILITIES),
+        "task_entropy": entropy,
+        "task_entropy_norm": entropy / math.log(len(planned)) if len(planned) > 1 else 0.0,
+        "records": round(total),
+    }
+    for cap in CAPABILITIES:
+        share = sum(v for t, v in planned.items() if FAMILIES[t].capability == cap) / total
+        out[f"capability_share/{cap}"] = share
+    out |= {f"records/{t}": round(v) for t, v in planned.items()}
+    return out

@@ -1,0 +1,46 @@
+"""Decontamination: content overlap is caught, shared prompt templates are not."""
+
+import json
+
+from ecomtrain.config import DataConfig
+from ecomtrain.decontam import build_index, content_words, overlap
+from ecomtrain.scan import eval_index, parse_file
+
+TEMPLATE = (
+    "You are given a user review to a(n) {p} product. Please choose three aspects from the "
+    "list that are covered by the review. Do not give explanations.\nReview: {r}\nOutput: "
+)
+EVAL = [
+    ("dev:1", TEMPLATE.format(p="kettle", r="It boils water fast but the lid squeaks loudly"), "1"),
+    ("dev:2", TEMPLATE.format(p="tent", r="Rain came through the seams on the second night"), "2"),
+    ("dev:3", TEMPLATE.format(p="lamp", r="Bright warm light and the switch feels solid"), "3"),
+]
+
+
+def test_template_words_are_removed_content_kept():
+    index = build_index(EVAL, n=8)
+    words = content_words(EVAL[0][1], index["template"])
+    assert "kettle" in words and "squeaks" in words
+    assert "explanations" not in words and "aspects" not in words
+
+
+def test_overlap_exact_ngram_and_template_only():
+    index = build_index(EVAL, n=8)
+    assert overlap(index, EVAL[1][1].upper() + "  ", "x") == ("exact", "dev:2")
+    leaked = "Rate this review of a tent: rain came through the seams on the second night!"
+    assert overlap(index, leaked, "2") == ("ngram", "dev:2")
+    same_template = TEMPLATE.format(p="kettle", r="Looks nice on the counter and pours well")
+    assert overlap(index, same_template, "1") is None
+    assert overlap(None, EVAL[0][1], "1") is None
+
+
+def test_parse_marks_contaminated_training_records(tmp_path):
+    eval_file = tmp_path / "dev.jsonl"
+    corpus = tmp_path / "train.jsonl"
+    rec = {"output_field": "x", "task_type": "generation", "metric": "rougel"}
+    eval_file.write_text("".join(json.dumps(rec | {"input_field": t}) + "\n" for _, t, _ in EVAL))
+    leaked = "Summarize the product review: rain came through the seams on the second night."
+    corpus.write_text(json.dumps(rec | {"input_field": leaked}) + "\n")
+    cfg = DataConfig(decontaminate=[str(eval_file)], ngram=8, eval_fraction=0.0)
+    (row,) = parse_file(str(corpus), None, cfg, eval_index(cfg))
+    assert row["split"] == "ngram" and row["task_family"] == "product_summarization"
