@@ -54,6 +54,7 @@ def respond(model, tokenizer, rows: list[dict], max_new_tokens: int, batch_size:
     for i, row in enumerate(rows):
         by_budget.setdefault(new_tokens_for(row["task_type"], max_new_tokens), []).append(i)
     for budget, idx in by_budget.items():
+        idx.sort(key=lambda i: -len(rows[i]["input"]))  # similar lengths share a batch
         prompts = [prompt_text(tokenizer, rows[i]["input"], prefix) for i in idx]
         for i, text in zip(
             idx, generate(model, tokenizer, prompts, budget, batch_size), strict=True
