@@ -88,6 +88,9 @@ def train_fn_per_worker(loop_config: dict) -> None:
         if evaluate:
             if eval_rows:
                 metrics |= evaluate_adapter(engine.module, tokenizer, eval_rows, cfg)
+            mixture = trial.get("mixture", {})  # diversity of what this run trains on
+            metrics |= {f"mixture/{k}": v for k, v in mixture.items()}
+            metrics["task_entropy"] = mixture.get("task_entropy", float("nan"))
             state["step"] = step
             checkpoint = save_checkpoint(engine, tokenizer, trial, state, rank)
         ray.train.report(metrics, checkpoint=checkpoint)

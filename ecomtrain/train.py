@@ -15,7 +15,7 @@ from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, Sc
 from ray.train.torch import TorchConfig, TorchTrainer
 
 from ecomtrain.config import Config, ConfigError, load_config, to_dict
-from ecomtrain.data import train_dataset
+from ecomtrain.data import mixture_stats, train_dataset
 from ecomtrain.loop import train_fn_per_worker
 from ecomtrain.model import resolve_model
 from ecomtrain.tasks import CAPABILITIES, capabilities_of, expand
@@ -43,6 +43,7 @@ def fit(cfg: Config, meta: dict, storage_path: str, callbacks: list = ()) -> ray
     # (loop.striped): same step count on every rank, and exact resume.
     ray.data.DataContext.get_current().execution_options.preserve_order = True
     train_ds, eval_ds = train_dataset(cfg, model_path, meta["tasks"])
+    meta = {**meta, "mixture": mixture_stats(cfg, meta["tasks"])}  # logged with every evaluation
     trainer = TorchTrainer(
         train_fn_per_worker,
         train_loop_config={"cfg": to_dict(cfg), "model_path": model_path, "trial": meta},

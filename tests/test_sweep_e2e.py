@@ -44,6 +44,7 @@ def test_sweep_cli_end_to_end(tmp_path, ecomtrain_cache):
         assert r["tasks"] == "attribute_inference_mcq review_rating"
         # every trial is scored on the held-out split of all ten demo tasks
         assert sum(k.startswith("task/") for k in r) == 10
+        assert 0.0 < float(r["task_entropy"]) <= 0.7  # two tasks: at most ln 2
     assert (out / "scores.png").read_bytes()[:4] == b"\x89PNG"
     assert "pair" in proc.stdout and "score" in proc.stdout
 
