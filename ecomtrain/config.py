@@ -112,6 +112,9 @@ class EvalConfig:
     batch_size: int = 16  # prompts per generate() call
     # Prepend the official ShopBench prompt prefix at training and evaluation time.
     prompt_prefix: bool = True
+    # Extra eval files (e.g. the KDD Cup dev set) every evaluation also scores, whole,
+    # reported as extra/score, extra/track/*, extra/task/*.
+    extra_files: list[str] = field(default_factory=list)
 
 
 @dataclass

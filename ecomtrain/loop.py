@@ -52,6 +52,7 @@ def train_fn_per_worker(loop_config: dict) -> None:
     batches = striped(ray.train.get_dataset_shard("train"), cfg, rank, world, skip=micro_done)
     all_ranks_generate = cfg.train.zero_stage == 3  # ZeRO-3 forward passes are collective
     eval_rows = held_out_rows(cfg) if rank == 0 or all_ranks_generate else []
+    extra_rows = loop_config.get("extra_eval", []) if eval_rows else []
 
     t0 = window_t0 = time.time()
     window_loss, window_steps, window_tokens = 0.0, 0, 0
@@ -88,6 +89,9 @@ def train_fn_per_worker(loop_config: dict) -> None:
         if evaluate:
             if eval_rows:
                 metrics |= evaluate_adapter(engine.module, tokenizer, eval_rows, cfg)
+            if extra_rows:
+                extra = evaluate_adapter(engine.module, tokenizer, extra_rows, cfg)
+                metrics |= {f"extra/{k}": v for k, v in extra.items()}
             mixture = trial.get("mixture", {})  # diversity of what this run trains on
             metrics |= {f"mixture/{k}": v for k, v in mixture.items()}
             metrics["task_entropy"] = mixture.get("task_entropy", float("nan"))

@@ -46,7 +46,12 @@ def fit(cfg: Config, meta: dict, storage_path: str, callbacks: list = ()) -> ray
     meta = {**meta, "mixture": mixture_stats(cfg, meta["tasks"])}  # logged with every evaluation
     trainer = TorchTrainer(
         train_fn_per_worker,
-        train_loop_config={"cfg": to_dict(cfg), "model_path": model_path, "trial": meta},
+        train_loop_config={
+            "cfg": to_dict(cfg),
+            "model_path": model_path,
+            "trial": meta,
+            "extra_eval": extra_eval_rows(cfg),
+        },
         scaling_config=ScalingConfig(
             num_workers=cfg.train.num_workers,
             use_gpu=cfg.train.use_gpu,
@@ -68,6 +73,20 @@ def fit(cfg: Config, meta: dict, storage_path: str, callbacks: list = ()) -> ray
         ),
     )
     return trainer.fit()
+
+
+def extra_eval_rows(cfg: Config) -> list[dict]:
+    """Rows of the extra eval files (small, e.g. the 96-record dev set); bad records stop."""
+    from ecomtrain.corpus import CorpusError
+    from ecomtrain.scan import parse_file
+
+    rows = []
+    for path in cfg.eval.extra_files:
+        for row in parse_file(path, None, cfg.data, None):
+            if not isinstance(row, dict):
+                raise CorpusError(f"{row.path}:{row.line}: {row.field}: {row.reason}")
+            rows.append(row)
+    return rows
 
 
 def connect(address: str | None = None) -> None:

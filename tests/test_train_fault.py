@@ -83,3 +83,26 @@ def test_zero3_trains_and_saves_a_full_adapter(local_ray, tmp_path):
     assert lora and all(p.numel() > 0 for p in lora)  # gathered, not ZeRO-3 placeholders
     assert any(p.abs().sum() > 0 for p in lora)  # trained (lora_B starts at zero)
     assert meta["name"] == "zero3"
+
+
+def test_extra_eval_file_is_scored_with_every_evaluation(local_ray, tmp_path):
+    from ecomtrain.demo import demo_records
+
+    extra = tmp_path / "extra.jsonl"
+    records = [r for r in demo_records(per_task=3) if r["task_name"] in TASKS]
+    extra.write_text("".join(json.dumps(r) + "\n" for r in records))
+    result = run(tmp_path, "extra", "train.max_steps=3", f"eval.extra_files=[{extra}]")
+    m = result.metrics
+    assert 0.0 <= m["extra/score"] <= 1.0 and m["extra/eval_records"] == len(records)
+    assert {f"extra/task/{t}" for t in TASKS} <= set(m)
+
+
+def test_bad_extra_eval_file_is_named(tmp_path):
+    from ecomtrain.corpus import CorpusError
+    from ecomtrain.train import extra_eval_rows
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"input_field": "q", "output_field": 1, "task_type": "ranking"}\n')
+    cfg = load_config(None, [f"eval.extra_files=[{bad}]"])
+    with pytest.raises(CorpusError, match=r"bad.jsonl:1: "):
+        extra_eval_rows(cfg)
