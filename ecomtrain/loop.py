@@ -118,7 +118,7 @@ def striped(shard, cfg: Config, rank: int, world: int, skip: int):
             if len(group) < world:
                 continue
             if seen >= skip:
-                yield model_inputs(group[rank])
+                yield model_inputs(group[rank], cfg.model.attn_implementation)
             seen, group = seen + 1, []
 
 
