@@ -42,7 +42,8 @@ def history(result) -> list:
 
 def test_killed_worker_resumes_exactly(local_ray, tmp_path):
     clean = history(run(tmp_path, "clean"))
-    resumed = run(tmp_path, "killed", "train.inject_failure_at_step=5", "train.max_failures=1")
+    # max_failures 2: under heavy load Ray can also fail a health check while recovering
+    resumed = run(tmp_path, "killed", "train.inject_failure_at_step=5", "train.max_failures=2")
     steps = [s for s, _ in history(resumed)]
     assert steps == list(range(1, 9))  # every step once: none repeated, none skipped
     for (s, a), (_, b) in zip(clean, history(resumed), strict=True):
