@@ -271,7 +271,7 @@ def _dev_records() -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
 
 
-def _gold(record: dict, alt: bool) -> str:
+def _gold(record: dict, alt: bool = False) -> str:
     """The gold answer written as a model would write it (two spellings where they differ)."""
     truth, kind = record["output_field"], record["task_type"]
     if kind == "multiple-choice":
