@@ -2,10 +2,22 @@
 
     python -m ecomtrain.bench asha [--config FILE] [a.b=c ...]
     python -m ecomtrain.bench throughput [--config FILE] [a.b=c ...]
+    python -m ecomtrain.bench mfu --shape 1b|7b [--config FILE] [a.b=c ...]   (CUDA GPU)
 
 `asha` runs the sweep twice on the same space, first the full grid, then with ASHA, one
 trial at a time, and prints how many trial-steps each used and how many ASHA needed until
 it had trained the grid's best (subset, rank) to the end.
+
+`throughput` trains the configured model on the configured corpus twice, with ecomtrain's
+loop and with a plain HF Trainer + PEFT on padded batches, and prints supervised tokens/s.
+
+`mfu` runs ecomtrain's training step (packed inputs, DeepSpeed, LoRA) on one GPU on a
+random-initialised model of a real model's shape, fed packed rows of random tokens whose
+record lengths spread like EC-Guide's, and prints tokens/s, model FLOPs utilisation and
+peak memory. FLOPs are counted as in the PaLM paper (6 x non-embedding parameters per
+token, plus attention over each record's own length, causal), with the vocabulary
+projection counted at the labelled positions only, where ecomtrain computes it; `mfu_lora`
+counts 4x instead of 6x, since the frozen weights need no weight gradients.
 """
 
 from __future__ import annotations
@@ -15,8 +27,31 @@ import copy
 import sys
 import tempfile
 
+import numpy as np
+import torch
+
 from ecomtrain.config import Config, load_config
-from ecomtrain.train import connect
+from ecomtrain.packing import IGNORE, layout
+
+SHAPES = {  # random-initialised Llama-architecture models for `mfu`
+    "1b": {  # Llama-3.2-1B
+        "hidden_size": 2048,
+        "intermediate_size": 8192,
+        "num_hidden_layers": 16,
+        "num_attention_heads": 32,
+        "num_key_value_heads": 8,
+        "vocab_size": 128256,
+    },
+    "7b": {  # Qwen2.5-7B
+        "hidden_size": 3584,
+        "intermediate_size": 18944,
+        "num_hidden_layers": 28,
+        "num_attention_heads": 28,
+        "num_key_value_heads": 4,
+        "vocab_size": 152064,
+    },
+}
+PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0, "A10G": 125.0}
 
 
 def trial_steps(results) -> list[tuple[str, int, float]]:
@@ -122,19 +157,125 @@ def throughput(cfg: Config) -> dict:
     }
 
 
+def synthetic_rows(n_rows: int, max_len: int, vocab: int, seed: int) -> dict:
+    """Packed rows of random tokens: record lengths log-uniform in [48, max_len] (EC-Guide
+    spans 40 to 2,000+ tokens), answers 5-50 % of a record."""
+    rng = np.random.default_rng(seed)
+    seqs = []
+    while sum(len(ids) for ids, _ in seqs) < 1.2 * n_rows * max_len:
+        n = int(np.exp(rng.uniform(np.log(48), np.log(max_len))))
+        ids = rng.integers(0, vocab, n).tolist()
+        answer = max(1, int(n * rng.uniform(0.05, 0.5)))
+        seqs.append((ids, [IGNORE] * (n - answer) + ids[n - answer :]))
+    rows = layout(seqs, [False] * len(seqs), max_len, pad=0)
+    return {k: torch.from_numpy(rows[k][:n_rows]) for k in ("input_ids", "labels", "segment_ids")}
+
+
+def forward_flops(config, inputs: dict) -> tuple[float, float]:
+    """(dense + attention, vocabulary projection) forward FLOPs of one packed batch."""
+    h, layers = config.hidden_size, config.num_hidden_layers
+    kv = config.num_key_value_heads * h // config.num_attention_heads
+    per_layer = 2 * h * h + 2 * h * kv + 3 * h * config.intermediate_size
+    positions = inputs["position_ids"][0]
+    lengths = positions[torch.cat([positions[1:] == 0, torch.tensor([True])])] + 1
+    attention = layers * 2 * h * float((lengths.double() ** 2).sum())  # QK^T and AV, causal
+    dense = 2 * layers * per_layer * positions.numel()
+    head = 2 * h * config.vocab_size * len(inputs["targets"])
+    return dense + attention, head
+
+
+def mfu(cfg: Config, shape: str, steps: int = 10, warmup: int = 3, device: str = "cuda") -> dict:
+    """Tokens/s, MFU and peak memory of ecomtrain's step on one GPU (see the module doc).
+
+    device="cpu" runs the same code without the figures only a GPU has (for tests)."""
+    import os
+    import time
+
+    import torch.distributed as dist
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from ecomtrain.engine import initialize
+    from ecomtrain.model import DTYPES, add_lora
+    from ecomtrain.packing import model_inputs, packed_loss, to_device, training_attention
+
+    gpu = device == "cuda"
+    if gpu and not torch.cuda.is_available():
+        raise SystemExit("bench mfu: needs a CUDA GPU")
+    if not dist.is_initialized():
+        for key, value in {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29533"}.items():
+            os.environ.setdefault(key, value)
+        os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1")
+        dist.init_process_group("nccl" if gpu else "gloo", rank=0, world_size=1)
+    sync = torch.cuda.synchronize if gpu else lambda: None
+    attn = cfg.model.attn_implementation
+    config = LlamaConfig(**SHAPES[shape], max_position_embeddings=cfg.data.max_seq_len)
+    torch.manual_seed(cfg.train.seed)
+    with torch.device(device):
+        model = LlamaForCausalLM._from_config(
+            config, dtype=DTYPES[cfg.train.precision], attn_implementation=training_attention(attn)
+        )
+    if cfg.train.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
+    model = add_lora(model, cfg.lora)
+    cfg.train.grad_accum = 1
+    engine, _ = initialize(model, cfg.train)
+    rows = cfg.train.micro_batch_size
+    batches = [
+        model_inputs(synthetic_rows(rows, cfg.data.max_seq_len, config.vocab_size, i), attn)
+        for i in range(warmup + steps)
+    ]
+    for i, batch in enumerate(batches):
+        if i == warmup:
+            sync()
+            if gpu:
+                torch.cuda.reset_peak_memory_stats()
+            t0 = time.perf_counter()
+        loss = packed_loss(engine, **to_device(batch, device))
+        engine.backward(loss)
+        engine.step()
+    sync()
+    seconds = time.perf_counter() - t0
+    timed = batches[warmup:]
+    body, head = (sum(x) for x in zip(*(forward_flops(config, b) for b in timed), strict=True))
+    name = torch.cuda.get_device_name() if gpu else device
+    peak = next((v for k, v in PEAK_TFLOPS.items() if k in name), float("nan")) * 1e12
+    return {
+        "device": name,
+        "shape": shape,
+        "base_params": sum(p.numel() for p in model.parameters() if not p.requires_grad),
+        "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "tokens_per_s": sum(b["input_ids"].numel() for b in timed) / seconds,
+        "supervised_tokens_per_s": sum(len(b["targets"]) for b in timed) / seconds,
+        "step_s": seconds / steps,
+        "model_tflops_per_s": 3 * (body + head) / seconds / 1e12,
+        "mfu": 3 * (body + head) / seconds / peak,
+        "mfu_lora": 2 * (body + head) / seconds / peak,
+        "peak_memory_gib": torch.cuda.max_memory_allocated() / 2**30 if gpu else float("nan"),
+        "loss": float(loss.detach()),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m ecomtrain.bench",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("which", choices=["asha", "throughput"])
+    parser.add_argument("which", choices=["asha", "throughput", "mfu"])
+    parser.add_argument("--shape", choices=sorted(SHAPES), default="1b", help="mfu's model")
+    parser.add_argument("--steps", type=int, default=10, help="mfu's timed steps")
     parser.add_argument("--config", help="YAML config (default: configs/demo.yaml)")
     parser.add_argument("overrides", nargs="*", help="a.b=c config overrides")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     cfg = load_config(args.config, args.overrides)
-    connect()
-    figures = asha_payoff(cfg) if args.which == "asha" else throughput(cfg)
+    if args.which == "mfu":
+        figures = mfu(cfg, args.shape, args.steps)
+    else:
+        from ecomtrain.train import connect
+
+        connect()
+        figures = asha_payoff(cfg) if args.which == "asha" else throughput(cfg)
     for key, value in figures.items():
         print(f"{key:>26}: {value}")
     return 0

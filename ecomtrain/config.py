@@ -27,7 +27,8 @@ class ModelConfig:
     name_or_path: str = "tiny-llama"
     # Where built tiny models are cached; empty means ~/.cache/ecomtrain (or $ECOMTRAIN_CACHE).
     cache_dir: str = ""
-    # Attention kernel: "sdpa" (CPU/GPU), "eager", or "flash_attention_2" (GPU, packed varlen).
+    # Attention kernel: "sdpa" (CPU/GPU; packed training batches records of similar length)
+    # or "flash_attention_2" (GPU, needs flash-attn; varlen over the packed row).
     attn_implementation: str = "sdpa"
 
 
@@ -194,7 +195,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Co
 
 # Fields whose value must be one of a fixed set.
 CHOICES = {
-    ("model", "attn_implementation"): ("sdpa", "eager", "flash_attention_2"),
+    ("model", "attn_implementation"): ("sdpa", "flash_attention_2"),
     ("train", "zero_stage"): (0, 1, 2, 3),
     ("train", "precision"): ("bf16", "fp16", "fp32"),
     ("wandb", "mode"): ("auto", "online", "offline", "disabled"),

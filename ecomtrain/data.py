@@ -29,8 +29,11 @@ from ecomtrain.packing import (  # noqa: F401  (the data API other modules impor
     PROMPT_PREFIX,
     encode,
     model_inputs,
+    packed_loss,
     prompt_text,
+    to_device,
     tokenize_and_pack,
+    training_attention,
 )
 from ecomtrain.scan import eval_index, is_eval, parse_file, scan_corpus  # noqa: F401
 from ecomtrain.tasks import expand

@@ -19,12 +19,13 @@ import torch
 import torch.distributed as dist
 
 from ecomtrain.config import Config, from_dict
-from ecomtrain.data import model_inputs
+from ecomtrain.data import model_inputs, packed_loss, to_device, training_attention
 from ecomtrain.engine import gathered, initialize, load_state, save_state, zero3_loading
 from ecomtrain.generation import score_rows
 from ecomtrain.model import add_lora, load_model, load_tokenizer
 
 STATE_FILE = "ecomtrain_state.json"
+EPOCH_CACHE_BYTES = 2**30  # a rank keeps a stream up to this size in memory (see striped)
 
 
 def train_fn_per_worker(loop_config: dict) -> None:
@@ -37,7 +38,8 @@ def train_fn_per_worker(loop_config: dict) -> None:
     torch.manual_seed(cfg.train.seed)
     tokenizer = load_tokenizer(model_path)
     zero3 = zero3_loading(cfg.train)  # noqa: F841  (must outlive the model)
-    base = load_model(model_path, cfg.model.attn_implementation, cfg.train.precision)
+    attn = training_attention(cfg.model.attn_implementation)
+    base = load_model(model_path, attn, cfg.train.precision)
     if cfg.train.gradient_checkpointing:
         base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         base.enable_input_require_grads()
@@ -61,12 +63,12 @@ def train_fn_per_worker(loop_config: dict) -> None:
             os.kill(os.getpid(), signal.SIGKILL)  # fault injection for the resume test
         step_loss = torch.zeros((), device=device)
         for _ in range(cfg.train.grad_accum):
-            batch = {k: v.to(device) for k, v in next(batches).items()}
-            loss = engine(**batch).loss
+            batch = to_device(next(batches), device)
+            loss = packed_loss(engine, **batch)
             engine.backward(loss)
             engine.step()  # DeepSpeed steps the optimizer on accumulation boundaries only
             step_loss += loss.detach() / cfg.train.grad_accum
-            window_tokens += int((batch["labels"] != -100).sum())
+            window_tokens += len(batch["targets"])  # supervised tokens
         loss_value = mean_over_ranks(step_loss, world)
         if not torch.isfinite(torch.tensor(loss_value)):
             raise FloatingPointError(f"trial {trial['name']}: non-finite loss at step {step}")
@@ -106,20 +108,40 @@ def striped(shard, cfg: Config, rank: int, world: int, skip: int):
 
     Every rank reads the same deterministic stream, so all ranks take the same number of
     steps (a trailing partial group is dropped by all) and a resumed run can skip exactly
-    `skip` micro-batches.
+    `skip` micro-batches. Every epoch is the same stream, so a rank keeps its share of
+    it in memory, model-ready (up to EPOCH_CACHE_BYTES of packed rows), rather than
+    reading and preparing it again each epoch.
     """
-    seen = 0
+    seen, kept, room = 0, None, EPOCH_CACHE_BYTES
     while True:
-        group = []
-        for batch in shard.iter_torch_batches(
-            batch_size=cfg.train.micro_batch_size, drop_last=True
-        ):
-            group.append(batch)
-            if len(group) < world:
-                continue
+        fresh, epoch, n = kept is None, [], 0
+        for batch in read_share(shard, cfg, rank, world) if fresh else kept:
+            if fresh:
+                room -= batch_bytes(batch)
+                batch = model_inputs(batch, cfg.model.attn_implementation)
+                if room >= 0:
+                    epoch.append(batch)
             if seen >= skip:
-                yield model_inputs(group[rank], cfg.model.attn_implementation)
-            seen, group = seen + 1, []
+                yield batch
+            seen, n = seen + 1, n + 1
+        if n == 0:
+            raise RuntimeError(f"rank {rank}: the training stream holds no full step")
+        if fresh and room >= 0:
+            kept = epoch  # else every epoch is read from the object store again
+
+
+def batch_bytes(batch: dict) -> int:
+    return sum(v.nbytes for v in batch.values())
+
+
+def read_share(shard, cfg: Config, rank: int, world: int):
+    """This rank's micro-batches of one epoch of the stream."""
+    group = []
+    for batch in shard.iter_torch_batches(batch_size=cfg.train.micro_batch_size, drop_last=True):
+        group.append(batch)
+        if len(group) == world:
+            yield {k: group[rank][k] for k in ("input_ids", "labels", "segment_ids")}
+            group = []
 
 
 def held_out_rows(cfg: Config) -> list[dict]:

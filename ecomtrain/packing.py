@@ -7,11 +7,15 @@
   counted and logged with its file and line.
 - Packing: records are packed first-fit-decreasing into rows of exactly `max_seq_len` tokens
   with `segment_ids` (1, 2, ... per record, 0 for padding).
-- `model_inputs` turns packed rows into position_ids restarting at 0 per record and a 4-D
-  block-diagonal causal additive float mask (0 / finfo.min), so no token attends across
-  records (position_ids alone do not isolate them under sdpa or eager). With
-  flash_attention_2 the batch is flattened to one row and position_ids alone mark the
-  records: transformers then runs varlen attention (GPU only; not exercised on CPU).
+- `model_inputs` turns a batch of packed rows into one flat row of its real tokens
+  (padding dropped) with positions restarting at 0 per record and the record boundaries
+  for the attention kernel: flash-attention's varlen kernel (`cu_seq_lens_*`) on GPU, or
+  `packed_sdpa` below, which runs sdpa over records of similar length batched together.
+  Either way attention costs the sum of the records' squared lengths, not the rows', and
+  no token attends across records. Logits are computed only where a label is predicted
+  (`logits_to_keep`): with prompts masked that is a small share of the tokens, and the
+  vocabulary projection is the largest matrix of a small model and the largest
+  activation of a large one.
 """
 
 from __future__ import annotations
@@ -21,6 +25,11 @@ import logging
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from transformers import AttentionInterface, AttentionMaskInterface
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import sdpa_mask
 
 IGNORE = -100
 log = logging.getLogger("ecomtrain.data")
@@ -108,6 +117,15 @@ def tokenize_and_pack(batch: dict, model_path: str, max_len: int, prefix: bool, 
             continue
         seqs.append((ids, labels))
         truncated.append(status == "truncated")
+    out = layout(seqs, truncated, max_len, pad)
+    if len(out["samples"]):
+        out["dropped"][0] = dropped
+    return out
+
+
+def layout(seqs: list[tuple], truncated: list[bool], max_len: int, pad: int) -> dict:
+    """(ids, labels) sequences packed into rows of max_len: the columns tokenize_and_pack
+    returns, with no dropped records counted."""
     rows = pack([len(s[0]) for s in seqs], max_len)
     n = len(rows)
     out = {
@@ -129,29 +147,142 @@ def tokenize_and_pack(batch: dict, model_path: str, max_len: int, prefix: bool, 
             out["labels"][r, pos] = IGNORE  # a record's first token has nothing to predict it
             out["segment_ids"][r, pos:end] = seg
             pos = end
-    if n:
-        out["dropped"][0] = dropped
     return out
 
 
 def model_inputs(batch: dict, attn_implementation: str = "sdpa") -> dict:
-    """Packed rows (torch tensors) -> model kwargs, trimmed to the longest row's content."""
+    """Packed rows (torch tensors) -> kwargs of `packed_loss`: one flat row of real tokens.
+
+    `targets` are the next-token labels at the `logits_to_keep` positions; a record's last
+    token never predicts the next record's first.
+    """
     seg = batch["segment_ids"].long()
-    n = int((seg > 0).long().cumsum(1).argmax(1).max()) + 1  # last non-pad column, over rows
-    seg = seg[:, :n]
-    ids, labels = batch["input_ids"][:, :n].long(), batch["labels"][:, :n].long()
-    idx = torch.arange(n).expand_as(seg)
-    starts = torch.ones_like(seg, dtype=torch.bool)
-    starts[:, 1:] = seg[:, 1:] != seg[:, :-1]
-    positions = idx - torch.cummax(torch.where(starts, idx, 0), dim=1).values
+    real = (seg > 0).reshape(-1)
+    ids = batch["input_ids"].reshape(-1)[real].long()
+    labels = batch["labels"].reshape(-1)[real].long()
+    record = (seg + torch.arange(len(seg))[:, None] * (int(seg.max()) + 1)).reshape(-1)[real]
+    n = len(ids)
+    idx = torch.arange(n)
+    starts = torch.ones(n, dtype=torch.bool)
+    starts[1:] = record[1:] != record[:-1]
+    positions = idx - torch.cummax(torch.where(starts, idx, 0), dim=0).values
+    begins = idx[starts]
+    lengths = torch.diff(begins, append=torch.tensor([n]))
+    targets = torch.full_like(labels, IGNORE)
+    targets[:-1] = labels[1:]
+    targets[begins[1:] - 1] = IGNORE
+    keep = (targets != IGNORE).nonzero()[:, 0]
+    out = {
+        "input_ids": ids[None],
+        "position_ids": positions[None],
+        "logits_to_keep": keep,
+        "targets": targets[keep],
+    }
     if attn_implementation == "flash_attention_2":
-        return {
-            "input_ids": ids.reshape(1, -1),
-            "labels": labels.reshape(1, -1),
-            "position_ids": positions.reshape(1, -1),
+        cu = torch.cat([begins, torch.tensor([n])]).int()
+        longest = int(lengths.max()) if n else 0
+        return out | {
+            "cu_seq_lens_q": cu,
+            "cu_seq_lens_k": cu,
+            "max_length_q": longest,
+            "max_length_k": longest,
         }
-    same = seg[:, :, None] == seg[:, None, :]
-    allowed = same & torch.ones(n, n, dtype=torch.bool).tril()
-    mask = torch.zeros(allowed.shape, dtype=torch.float32)
-    mask = mask.masked_fill(~allowed, torch.finfo(torch.float32).min)[:, None]
-    return {"input_ids": ids, "labels": labels, "position_ids": positions, "attention_mask": mask}
+    # An all-ones 2-D mask makes transformers skip building a mask; packed_sdpa needs none.
+    return out | {
+        "attention_mask": torch.ones(1, n, dtype=torch.long),
+        "packed_groups": length_groups(begins, lengths, positions),
+    }
+
+
+def length_groups(begins: torch.Tensor, lengths: torch.Tensor, positions: torch.Tensor):
+    """Records batched by similar length for packed_sdpa: (gathers, scatter).
+
+    Each gather is a [records, longest] index into the flat row, the shorter records
+    padded at their end (causal attention never looks past a query, so real tokens never
+    see the padding); `scatter` takes each token's output back from the groups' outputs
+    laid end to end. A group's longest record is at most GROUP_SLACK times its shortest.
+    """
+    order = torch.argsort(lengths, descending=True, stable=True).tolist()
+    groups: list[list[int]] = []
+    for i in order:
+        if groups and lengths[i] * GROUP_SLACK >= lengths[groups[-1][0]]:
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+    n = int(lengths.sum())
+    record_of = torch.repeat_interleave(torch.arange(len(lengths)), lengths)
+    slot = torch.empty(len(lengths), dtype=torch.long)  # flat offset of each record's group row
+    gathers, offset = [], 0
+    for members in groups:
+        longest = int(lengths[members[0]])
+        rows = torch.tensor(members)
+        gathers.append((begins[rows, None] + torch.arange(longest)).clamp(max=n - 1))
+        slot[rows] = offset + torch.arange(len(members)) * longest
+        offset += len(members) * longest
+    return gathers, slot[record_of] + positions
+
+
+GROUP_SLACK = 1.5
+
+
+def packed_sdpa(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+    """transformers attention function: causal sdpa within each record of a flat packed row.
+
+    Without `packed_groups` (generation, scoring) it is plain sdpa with the usual mask.
+    """
+    packed = kwargs.pop("packed_groups", None)
+    if packed is None:
+        return sdpa_attention_forward(
+            module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs
+        )
+    gathers, scatter = packed
+    # Grouped-query attention: sdpa's own support is fastest on CPU; on GPU the kv heads are
+    # repeated, the form measured on the flash kernel.
+    repeat = query.shape[1] // key.shape[1] if query.is_cuda else 1
+    q, k, v = (x[0].transpose(0, 1) for x in (query, key, value))  # [tokens, heads, dim]
+    if repeat > 1:
+        k, v = k.repeat_interleave(repeat, dim=1), v.repeat_interleave(repeat, dim=1)
+    outputs = []
+    with sdpa_kernel(SHAPE_FREE_KERNELS):
+        for index in gathers:
+            o = F.scaled_dot_product_attention(
+                *(x[index].transpose(1, 2) for x in (q, k, v)),
+                dropout_p=dropout,
+                is_causal=True,
+                scale=scaling,
+                enable_gqa=repeat == 1,
+            )
+            outputs.append(o.transpose(1, 2).reshape(-1, *o.shape[1::2]))
+    return torch.cat(outputs)[scatter][None], None
+
+
+# cuDNN attention builds a plan per new shape (seen: over a second of CPU time per training
+# step on an H200 at 1B scale); packed groups change shape every step, so it is left out.
+SHAPE_FREE_KERNELS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+
+
+def packed_loss(model, targets: torch.Tensor, **inputs) -> torch.Tensor:
+    """Mean next-token cross-entropy over the batch's labelled tokens (as HF computes it)."""
+    logits = model(**inputs).logits[0].float()
+    return F.cross_entropy(logits, targets, reduction="sum") / max(1, len(targets))
+
+
+def to_device(inputs, device):
+    """Tensors, also inside dicts, lists and tuples, moved to `device`."""
+    if isinstance(inputs, torch.Tensor):
+        return inputs.to(device, non_blocking=True)
+    if isinstance(inputs, dict):
+        return {k: to_device(v, device) for k, v in inputs.items()}
+    if isinstance(inputs, list | tuple):
+        return type(inputs)(to_device(v, device) for v in inputs)
+    return inputs
+
+
+def training_attention(attn_implementation: str) -> str:
+    """The kernel a model is loaded with for packed training."""
+    return PACKED_SDPA if attn_implementation == "sdpa" else attn_implementation
+
+
+PACKED_SDPA = "packed_sdpa"
+AttentionInterface.register(PACKED_SDPA, packed_sdpa)
+AttentionMaskInterface.register(PACKED_SDPA, sdpa_mask)

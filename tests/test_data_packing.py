@@ -1,17 +1,25 @@
-"""Over-long records, packing, the block-diagonal mask, and packed == unpacked loss."""
+"""Over-long records, packing, packed model inputs, and packed == unpacked loss."""
 
 import json
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from ecomtrain.config import ModelConfig
-from ecomtrain.data import IGNORE, encode, model_inputs, tokenize_and_pack
+from ecomtrain.data import (
+    IGNORE,
+    encode,
+    model_inputs,
+    packed_loss,
+    tokenize_and_pack,
+    training_attention,
+)
 from ecomtrain.datacli import main
 from ecomtrain.demo import demo_records
 from ecomtrain.model import load_model, load_tokenizer, resolve_model
-from ecomtrain.packing import fit, pack
+from ecomtrain.packing import GROUP_SLACK, fit, length_groups, pack
 
 
 @pytest.fixture(scope="module")
@@ -64,64 +72,73 @@ def test_packed_rows_have_segments_and_counts(tiny):
     assert out["dropped"].sum() == 0 and len(out["samples"]) == 0  # dropped: no rows at all
 
 
-def test_model_inputs_mask_is_block_diagonal_causal():
-    seg = torch.tensor([[1, 1, 2, 2, 2, 0]])
-    batch = {"input_ids": torch.arange(6)[None], "labels": torch.zeros(1, 6), "segment_ids": seg}
+def test_model_inputs_flatten_real_tokens_and_keep_records_apart():
+    seg = torch.tensor([[1, 1, 2, 2, 2, 0], [1, 1, 1, 0, 0, 0]])
+    labels = torch.tensor([[IGNORE, 5, IGNORE, 7, 8, IGNORE], [IGNORE, IGNORE, 9, IGNORE] + [0, 0]])
+    batch = {"input_ids": torch.arange(12).reshape(2, 6), "labels": labels, "segment_ids": seg}
     out = model_inputs(batch)
-    assert out["input_ids"].shape == (1, 5)  # trimmed to the last real token
-    assert out["position_ids"].tolist() == [[0, 1, 0, 1, 2]]
-    allowed = (out["attention_mask"][0, 0] == 0).int().tolist()
-    assert allowed == [
-        [1, 0, 0, 0, 0],
-        [1, 1, 0, 0, 0],
-        [0, 0, 1, 0, 0],
-        [0, 0, 1, 1, 0],
-        [0, 0, 1, 1, 1],
-    ]
-    assert out["attention_mask"].min() == torch.finfo(torch.float32).min
-    flat = model_inputs(batch, attn_implementation="flash_attention_2")
-    assert set(flat) == {"input_ids", "labels", "position_ids"}
-    assert flat["position_ids"].tolist() == [[0, 1, 0, 1, 2]]
+    assert out["input_ids"].tolist() == [[0, 1, 2, 3, 4, 6, 7, 8]]  # padding dropped
+    assert out["position_ids"].tolist() == [[0, 1, 0, 1, 2, 0, 1, 2]]
+    # next-token targets only where a label is predicted, never across records
+    assert out["logits_to_keep"].tolist() == [0, 2, 3, 6]
+    assert out["targets"].tolist() == [5, 7, 8, 9]
+    gathers, scatter = out["packed_groups"]
+    flat = torch.cat([g.reshape(-1) for g in gathers])
+    assert flat[scatter].tolist() == list(range(8))  # every token comes back to its place
+    assert sorted(int(g[i, 0]) for g in gathers for i in range(len(g))) == [0, 2, 5]
+    flash = model_inputs(batch, attn_implementation="flash_attention_2")
+    assert flash["cu_seq_lens_q"].tolist() == [0, 2, 5, 8] and flash["max_length_q"] == 3
+    assert "packed_groups" not in flash and "attention_mask" not in flash
 
 
-def token_loss_sum(model, **kwargs) -> tuple[float, int]:
-    """Sum of next-token losses over labelled positions, and their count."""
-    labels = kwargs.pop("labels")
-    logits = model(**kwargs).logits.float()
-    shift_logits, shift_labels = logits[:, :-1], labels[:, 1:]
-    loss = torch.nn.functional.cross_entropy(
-        shift_logits.reshape(-1, shift_logits.shape[-1]),
-        shift_labels.reshape(-1),
-        ignore_index=IGNORE,
-        reduction="sum",
-    )
-    return float(loss), int((shift_labels != IGNORE).sum())
+def test_length_groups_bound_padding():
+    lengths = torch.tensor([100, 10, 90, 12, 40, 64])
+    begins = torch.cumsum(lengths, 0) - lengths
+    positions = torch.cat([torch.arange(int(n)) for n in lengths])
+    gathers, scatter = length_groups(begins, lengths, positions)
+    for g in gathers:
+        shortest = min(int(lengths[(begins == row[0]).nonzero()[0, 0]]) for row in g)
+        assert g.shape[1] <= GROUP_SLACK * shortest
+    assert torch.cat([g.reshape(-1) for g in gathers])[scatter].tolist() == list(range(316))
 
 
-@pytest.mark.parametrize("attn", ["sdpa", "eager"])
-def test_packed_loss_equals_unpacked_loss(tiny, attn):
-    path, tok = tiny
-    model = load_model(path, attn_implementation=attn).eval()
-    records = demo_records(per_task=2)[:12]
+def reference_loss(model, tok, records) -> float:
+    """Mean next-token loss over labelled tokens, one record per forward pass."""
     total, count = 0.0, 0
+    for r in records:
+        ids, labels = encode(tok, r["input_field"], str(r["output_field"]), prefix=False)
+        logits = model(input_ids=torch.tensor([ids])).logits[0, :-1].float()
+        target = torch.tensor(labels[1:])
+        total += float(F.cross_entropy(logits, target, ignore_index=IGNORE, reduction="sum"))
+        count += int((target != IGNORE).sum())
+    return total / count
+
+
+def test_packed_loss_equals_unpacked_loss(tiny):
+    path, tok = tiny
+    model = load_model(path, attn_implementation=training_attention("sdpa")).eval()
+    records = demo_records(per_task=2)[:12]
+    records += [{"input_field": "word " * 150, "output_field": "yes"}]  # a long one: 2 groups
     with torch.no_grad():
-        for r in records:  # one record per forward pass: the reference
-            ids, labels = encode(tok, r["input_field"], str(r["output_field"]), prefix=False)
-            s, n = token_loss_sum(
-                model, input_ids=torch.tensor([ids]), labels=torch.tensor([labels])
-            )
-            total, count = total + s, count + n
-        packed = {k: torch.from_numpy(v) for k, v in packed_batch(path, records, 256).items()}
+        expected = reference_loss(model, tok, records)
+        packed = {k: torch.from_numpy(v) for k, v in packed_batch(path, records, 512).items()}
         assert len(packed["samples"]) < len(records)
         inputs = model_inputs(packed)
-        p_total, p_count = token_loss_sum(model, **dict(inputs))
-        hf_loss = float(model(**inputs).loss)  # HF: mean over all labelled tokens of the batch
-        leaky = {k: v for k, v in inputs.items() if k != "attention_mask"}
-        leak_total, _ = token_loss_sum(model, **leaky)
-    assert p_count == count
-    assert p_total / p_count == pytest.approx(total / count, abs=1e-5)
-    assert hf_loss == pytest.approx(total / count, abs=1e-5)
-    assert abs(leak_total / p_count - total / count) > 1e-3  # without the mask, samples leak
+        assert len(inputs["packed_groups"][0]) > 1
+        loss = float(packed_loss(model, **inputs))
+        n = inputs["input_ids"].shape[1]  # one record spanning the row: tokens see each other
+        whole = (torch.arange(n)[None],), torch.arange(n)
+        leaky = float(packed_loss(model, **inputs | {"packed_groups": whole}))
+    assert loss == pytest.approx(expected, abs=1e-5)
+    assert abs(leaky - expected) > 1e-3
+
+
+def test_packed_sdpa_model_generates_like_sdpa(tiny):
+    path, tok = tiny
+    plain, packed = (load_model(path, attn).eval() for attn in ("sdpa", training_attention("sdpa")))
+    enc = tok(["a short one", "a somewhat longer question here"], return_tensors="pt", padding=True)
+    with torch.no_grad():
+        assert torch.allclose(plain(**enc).logits, packed(**enc).logits, atol=1e-6)
 
 
 def test_stats_cli_reports_packing(tiny, tmp_path, capsys):

@@ -1,0 +1,37 @@
+"""The benchmarks' own arithmetic and their CPU path (the figures themselves are not tested)."""
+
+import pytest
+import torch
+from transformers import LlamaConfig
+
+from ecomtrain import bench
+from ecomtrain.config import load_config
+from ecomtrain.packing import model_inputs
+
+
+def test_forward_flops_counts_attention_per_record():
+    config = LlamaConfig(hidden_size=64, intermediate_size=128, vocab_size=100)
+    config.num_hidden_layers, config.num_attention_heads, config.num_key_value_heads = 1, 4, 4
+    inputs = {"position_ids": torch.tensor([[0, 1, 2, 0, 1]]), "targets": torch.zeros(2)}
+    body, head = bench.forward_flops(config, inputs)
+    dense = 2 * (4 * 64 * 64 + 3 * 64 * 128) * 5
+    assert body == dense + 2 * 64 * (9 + 4) and head == 2 * 64 * 100 * 2
+
+
+def test_synthetic_rows_are_full_and_prompt_masked():
+    rows = bench.synthetic_rows(4, 512, 1000, seed=0)
+    assert rows["input_ids"].shape == (4, 512)
+    assert (rows["segment_ids"] > 0).float().mean() > 0.95  # FFD fills the first rows
+    inputs = model_inputs(rows)
+    assert 0 < len(inputs["targets"]) < 0.6 * inputs["input_ids"].shape[1]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the GPU path is tests/test_gpu.py's")
+def test_mfu_step_runs_on_cpu(monkeypatch):
+    shape = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2}
+    shape |= {"num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 500}
+    monkeypatch.setitem(bench.SHAPES, "test", shape)
+    cfg = load_config(None, ["data.max_seq_len=128", "train.micro_batch_size=2"])
+    figures = bench.mfu(cfg, "test", steps=2, warmup=1, device="cpu")
+    assert figures["tokens_per_s"] > 0 and figures["supervised_tokens_per_s"] > 0
+    assert figures["trainable_params"] > 0 and torch.isfinite(torch.tensor(figures["loss"]))
