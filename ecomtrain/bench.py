@@ -147,13 +147,15 @@ def throughput(cfg: Config) -> dict:
     cfg.train.eval_every, cfg.train.log_every = 0, max(1, cfg.train.max_steps // 5)
     tasks = cfg.data.tasks or list(CAPABILITIES)
     result = fit(cfg, trial_meta("bench", "all", tasks, cfg), tempfile.mkdtemp())
-    ours = result.metrics["tokens_per_s"]
+    ours = result.metrics  # the last reporting window: steady state
     records = load_corpus(resolve_corpus(cfg.data.corpus))
     theirs = hf_trainer_tokens_per_s(cfg, model_path, records)
     return {
-        "ecomtrain_tokens_per_s": ours,  # last reporting window: steady state
+        "ecomtrain_tokens_per_s": ours["tokens_per_s"],
         "hf_trainer_tokens_per_s": theirs,
-        "ratio": ours / theirs,
+        "ratio": ours["tokens_per_s"] / theirs,
+        "ecomtrain_step_s": ours["step_s"],
+        "ecomtrain_peak_memory_gib": ours["peak_memory_gib"],  # per rank, the largest
     }
 
 

@@ -148,8 +148,10 @@ class SweepConfig:
     alpha_per_rank: float = 2.0
     # Further dimensions by dotted config path, e.g. {"train.lr": [1e-4, 3e-4]}.
     params: dict[str, list] = field(default_factory=dict)
-    search: str = "grid"  # "grid" (every point) or "random" (num_samples points)
-    num_samples: int = 1  # grid: repeats of the grid; random: trials
+    # "grid" (every point), "random" (num_samples points), or "optuna" (num_samples points
+    # chosen by Optuna's TPE from the scores so far; needs `pip install optuna`).
+    search: str = "grid"
+    num_samples: int = 1  # grid: repeats of the grid; random and optuna: trials
     seed: int = 0  # seed of random subsets
     scheduler: str = "fifo"  # "fifo" runs every trial out; "asha" stops weak ones early
     grace_period: int = 100  # ASHA: steps before a trial can be stopped (align with eval_every)
@@ -200,7 +202,7 @@ CHOICES = {
     ("train", "precision"): ("bf16", "fp16", "fp32"),
     ("wandb", "mode"): ("auto", "online", "offline", "disabled"),
     ("sweep", "alpha_rule"): ("scale", "fixed", "rslora"),
-    ("sweep", "search"): ("grid", "random"),
+    ("sweep", "search"): ("grid", "random", "optuna"),
     ("sweep", "scheduler"): ("fifo", "asha"),
 }
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import signal
 import tempfile
 import time
@@ -84,6 +85,8 @@ def train_fn_per_worker(loop_config: dict) -> None:
             "loss": window_loss / window_steps,  # mean since the last report
             "lr": schedule.get_last_lr()[0],
             "tokens_per_s": window_tokens * world / (time.time() - window_t0),
+            "step_s": (time.time() - window_t0) / window_steps,
+            "peak_memory_gib": peak_memory_gib(device, world),  # the largest rank's
             "trainable_params": trainable,
             "elapsed_s": time.time() - t0,
         }
@@ -194,6 +197,19 @@ def restore(engine) -> dict:
         state = json.loads((Path(path) / STATE_FILE).read_text())
     state["starts"] = [*state.get("starts", [0]), state["step"]]  # where each attempt began
     return state
+
+
+def peak_memory_gib(device: torch.device, world: int) -> float:
+    """Peak memory of the largest rank: GPU memory allocated, or on CPU the peak RSS of
+    the worker process (every rank must call this)."""
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated(device)
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+    value = torch.tensor(float(peak), device=device)
+    if world > 1:
+        dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return float(value) / 2**30
 
 
 def mean_over_ranks(value: torch.Tensor, world: int) -> float:

@@ -3,7 +3,7 @@
 import pytest
 
 from ecomtrain.config import load_config
-from tuning.space import param_space, subsets, trial_config
+from tuning.space import optuna_search, param_space, subsets, trial_config
 
 
 def test_demo_space_is_subsets_times_ranks():
@@ -91,3 +91,29 @@ def test_dotted_params_and_alpha_rules():
     bad = {"subset": subsets(cfg)[0], "rank": 8, "train.lr": "fast"}
     with pytest.raises(ValueError, match="train.lr: expected float"):
         trial_config(cfg, bad)
+
+
+def test_optuna_suggests_points_shaped_like_the_grid():
+    pytest.importorskip("optuna")
+    cfg = load_config(
+        None,
+        [
+            "sweep.search=optuna",
+            "sweep.ladder=[understanding-shopping-concepts, user-behavior-alignment]",
+            "sweep.ranks=[2, 4, 8]",
+            "sweep.params={train.lr: [0.001, 0.01]}",
+        ],
+    )
+    assert param_space(cfg) == {}  # the searcher holds the space
+    searcher = optuna_search(cfg)
+    ids = {s["id"] for s in subsets(cfg)}
+    seen = set()
+    for i in range(8):
+        point = searcher.suggest(f"t{i}")
+        assert point["subset"]["id"] in ids and point["subset"]["id"] == point["subset_id"]
+        assert point["alpha"] == 2.0 * point["rank"] and point["train.lr"] in (0.001, 0.01)
+        run = trial_config(cfg, point)  # a point is a run config like any other
+        assert run.lora.rank == point["rank"] and run.data.tasks == point["subset"]["tasks"]
+        searcher.on_trial_complete(f"t{i}", {"score": point["rank"] / 8})
+        seen.add((point["subset"]["id"], point["rank"]))
+    assert len(seen) > 2

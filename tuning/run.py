@@ -10,7 +10,7 @@ from ray.tune.integration.ray_train import TuneReportCallback
 
 from ecomtrain.config import Config, from_dict, to_dict
 from ecomtrain.train import fit, trial_meta
-from tuning.space import param_space, trial_config
+from tuning.space import optuna_search, param_space, trial_config
 
 
 def wandb_mode(cfg: Config) -> str:
@@ -104,6 +104,7 @@ def run_sweep(cfg: Config, storage: str, local_dir: str, resume: bool = False):
             metric="score",
             mode="max",
             scheduler=scheduler(cfg),
+            search_alg=optuna_search(cfg) if cfg.sweep.search == "optuna" else None,
             num_samples=cfg.sweep.num_samples,
             max_concurrent_trials=concurrency(cfg),
             trial_name_creator=trial_name,

@@ -92,7 +92,10 @@ def alpha_for(sweep: SweepConfig, rank: int, fixed: float) -> float:
 
 
 def param_space(cfg: Config) -> dict:
-    """Tune's param_space: grid or random choice over subsets, ranks and `sweep.params`."""
+    """Tune's param_space: grid or random choice over subsets, ranks and `sweep.params`
+    (empty under Optuna, whose searcher holds the space: see `optuna_search`)."""
+    if cfg.sweep.search == "optuna":
+        return {}
     dim = tune.grid_search if cfg.sweep.search == "grid" else tune.choice
     space = {"subset": dim(subsets(cfg)), "rank": dim(list(cfg.sweep.ranks))}
     space |= {key: dim(list(values)) for key, values in cfg.sweep.params.items()}
@@ -113,3 +116,25 @@ def trial_config(base: Config, point: dict) -> Config:
     cfg.lora.alpha = float(point.get("alpha", alpha_for(cfg.sweep, cfg.lora.rank, cfg.lora.alpha)))
     cfg.lora.use_rslora = cfg.lora.use_rslora or cfg.sweep.alpha_rule == "rslora"
     return cfg
+
+
+def optuna_search(cfg: Config):
+    """Optuna's TPE over subset id x rank x `sweep.params`, as one joint categorical space.
+
+    A trial's config has the same shape as under grid or random search: the chosen
+    subset's full description and the alpha of its rank are added as constants."""
+    try:
+        from ray.tune.search.optuna import OptunaSearch
+    except ImportError as err:  # Ray imports optuna lazily and names it in the error
+        raise ImportError("sweep.search=optuna needs optuna: pip install optuna") from err
+    table = {s["id"]: s for s in subsets(cfg)}
+    sweep, fixed = cfg.sweep, cfg.lora.alpha
+
+    def space(trial) -> dict:
+        subset = trial.suggest_categorical("subset_id", list(table))
+        rank = trial.suggest_categorical("rank", list(sweep.ranks))
+        for key, values in sweep.params.items():
+            trial.suggest_categorical(key, list(values))
+        return {"subset": table[subset], "alpha": alpha_for(sweep, rank, fixed)}
+
+    return OptunaSearch(space=space, metric="score", mode="max", seed=sweep.seed)
