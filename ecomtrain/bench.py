@@ -6,7 +6,9 @@
 
 `asha` runs the sweep twice on the same space, first the full grid, then with ASHA, one
 trial at a time, and prints how many trial-steps each used and how many ASHA needed until
-it had trained the grid's best (subset, rank) to the end.
+it had trained the grid's best (subset, rank) to the end. Its space, unless overridden: the
+demo's capability ladder (4 subsets) x ranks 2, 8, 32, scored every 25 steps, ASHA keeping
+the top third from step 25 on (ASHA_SPACE).
 
 `throughput` trains the configured model on the configured corpus twice, with ecomtrain's
 loop and with a plain HF Trainer + PEFT on padded batches, and prints supervised tokens/s.
@@ -51,6 +53,15 @@ SHAPES = {  # random-initialised Llama-architecture models for `mfu`
         "vocab_size": 152064,
     },
 }
+ASHA_SPACE = [
+    "sweep.subsets={}",
+    "sweep.ladder=[understanding-shopping-concepts, user-behavior-alignment,"
+    " shopping-knowledge-reasoning, multi-lingual-abilities]",
+    "sweep.ranks=[2, 8, 32]",
+    "train.eval_every=25",
+    "sweep.grace_period=25",
+    "sweep.reduction_factor=3",
+]
 PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0, "A10G": 125.0}
 
 
@@ -270,7 +281,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", help="YAML config (default: configs/demo.yaml)")
     parser.add_argument("overrides", nargs="*", help="a.b=c config overrides")
     args = parser.parse_intermixed_args(argv)
-    cfg = load_config(args.config, args.overrides)
+    space = ASHA_SPACE if args.which == "asha" else []
+    cfg = load_config(args.config, space + args.overrides)
     if args.which == "mfu":
         figures = mfu(cfg, args.shape, args.steps)
     else:

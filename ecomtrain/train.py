@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 import sys
 from pathlib import Path
 
@@ -97,8 +98,22 @@ def connect(address: str | None = None) -> None:
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address)
-    else:
-        ray.init(address="local")
+        return
+    # Ray Train frees the workers of a run whose controller was stopped (an ASHA-stopped
+    # trial) through the state API, which finds a cluster by RAY_ADDRESS or by the file
+    # `ray start` leaves; a local cluster has neither (or a stale file), so its trials'
+    # workers would hold their CPUs forever. Point the state API at the local dashboard.
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    os.environ["RAY_API_SERVER_ADDRESS"] = url
+    ray.init(
+        address="local",
+        include_dashboard=True,
+        dashboard_port=port,
+        runtime_env={"env_vars": {"RAY_API_SERVER_ADDRESS": url}},
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

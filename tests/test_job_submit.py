@@ -23,7 +23,7 @@ def _free_port() -> int:
 
 @pytest.mark.slow
 def test_ray_job_submit_runs_the_sweep(tmp_path, ecomtrain_cache):
-    gcs, dash = _free_port(), _free_port()
+    gcs, dash, agent = _free_port(), _free_port(), _free_port()
     home = tmp_path / "home"  # a private ~/.ray/auth_token
     home.mkdir()
     env = {
@@ -52,6 +52,7 @@ def test_ray_job_submit_runs_the_sweep(tmp_path, ecomtrain_cache):
             "--num-cpus=2",
             f"--port={gcs}",
             f"--dashboard-port={dash}",
+            f"--dashboard-agent-listen-port={agent}",  # not 52365: another cluster may hold it
             "--include-dashboard=true",
         ],
         env={**env, "RAY_AUTH_MODE": "token"},
@@ -88,14 +89,18 @@ def test_ray_job_submit_runs_the_sweep(tmp_path, ecomtrain_cache):
             submit, env=env, cwd=ROOT, capture_output=True, text=True, timeout=120
         )
         assert no_token.returncode != 0  # token auth is on: a client without it is refused
-        proc = subprocess.run(
-            submit,
-            env={**env, "RAY_AUTH_MODE": "token"},
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=900,
-        )
+        for _ in range(12):  # the head's job agent may start after its dashboard
+            proc = subprocess.run(
+                submit,
+                env={**env, "RAY_AUTH_MODE": "token"},
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                timeout=900,
+            )
+            if "No available agent" not in proc.stderr:
+                break
+            time.sleep(5)
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
         assert "succeeded" in proc.stdout
         with open(out / "trials.csv") as f:
