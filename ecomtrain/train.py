@@ -103,9 +103,7 @@ def connect(address: str | None = None) -> None:
     # trial) through the state API, which finds a cluster by RAY_ADDRESS or by the file
     # `ray start` leaves; a local cluster has neither (or a stale file), so its trials'
     # workers would hold their CPUs forever. Point the state API at the local dashboard.
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port(8265)  # Ray's usual dashboard port, else any free one
     url = f"http://127.0.0.1:{port}"
     os.environ["RAY_API_SERVER_ADDRESS"] = url
     ray.init(
@@ -114,6 +112,18 @@ def connect(address: str | None = None) -> None:
         dashboard_port=port,
         runtime_env={"env_vars": {"RAY_API_SERVER_ADDRESS": url}},
     )
+
+
+def free_port(preferred: int) -> int:
+    """`preferred` if nothing listens on it, else a free port."""
+    for port in (preferred, 0):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return s.getsockname()[1]
+    raise OSError("no free port")
 
 
 def main(argv: list[str] | None = None) -> int:

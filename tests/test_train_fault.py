@@ -35,9 +35,12 @@ def run(tmp_path: Path, name: str, *overrides: str):
     return fit(cfg, trial_meta(name, "pair", TASKS, cfg), str(tmp_path))
 
 
+def state(result) -> dict:
+    return json.loads((Path(result.checkpoint.path) / "ecomtrain_state.json").read_text())
+
+
 def history(result) -> list:
-    state = Path(result.checkpoint.path) / "ecomtrain_state.json"
-    return json.loads(state.read_text())["history"]
+    return state(result)["history"]
 
 
 def test_killed_worker_resumes_exactly(local_ray, tmp_path):
@@ -46,8 +49,11 @@ def test_killed_worker_resumes_exactly(local_ray, tmp_path):
     resumed = run(tmp_path, "killed", "train.inject_failure_at_step=5", "train.max_failures=2")
     steps = [s for s, _ in history(resumed)]
     assert steps == list(range(1, 9))  # every step once: none repeated, none skipped
+    assert state(resumed)["starts"][:2] == [0, 3]  # resumed from the step-3 checkpoint
     for (s, a), (_, b) in zip(clean, history(resumed), strict=True):
         assert abs(a - b) < 1e-5, f"step {s}: {a} vs {b}"
+    gap = max(abs(a - b) for (_, a), (_, b) in zip(clean, history(resumed), strict=True))
+    print(f"resume: attempts began at steps {state(resumed)['starts']}, max |loss diff| {gap:.1e}")
     assert resumed.metrics["step"] == 8 and "score" in resumed.metrics
 
 
