@@ -60,14 +60,17 @@ def cache_dir() -> Path:
 
 
 def resolve_corpus(paths: list[str]) -> list[str]:
-    """Absolute paths of the corpus files; "demo" and hub datasets are written to the cache."""
+    """Absolute paths of the corpus files; "demo" ("demo:N" for N records per family instead
+    of 60) and hub datasets are written to the cache."""
     from ecomtrain.demo import fingerprint, write_demo_corpus
 
     out = []
     for p in paths:
-        if p == "demo":
-            target = cache_dir() / f"demo-corpus-{fingerprint()}.jsonl"
-            out.append(str(target if target.exists() else write_demo_corpus(target)))
+        if p == "demo" or p.startswith("demo:"):  # "demo:N": N records per family
+            n = int(p.partition(":")[2] or 60)
+            name = f"demo-corpus-{fingerprint()}" + (f"-{n}" if n != 60 else "")
+            target = cache_dir() / f"{name}.jsonl"
+            out.append(str(target if target.exists() else write_demo_corpus(target, n)))
         elif p.startswith(HUB_PREFIX):
             out.append(str(hub_file(p)))
         elif not Path(p).is_file():

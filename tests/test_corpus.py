@@ -125,6 +125,8 @@ def test_resolve_demo_writes_cache_once(ecomtrain_cache):
     (path,) = resolve_corpus(["demo"])
     assert path.startswith(str(ecomtrain_cache))
     assert len(read_records(path)) == len(demo_records())
+    (bigger,) = resolve_corpus(["demo:100"])  # a larger demo corpus, cached beside it
+    assert bigger != path and len(read_records(bigger)) == len(demo_records(per_task=100))
     with pytest.raises(CorpusError, match="nope.jsonl: corpus file not found"):
         resolve_corpus(["nope.jsonl"])
 
