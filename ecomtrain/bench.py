@@ -6,9 +6,10 @@
 
 `asha` runs the sweep twice on the same space, first the full grid, then with ASHA, one
 trial at a time, and prints how many trial-steps each used and how many ASHA needed until
-it had trained the grid's best (subset, rank) to the end. Its space, unless overridden: the
-demo's capability ladder (4 subsets) x ranks 2, 8, 32, scored every 25 steps, ASHA keeping
-the top third from step 25 on (ASHA_SPACE).
+it had trained the grid's best (subset, rank) to the end. Its space, unless overridden
+(ASHA_SPACE): the demo's capability ladder (4 subsets) x ranks 2, 8, 32 on the demo corpus
+at 300 records per family, scored every 40 steps on up to 40 held-out records per task,
+ASHA keeping the top third at steps 40 and 120.
 
 `throughput` trains the configured model on the configured corpus twice, with ecomtrain's
 loop and with a plain HF Trainer + PEFT on padded batches, and prints supervised tokens/s.
@@ -54,12 +55,14 @@ SHAPES = {  # random-initialised Llama-architecture models for `mfu`
     },
 }
 ASHA_SPACE = [
+    "data.corpus=[demo:300]",  # ~350 held-out records: a score's standard error ~0.02
+    "data.max_eval_per_task=40",
     "sweep.subsets={}",
     "sweep.ladder=[understanding-shopping-concepts, user-behavior-alignment,"
     " shopping-knowledge-reasoning, multi-lingual-abilities]",
     "sweep.ranks=[2, 8, 32]",
-    "train.eval_every=25",
-    "sweep.grace_period=25",
+    "train.eval_every=40",
+    "sweep.grace_period=40",
     "sweep.reduction_factor=3",
 ]
 PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0, "A10G": 125.0}
