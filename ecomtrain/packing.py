@@ -33,6 +33,11 @@ from transformers.masking_utils import sdpa_mask
 
 IGNORE = -100
 log = logging.getLogger("ecomtrain.data")
+PACKED_SDPA = "packed_sdpa"  # the attention function below, as transformers knows it
+GROUP_SLACK = 1.5  # packed_sdpa batches records whose lengths are within this factor
+# cuDNN attention builds a plan per new shape (seen: over a second of CPU time per training
+# step on an H200 at 1B scale); packed groups change shape every step, so it is left out.
+SHAPE_FREE_KERNELS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 # The official ShopBench baseline prompt prefix.
 PROMPT_PREFIX = (
     "You are a helpful online shopping assistant. Please answer the following question "
@@ -222,9 +227,6 @@ def length_groups(begins: torch.Tensor, lengths: torch.Tensor, positions: torch.
     return gathers, slot[record_of] + positions
 
 
-GROUP_SLACK = 1.5
-
-
 def packed_sdpa(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
     """transformers attention function: causal sdpa within each record of a flat packed row.
 
@@ -256,11 +258,6 @@ def packed_sdpa(module, query, key, value, attention_mask, scaling=None, dropout
     return torch.cat(outputs)[scatter][None], None
 
 
-# cuDNN attention builds a plan per new shape (seen: over a second of CPU time per training
-# step on an H200 at 1B scale); packed groups change shape every step, so it is left out.
-SHAPE_FREE_KERNELS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
-
-
 def packed_loss(model, targets: torch.Tensor, **inputs) -> torch.Tensor:
     """Mean next-token cross-entropy over the batch's labelled tokens (as HF computes it)."""
     logits = model(**inputs).logits[0].float()
@@ -283,6 +280,5 @@ def training_attention(attn_implementation: str) -> str:
     return PACKED_SDPA if attn_implementation == "sdpa" else attn_implementation
 
 
-PACKED_SDPA = "packed_sdpa"
 AttentionInterface.register(PACKED_SDPA, packed_sdpa)
 AttentionMaskInterface.register(PACKED_SDPA, sdpa_mask)
