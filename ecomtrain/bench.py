@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import sys
 import tempfile
 
@@ -234,8 +235,8 @@ def mfu(cfg: Config, shape: str, steps: int = 10, warmup: int = 3, device: str =
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
     model = add_lora(model, cfg.lora)
-    cfg.train.grad_accum = 1
-    engine, _ = initialize(model, cfg.train)
+    train = dataclasses.replace(cfg.train, grad_accum=1)  # one micro-batch per timed step
+    engine, _ = initialize(model, train)
     rows = cfg.train.micro_batch_size
     batches = [
         model_inputs(synthetic_rows(rows, cfg.data.max_seq_len, config.vocab_size, i), attn)
