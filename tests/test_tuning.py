@@ -1,5 +1,7 @@
 """The search space, without running Ray."""
 
+import pickle
+
 import pytest
 
 from ecomtrain.config import load_config
@@ -105,7 +107,7 @@ def test_optuna_suggests_points_shaped_like_the_grid():
         ],
     )
     assert param_space(cfg) == {}  # the searcher holds the space
-    searcher = optuna_search(cfg)
+    searcher = pickle.loads(pickle.dumps(optuna_search(cfg)))  # Tune checkpoints it
     ids = {s["id"] for s in subsets(cfg)}
     seen = set()
     for i in range(8):

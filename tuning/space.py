@@ -7,6 +7,8 @@ constraint. Every subset is described by what the report and W&B compare trials 
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import random
 
 from ray import tune
@@ -123,18 +125,19 @@ def optuna_search(cfg: Config):
 
     A trial's config has the same shape as under grid or random search: the chosen
     subset's full description and the alpha of its rank are added as constants."""
-    try:
-        from ray.tune.search.optuna import OptunaSearch
-    except ImportError as err:  # Ray imports optuna lazily and names it in the error
-        raise ImportError("sweep.search=optuna needs optuna: pip install optuna") from err
+    if importlib.util.find_spec("optuna") is None:
+        raise ImportError("sweep.search=optuna needs optuna: pip install optuna")
+    from ray.tune.search.optuna import OptunaSearch
+
     table = {s["id"]: s for s in subsets(cfg)}
-    sweep, fixed = cfg.sweep, cfg.lora.alpha
+    space = functools.partial(optuna_point, table=table, sweep=cfg.sweep, fixed=cfg.lora.alpha)
+    return OptunaSearch(space=space, metric="score", mode="max", seed=cfg.sweep.seed)
 
-    def space(trial) -> dict:
-        subset = trial.suggest_categorical("subset_id", list(table))
-        rank = trial.suggest_categorical("rank", list(sweep.ranks))
-        for key, values in sweep.params.items():
-            trial.suggest_categorical(key, list(values))
-        return {"subset": table[subset], "alpha": alpha_for(sweep, rank, fixed)}
 
-    return OptunaSearch(space=space, metric="score", mode="max", seed=sweep.seed)
+def optuna_point(trial, table: dict, sweep: SweepConfig, fixed: float) -> dict:
+    """Optuna's define-by-run space (module level: Tune pickles it with the searcher)."""
+    subset = trial.suggest_categorical("subset_id", list(table))
+    rank = trial.suggest_categorical("rank", list(sweep.ranks))
+    for key, values in sweep.params.items():
+        trial.suggest_categorical(key, list(values))
+    return {"subset": table[subset], "alpha": alpha_for(sweep, rank, fixed)}
