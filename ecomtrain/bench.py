@@ -290,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.which == "mfu":
         figures = mfu(cfg, args.shape, args.steps)
     else:
-        from ecomtrain.train import connect
+        from ecomtrain.connect import connect
 
         connect()
         figures = asha_payoff(cfg) if args.which == "asha" else throughput(cfg)

@@ -179,7 +179,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 def generate(args: argparse.Namespace) -> tuple[list[str], dict]:
     """Responses for `args.data` through the Ray Data actor pool, and generation stats."""
-    from ecomtrain.inference import connect, gpus_per_actor, timed_generate
+    from ecomtrain.connect import connect
+    from ecomtrain.inference import gpus_per_actor, timed_generate
 
     records, _ = load_data(args.data, need_truth=False)
     settings = settings_from(args)

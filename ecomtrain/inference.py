@@ -11,7 +11,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -166,13 +165,6 @@ def _load_vllm(s: Settings):
     max_rank = max(8, 2 ** math.ceil(math.log2(rank)))  # vLLM accepts powers of two from 8
     llm = LLM(model=s.model, enable_lora=True, max_lora_rank=max_rank, seed=0)
     return llm, LoRARequest("adapter", 1, s.adapter)
-
-
-def connect(address: str | None = None) -> None:
-    """Join `address` or $RAY_ADDRESS (set inside `ray job submit`), else start a local Ray."""
-    if not ray.is_initialized():
-        address = address or os.environ.get("RAY_ADDRESS")
-        ray.init(address=address) if address else ray.init(address="local")
 
 
 def gpus_per_actor(num_gpus: float | None) -> float:

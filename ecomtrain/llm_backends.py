@@ -217,10 +217,11 @@ def local_completions(
     """Run the items through a Ray Data actor pool of `actors` local model replicas."""
     import ray
 
+    from ecomtrain.connect import connect
+
     if not items:
         return
-    if not ray.is_initialized():
-        ray.init(address=os.environ.get("RAY_ADDRESS") or "local")
+    connect()
     cpus = int(ray.cluster_resources().get("CPU", 1))
     if actors > cpus:  # an actor pool larger than the cluster would wait forever
         raise BackendError(f"--concurrency {actors}: the Ray cluster has only {cpus} CPUs")

@@ -21,8 +21,8 @@ from pathlib import Path
 import yaml
 
 from ecomtrain.config import Config, ConfigError, from_dict, load_config, to_dict
+from ecomtrain.connect import connect
 from ecomtrain.model import resolve_model
-from ecomtrain.train import connect
 
 CONFIG_FILE = "config.yaml"  # the resolved config, saved so --resume needs nothing else
 

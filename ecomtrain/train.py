@@ -6,8 +6,6 @@ A sweep trial and a single run go through the same `fit` function.
 from __future__ import annotations
 
 import argparse
-import os
-import socket
 import sys
 from pathlib import Path
 
@@ -16,6 +14,7 @@ from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, Sc
 from ray.train.torch import TorchConfig, TorchTrainer
 
 from ecomtrain.config import Config, ConfigError, load_config, to_dict
+from ecomtrain.connect import connect
 from ecomtrain.data import mixture_stats, train_dataset
 from ecomtrain.loop import train_fn_per_worker
 from ecomtrain.model import resolve_model
@@ -88,42 +87,6 @@ def extra_eval_rows(cfg: Config) -> list[dict]:
                 raise CorpusError(f"{row.path}:{row.line}: {row.field}: {row.reason}")
             rows.append(row)
     return rows
-
-
-def connect(address: str | None = None) -> None:
-    """Join the Ray cluster at `address` or $RAY_ADDRESS (set inside `ray job submit`),
-    else start a local one. "auto" finds a cluster started with `ray start` on this machine."""
-    if ray.is_initialized():
-        return
-    address = address or os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address)
-        return
-    # Ray Train frees the workers of a run whose controller was stopped (an ASHA-stopped
-    # trial) through the state API, which finds a cluster by RAY_ADDRESS or by the file
-    # `ray start` leaves; a local cluster has neither (or a stale file), so its trials'
-    # workers would hold their CPUs forever. Point the state API at the local dashboard.
-    port = free_port(8265)  # Ray's usual dashboard port, else any free one
-    url = f"http://127.0.0.1:{port}"
-    os.environ["RAY_API_SERVER_ADDRESS"] = url
-    ray.init(
-        address="local",
-        include_dashboard=True,
-        dashboard_port=port,
-        runtime_env={"env_vars": {"RAY_API_SERVER_ADDRESS": url}},
-    )
-
-
-def free_port(preferred: int) -> int:
-    """`preferred` if nothing listens on it, else a free port."""
-    for port in (preferred, 0):
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return s.getsockname()[1]
-    raise OSError("no free port")
 
 
 def main(argv: list[str] | None = None) -> int:

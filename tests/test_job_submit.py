@@ -11,19 +11,15 @@ from pathlib import Path
 
 import pytest
 
+from ecomtrain.connect import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_ray_job_submit_runs_the_sweep(tmp_path, ecomtrain_cache):
-    gcs, dash, agent = _free_port(), _free_port(), _free_port()
+    gcs, dash, agent = free_port(0), free_port(0), free_port(0)
     home = tmp_path / "home"  # a private ~/.ray/auth_token
     home.mkdir()
     env = {
