@@ -7,7 +7,7 @@ OUTPUT ?= runs/demo
 
 .PHONY: demo test test-slow lint format clean
 
-$(BIN)/ecomtrain-sweep: pyproject.toml
+$(BIN)/ecomtrain: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	# torch first, pinned: the CPU wheel where one is available, else PyPI's default build.
@@ -15,19 +15,19 @@ $(BIN)/ecomtrain-sweep: pyproject.toml
 	$(BIN)/pip install -q -e ".[dev]"
 	touch $@
 
-demo: $(BIN)/ecomtrain-sweep
+demo: $(BIN)/ecomtrain
 	$(BIN)/python -m ecomtrain.sweep --output $(OUTPUT)
 
-test: $(BIN)/ecomtrain-sweep
+test: $(BIN)/ecomtrain
 	$(BIN)/python -m pytest -q -m "not gpu"
 
-test-slow: $(BIN)/ecomtrain-sweep
+test-slow: $(BIN)/ecomtrain
 	$(BIN)/python -m pytest -q -m slow
 
-lint: $(BIN)/ecomtrain-sweep
+lint: $(BIN)/ecomtrain
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 
-format: $(BIN)/ecomtrain-sweep
+format: $(BIN)/ecomtrain
 	$(BIN)/ruff format . && $(BIN)/ruff check --fix .
 
 clean:

@@ -1,3 +1,24 @@
-"""ecomtrain: multi-task LoRA fine-tuning of LLMs for e-commerce on Ray."""
+"""ecomtrain: multi-task LoRA fine-tuning of LLMs for e-commerce on Ray.
+
+Which task mixture, and how much adapter capacity, make the best shopping assistant? The
+house, bottom to top (a module imports only from the lines above it, or its own line):
+
+    config      typed configuration from YAML with `a.b=c` overrides
+    tasks       capabilities (ShopBench tracks) and task families
+    model       base models, tokenizers, LoRA adapters
+    connect     joining a Ray cluster, or starting a local one
+    files       the cache folder and atomic writes
+    data/       corpus files to the packed, mixed stream a trial trains on
+    tiny_model  the offline tiny model, and where a model name points
+    evaluate/   ShopBench metrics, answering, the actor pool, evaluation files
+    train/      one LoRA fine-tuning on Ray Train workers with DeepSpeed
+    generate/   LLM data synthesis with engineered example outputs
+    report/     trials.csv, analysis, charts, report pages, W&B summary
+    sweep       `python -m ecomtrain.sweep`: the Tune sweep (uses tuning/)
+    export      merge an adapter into its base model
+    bench       benchmarks that print figures
+
+`ecomtrain COMMAND` (ecomtrain/__main__.py) runs every entry point from one table.
+"""
 
 __version__ = "0.1.0"

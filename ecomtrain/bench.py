@@ -28,14 +28,34 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
+import os
 import sys
 import tempfile
+import time
 
 import numpy as np
 import torch
+import torch.distributed as dist
+from transformers import (
+    DataCollatorForSeq2Seq,
+    LlamaConfig,
+    LlamaForCausalLM,
+    Trainer,
+    TrainingArguments,
+)
 
 from ecomtrain.config import Config, load_config
-from ecomtrain.packing import IGNORE, layout
+from ecomtrain.connect import connect
+from ecomtrain.data.packing import IGNORE, encode, layout
+from ecomtrain.data.records import render_answer
+from ecomtrain.data.sources import load_corpus, resolve_corpus
+from ecomtrain.model import DTYPES, add_lora, load_model, load_tokenizer, training_model
+from ecomtrain.tasks import CAPABILITIES
+from ecomtrain.tiny_model import resolve_model
+from ecomtrain.train.driver import fit, trial_meta
+from ecomtrain.train.engine import initialize
+from ecomtrain.train.inputs import model_inputs, packed_loss, to_device, training_attention
+from tuning.run import run_sweep
 
 SHAPES = {  # random-initialised Llama-architecture models for `mfu`
     "1b": {  # Llama-3.2-1B
@@ -82,8 +102,6 @@ def trial_steps(results) -> list[tuple[str, int, float]]:
 
 def asha_payoff(cfg: Config) -> dict:
     """Trial-steps of the grid vs ASHA until ASHA has fully trained the grid's best point."""
-    from tuning.run import run_sweep
-
     out = tempfile.mkdtemp(prefix="ecomtrain-bench-")
     grid_cfg, asha_cfg = copy.deepcopy(cfg), copy.deepcopy(cfg)
     for c, name in ((grid_cfg, "grid"), (asha_cfg, "asha")):
@@ -112,15 +130,6 @@ def asha_payoff(cfg: Config) -> dict:
 
 def hf_trainer_tokens_per_s(cfg: Config, model_path: str, records: list[dict]) -> float:
     """Supervised tokens/s of a plain HF Trainer + PEFT on padded batches (same model, data)."""
-    import time
-
-    import torch
-    from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments
-
-    from ecomtrain.corpus import render_answer
-    from ecomtrain.data import encode
-    from ecomtrain.model import add_lora, load_model, load_tokenizer
-
     tok = load_tokenizer(model_path)
     rows = []
     for r in records:
@@ -153,11 +162,6 @@ def hf_trainer_tokens_per_s(cfg: Config, model_path: str, records: list[dict]) -
 
 def throughput(cfg: Config) -> dict:
     """Supervised tokens/s: ecomtrain's loop (packed, DeepSpeed, Ray) vs HF Trainer (padded)."""
-    from ecomtrain.corpus import load_corpus, resolve_corpus
-    from ecomtrain.model import resolve_model
-    from ecomtrain.tasks import CAPABILITIES
-    from ecomtrain.train import fit, trial_meta
-
     model_path = resolve_model(cfg.model)
     cfg.train.eval_every, cfg.train.log_every = 0, max(1, cfg.train.max_steps // 5)
     tasks = cfg.data.tasks or list(CAPABILITIES)
@@ -205,16 +209,6 @@ def mfu(cfg: Config, shape: str, steps: int = 10, warmup: int = 3, device: str =
     """Tokens/s, MFU and peak memory of ecomtrain's step on one GPU (see the module doc).
 
     device="cpu" runs the same code without the figures only a GPU has (for tests)."""
-    import os
-    import time
-
-    import torch.distributed as dist
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from ecomtrain.engine import initialize
-    from ecomtrain.model import DTYPES, add_lora
-    from ecomtrain.packing import model_inputs, packed_loss, to_device, training_attention
-
     gpu = device == "cuda"
     if gpu and not torch.cuda.is_available():
         raise SystemExit("bench mfu: needs a CUDA GPU")
@@ -231,10 +225,7 @@ def mfu(cfg: Config, shape: str, steps: int = 10, warmup: int = 3, device: str =
         model = LlamaForCausalLM._from_config(
             config, dtype=DTYPES[cfg.train.precision], attn_implementation=training_attention(attn)
         )
-    if cfg.train.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        model.enable_input_require_grads()
-    model = add_lora(model, cfg.lora)
+    model = training_model(model, cfg.lora, cfg.train.gradient_checkpointing)
     train = dataclasses.replace(cfg.train, grad_accum=1)  # one micro-batch per timed step
     engine, _ = initialize(model, train)
     rows = cfg.train.micro_batch_size
@@ -290,8 +281,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.which == "mfu":
         figures = mfu(cfg, args.shape, args.steps)
     else:
-        from ecomtrain.connect import connect
-
         connect()
         figures = asha_payoff(cfg) if args.which == "asha" else throughput(cfg)
     for key, value in figures.items():

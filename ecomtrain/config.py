@@ -13,7 +13,11 @@ from pathlib import Path
 
 import yaml
 
-DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "demo.yaml"
+# The shipped configs: package data of an installed wheel (ecomtrain/configs), else the
+# repository's configs/ beside the package (a source checkout or an editable install).
+_HERE = Path(__file__).resolve().parent
+CONFIGS = _HERE / "configs" if (_HERE / "configs").is_dir() else _HERE.parent / "configs"
+DEFAULT_CONFIG = CONFIGS / "demo.yaml"
 
 
 class ConfigError(ValueError):
@@ -179,9 +183,19 @@ class Config:
     wandb: WandbConfig = field(default_factory=WandbConfig)
 
 
+def config_path(path: str | Path) -> Path:
+    """`path` as given when it exists; else the shipped config of that name, so that
+    `configs/world.yaml` (or `world.yaml`) is found from any working directory."""
+    p = Path(path)
+    if p.exists() or p.is_absolute():
+        return p
+    shipped = CONFIGS / (Path(*p.parts[1:]) if p.parts[:1] == ("configs",) else p)
+    return shipped if shipped.is_file() else p
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
     """Read a YAML config (demo.yaml when None), apply `a.b=c` overrides, type-check it."""
-    path = Path(path) if path else DEFAULT_CONFIG
+    path = config_path(path) if path else DEFAULT_CONFIG
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except FileNotFoundError:

@@ -7,26 +7,17 @@ tokenizer) that any inference stack loads without PEFT.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
-from ecomtrain.model import load_model, load_tokenizer
+from peft import PeftModel
 
-
-def base_of(adapter: Path) -> str:
-    """The base model an adapter was trained on (from its adapter_config.json)."""
-    config = adapter / "adapter_config.json"
-    if not config.is_file():
-        raise FileNotFoundError(f"{config}: not found; is {adapter} a PEFT adapter directory?")
-    return json.loads(config.read_text())["base_model_name_or_path"]
+from ecomtrain.model import ModelError, base_model_of, load_model, load_tokenizer
 
 
 def merge(adapter: Path, out: Path, base: str | None = None) -> Path:
     """Load base + adapter, fold the LoRA update into the base weights, save to `out`."""
-    from peft import PeftModel
-
-    base = base or base_of(adapter)
+    base = base or base_model_of(adapter)
     model = PeftModel.from_pretrained(load_model(base), adapter)
     merged = model.merge_and_unload()
     merged.save_pretrained(out, safe_serialization=True)
@@ -43,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         out = merge(args.adapter, args.out, args.base)
-    except (FileNotFoundError, OSError, ValueError) as e:
+    except (ModelError, OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"merged model: {out}")

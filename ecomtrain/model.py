@@ -1,117 +1,26 @@
-"""Base model and tokenizer loading, the offline tiny model, and LoRA wrapping.
+"""Base models, tokenizers, LoRA adapters, and what an adapter directory says about itself.
 
-`resolve_model("tiny-llama")` builds a 2-layer Llama with a byte-level BPE tokenizer
-and a ChatML chat template, trained on the demo corpus, and caches it on disk. From
-then on it is an ordinary local directory: the same `from_pretrained` path a hub id
-or a user's checkpoint takes.
+The one place a causal LM is loaded (`load_model`), prepared for training (gradient
+checkpointing + PEFT LoRA: `training_model`), and an adapter's base model is read
+(`base_model_of`). A hub id and a local directory go through the same `from_pretrained`.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from ecomtrain.config import LoraConfig, ModelConfig
-from ecomtrain.corpus import cache_dir, render_answer
+from ecomtrain.config import LoraConfig
 
-TINY_MODELS = {"tiny-llama": "tiny-llama-v1"}  # bump the version when the architecture changes
-CHATML = (
-    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
-    "{{ message['content'] }}<|im_end|>\n{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
+ADAPTER_CONFIG = "adapter_config.json"  # what makes a folder a PEFT adapter
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
-def resolve_model(cfg: ModelConfig) -> str:
-    """A path or hub id for `from_pretrained`; tiny models are built on first use."""
-    if cfg.name_or_path not in TINY_MODELS:
-        return cfg.name_or_path
-    root = Path(cfg.cache_dir) if cfg.cache_dir else cache_dir() / "models"
-    from ecomtrain.demo import fingerprint
-
-    target = root / f"{TINY_MODELS[cfg.name_or_path]}-{fingerprint()}"
-    if not (target / "config.json").exists():
-        root.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=root, prefix=".build-"))
-        build_tiny_llama(tmp)
-        try:
-            tmp.rename(target)
-        except OSError:  # another process finished first; theirs is identical
-            shutil.rmtree(tmp, ignore_errors=True)
-    return str(target)
-
-
-def build_tiny_llama(out: Path, vocab_size: int = 2048, seed: int = 0) -> None:
-    """Train a byte-level BPE tokenizer on the demo corpus and save a random tiny Llama."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    from ecomtrain.demo import demo_records
-
-    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=specials,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-    )
-    texts = [t for r in demo_records() for t in (r["input_field"], render_answer(r))]
-    tok.train_from_iterator(texts, trainer)
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        eos_token="<|im_end|>",
-        pad_token="<|endoftext|>",
-        bos_token=None,
-        chat_template=CHATML,
-    )
-    fast.save_pretrained(out)
-    torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=len(fast),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=1024,
-        tie_word_embeddings=True,
-        eos_token_id=fast.eos_token_id,
-        pad_token_id=fast.pad_token_id,
-        bos_token_id=None,
-    )
-    model = LlamaForCausalLM(config)
-    loss = pretrain(model, fast, [r["input_field"] for r in demo_records()], seed)
-    model.save_pretrained(out)
-    meta = {"built_by": "ecomtrain", "seed": seed, "pretrain_loss": round(loss, 4)}
-    (out / "ecomtrain.json").write_text(json.dumps(meta))
-
-
-def pretrain(model, tokenizer, texts: list[str], seed: int, steps: int = 300) -> float:
-    """Language-model the demo *questions* (never the answers) so the base knows the words.
-
-    A random base gives LoRA nothing to adapt; a base that has read the inputs but never
-    the answers leaves the tasks themselves to the fine-tuning being compared.
-    """
-    gen = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    model.train()
-    for _ in range(steps):
-        idx = torch.randint(len(texts), (16,), generator=gen).tolist()
-        enc = tokenizer([texts[i] for i in idx], return_tensors="pt", padding=True)
-        labels = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)
-        loss = model(**enc, labels=labels).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-    model.eval()
-    return float(loss.detach())
+class ModelError(ValueError):
+    """A model or adapter that cannot be used; the message names the path and why."""
 
 
 def load_tokenizer(path: str):
@@ -122,9 +31,6 @@ def load_tokenizer(path: str):
     if tok.chat_template is None:
         raise ValueError(f"{path}: tokenizer has no chat template; use an instruct/chat model")
     return tok
-
-
-DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
 def load_model(path: str, attn_implementation: str = "sdpa", precision: str = "fp32"):
@@ -150,3 +56,57 @@ def add_lora(model, cfg: LoraConfig):
         task_type="CAUSAL_LM",
     )
     return get_peft_model(model, peft_cfg)
+
+
+def training_model(base, lora: LoraConfig, gradient_checkpointing: bool):
+    """`base` ready for LoRA training: activations recomputed in backward when asked, and
+    wrapped with the adapter (only its weights trainable)."""
+    if gradient_checkpointing:
+        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        base.enable_input_require_grads()
+    return add_lora(base, lora)
+
+
+def find_adapter(path: str | Path) -> Path:
+    """The PEFT adapter directory `path`, or an error listing the adapters found below it."""
+    root = Path(path)
+    if (root / ADAPTER_CONFIG).is_file():
+        return root
+    if not root.is_dir():
+        raise ModelError(f"{path}: adapter directory not found")
+    found = sorted(p.parent for p in root.glob(f"**/{ADAPTER_CONFIG}"))
+    if not found:
+        raise ModelError(f"{path}: no {ADAPTER_CONFIG} in or below it; not a PEFT adapter")
+    listed = "\n  ".join(str(p) for p in found[:10])
+    more = f"\n  ... and {len(found) - 10} more" if len(found) > 10 else ""
+    raise ModelError(
+        f"{path}: not an adapter directory; pass one of the {len(found)} below it:\n  {listed}{more}"
+    )
+
+
+def adapter_config(adapter: str | Path) -> dict:
+    """The adapter's adapter_config.json, with a clear error when it is missing or unreadable."""
+    path = Path(adapter) / ADAPTER_CONFIG
+    if not path.is_file():
+        raise ModelError(f"{path}: not found; is {adapter} a PEFT adapter directory?")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ModelError(f"{path}: cannot read adapter config: {e}") from None
+
+
+def base_model_of(adapter: str | Path) -> str:
+    """The base model an adapter was trained on (its config's base_model_name_or_path)."""
+    where = Path(adapter) / ADAPTER_CONFIG
+    base = adapter_config(adapter).get("base_model_name_or_path")
+    if not base:
+        raise ModelError(
+            f"{where}: base_model_name_or_path: missing; pass the base model (evaluate: "
+            "--model, export: --base)"
+        )
+    if base.startswith(("/", ".")) and not Path(base).is_dir():
+        raise ModelError(
+            f"{where}: base_model_name_or_path {base!r} does not exist here; pass the base "
+            "model's path (evaluate: --model, export: --base)"
+        )
+    return base

@@ -22,7 +22,13 @@ import yaml
 
 from ecomtrain.config import Config, ConfigError, from_dict, load_config, to_dict
 from ecomtrain.connect import connect
-from ecomtrain.model import resolve_model
+from ecomtrain.files import atomic_write
+from ecomtrain.report.pages import console_table, write_report
+from ecomtrain.report.trials import load_trials, trial_rows, write_csv
+from ecomtrain.report.wandb_summary import log_summary
+from ecomtrain.tiny_model import resolve_model
+from tuning.run import run_sweep, wandb_mode
+from tuning.space import subsets
 
 CONFIG_FILE = "config.yaml"  # the resolved config, saved so --resume needs nothing else
 
@@ -52,8 +58,6 @@ def setup(args: argparse.Namespace) -> tuple[Config, str]:
             raise ConfigError("--resume takes the sweep's saved config; no --config/overrides")
         return from_dict(yaml.safe_load(read_text(f"{args.resume}/{CONFIG_FILE}"))), args.resume
     cfg = load_config(args.config, args.overrides)
-    from tuning.space import subsets
-
     subsets(cfg)  # reject unknown task names before starting Ray
     output = args.output or cfg.sweep.output
     return cfg, output if is_uri(output) else str(Path(output).resolve())
@@ -85,20 +89,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     local = Path(tempfile.mkdtemp(prefix="ecomtrain-sweep-")) if is_uri(output) else Path(output)
     local.mkdir(parents=True, exist_ok=True)
-    (local / CONFIG_FILE).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-
-    from ecomtrain.report import load_trials
-    from tuning.report import write_full_report, write_report
-    from tuning.run import run_sweep, wandb_mode
-    from tuning.wandb_summary import log_summary
+    atomic_write(local / CONFIG_FILE, yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
     connect(args.address)
     t0 = time.time()
     resolve_model(cfg.model)  # build the tiny model once here, not in every trial
     results = run_sweep(cfg, output, str(local), resume=bool(args.resume))
-    print(write_report(results, local))
-    report = write_full_report(local)
+    write_csv(trial_rows(results), local / "trials.csv")
     rows = load_trials(local / "trials.csv")
+    print(console_table(rows))
+    report = write_report(local)
     log_summary(
         rows, cfg.wandb.project, cfg.sweep.name, wandb_mode(cfg), local, cfg.wandb.entity or None
     )

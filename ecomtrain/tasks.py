@@ -17,6 +17,7 @@ KNOWLEDGE = "shopping-knowledge-reasoning"
 BEHAVIOR = "user-behavior-alignment"
 MULTILINGUAL = "multi-lingual-abilities"
 CAPABILITIES = (CONCEPT, KNOWLEDGE, BEHAVIOR, MULTILINGUAL)
+TRACK_PREFIX = "amazon-kdd-cup-24-"  # the KDD Cup files' track names are prefixed with this
 
 # task_type -> metrics ShopBench allows for it.
 METRICS_BY_TYPE = {
@@ -170,6 +171,17 @@ def expand(names: list[str]) -> list[str]:
                 f"unknown task or capability {name!r}; capabilities: {', '.join(CAPABILITIES)}"
             )
     return list(dict.fromkeys(out))
+
+
+def track_of(record: dict) -> str:
+    """A record's track (capability): its `track` less the KDD Cup prefix, else its
+    `capability`, else its task family's, else "unknown"."""
+    if record.get("track"):
+        return str(record["track"]).removeprefix(TRACK_PREFIX)
+    if record.get("capability"):
+        return str(record["capability"])
+    family = family_named(str(record.get("task_name") or ""))
+    return family.capability if family else "unknown"
 
 
 def capabilities_of(names: list[str]) -> list[str]:

@@ -6,7 +6,7 @@ from transformers import LlamaConfig
 
 from ecomtrain import bench
 from ecomtrain.config import load_config
-from ecomtrain.packing import model_inputs
+from ecomtrain.train.inputs import model_inputs
 
 
 def test_forward_flops_counts_attention_per_record():

@@ -8,19 +8,16 @@ from pathlib import Path
 import pytest
 
 from ecomtrain.config import DataConfig
-from ecomtrain.corpus import (
-    Bad,
-    CorpusError,
-    assign_family,
-    cache_dir,
+from ecomtrain.data.demo import GENERATORS, demo_records
+from ecomtrain.data.records import Bad, CorpusError, assign_family, render_answer
+from ecomtrain.data.scan import parse_file
+from ecomtrain.data.sources import (
     iter_items,
     read_records,
-    render_answer,
     resolve_corpus,
     validate,
 )
-from ecomtrain.demo import GENERATORS, demo_records
-from ecomtrain.scan import parse_file
+from ecomtrain.files import cache_dir
 from ecomtrain.tasks import (
     CAPABILITIES,
     DEV_TASKS,
@@ -108,7 +105,7 @@ def test_demo_corpus_covers_every_capability():
 
 @pytest.mark.parametrize("name", sorted(GENERATORS))
 def test_demo_answers_parse_back(name):
-    from ecomtrain.metrics import task_score
+    from ecomtrain.evaluate.metrics import task_score
 
     records = [r for r in demo_records(per_task=20) if r["task_name"] == name]
     truths = [r["output_field"] for r in records]
@@ -140,7 +137,9 @@ def test_hub_dataset_is_read_from_its_local_copy():
 
 def test_hub_dataset_offline_is_a_clear_error(tmp_path):
     env = os.environ | {"HF_HUB_OFFLINE": "1", "ECOMTRAIN_CACHE": str(tmp_path)}
-    code = "from ecomtrain.corpus import resolve_corpus; resolve_corpus(['hf:someone/shop-qa'])"
+    code = (
+        "from ecomtrain.data.sources import resolve_corpus; resolve_corpus(['hf:someone/shop-qa'])"
+    )
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert out.returncode != 0
     assert "CorpusError: hf:someone/shop-qa: cannot load from the Hugging Face hub" in out.stderr

@@ -3,8 +3,8 @@
 import json
 
 from ecomtrain.config import DataConfig
-from ecomtrain.decontam import build_index, content_words, overlap
-from ecomtrain.scan import eval_index, parse_file
+from ecomtrain.data.overlap import Decontaminator
+from ecomtrain.data.scan import eval_index, parse_file
 
 TEMPLATE = (
     "You are given a user review to a(n) {p} product. Please choose three aspects from the "
@@ -18,20 +18,20 @@ EVAL = [
 
 
 def test_template_words_are_removed_content_kept():
-    index = build_index(EVAL, n=8)
-    words = content_words(EVAL[0][1], index["template"])
+    index = Decontaminator(EVAL, n=8)
+    words = index.content_words(EVAL[0][1])
     assert "kettle" in words and "squeaks" in words
     assert "explanations" not in words and "aspects" not in words
 
 
 def test_overlap_exact_ngram_and_template_only():
-    index = build_index(EVAL, n=8)
-    assert overlap(index, EVAL[1][1].upper() + "  ", "x") == ("exact", "dev:2")
+    index = Decontaminator(EVAL, n=8)
+    assert index.check(EVAL[1][1].upper() + "  ", "x")[:2] == ("exact", "dev:2")
     leaked = "Rate this review of a tent: rain came through the seams on the second night!"
-    assert overlap(index, leaked, "2") == ("ngram", "dev:2")
+    kind, label, shared = index.check(leaked, "2")
+    assert (kind, label) == ("ngram", "dev:2") and "came through the seams" in shared
     same_template = TEMPLATE.format(p="kettle", r="Looks nice on the counter and pours well")
-    assert overlap(index, same_template, "1") is None
-    assert overlap(None, EVAL[0][1], "1") is None
+    assert index.check(same_template, "1") is None
 
 
 def test_parse_marks_contaminated_training_records(tmp_path):

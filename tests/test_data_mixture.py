@@ -10,11 +10,12 @@ import pytest
 import ray
 
 from ecomtrain.config import Config, DataConfig, ModelConfig
-from ecomtrain.corpus import CorpusError
-from ecomtrain.data import is_eval, mixture_stats, task_split, train_dataset
-from ecomtrain.demo import demo_records
-from ecomtrain.mixture import copies, multiplicities, resample, stats, targets
-from ecomtrain.model import resolve_model
+from ecomtrain.data.demo import demo_records
+from ecomtrain.data.mixture import copies, multiplicities, resample, stats, targets
+from ecomtrain.data.pipeline import mixture_stats, task_split, train_dataset
+from ecomtrain.data.records import CorpusError
+from ecomtrain.data.scan import is_eval
+from ecomtrain.tiny_model import resolve_model
 
 COUNTS = {"query_ner": 900, "review_rating": 100, "title_translation": 0}
 

@@ -8,18 +8,18 @@ import torch
 import torch.nn.functional as F
 
 from ecomtrain.config import ModelConfig
-from ecomtrain.data import (
-    IGNORE,
-    encode,
+from ecomtrain.data.__main__ import main
+from ecomtrain.data.demo import demo_records
+from ecomtrain.data.packing import IGNORE, encode, pack, tokenize_and_pack, truncate
+from ecomtrain.model import load_model, load_tokenizer
+from ecomtrain.tiny_model import resolve_model
+from ecomtrain.train.inputs import (
+    GROUP_SLACK,
+    length_groups,
     model_inputs,
     packed_loss,
-    tokenize_and_pack,
     training_attention,
 )
-from ecomtrain.datacli import main
-from ecomtrain.demo import demo_records
-from ecomtrain.model import load_model, load_tokenizer, resolve_model
-from ecomtrain.packing import GROUP_SLACK, fit, length_groups, pack
 
 
 @pytest.fixture(scope="module")
@@ -31,12 +31,12 @@ def tiny():
 def test_fit_keeps_the_answer_and_both_ends_of_the_prompt():
     ids = list(range(10))
     labels = [IGNORE] * 7 + [7, 8, 9]
-    assert fit(ids, labels, 10) == (ids, labels, "ok")
-    out_ids, out_labels, status = fit(ids, labels, 6)
+    assert truncate(ids, labels, 10) == (ids, labels, "ok")
+    out_ids, out_labels, status = truncate(ids, labels, 6)
     assert status == "truncated" and out_ids == [0, 5, 6, 7, 8, 9]  # middle of the prompt cut
     assert out_labels == [IGNORE, IGNORE, IGNORE, 7, 8, 9]
-    assert fit(ids, labels, 4)[0] == [6, 7, 8, 9]  # one prompt token left before the answer
-    assert fit(ids, labels, 3) == ([], [], "dropped")  # the answer alone does not fit
+    assert truncate(ids, labels, 4)[0] == [6, 7, 8, 9]  # one prompt token left before the answer
+    assert truncate(ids, labels, 3) == ([], [], "dropped")  # the answer alone does not fit
 
 
 def test_first_fit_decreasing_fills_rows():

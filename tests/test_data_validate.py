@@ -5,9 +5,9 @@ import json
 import pytest
 
 from ecomtrain.config import DataConfig
-from ecomtrain.data import check_scan
-from ecomtrain.datacli import main
-from ecomtrain.scan import scan_corpus
+from ecomtrain.data.__main__ import main
+from ecomtrain.data.pipeline import check_scan
+from ecomtrain.data.scan import scan_corpus
 
 MC = {
     "input_field": "Which one?\n0. red\n1. blue\nAnswer:",

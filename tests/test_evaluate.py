@@ -10,11 +10,13 @@ import pytest
 import torch
 from test_metrics import _gold
 
-from ecomtrain.data import prompt_text
-from ecomtrain.demo import demo_records
-from ecomtrain.evaluate import main, score_files
-from ecomtrain.generation import respond
-from ecomtrain.inference import Responder, Settings, base_model_of, find_adapter
+from ecomtrain.data.demo import demo_records
+from ecomtrain.data.packing import prompt_text
+from ecomtrain.evaluate.__main__ import main
+from ecomtrain.evaluate.answer import respond
+from ecomtrain.evaluate.files import score_files
+from ecomtrain.evaluate.pool import Responder, Settings
+from ecomtrain.model import base_model_of, find_adapter
 
 DEV = "kddcup24_development.json"
 
@@ -325,7 +327,7 @@ def test_bad_data_records(field, value, message, dev, tmp_path, capsys):
 
 
 def test_unavailable_metric_model_says_what_to_set(tmp_path, capsys, monkeypatch):
-    from ecomtrain import metrics
+    from ecomtrain.evaluate import metrics
 
     monkeypatch.delenv("ECOMTRAIN_MULTILINGUAL_ST_MODEL", raising=False)
     metrics._st_model.cache_clear()
@@ -376,7 +378,8 @@ def test_records_without_track_or_task_name(tmp_path):
 @pytest.fixture(scope="module")
 def tiny():
     from ecomtrain.config import ModelConfig
-    from ecomtrain.model import load_tokenizer, resolve_model
+    from ecomtrain.model import load_tokenizer
+    from ecomtrain.tiny_model import resolve_model
 
     path = resolve_model(ModelConfig())
     return path, load_tokenizer(path)
@@ -420,7 +423,7 @@ def test_find_adapter_and_its_base(adapter, tiny):
     moved.mkdir()
     config["base_model_name_or_path"] = "/gone/model"
     (moved / "adapter_config.json").write_text(json.dumps(config))
-    with pytest.raises(ValueError, match="pass --model"):
+    with pytest.raises(ValueError, match="does not exist here; pass the base model"):
         base_model_of(moved)
 
 

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import ray
 
-from ecomtrain.generate import parse_args, run
+from ecomtrain.generate.__main__ import parse_args
+from ecomtrain.generate.run import run
 
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = sorted((ROOT / "configs" / "generate").glob("*.yaml"))

@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 
 from ecomtrain.config import ConfigError
-from ecomtrain.corpus import CorpusError
-from ecomtrain.dedup import (
+from ecomtrain.data.overlap import (
     Decontaminator,
     Deduplicator,
     MinHashIndex,
@@ -18,16 +17,10 @@ from ecomtrain.dedup import (
     ngrams,
     words,
 )
-from ecomtrain.genspec import difficulty_order, load_seeds, load_spec, plan
-from ecomtrain.genstore import Store, read_jsonl
-from ecomtrain.quality import (
-    Reject,
-    balance,
-    dedup_texts,
-    parse_completion,
-    split_options,
-    to_record,
-)
+from ecomtrain.data.records import CorpusError, split_options
+from ecomtrain.generate.quality import Reject, balance, dedup_texts, parse_completion, to_record
+from ecomtrain.generate.spec import difficulty_order, load_seeds, load_spec, plan
+from ecomtrain.generate.store import Store, read_jsonl
 
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = sorted((ROOT / "configs" / "generate").glob("*.yaml"))
@@ -178,14 +171,15 @@ def test_dedup_texts_sort_options_and_add_the_answer():
 def test_decontamination_ignores_task_template():
     template = "Which of the following product categories may have the attribute"
     evals = [
-        ("dev:1", f"{template} thread count? 0. bed sheet 1. lamp shade with brass fittings"),
-        ("dev:2", f"{template} screen size? 0. television 1. garden hose"),
+        ("dev:1", f"{template} thread count? 0. bed sheet 1. lamp shade with brass fittings", "0"),
+        ("dev:2", f"{template} screen size? 0. television 1. garden hose", "0"),
     ]
     decon = Decontaminator(evals, n=8)
     assert decon.check(f"{template} wattage? 0. kettle 1. rug") is None
     hit = decon.check("for sale: bed sheet 1. lamp shade with brass fittings and more")
-    assert hit and hit[1] == "dev:1"
-    decon.ignore(["bed sheet 1. lamp shade with brass fittings"])
+    assert hit and hit[:2] == ("ngram", "dev:1")
+    # Texts given as template (a spec's instruction and examples) are never content.
+    decon = Decontaminator(evals, n=8, template=["bed sheet 1. lamp shade with brass fittings"])
     assert decon.check("for sale: bed sheet 1. lamp shade with brass fittings and more") is None
 
 

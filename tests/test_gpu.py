@@ -11,7 +11,8 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from ecomtrain.bench import mfu, synthetic_rows
 from ecomtrain.config import load_config
-from ecomtrain.packing import IGNORE, model_inputs, packed_loss, to_device, training_attention
+from ecomtrain.data.packing import IGNORE
+from ecomtrain.train.inputs import model_inputs, packed_loss, to_device, training_attention
 
 pytestmark = [
     pytest.mark.gpu,

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ecomtrain import metrics as m
+from ecomtrain.evaluate import metrics as m
 
 DEV_FILE = "kddcup24_development.json"
 ROOT = Path(__file__).resolve().parents[1]

@@ -4,9 +4,11 @@ import pytest
 import torch
 
 from ecomtrain.config import Config, LoraConfig, ModelConfig, TrainConfig
-from ecomtrain.data import IGNORE, encode, is_eval, prompt_text, tokenize_and_pack
-from ecomtrain.engine import deepspeed_config, warmup_cosine
-from ecomtrain.model import add_lora, load_model, load_tokenizer, resolve_model
+from ecomtrain.data.packing import IGNORE, encode, prompt_text, tokenize_and_pack
+from ecomtrain.data.scan import is_eval
+from ecomtrain.model import add_lora, load_model, load_tokenizer
+from ecomtrain.tiny_model import resolve_model
+from ecomtrain.train.engine import deepspeed_config, warmup_cosine
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,11 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from ecomtrain.report import ReportError, fit_interaction, load_trials, main, t_quantile
-from tuning.report import plot_scores, table, trial_rows, write_csv, write_full_report
+from ecomtrain.report.__main__ import main
+from ecomtrain.report.analysis import fit_interaction
+from ecomtrain.report.charts import plot_scores
+from ecomtrain.report.pages import console_table, write_report
+from ecomtrain.report.trials import ReportError, load_trials, trial_rows, write_csv
 
 
 def _result(subset, rank, score, error=None):
@@ -44,11 +47,29 @@ def test_report_files_and_table(tmp_path):
     assert [r["score"] for r in read] == ["0.25", "0.5", ""]
     assert read[2]["error"] == "boom" and read[0]["track/x"] == "0.25"
     assert {"subset", "tasks", "rank", "score", "loss", "wall_s"} <= set(read[0])
-    png = plot_scores(rows, tmp_path / "scores.png")
+    typed = load_trials(tmp_path / "trials.csv")
+    png = plot_scores(typed, tmp_path / "scores.png")
     assert png.read_bytes()[:4] == b"\x89PNG"
-    text = table(rows).splitlines()
-    assert text[2].split()[:2] == ["s1", "16"]  # best first
+    text = console_table(typed).splitlines()
+    assert text[2].split()[:2] == ["s1", "r16"]  # best first
     assert "failed" in text[-1]
+
+
+def test_swept_params_are_columns_and_never_folded(tmp_path):
+    """A `sweep.params` dimension is a column of trials.csv, and the report keeps its values
+    apart instead of folding them into "best of n"."""
+    results = [_result("s1", 4, 0.25), _result("s1", 4, 0.5), _result("s1", 16, 0.4)]
+    for r, lr in zip(results, (0.0001, 0.0003, 0.0001), strict=True):
+        r.config["train.lr"] = lr
+        r.path += f"-lr{lr}"
+    write_csv(trial_rows(results), tmp_path / "trials.csv")
+    with open(tmp_path / "trials.csv") as f:
+        read = list(csv.DictReader(f))
+    assert [r["train.lr"] for r in read] == ["0.0001", "0.0003", "0.0001"]
+    md = write_report(tmp_path).read_text()
+    assert "| s1 train.lr=0.0001 | " in md and "| s1 train.lr=0.0003 | " in md
+    assert "best of" not in md
+    assert "| s1 r4 train.lr=0.0003 | 0.5000 |" in md
 
 
 # --- the full report from trials.csv: ecomtrain.report (CLI, model) and tuning.report_doc ---
@@ -123,14 +144,14 @@ def test_ladder_fit_matches_lstsq_and_report(ladder_dir):
         assert (ladder_dir / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"]({name})" in md
     page = (ladder_dir / "report.html").read_text()
-    assert page.count("data:image/png;base64,iVBORw0KGgo") == 3 and "<b>0.4700</b>" in page
+    assert page.count("data:image/png;base64,iVBORw0KGgo") == 4 and "<b>0.4700</b>" in page
 
 
 def test_two_by_two_reports_no_uncertainty(tmp_path):
     scores = {(2, 4): 0.16, (2, 16): 0.24, (4, 4): 0.23, (4, 16): 0.31}
     rows = [_trial(f"caps{c}", c, r, y) for (c, r), y in scores.items()]
     _write(tmp_path, rows)
-    write_full_report(tmp_path)
+    write_report(tmp_path)
     md = (tmp_path / "report.md").read_text()
     assert "Only 4 scored trial(s) for the 4-parameter model" in md
     assert "no standard errors or confidence intervals" in md and "saturated" in md
@@ -159,7 +180,7 @@ def test_failed_trial_leaves_identifiable_terms(tmp_path):
 def test_all_failed_still_reports(tmp_path):
     rows = [_trial("a", 1, 4, "", "boom"), _trial("a", 1, 8, "", "Traceback\nValueError: x | y")]
     _write(tmp_path, rows)
-    md = write_full_report(tmp_path).read_text()
+    md = write_report(tmp_path).read_text()
     assert "2 trial(s): 0 scored, 2 failed" in md and "No trial was scored." in md
     assert "No scored trials: nothing to fit." in md
     assert "| a-r8 | a | 8 | Traceback ValueError: x \\| y |" in md
@@ -222,16 +243,7 @@ def test_write_full_report_after_write_report(tmp_path):
     write_csv(trial_rows(results), tmp_path / "trials.csv")
     header = (tmp_path / "trials.csv").read_text().splitlines()[0].split(",")
     assert header[9:12] == ["alpha", "ladder_step", "capabilities"]
-    path = write_full_report(tmp_path)
+    path = write_report(tmp_path)
     md = path.read_text()
     assert path == tmp_path / "report.md" and "| s2-r4 | s2 | 4 | boom |" in md
     assert "| s1 r4 a8 | 0.2500 |" in md
-
-
-def test_t_quantile():
-    for df, want in [(1, 12.7062), (2, 4.3027), (5, 2.5706), (10, 2.2281), (30, 2.0423)]:
-        assert math.isclose(t_quantile(0.975, df), want, abs_tol=1e-4)
-    stats = pytest.importorskip("scipy.stats")
-    for df in range(1, 61):
-        for p in (0.9, 0.975, 0.995):
-            assert math.isclose(t_quantile(p, df), stats.t.ppf(p, df), rel_tol=1e-9)

@@ -8,7 +8,7 @@ import pytest
 import ray
 
 from ecomtrain.config import load_config
-from ecomtrain.train import fit, trial_meta
+from ecomtrain.train.driver import extra_eval_rows, fit, trial_meta
 
 pytestmark = pytest.mark.slow
 
@@ -61,7 +61,8 @@ def test_non_finite_loss_stops_the_run(local_ray, tmp_path):
     import torch
 
     from ecomtrain.config import ModelConfig
-    from ecomtrain.model import load_model, load_tokenizer, resolve_model
+    from ecomtrain.model import load_model, load_tokenizer
+    from ecomtrain.tiny_model import resolve_model
 
     tiny = resolve_model(ModelConfig())
     broken = load_model(tiny)  # a corrupt checkpoint: one NaN in the final norm
@@ -93,7 +94,7 @@ def test_zero3_trains_and_saves_a_full_adapter(local_ray, tmp_path):
 
 
 def test_extra_eval_file_is_scored_with_every_evaluation(local_ray, tmp_path):
-    from ecomtrain.demo import demo_records
+    from ecomtrain.data.demo import demo_records
 
     extra = tmp_path / "extra.jsonl"
     records = [r for r in demo_records(per_task=3) if r["task_name"] in TASKS]
@@ -105,8 +106,7 @@ def test_extra_eval_file_is_scored_with_every_evaluation(local_ray, tmp_path):
 
 
 def test_bad_extra_eval_file_is_named(tmp_path):
-    from ecomtrain.corpus import CorpusError
-    from ecomtrain.train import extra_eval_rows
+    from ecomtrain.data.records import CorpusError
 
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"input_field": "q", "output_field": 1, "task_type": "ranking"}\n')

@@ -5,9 +5,9 @@ import json
 
 import wandb
 
-from ecomtrain.report import load_trials
-from tuning.report import write_full_report
-from tuning.wandb_summary import log_summary
+from ecomtrain.report.pages import write_report
+from ecomtrain.report.trials import load_trials
+from ecomtrain.report.wandb_summary import log_summary
 
 ROWS = [  # subset, capabilities, tasks, rank, score ("" = failed)
     ("concept+behavior", 2, "query_ner review_rating", 4, 0.16),
@@ -24,7 +24,7 @@ def _sweep_dir(tmp_path):
         for subset, caps, tasks, rank, score in ROWS:
             error = "" if score != "" else "worker died"
             out.writerow([f"{subset}-r{rank}", subset, tasks, caps, rank, score, error])
-    write_full_report(tmp_path)
+    write_report(tmp_path)
     return tmp_path
 
 
@@ -39,7 +39,7 @@ def test_log_summary_offline(tmp_path, monkeypatch):
     assert run_dir.parent == out / "wandb" and run_dir.name.startswith("offline-run-")
     media = run_dir / "files" / "media"
     images = sorted(p.name.split("_")[0] for p in (media / "images" / "charts").glob("*.png"))
-    assert images == ["capabilities", "diversity", "heatmap"]
+    assert images == ["capabilities", "diversity", "heatmap", "scores"]
     for png in (media / "images" / "charts").glob("*.png"):
         assert png.read_bytes()[:4] == b"\x89PNG"
 

@@ -1,1 +1,5 @@
-"""Ray Tune over ecomtrain: the joint search space, the Tuner, and the sweep report."""
+"""Ray Tune over ecomtrain; only entry points (sweep, bench) import it.
+
+space   the joint search space: task subsets x LoRA rank x any config key
+run     the Tuner: one Ray Train run per point, early stopping, W&B, resume
+"""

@@ -9,7 +9,7 @@ from ray import tune
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from ecomtrain.config import Config, from_dict, to_dict
-from ecomtrain.train import fit, trial_meta
+from ecomtrain.train.driver import fit, trial_meta
 from tuning.space import optuna_search, param_space, trial_config
 
 

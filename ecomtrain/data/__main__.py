@@ -1,0 +1,139 @@
+"""`python -m ecomtrain.data validate|stats PATH...`: check corpus files, measure packing.
+
+    validate PATH...   one line per bad record, `PATH:LINE: field: reason`; exit 1 if any
+    stats PATH...      JSON: records, tasks, capabilities, mixture and packing efficiency
+
+Both run locally (no Ray): JSON Lines files are read line by line, and validation keeps
+only the bad records. `stats` tokenizes every valid record with the model's tokenizer
+(the offline tiny model by default) and packs them as a run would.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+from collections import Counter
+
+from ecomtrain.config import DataConfig, ModelConfig
+from ecomtrain.data.mixture import stats as mixture_stats
+from ecomtrain.data.packing import encode, pack, tokenizer_at, truncate
+from ecomtrain.data.records import Bad, CorpusError
+from ecomtrain.data.scan import parse_file
+from ecomtrain.tasks import FAMILIES
+from ecomtrain.tiny_model import resolve_model
+
+
+def _data_config(args) -> DataConfig:
+    file_tasks = {}
+    for item in args.file_task:
+        pattern, sep, family = item.partition("=")
+        if not sep or family not in FAMILIES:
+            raise CorpusError(f"--file-task {item!r}: expected GLOB=FAMILY with a known family")
+        file_tasks[pattern] = family
+    return DataConfig(max_chars=args.max_chars, file_tasks=file_tasks)
+
+
+def validate(args) -> int:
+    """Print every bad record; exit status 1 when there is one."""
+    cfg, total, bad = _data_config(args), 0, 0
+    for path in args.paths:
+        for entry in parse_file(path, None, cfg, None):
+            total += 1
+            if isinstance(entry, Bad):
+                bad += 1
+                print(entry, flush=True)
+    print(f"{total} records, {bad} bad, in {len(args.paths)} files", file=sys.stderr)
+    return 1 if bad else 0
+
+
+def stats(args) -> int:
+    """Print corpus, mixture and packing statistics as JSON."""
+    cfg = _data_config(args)
+    rows, bad = [], 0
+    for path in args.paths:
+        for entry in parse_file(path, None, cfg, None):
+            if isinstance(entry, Bad):
+                bad += 1
+            else:
+                rows.append(entry)
+    tasks = Counter(r["task_family"] for r in rows)
+    capabilities = Counter(r["capability"] for r in rows)
+    random.Random(args.seed).shuffle(rows)  # a run packs shuffled records
+    model = resolve_model(ModelConfig(args.model))
+    packed = packing(rows, model, args.max_seq_len, args.window, args.prefix)
+    out = {
+        "records": len(rows) + bad,
+        "bad": bad,
+        "tasks": dict(tasks.most_common()),
+        "capabilities": dict(capabilities.most_common()),
+        "mixture": mixture_stats(dict(tasks), cfg),
+    } | packed
+    print(json.dumps(out, indent=1, ensure_ascii=False))
+    return 0
+
+
+def packing(rows: list[dict], model_path: str, max_len: int, window: int, prefix: bool) -> dict:
+    """Tokenize and pack rows in windows as the pipeline does; count tokens and outcomes."""
+    tok = tokenizer_at(model_path)
+    status, tokens, sequences = Counter(), 0, 0
+    for start in range(0, len(rows), window):
+        lengths = []
+        for r in rows[start : start + window]:
+            ids, _, st = truncate(*encode(tok, r["input"], r["answer"], prefix), max_len)
+            status[st] += 1
+            if st != "dropped":
+                lengths.append(len(ids))
+        tokens += sum(lengths)
+        sequences += len(pack(lengths, max_len))
+    return {
+        "max_seq_len": max_len,
+        "sequences": sequences,
+        "tokens": tokens,
+        "packing_efficiency": tokens / max(1, sequences * max_len),
+        "truncated": status["truncated"],
+        "dropped": status["dropped"],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m ecomtrain.data",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    default = DataConfig()
+    for name in ("validate", "stats"):
+        p = sub.add_parser(name)
+        p.add_argument("paths", nargs="+", metavar="PATH")
+        p.add_argument("--max-chars", type=int, default=default.max_chars)
+        p.add_argument(
+            "--file-task",
+            action="append",
+            default=[],
+            metavar="GLOB=FAMILY",
+            help="family of the records without task_name in matching files (data.file_tasks)",
+        )
+    s = sub.choices["stats"]
+    s.add_argument("--max-seq-len", type=int, default=default.max_seq_len)
+    s.add_argument("--window", type=int, default=default.pack_window, help="records per pack")
+    s.add_argument("--model", default=ModelConfig().name_or_path, help="tokenizer's model")
+    s.add_argument("--seed", type=int, default=default.seed)
+    s.add_argument(
+        "--no-prefix",
+        dest="prefix",
+        action="store_false",
+        help="count tokens without the official ShopBench prompt prefix (eval.prompt_prefix)",
+    )
+    args = parser.parse_args(argv)
+    try:
+        return validate(args) if args.command == "validate" else stats(args)
+    except (CorpusError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

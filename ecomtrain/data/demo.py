@@ -1,0 +1,188 @@
+"""The built-in demo corpus: small, deterministic, all four capabilities.
+
+Records follow the ShopBench schema (input_field, output_field, task_type, metric)
+plus task_name and capability. Every family has an answer a small model can learn
+from the input (copying, a fixed mapping, arithmetic), so a sweep shows real signal.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from pathlib import Path
+
+from ecomtrain.data.records import render_options
+from ecomtrain.files import atomic_open
+from ecomtrain.tasks import FAMILIES
+
+# English product -> (German, Spanish, French, complementary product).
+PRODUCTS = {
+    "shoes": ("Schuhe", "zapatos", "chaussures", "socks"),
+    "laptop": ("Laptop", "portátil", "ordinateur", "mouse"),
+    "phone": ("Telefon", "teléfono", "téléphone", "charger"),
+    "camera": ("Kamera", "cámara", "appareil photo", "tripod"),
+    "tent": ("Zelt", "tienda", "tente", "sleeping bag"),
+    "jacket": ("Jacke", "chaqueta", "veste", "scarf"),
+    "printer": ("Drucker", "impresora", "imprimante", "paper"),
+    "guitar": ("Gitarre", "guitarra", "guitare", "strings"),
+    "bicycle": ("Fahrrad", "bicicleta", "vélo", "helmet"),
+    "kettle": ("Wasserkocher", "hervidor", "bouilloire", "tea"),
+}
+COMPLEMENTS = sorted({v[3] for v in PRODUCTS.values()})
+COLORS = {"red": "rot", "blue": "blau", "green": "grün", "black": "schwarz", "white": "weiß"}
+BRANDS = ["Acme", "Nordik", "Voltra", "Lumio", "Kestrel", "Orbis"]
+AUDIENCES = {"kids": "Kinder", "women": "Damen", "men": "Herren", "students": "Studenten"}
+PRAISE = ["terrible", "poor", "okay", "good", "excellent"]  # rating 1..5
+LANGUAGES = {"German": 0, "Spanish": 1, "French": 2}
+
+
+def _mcq(rng: random.Random, question: str, answer: str, pool: list[str], k: int = 4):
+    options = rng.sample([p for p in pool if p != answer], k - 1) + [answer]
+    rng.shuffle(options)
+    return f"{question}\n{render_options(options)}\nAnswer:", options.index(answer)
+
+
+def _title(rng: random.Random) -> tuple[str, str, str]:
+    return rng.choice(BRANDS), rng.choice(list(COLORS)), rng.choice(list(PRODUCTS))
+
+
+def attribute_inference_mcq(rng):
+    brand, color, product = _title(rng)
+    q = f"Product title: {brand} {color} {product}. Which color is the product?"
+    return _mcq(rng, q, color, list(COLORS))
+
+
+def query_ner(rng):
+    _, color, product = _title(rng)
+    q = f"{color} {product} for {rng.choice(list(AUDIENCES))}"
+    return f"Extract the product type from the query.\nQuery: {q}\nOutput:", [product]
+
+
+def review_keyphrase_extraction(rng):
+    _, _, product = _title(rng)
+    word = rng.choice(PRAISE)
+    review = f"I bought this {product} last month. The battery is {word} and shipping was fast."
+    return f"Extract the key phrase about quality.\nReview: {review}\nOutput:", f"battery is {word}"
+
+
+def numeric_reasoning(rng):
+    _, _, product = _title(rng)
+    price, off = rng.choice([20, 40, 60, 80, 100]), rng.choice([10, 25, 50])
+    q = f"A {product} costs ${price}. With a {off}% discount, what does it cost?"
+    answer = f"${price * (100 - off) // 100}"
+    return _mcq(rng, q, answer, [f"${p}" for p in range(5, 100, 5)])
+
+
+def complementary_category(rng):
+    product = rng.choice(list(PRODUCTS))
+    q = f"Which item is most often bought together with a {product}?"
+    return _mcq(rng, q, PRODUCTS[product][3], COMPLEMENTS)
+
+
+def review_rating(rng):
+    _, _, product = _title(rng)
+    stars = rng.randint(1, 5)
+    q = f"Review: The {product} is {PRAISE[stars - 1]}. What rating (1-5) did the user give?"
+    return _mcq(rng, q, str(stars), ["1", "2", "3", "4", "5"], k=5)
+
+
+def _numbered(items: list[str]) -> str:
+    return "\n".join(f"{i + 1}. {o}" for i, o in enumerate(items))
+
+
+def product_ranking(rng):
+    product = rng.choice(list(PRODUCTS))
+    complement = PRODUCTS[product][3]
+    items = [product, complement] + rng.sample([p for p in PRODUCTS if p != product], 3)
+    rng.shuffle(items)
+    weights = [1.0 if i == product else 0.1 if i == complement else 0.0 for i in items]
+    q = f"Query: {product}\nRank these 5 products by relevance, most relevant first.\n"
+    return f"{q}{_numbered(items)}\nOutput:", weights
+
+
+def also_bought_retrieval(rng):
+    products = rng.sample(list(PRODUCTS), 3)
+    pool = [PRODUCTS[p][3] for p in products]
+    items = pool + rng.sample([c for c in PRODUCTS if c not in products], 7)
+    rng.shuffle(items)
+    q = (
+        f"A user bought: {', '.join(products)}. Which 3 of these products will they also buy?\n"
+        + _numbered(items)
+        + "\nOutput:"
+    )
+    return q, sorted(items.index(c) + 1 for c in pool)
+
+
+def multilingual_keyword_mcq(rng):
+    product = rng.choice(list(PRODUCTS))
+    lang = rng.choice(list(LANGUAGES))
+    word = PRODUCTS[product][LANGUAGES[lang]]
+    q = f"Which English word means the {lang} keyword '{word}'?"
+    return _mcq(rng, q, product, list(PRODUCTS))
+
+
+def title_translation(rng):
+    brand, color, product = _title(rng)
+    audience = rng.choice(list(AUDIENCES))
+    title = f"{brand} {color} {product} for {audience}"
+    q = f"Translate the product title into German.\nTitle: {title}\nOutput:"
+    return q, f"{brand} {PRODUCTS[product][0]} {COLORS[color]} für {AUDIENCES[audience]}"
+
+
+GENERATORS = {
+    f.__name__: f
+    for f in (
+        attribute_inference_mcq,
+        query_ner,
+        review_keyphrase_extraction,
+        numeric_reasoning,
+        complementary_category,
+        review_rating,
+        product_ranking,
+        also_bought_retrieval,
+        multilingual_keyword_mcq,
+        title_translation,
+    )
+}
+
+
+def demo_records(per_task: int = 60, seed: int = 0) -> list[dict]:
+    """Generate the demo corpus: `per_task` records for each demo family."""
+    records = []
+    for name, make in GENERATORS.items():
+        rng = random.Random(f"{seed}-{name}")
+        family = FAMILIES[name]
+        seen: set[str] = set()
+        for _ in range(per_task * 20):
+            if len(seen) == per_task:
+                break
+            prompt, answer = make(rng)
+            if prompt in seen:
+                continue
+            seen.add(prompt)
+            records.append(
+                {
+                    "input_field": prompt,
+                    "output_field": answer,
+                    "task_type": family.task_type,
+                    "metric": family.metric,
+                    "task_name": name,
+                    "capability": family.capability,
+                }
+            )
+    return records
+
+
+def fingerprint() -> str:
+    """Short hash of the demo corpus: cache keys change whenever the corpus does."""
+    blob = json.dumps(demo_records(), sort_keys=True, ensure_ascii=False).encode("utf-8")
+    return hashlib.sha1(blob).hexdigest()[:10]
+
+
+def write_demo_corpus(path: Path, per_task: int = 60, seed: int = 0) -> Path:
+    """Write the demo corpus as ShopBench JSON Lines (atomically)."""
+    with atomic_open(path) as f:
+        for r in demo_records(per_task, seed):
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+    return path

@@ -1,0 +1,136 @@
+"""Tokenisation with the chat template, over-long records, and sequence packing.
+
+- Loss only on the answer: prompt tokens are labelled IGNORE.
+- Over-long records (`truncate`): the prompt loses tokens from its middle (the instruction
+  at its start and the question, choices and answer cue at its end stay) until prompt +
+  answer fit `max_seq_len`; a record whose answer alone (plus one prompt token) does not fit
+  is dropped, counted and logged with its file and line.
+- Packing: records are packed first-fit-decreasing into rows of exactly `max_seq_len` tokens
+  with `segment_ids` (1, 2, ... per record, 0 for padding). The training side turns a batch
+  of rows into model inputs (ecomtrain.train.inputs).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+
+import numpy as np
+
+from ecomtrain.model import load_tokenizer
+
+IGNORE = -100
+log = logging.getLogger("ecomtrain.data")
+# The official ShopBench baseline prompt prefix.
+PROMPT_PREFIX = (
+    "You are a helpful online shopping assistant. Please answer the following question "
+    "about online shopping and follow the given instructions.\n\n"
+)
+
+
+@functools.lru_cache(maxsize=4)
+def tokenizer_at(path: str):
+    """The model's tokenizer, loaded once per process."""
+    return load_tokenizer(path)
+
+
+def prompt_text(tokenizer, question: str, prefix: bool) -> str:
+    """The chat-formatted prompt the model sees, ending where the answer starts."""
+    content = (PROMPT_PREFIX if prefix else "") + question
+    messages = [{"role": "user", "content": content}]
+    return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+
+def encode(tokenizer, question: str, answer: str, prefix: bool) -> tuple[list[int], list[int]]:
+    """Token ids of prompt+answer and labels that are IGNORE over the prompt."""
+    prompt = prompt_text(tokenizer, question, prefix)
+    content = (PROMPT_PREFIX if prefix else "") + question
+    full = tokenizer.apply_chat_template(
+        [{"role": "user", "content": content}, {"role": "assistant", "content": answer}],
+        tokenize=False,
+    )
+    if not full.startswith(prompt):
+        raise ValueError("chat template renders the prompt differently with an answer")
+    p_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    a_ids = tokenizer(full[len(prompt) :], add_special_tokens=False)["input_ids"]
+    return p_ids + a_ids, [IGNORE] * len(p_ids) + a_ids
+
+
+def truncate(ids: list[int], labels: list[int], max_len: int) -> tuple[list, list, str]:
+    """(ids, labels, status) within max_len; status "ok", "truncated" or "dropped"."""
+    if len(ids) <= max_len:
+        return ids, labels, "ok"
+    n_prompt = next((i for i, y in enumerate(labels) if y != IGNORE), len(labels))
+    budget = max_len - (len(ids) - n_prompt)  # prompt tokens that fit beside the answer
+    if budget < 1:
+        return [], [], "dropped"
+    head = budget // 2
+    keep = list(range(head)) + list(range(n_prompt - (budget - head), len(ids)))
+    return [ids[i] for i in keep], [labels[i] for i in keep], "truncated"
+
+
+def pack(lengths: list[int], max_len: int) -> list[list[int]]:
+    """First-fit decreasing: indices of the records each row holds (lengths <= max_len)."""
+    rows: list[list[int]] = []
+    room: list[int] = []
+    for i in sorted(range(len(lengths)), key=lambda i: (-lengths[i], i)):
+        for r, free in enumerate(room):
+            if lengths[i] <= free:
+                rows[r].append(i)
+                room[r] -= lengths[i]
+                break
+        else:
+            rows.append([i])
+            room.append(max_len - lengths[i])
+    return rows
+
+
+def tokenize_and_pack(batch: dict, model_path: str, max_len: int, prefix: bool, pad_id=None):
+    """A window of records -> packed rows of exactly max_len tokens (a Ray Data UDF).
+
+    Columns out: input_ids, labels, segment_ids (per token); samples, tokens, truncated
+    and dropped (per row; a window's dropped records are counted on its first row, and
+    logged with their file and line).
+    """
+    tok = tokenizer_at(model_path)
+    pad = tok.pad_token_id if pad_id is None else pad_id
+    seqs, truncated, dropped = [], [], 0
+    for q, a, src in zip(batch["input"], batch["answer"], batch["source"], strict=True):
+        ids, labels, status = truncate(*encode(tok, q, a, prefix), max_len)
+        if status == "dropped":
+            dropped += 1
+            log.warning("%s: dropped: answer does not fit max_seq_len %d", src, max_len)
+            continue
+        seqs.append((ids, labels))
+        truncated.append(status == "truncated")
+    out = layout(seqs, truncated, max_len, pad)
+    if len(out["samples"]):
+        out["dropped"][0] = dropped
+    return out
+
+
+def layout(seqs: list[tuple], truncated: list[bool], max_len: int, pad: int) -> dict:
+    """(ids, labels) sequences packed into rows of max_len: the columns tokenize_and_pack
+    returns, with no dropped records counted."""
+    rows = pack([len(s[0]) for s in seqs], max_len)
+    n = len(rows)
+    out = {
+        "input_ids": np.full((n, max_len), pad, dtype=np.int64),
+        "labels": np.full((n, max_len), IGNORE, dtype=np.int64),
+        "segment_ids": np.zeros((n, max_len), dtype=np.int32),
+        "samples": np.array([len(r) for r in rows], dtype=np.int64),
+        "tokens": np.array([sum(len(seqs[i][0]) for i in r) for r in rows], dtype=np.int64),
+        "truncated": np.array([sum(truncated[i] for i in r) for r in rows], dtype=np.int64),
+        "dropped": np.zeros(n, dtype=np.int64),
+    }
+    for r, members in enumerate(rows):
+        pos = 0
+        for seg, i in enumerate(members, 1):
+            ids, labels = seqs[i]
+            end = pos + len(ids)
+            out["input_ids"][r, pos:end] = ids
+            out["labels"][r, pos:end] = labels
+            out["labels"][r, pos] = IGNORE  # a record's first token has nothing to predict it
+            out["segment_ids"][r, pos:end] = seg
+            pos = end
+    return out

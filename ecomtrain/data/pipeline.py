@@ -1,0 +1,175 @@
+"""Ray Data pipeline of a trial: read -> parse -> split -> mix -> shuffle -> tokenize + pack.
+
+Before a run, `scan_corpus` counts every file's records in Ray tasks (cached on disk): bad
+records up to `data.max_bad_fraction` go to the rejects file, more stop the run; the
+per-task counts set the mixture. The pipeline then parses the files again inside Ray tasks
+(never on the driver), keeps the trial's tasks, holds out a fixed per-task split (by a
+hash of the normalised input, so it never changes between trials), drops training records
+that overlap the `data.decontaminate` files, resamples tasks to the mixture, shuffles, and
+packs tokenized records into fixed-length rows. A mixture of up to MATERIALIZE_MAX_RECORDS
+records is then computed once into the object store, since every epoch is the same stream.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import ray
+
+from ecomtrain.config import Config, DataConfig
+from ecomtrain.data.mixture import multiplicities, resample, stats, targets
+from ecomtrain.data.overlap import Decontaminator
+from ecomtrain.data.packing import tokenize_and_pack
+from ecomtrain.data.records import Bad, CorpusError
+from ecomtrain.data.scan import eval_index, parse_file, scan_corpus
+from ecomtrain.data.sources import resolve_corpus
+from ecomtrain.tasks import expand
+
+# Data tasks are light; a fractional CPU lets them run beside trainers holding whole CPUs.
+SMALL_TASK = {"num_cpus": 0.25}
+# Every epoch of a trial is the same stream (fixed seed: workers stripe it, resumes replay
+# it), so a mixture up to this many records per epoch is computed once into the object
+# store (not the driver) instead of by every worker in every epoch; larger ones stream.
+MATERIALIZE_MAX_RECORDS = 1_000_000
+
+
+def _rows(row: dict, cfg: DataConfig, index: Decontaminator | None) -> list[dict]:
+    # Bad records were counted (and written to the rejects file) by the scan before the run.
+    return [r for r in parse_file(row["path"], row["bytes"], cfg, index) if isinstance(r, dict)]
+
+
+def read_corpus(cfg: DataConfig, index: Decontaminator | None = None) -> ray.data.Dataset:
+    """Every valid record of the configured corpus files as a Ray Dataset of string rows."""
+    paths = resolve_corpus(cfg.corpus)
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False  # one bar per operator per worker floods trial logs
+    context.execution_options.preserve_order = True  # same seed, same stream (loop.striped)
+    files = ray.data.read_binary_files(paths, include_paths=True, **SMALL_TASK)
+    return files.flat_map(_rows, fn_kwargs={"cfg": cfg, "index": index}, **SMALL_TASK)
+
+
+def task_split(cfg: Config, tasks: list[str], index: Decontaminator | None = None) -> tuple:
+    """(train, eval): train on `tasks`; evaluate on `cfg.eval.tasks` (all tasks if empty).
+
+    Every trial of a sweep scores on the same held-out records whatever it trains on,
+    so trials are comparable and unseen tasks show what diversity buys.
+    """
+    ds = read_corpus(cfg.data, index)
+    train = _keep(ds.filter(lambda r: r["split"] == "train", **SMALL_TASK), tasks)
+    held_out = _keep(ds.filter(lambda r: r["split"] == "eval", **SMALL_TASK), cfg.eval.tasks)
+    return train, held_out
+
+
+def _keep(ds: ray.data.Dataset, tasks: list[str]) -> ray.data.Dataset:
+    if not tasks:
+        return ds
+    keep = set(expand(tasks))
+    return ds.filter(lambda r: r["task_family"] in keep, **SMALL_TASK)
+
+
+def train_counts(scan: dict, tasks: list[str]) -> dict[str, int]:
+    """Training records per task of the trial (every task in the corpus when empty)."""
+    names = expand(tasks) if tasks else list(scan["tasks"])
+    return {t: scan["tasks"].get(t, {}).get("train", 0) for t in names}
+
+
+def check_scan(scan: dict, cfg: DataConfig) -> str:
+    """Stop the run when bad records exceed `max_bad_fraction`; else write them to the
+    rejects file. Returns the one-line summary the run logs."""
+    bad, total = scan["bad"], max(scan["records"], 1)
+    rejects = [r for f in scan["files"] for r in f["rejects"]]
+    if scan["fatal"] or bad / total > cfg.max_bad_fraction:
+        shown = "\n".join(str(Bad(**r)) for r in rejects[:50])
+        more = f"\n... and {bad - 50} more" if bad > 50 else ""
+        why = "a file cannot be read to its end" if scan["fatal"] else "too many bad records"
+        raise CorpusError(
+            f"{why}: {bad} of {scan['records']} records are bad "
+            f"(data.max_bad_fraction={cfg.max_bad_fraction}):\n{shown}{more}"
+        )
+    if rejects:
+        Path(cfg.rejects).parent.mkdir(parents=True, exist_ok=True)
+        with open(cfg.rejects, "w", encoding="utf-8") as f:
+            for r in rejects:
+                f.write(json.dumps(r, ensure_ascii=False, default=str) + "\n")
+    held = sum(t["eval"] for t in scan["tasks"].values())
+    exact = sum(t["exact"] for t in scan["tasks"].values())
+    ngram = sum(t["ngram"] for t in scan["tasks"].values())
+    where = f" (written to {Path(cfg.rejects).resolve()})" if rejects else ""
+    return (
+        f"data: {scan['records']} records in {len(scan['files'])} files; bad {bad}{where}; "
+        f"held out {held}; dropped as overlapping eval files: exact {exact}, ngram {ngram}"
+    )
+
+
+def mixture_stats(cfg: Config, tasks: list[str]) -> dict:
+    """Diversity statistics of a trial's mixture (flat, JSON-able; see mixture.stats) plus
+    the corpus' bad and decontaminated record counts."""
+    scan = scan_corpus(resolve_corpus(cfg.data.corpus), cfg.data, use_ray=ray.is_initialized())
+    counts = train_counts(scan, tasks)
+    out = stats(counts, cfg.data)
+    out["bad_records"] = scan["bad"]
+    for kind in ("exact", "ngram"):
+        out[f"decontaminated/{kind}"] = sum(scan["tasks"].get(t, {}).get(kind, 0) for t in counts)
+    return out
+
+
+def train_dataset(cfg: Config, model_path: str, tasks: list[str]) -> tuple:
+    """Packed, mixed, shuffled train stream and the raw held-out split for one trial."""
+    index = eval_index(cfg.data)
+    scan = scan_corpus(resolve_corpus(cfg.data.corpus), cfg.data, index=index)
+    print(check_scan(scan, cfg.data), flush=True)
+    counts = train_counts(scan, tasks)
+    missing = [t for t, n in counts.items() if n == 0]
+    if missing and tasks:
+        print(f"data: no training records for {', '.join(missing)}", flush=True)
+    mult = multiplicities(counts, cfg.data)
+    train, held_out = task_split(cfg, tasks, index)
+    train = (
+        train.map_batches(resample, fn_kwargs={"mult": mult, "seed": cfg.data.seed}, **SMALL_TASK)
+        .random_shuffle(seed=cfg.data.seed, **SMALL_TASK)
+        .map_batches(
+            tokenize_and_pack,
+            batch_size=cfg.data.pack_window,
+            fn_kwargs={
+                "model_path": model_path,
+                "max_len": cfg.data.max_seq_len,
+                "prefix": cfg.eval.prompt_prefix,
+            },
+            **SMALL_TASK,
+        )
+    )
+    if sum(targets(counts, cfg.data).values()) <= MATERIALIZE_MAX_RECORDS:
+        train = train.materialize()
+        print(packing_summary(train, cfg), flush=True)
+        train = fill_one_step(train, cfg)
+    return train, held_out
+
+
+def packing_summary(train: ray.data.Dataset, cfg: Config) -> str:
+    """One line on a materialised packed stream: records, rows, efficiency, over-long ones."""
+    cols = ["samples", "tokens", "truncated", "dropped"]
+    n, rows = dict.fromkeys(cols, 0), 0
+    # Only four ints per row reach the driver (Ray's aggregations would need whole CPUs,
+    # which a Tune trial's placement group does not hold).
+    for batch in train.select_columns(cols).iter_batches(batch_size=4096):
+        rows += len(batch["samples"])
+        n = {c: n[c] + int(batch[c].sum()) for c in cols}
+    return (
+        f"data: {n['samples']} records packed into {rows} rows of {cfg.data.max_seq_len} "
+        f"tokens (efficiency {n['tokens'] / max(1, rows * cfg.data.max_seq_len):.3f}); "
+        f"prompt truncated {n['truncated']}, dropped as too long {n['dropped']}"
+    )
+
+
+def fill_one_step(train: ray.data.Dataset, cfg: Config) -> ray.data.Dataset:
+    """A stream shorter than one step (workers x micro-batch rows) would never yield a
+    batch, and the workers would wait forever: repeat the epoch until one step fits."""
+    rows, step_rows = train.count(), cfg.train.num_workers * cfg.train.micro_batch_size
+    if rows == 0:
+        raise CorpusError("data: the mixture packs into no rows (every record was dropped)")
+    if rows >= step_rows:
+        return train
+    k = -(-step_rows // rows)
+    print(f"data: {rows} rows are less than one step ({step_rows}); an epoch repeats them {k}x")
+    return train.union(*[train] * (k - 1))

@@ -1,0 +1,266 @@
+"""Records: what one must hold to be trained on and scored, and how its answer is written.
+
+`problem(record)` returns the first (field, reason) that makes a record unusable, or None.
+The checks follow the ShopBench schema and scoring rules: the output's type depends on
+the task_type, a multiple-choice answer must be one of the choices listed in the input,
+and every string must be valid UTF-8 text within the size limit. `assign_family` files a
+valid record under a task family; `render_answer` writes the training target in the form
+the ShopBench parsers read. A record that fails becomes a `Bad` entry naming path, line and
+field, never a silent drop.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from ecomtrain.tasks import (
+    CAPABILITIES,
+    FAMILIES,
+    METRICS_BY_TYPE,
+    TRACK_PREFIX,
+    family_named,
+    recognise,
+)
+
+REQUIRED = ("input_field", "output_field", "task_type", "metric")
+DEFAULT_MAX_CHARS = 20_000  # longest input_field or answer accepted (DataConfig.max_chars)
+
+_OPTION = re.compile(r"^\s*(\d{1,2})\s*[.):]\s?(.*)$")  # "0. red", "0) red", "0: red"
+# "on a scale of 1 to 5", "from 1 to 5", "between 1 and 5", "a 1-5 scale"
+_SCALE = re.compile(r"\b(\d)\s*(?:to|and|-)\s*(\d{1,2})\b")
+_SURROGATE = re.compile("[\ud800-\udfff]")  # what undecodable bytes become (surrogateescape)
+_DEV_ID = re.compile(r"task\d+")
+
+Problem = tuple[str, str]  # (field, reason)
+
+
+class CorpusError(ValueError):
+    """A record or file that cannot be used; the message reads `PATH:LINE: field: reason`."""
+
+
+@dataclass
+class Bad:
+    """A rejected record: where it is, which field is wrong and why."""
+
+    path: str
+    line: int
+    index: int | None
+    field: str
+    reason: str
+    record: object = None
+    fatal: bool = False  # the rest of its file could not be read
+
+    def __str__(self) -> str:
+        where = "" if self.index is None else f" (element {self.index})"
+        return f"{self.path}:{self.line}: {self.field}: {self.reason}{where}"
+
+
+# --- numbered option lists ----------------------------------------------------------------------
+
+
+def split_options(text: str) -> tuple[list[str], list[str], list[str]] | None:
+    """(lines before, options, lines after) of the last run of lines numbered 0, 1, 2, ...
+    (ShopBench's option list, at least two options), or None when there is none."""
+    lines = text.split("\n")
+    best = None
+    i = 0
+    while i < len(lines):
+        j, opts = i, []
+        while j < len(lines) and (m := _OPTION.match(lines[j])) and int(m[1]) == len(opts):
+            opts.append(m[2])
+            j += 1
+        if len(opts) >= 2:
+            best = (lines[:i], opts, lines[j:])
+        i = max(j, i + 1)
+    return best
+
+
+def render_options(options: list[str]) -> str:
+    """Options as ShopBench lists them: one line each, numbered from 0."""
+    return "\n".join(f"{i}. {o}" for i, o in enumerate(options))
+
+
+def listed_choices(text: str) -> list[int]:
+    """Choice numbers a multiple-choice input offers: its option list, else an "N to M"
+    rating scale, else []."""
+    parts = split_options(text)
+    if parts:
+        return list(range(len(parts[1])))
+    m = _SCALE.search(text)
+    if m and int(m[1]) < int(m[2]) <= int(m[1]) + 10:
+        return list(range(int(m[1]), int(m[2]) + 1))
+    return []
+
+
+def numbered_items(text: str) -> int:
+    """How many numbered candidates a retrieval/ranking input lists (its largest item number)."""
+    nums = [int(m[1]) for line in text.split("\n") if (m := _OPTION.match(line))]
+    return max(nums, default=0)
+
+
+# --- checks -------------------------------------------------------------------------------------
+
+
+def problem(record, max_chars: int = DEFAULT_MAX_CHARS) -> Problem | None:
+    """The first reason `record` cannot be trained or scored on, as (field, reason)."""
+    if not isinstance(record, dict):
+        return "record", f"expected an object, got {type(record).__name__}"
+    for key in REQUIRED:
+        if key not in record:
+            return key, "missing"
+    return (
+        _check_text(record["input_field"], "input_field", max_chars)
+        or _check_kind(record)
+        or check_labels(record)
+        or _check_output(record, max_chars)
+    )
+
+
+def _check_text(value, field: str, max_chars: int) -> Problem | None:
+    if not isinstance(value, str):
+        return field, f"must be a string, got {type(value).__name__}"
+    if not value.strip():
+        return field, "must be a non-empty string"
+    if _SURROGATE.search(value):
+        return field, "not valid UTF-8 (undecodable bytes or a lone surrogate escape)"
+    if len(value) > max_chars:
+        return field, f"{len(value)} characters, over the limit of {max_chars} (data.max_chars)"
+    return None
+
+
+def _check_kind(record: dict) -> Problem | None:
+    task_type, metric = record["task_type"], record["metric"]
+    if not isinstance(task_type, str) or task_type not in METRICS_BY_TYPE:
+        return "task_type", f"unknown {task_type!r} (known: {', '.join(METRICS_BY_TYPE)})"
+    if metric not in METRICS_BY_TYPE[task_type]:
+        return "metric", f"{metric!r} is not allowed for {task_type}"
+    flag = record.get("is_multiple_choice")
+    if flag is not None and flag is not (task_type == "multiple-choice"):
+        return "is_multiple_choice", f"{flag!r} contradicts task_type {task_type!r}"
+    return None
+
+
+def check_labels(record: dict) -> Problem | None:
+    """task_name, capability and track, when present, must be known and agree."""
+    name = record.get("task_name")
+    family = None
+    if name is not None:
+        family = family_named(name) if isinstance(name, str) else None
+        if family is None and not (isinstance(name, str) and _DEV_ID.fullmatch(name)):
+            return "task_name", f"unknown task family {name!r}"
+    if family and family.task_type != record["task_type"]:
+        return (
+            "task_type",
+            f"{record['task_type']!r} but family {family.name} is {family.task_type}",
+        )
+    for key, prefix in (("capability", ""), ("track", TRACK_PREFIX)):
+        value = record.get(key)
+        if value is None:
+            continue
+        cap = value.removeprefix(prefix) if isinstance(value, str) else None
+        if cap not in CAPABILITIES:
+            return key, f"unknown capability {value!r} (known: {', '.join(CAPABILITIES)})"
+        if family and cap != family.capability:
+            return key, f"{cap!r} but family {family.name} belongs to {family.capability}"
+    return None
+
+
+def _check_output(record: dict, max_chars: int) -> Problem | None:
+    out, task_type, text = record["output_field"], record["task_type"], record["input_field"]
+    if task_type == "multiple-choice":
+        if not _is_int(out):
+            return "output_field", f"multiple-choice answer must be an int, got {out!r}"
+        choices = listed_choices(text)
+        if not choices:
+            return "output_field", "input_field lists no numbered choices or 'N to M' scale"
+        if out not in choices:
+            return "output_field", f"{out} is not one of the listed choices {choices}"
+    elif task_type == "retrieval":
+        if not isinstance(out, list) or not out or not all(_is_int(x) for x in out):
+            return "output_field", f"retrieval answer must be a non-empty list of ints, got {out!r}"
+        n = numbered_items(text)
+        if any(x < 1 or (n and x > n) for x in out) or len(set(out)) != len(out):
+            return "output_field", f"{out} must be distinct item numbers in 1..{n or 'N'}"
+    elif task_type == "ranking":
+        if not isinstance(out, list) or not out or not all(_is_weight(x) for x in out):
+            return (
+                "output_field",
+                f"ranking truth must be a list of relevance weights >= 0, got {out!r}",
+            )
+    elif task_type == "named_entity_recognition":
+        if not isinstance(out, list) or not all(isinstance(x, str) for x in out):
+            return "output_field", f"NER answer must be a list of strings, got {out!r}"
+    else:
+        refs = out if isinstance(out, list) and out else [out]
+        for ref in refs:
+            if bad := _check_text(ref, "output_field", max_chars):
+                return bad
+        return None
+    strings = out if isinstance(out, list) else []
+    for s in strings:
+        if isinstance(s, str) and _SURROGATE.search(s):
+            return "output_field", "not valid UTF-8 (undecodable bytes or a lone surrogate escape)"
+    return None
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _is_weight(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x >= 0
+
+
+def validate(record, where: str, max_chars: int = DEFAULT_MAX_CHARS) -> None:
+    """Raise CorpusError `where: field: reason` if a record cannot be trained or scored on."""
+    bad = problem(record, max_chars)
+    if bad:
+        raise CorpusError(f"{where}: {bad[0]}: {bad[1]}")
+
+
+# --- families and answers ----------------------------------------------------------------------
+
+
+def assign_family(record: dict, path: str, file_tasks: dict[str, str]) -> tuple[str, str]:
+    """(family, "") for a valid record, or ("", reason): by its task_name, then by the
+    `data.file_tasks` entry matching its file, then by the families' recognisers."""
+    family = family_named(record.get("task_name") or "")
+    if family:
+        return family.name, ""
+    for pattern, name in file_tasks.items():
+        if fnmatch.fnmatch(path, pattern) or fnmatch.fnmatch(Path(path).name, pattern):
+            if FAMILIES[name].task_type != record["task_type"]:
+                return (
+                    "",
+                    f"data.file_tasks maps {pattern!r} to {name} ({FAMILIES[name].task_type})",
+                )
+            return name, ""
+    hits = recognise(record["input_field"], record["task_type"], render_answer(record))
+    if hits:
+        return hits[0], ""
+    return "", "no task family: no task_name, no data.file_tasks entry, no recogniser matches"
+
+
+def render_answer(record: dict) -> str:
+    """The training target text for a record, in the format the ShopBench parsers read."""
+    out, task_type = record["output_field"], record["task_type"]
+    if task_type == "ranking":  # truth holds relevance weights; answer with the order
+        order = sorted(range(len(out)), key=lambda i: -out[i])
+        return ",".join(str(i + 1) for i in order)
+    if task_type == "retrieval":
+        return ",".join(str(i) for i in out)
+    if task_type == "named_entity_recognition":
+        return ", ".join(out)
+    if isinstance(out, list):  # generation with several references: train on the first
+        return str(out[0])
+    return str(out)
+
+
+def answer_text(output) -> str:
+    """An output_field as text: strings as they are, anything else as JSON."""
+    return output if isinstance(output, str) else json.dumps(output, ensure_ascii=False)

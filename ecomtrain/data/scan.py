@@ -1,0 +1,191 @@
+"""Parse, validate, split and decontaminate corpus files; count what happened to each record.
+
+`parse_file` is the one place a record becomes a row: the Ray Data pipeline calls it in
+its parse step, and `scan_corpus` calls it (in Ray tasks, one per file) to count records,
+bad records and contaminated records per task before a run. The scan keeps only counts
+and the rejected records, so the driver never holds the corpus; it is cached on disk,
+keyed by the files' sizes and mtimes and the settings that change its result.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from dataclasses import asdict
+from pathlib import Path
+
+import ray
+
+from ecomtrain.config import DataConfig
+from ecomtrain.data.overlap import Decontaminator, exact_key
+from ecomtrain.data.records import (
+    Bad,
+    CorpusError,
+    assign_family,
+    check_labels,
+    problem,
+    render_answer,
+)
+from ecomtrain.data.sources import iter_items
+from ecomtrain.files import atomic_write, cache_dir
+from ecomtrain.tasks import FAMILIES
+
+SCAN_VERSION = 1  # bump when parse_file's result changes for the same input
+MAX_INLINE_REJECTS = 100_000  # per file; beyond it the run stops whatever max_bad_fraction
+MAX_REJECT_CHARS = 10_000  # longer rejected records are stored as a truncated JSON string
+
+
+def is_eval(text: str, fraction: float) -> bool:
+    """Held-out by a hash of the normalised input: records equal after normalisation (case,
+    punctuation, spacing) always land on the same side, so none is in both splits."""
+    return int(exact_key(text)[:8], 16) / 2**32 < fraction
+
+
+def eval_index(cfg: DataConfig) -> Decontaminator | None:
+    """The decontamination index of the `data.decontaminate` files (see data.overlap)."""
+    if not cfg.decontaminate:
+        return None
+    records = []
+    for path in cfg.decontaminate:
+        if not Path(path).is_file():
+            raise CorpusError(f"{path}: decontamination file not found (data.decontaminate)")
+        for item in iter_items(path):
+            bad = item.error or problem(item.record)
+            if bad:
+                raise CorpusError(f"{Bad(path, item.line, item.index, *bad)} (data.decontaminate)")
+            r = item.record
+            records.append((f"{path}:{item.line}", r["input_field"], render_answer(r)))
+    return Decontaminator(records, cfg.ngram)
+
+
+def parse_file(
+    path: str, data: bytes | None, cfg: DataConfig, index: Decontaminator | None
+) -> Iterator:
+    """Rows (dicts of plain values) and `Bad` entries of one file, in file order.
+
+    A row's `split` is "eval" (held out), "train", or "exact"/"ngram" for a training record
+    excluded because it overlaps a `data.decontaminate` file.
+    """
+    for item in iter_items(path, data):
+        bad = item.error or problem(item.record, cfg.max_chars)
+        family = ""
+        if not bad:
+            family, reason = assign_family(item.record, path, cfg.file_tasks)
+            bad = ("task_name", reason) if reason else None
+        if not bad:  # an explicit capability or track must agree with the assigned family
+            bad = check_labels(item.record | {"task_name": family})
+        if bad:
+            yield Bad(path, item.line, item.index, *bad, _keep(item.record), item.fatal)
+            if item.fatal:
+                return
+            continue
+        where = f"{path}:{item.line}" + ("" if item.index is None else f"#{item.index}")
+        yield _row(item.record, family, where, cfg, index)
+
+
+def _row(
+    record: dict, family: str, source: str, cfg: DataConfig, index: Decontaminator | None
+) -> dict:
+    text, answer = record["input_field"], render_answer(record)
+    split = "eval" if is_eval(text, cfg.eval_fraction) else "train"
+    if split == "train":
+        hit = index.check(text, answer) if index else None
+        split = hit[0] if hit else split
+    return {
+        "input": text,
+        "answer": answer,
+        "output_json": json.dumps(record["output_field"], ensure_ascii=False),
+        "task_name": str(record.get("task_name") or family),
+        "task_family": family,
+        "capability": FAMILIES[family].capability,
+        "task_type": record["task_type"],
+        "metric": record["metric"],
+        "source": source,
+        "split": split,
+    }
+
+
+def _keep(record):
+    text = json.dumps(record, ensure_ascii=False, default=str)
+    return record if len(text) <= MAX_REJECT_CHARS else text[:MAX_REJECT_CHARS] + "..."
+
+
+def summarise(path: str, data: bytes | None, cfg: DataConfig, index: Decontaminator | None) -> dict:
+    """Counts of one file: records, bad records (kept for the rejects file), and per task
+    the train, eval and excluded (exact / ngram) records."""
+    out = {"path": path, "records": 0, "bad": 0, "fatal": False, "rejects": [], "tasks": {}}
+    for entry in parse_file(path, data, cfg, index):
+        out["records"] += 1
+        if isinstance(entry, Bad):
+            out["bad"] += 1
+            out["fatal"] |= entry.fatal
+            if len(out["rejects"]) < MAX_INLINE_REJECTS:
+                out["rejects"].append(asdict(entry))
+            continue
+        counts = out["tasks"].setdefault(
+            entry["task_family"], {"train": 0, "eval": 0, "exact": 0, "ngram": 0}
+        )
+        counts[entry["split"]] += 1
+    return out
+
+
+def merge(files: list[dict]) -> dict:
+    """Corpus-level counts from per-file summaries (files in path order)."""
+    files = sorted(files, key=lambda f: f["path"])
+    tasks: dict[str, dict] = {}
+    for f in files:
+        for name, counts in f["tasks"].items():
+            total = tasks.setdefault(name, dict.fromkeys(counts, 0))
+            for k, v in counts.items():
+                total[k] += v
+    return {
+        "records": sum(f["records"] for f in files),
+        "bad": sum(f["bad"] for f in files),
+        "fatal": any(f["fatal"] or f["bad"] > len(f["rejects"]) for f in files),
+        "tasks": {k: tasks[k] for k in FAMILIES if k in tasks},
+        "files": files,
+    }
+
+
+def scan_key(paths: list[str], cfg: DataConfig) -> str:
+    """Cache key: the files (path, size, mtime), the recognisers and every setting
+    parse_file depends on."""
+    stat = [(p, Path(p).stat().st_size, Path(p).stat().st_mtime_ns) for p in paths]
+    extra = [(p, Path(p).stat().st_size, Path(p).stat().st_mtime_ns) for p in cfg.decontaminate]
+    families = [
+        (f.name, f.pattern.pattern, str(f.answer_pattern), f.fallback) for f in FAMILIES.values()
+    ]
+    settings = (cfg.max_chars, cfg.file_tasks, cfg.eval_fraction, cfg.ngram, families, SCAN_VERSION)
+    blob = json.dumps([stat, extra, settings], sort_keys=True, default=str)
+    return hashlib.sha1(blob.encode()).hexdigest()[:16]
+
+
+def scan_corpus(
+    paths: list[str], cfg: DataConfig, use_ray: bool = True, index: Decontaminator | None = None
+) -> dict:
+    """Counts of the whole corpus (see `summarise`), from the disk cache when unchanged.
+
+    With `use_ray` every file is summarised in a Ray task next to the data; the driver
+    receives only the per-file counts and rejected records.
+    """
+    target = cache_dir() / "scans" / f"{scan_key(paths, cfg)}.json"
+    if target.exists():
+        return json.loads(target.read_text())
+    index = index if index is not None else eval_index(cfg)
+    if use_ray:
+        files = _ray_summaries(paths, cfg, index)
+    else:
+        files = [summarise(p, None, cfg, index) for p in paths]
+    result = merge(files)
+    atomic_write(target, json.dumps(result, ensure_ascii=False, default=str))  # trials race
+    return result
+
+
+def _ray_summaries(paths: list[str], cfg: DataConfig, index: Decontaminator | None) -> list[dict]:
+    def one(row: dict) -> dict:
+        return {"summary": json.dumps(summarise(row["path"], row["bytes"], cfg, index))}
+
+    files = ray.data.read_binary_files(paths, include_paths=True, num_cpus=0.25)
+    rows = files.map(one, num_cpus=0.25).take_all()
+    return [json.loads(r["summary"]) for r in rows]

@@ -1,0 +1,174 @@
+"""ShopBench evaluator CLI: generate answers with a Ray Data actor pool, score them.
+
+    python -m ecomtrain.evaluate score --data DEV.json --responses R.jsonl --out S.json
+    python -m ecomtrain.evaluate generate --model PATH [--adapter DIR] --data DEV.json --out R.jsonl
+    python -m ecomtrain.evaluate run --model PATH [--adapter DIR] --data DEV.json --out-dir DIR
+
+Scores follow the official ShopBench rules (ecomtrain.evaluate.metrics). Bad input stops
+with a message naming file and line, and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ecomtrain.config import ModelConfig
+from ecomtrain.connect import connect
+from ecomtrain.data.records import CorpusError
+from ecomtrain.evaluate.files import (
+    EvalError,
+    load_data,
+    score_files,
+    table,
+    write_json,
+    write_responses,
+)
+from ecomtrain.evaluate.metrics import ModelUnavailableError
+from ecomtrain.evaluate.pool import InferenceError, Settings, gpus_per_actor, timed_generate
+from ecomtrain.model import ModelError, adapter_config, base_model_of, find_adapter
+from ecomtrain.tiny_model import resolve_model
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    """Generation settings from CLI arguments; the base model comes from the adapter if unset."""
+    adapter = str(find_adapter(args.adapter).resolve()) if args.adapter else ""
+    model = args.model or (base_model_of(adapter) if adapter else "")
+    if not model:
+        raise EvalError("--model is required without --adapter")
+    if args.model and adapter:
+        base = adapter_config(adapter).get("base_model_name_or_path")
+        if base and base != args.model:
+            print(
+                f"note: adapter was trained on {base}; using --model {args.model}", file=sys.stderr
+            )
+    return Settings(
+        model=resolve_model(ModelConfig(name_or_path=model)),
+        adapter=adapter,
+        max_new_tokens=args.max_new_tokens,
+        prompt_prefix=args.prompt_prefix,
+        actors=args.actors,
+        num_cpus=args.num_cpus,
+        num_gpus=args.num_gpus,
+        batch_size=args.batch_size,
+        backend=args.backend,
+        progress=args.progress,
+    )
+
+
+def generate(args: argparse.Namespace) -> tuple[list[str], dict]:
+    """Responses for `args.data` through the Ray Data actor pool, and generation stats."""
+    records, _ = load_data(args.data, need_truth=False)
+    settings = settings_from(args)
+    connect(args.address)
+    settings.num_gpus = gpus_per_actor(args.num_gpus)
+    responses, stats = timed_generate(records, settings)
+    stats |= {"model": settings.model, "adapter": settings.adapter, "data": args.data}
+    stats |= {"prompt_prefix": settings.prompt_prefix, "max_new_tokens": settings.max_new_tokens}
+    return responses, stats
+
+
+def cmd_score(args: argparse.Namespace) -> None:
+    result = score_files(args.data, args.responses)
+    write_json(args.out, result)
+    print(table(result))
+
+
+def cmd_generate(args: argparse.Namespace) -> None:
+    responses, _ = generate(args)
+    write_responses(args.out, responses)
+    print(f"wrote {len(responses)} responses to {args.out}")
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    load_data(args.data)  # fail on unscorable data before spending time on generation
+    responses, stats = generate(args)
+    out = Path(args.out_dir)
+    write_responses(out / "responses.jsonl", responses)
+    write_json(out / "generation.json", stats)
+    result = score_files(args.data, str(out / "responses.jsonl"))
+    write_json(out / "scores.json", result)
+    print(table(result))
+    print(f"\nresponses, scores and generation stats in {out}/")
+
+
+def _generation_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--model",
+        help="base model: local dir, hub id or tiny-llama (default: the "
+        "adapter's base_model_name_or_path)",
+    )
+    p.add_argument("--adapter", help="PEFT adapter directory (a checkpoint_* dir of a sweep)")
+    p.add_argument("--data", required=True, help="ShopBench JSON Lines or JSON array")
+    p.add_argument(
+        "--prompt-prefix",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="prepend the official ShopBench prompt prefix (default: on)",
+    )
+    p.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=100,
+        help="budget for non-multiple-choice tasks; multiple choice gets 1",
+    )
+    p.add_argument("--actors", type=int, default=2, help="model replicas (Ray actors)")
+    p.add_argument("--num-cpus", type=float, default=1.0, help="CPUs per actor")
+    p.add_argument(
+        "--num-gpus",
+        type=float,
+        default=None,
+        help="GPUs per actor (default: 1 if the cluster has GPUs, else 0)",
+    )
+    p.add_argument("--batch-size", type=int, default=8, help="prompts per generate call")
+    p.add_argument(
+        "--backend",
+        choices=["auto", "hf", "vllm"],
+        default="auto",
+        help="auto: vLLM when installed and the actor has a GPU, else HF generate",
+    )
+    p.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="Ray Data progress bars",
+    )
+    p.add_argument("--address", help="Ray cluster (default: $RAY_ADDRESS, else a local one)")
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(
+        prog="python -m ecomtrain.evaluate",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = root.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("score", help="score a responses file")
+    p.add_argument("--data", required=True, help="ShopBench JSON Lines or JSON array")
+    p.add_argument("--responses", required=True, help='JSON Lines of {"response": ...}')
+    p.add_argument("--out", required=True, help="scores JSON to write")
+    p.set_defaults(fn=cmd_score)
+    p = sub.add_parser("generate", help="generate responses with a Ray Data actor pool")
+    _generation_args(p)
+    p.add_argument("--out", required=True, help="responses JSON Lines to write")
+    p.set_defaults(fn=cmd_generate)
+    p = sub.add_parser("run", help="generate, then score and print the table")
+    _generation_args(p)
+    p.add_argument("--out-dir", required=True, help="where responses and scores go")
+    p.set_defaults(fn=cmd_run)
+    return root
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        args.fn(args)
+    except (CorpusError, EvalError, InferenceError, ModelError, ModelUnavailableError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,64 @@
+"""Where ecomtrain keeps files, and writes that never leave a partial file behind.
+
+Every file or folder ecomtrain creates for others to read (cached models and corpora, scans,
+scores, responses) is written under a temporary name in the same folder and renamed into
+place, so a crash or a concurrent writer can never expose half of it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+
+def cache_dir() -> Path:
+    """Where ecomtrain caches what it builds (tiny models, built-in corpora, scans)."""
+    return Path(os.environ.get("ECOMTRAIN_CACHE", Path.home() / ".cache" / "ecomtrain"))
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | Path) -> Iterator:
+    """A text file (UTF-8) that appears at `path` only once the block ends without error."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write(path: str | Path, text: str) -> Path:
+    """Write `text` to `path` atomically; returns the path."""
+    with atomic_open(path) as f:
+        f.write(text)
+    return Path(path)
+
+
+def atomic_dir(target: str | Path, build: Callable[[Path], None]) -> Path:
+    """The folder `target`, built by `build(tmp)` in a temporary folder beside it and renamed
+    into place. When another process finished first, its (identical) folder is kept."""
+    target = Path(target)
+    if target.exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.build-"))
+    try:
+        build(tmp)
+        tmp.rename(target)
+    except OSError:
+        if not target.exists():
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target

@@ -1,0 +1,24 @@
+"""The sweep report: trials.csv, what it says, charts, pages and a W&B summary run.
+
+    trials          the one trials schema: trials.csv written from results, read back typed
+    analysis        views of the trials and the diversity x capacity interaction model
+    charts          the PNG charts
+    pages           report.md and report.html (and the console table)
+    wandb_summary   one W&B run summing up a sweep beside its trial runs
+
+CLI: `python -m ecomtrain.report DIR` rebuilds DIR's report from DIR/trials.csv.
+"""
+
+from ecomtrain.report.pages import console_table, write_report
+from ecomtrain.report.trials import ReportError, load_trials, trial_rows, write_csv
+from ecomtrain.report.wandb_summary import log_summary
+
+__all__ = [
+    "ReportError",
+    "console_table",
+    "load_trials",
+    "log_summary",
+    "trial_rows",
+    "write_csv",
+    "write_report",
+]

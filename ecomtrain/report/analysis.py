@@ -1,0 +1,183 @@
+"""What the trials say: views of typed trials (ecomtrain.report.trials) and the interaction model.
+
+The report answers the sweep's question: does task diversity need adapter capacity? It fits
+score ~ b0 + b1*diversity + b2*log2(rank) + b3*diversity*log2(rank) by ordinary least
+squares and reports only the uncertainty the trials can support.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import stats
+
+from ecomtrain.report.trials import swept_keys
+from ecomtrain.tasks import CAPABILITIES
+
+SHORT = dict(zip(CAPABILITIES, ("concept", "knowledge", "behavior", "multilingual"), strict=True))
+TERMS = ("b0 intercept", "b1 diversity", "b2 log2(rank)", "b3 diversity x log2(rank)")
+
+
+# --- views of the trials -----------------------------------------------------------------------
+
+
+def is_failed(row: dict) -> bool:
+    """A trial without a score, or one Tune marked with an error."""
+    return row["score"] is None or bool(row["error"])
+
+
+def setting(row: dict) -> str:
+    """The trial's values of the swept config paths (`sweep.params`), e.g. "train.lr=0.0001"."""
+    return " ".join(f"{k}={row[k]}" for k in swept_keys(row))
+
+
+def line_of(row: dict) -> str:
+    """The row of the subset x rank table a trial belongs to: its subset, and its values of
+    any other swept dimension (so trials that differ in them are never folded together)."""
+    return " ".join(filter(None, (row["subset"], setting(row))))
+
+
+def subsets(rows: list[dict]) -> list[str]:
+    """Table lines (see `line`) in Table-2 order: ladder step, else capabilities covered,
+    then tasks, then name."""
+
+    def key(r: dict) -> tuple:
+        return (r.get("ladder_step") or 0, r.get("n_capabilities") or 0, r.get("n_tasks") or 0)
+
+    order = sorted(rows, key=lambda r: (*key(r), line_of(r)))
+    return list(dict.fromkeys(line_of(r) for r in order))
+
+
+def ranks(rows: list[dict]) -> list[int]:
+    return sorted({r["rank"] for r in rows})
+
+
+def cell(rows: list[dict], subset: str, rank: int) -> tuple[float | None, int]:
+    """Best score of the scored trials at (table line, rank), and how many trials ran there."""
+    here = [r for r in rows if line_of(r) == subset and r["rank"] == rank]
+    scores = [r["score"] for r in here if not is_failed(r)]
+    return (max(scores) if scores else None), len(here)
+
+
+def tracks(rows: list[dict]) -> list[str]:
+    """track/* columns: the four capabilities in canonical order, then any others."""
+    present = {k for r in rows for k in r if k.startswith("track/")}
+    known = [f"track/{c}" for c in CAPABILITIES if f"track/{c}" in present]
+    return known + sorted(present - set(known))
+
+
+def short(capability: str) -> str:
+    return SHORT.get(capability.removeprefix("track/"), capability.removeprefix("track/"))
+
+
+def label(row: dict) -> str:
+    """A trial's name in tables and charts: subset and rank, alpha when known, and the values
+    of any other swept dimension."""
+    alpha = f" a{row['alpha']:g}" if row.get("alpha") is not None else ""
+    rest = f" {setting(row)}" if setting(row) else ""
+    return f"{row['subset']} r{row['rank']}{alpha}{rest}"
+
+
+def diversity_lines(rows: list[dict]) -> dict[int, tuple[list[int], list[float]]]:
+    """Per rank: capabilities covered and the mean score there (scored trials only)."""
+    lines = {}
+    for rank in ranks(rows):
+        at = [r for r in rows if r["rank"] == rank and not is_failed(r)]
+        xs = sorted({r["n_capabilities"] for r in at if r.get("n_capabilities") is not None})
+        ys = [float(np.mean([r["score"] for r in at if r["n_capabilities"] == x])) for x in xs]
+        if xs:
+            lines[rank] = (xs, ys)
+    return lines
+
+
+def best(rows: list[dict]) -> dict | None:
+    ok = [r for r in rows if not is_failed(r)]
+    return max(ok, key=lambda r: r["score"]) if ok else None
+
+
+# --- the interaction model ---------------------------------------------------------------------
+
+
+def diversity_key(rows: list[dict]) -> str:
+    """Mixture entropy when every scored trial has one, else the number of capabilities."""
+    ok = [r for r in rows if not is_failed(r)]
+    if ok and all(r.get("task_entropy") is not None for r in ok):
+        return "task_entropy"
+    return "n_capabilities"
+
+
+def fit_interaction(rows: list[dict]) -> dict:
+    """OLS of score on diversity, log2(rank) and their product, reduced to what is identifiable.
+
+    Returns the fitted terms, estimates, standard errors and 95% CIs (None without residual
+    degrees of freedom), and notes that say what could not be estimated and why.
+    """
+    dkey = diversity_key(rows)
+    ok = [r for r in rows if not is_failed(r) and r.get(dkey) is not None]
+    fit: dict = {"diversity": dkey, "n": len(ok), "notes": [], "terms": []}
+    if len(ok) < len(rows):
+        fit["notes"].append(f"{len(rows) - len(ok)} trial(s) left out: failed or no {dkey}.")
+    if not ok:
+        fit["notes"].append("No scored trials: nothing to fit.")
+        return fit
+    d = np.array([r[dkey] for r in ok], float)
+    lr = np.log2([float(r["rank"]) for r in ok])
+    x = np.column_stack([np.ones_like(d), d, lr, d * lr])
+    keep = _identifiable(x)
+    n, p = len(ok), len(keep)
+    if n <= 4:
+        fit["notes"].append(
+            f"Only {n} scored trial(s) for the 4-parameter model: no residual degrees of "
+            "freedom, so no standard errors or confidence intervals are reported."
+        )
+    if p < 4:
+        dropped = ", ".join(TERMS[i] for i in range(4) if i not in keep)
+        fit["notes"].append(f"Not identifiable from these trials, left out: {dropped}.")
+    elif n == 4:
+        fit["notes"].append("Four trials, four parameters: the fit is exact (saturated).")
+    fit |= ols(x[:, keep], np.array([r["score"] for r in ok], float))
+    fit["terms"] = [TERMS[i] for i in keep]
+    fit["did"] = diff_in_diff(ok, dkey)
+    return fit
+
+
+def _identifiable(x: np.ndarray) -> list[int]:
+    """Columns kept in order while each one adds rank (an independent direction)."""
+    keep: list[int] = []
+    for j in range(x.shape[1]):
+        if np.linalg.matrix_rank(x[:, keep + [j]]) == len(keep) + 1:
+            keep.append(j)
+    return keep
+
+
+def ols(x: np.ndarray, y: np.ndarray) -> dict:
+    """Estimates; SEs, t-based 95% CIs, residual SD and R^2 only when n > p."""
+    n, p = x.shape
+    beta = np.linalg.lstsq(x, y, rcond=None)[0]
+    out: dict = {"beta": beta, "se": None, "ci": None, "df": n - p, "sigma": None, "r2": None}
+    if n <= p:
+        return out
+    resid = y - x @ beta
+    s2 = float(resid @ resid) / (n - p)
+    se = np.sqrt(np.diag(s2 * np.linalg.inv(x.T @ x)))
+    half = stats.t.ppf(0.975, n - p) * se
+    tss = float(((y - y.mean()) ** 2).sum())
+    r2 = 1 - float(resid @ resid) / tss if tss > 0 else None
+    ci = np.column_stack([beta - half, beta + half])
+    return out | {"se": se, "ci": ci, "sigma": s2**0.5, "r2": r2}
+
+
+def diff_in_diff(rows: list[dict], dkey: str) -> dict | None:
+    """(hi-div, hi-rank - hi-div, lo-rank) - (lo-div, hi-rank - lo-div, lo-rank) at the corners."""
+    ds, rs = sorted({r[dkey] for r in rows}), sorted({r["rank"] for r in rows})
+    if len(ds) < 2 or len(rs) < 2:
+        return None
+    corner = {}
+    for d in (ds[0], ds[-1]):
+        for rank in (rs[0], rs[-1]):
+            got = [r["score"] for r in rows if r[dkey] == d and r["rank"] == rank]
+            if not got:
+                return None
+            corner[d, rank] = sum(got) / len(got)
+    lo, hi = ds[0], ds[-1]
+    value = (corner[hi, rs[-1]] - corner[hi, rs[0]]) - (corner[lo, rs[-1]] - corner[lo, rs[0]])
+    return {"div": (lo, hi), "rank": (rs[0], rs[-1]), "corners": corner, "value": value}

@@ -1,0 +1,270 @@
+"""report.md and report.html: the sweep report's text, tables and charts, from trials.csv.
+
+`write_report(DIR)` reads DIR/trials.csv, draws the charts beside it and writes the pages.
+The report is built once as a list of blocks, ("h1", text), ("p", text), ("table", head, rows),
+("img", file, caption), and rendered twice: Markdown that links the PNG files beside it, and one
+self-contained HTML page with the same charts embedded as base64.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import re
+from pathlib import Path
+
+from ecomtrain.files import atomic_write
+from ecomtrain.report.analysis import (
+    best,
+    cell,
+    fit_interaction,
+    is_failed,
+    label,
+    line_of,
+    ranks,
+    short,
+    subsets,
+    tracks,
+)
+from ecomtrain.report.charts import plot_capabilities, plot_diversity, plot_heatmap, plot_scores
+from ecomtrain.report.trials import load_trials
+
+CHARTS = {  # file -> (how it is drawn, its caption in the report)
+    "heatmap.png": (
+        plot_heatmap,
+        "Score of each task subset (rows, fewest capabilities first) at each LoRA rank.",
+    ),
+    "capabilities.png": (plot_capabilities, "Per-capability (track) score of each trial."),
+    "diversity.png": (
+        plot_diversity,
+        "Score against the number of capabilities trained on, one line per rank.",
+    ),
+    "scores.png": (plot_scores, "Score of each task subset, one bar per LoRA rank."),
+}
+
+
+def write_report(output: str | Path) -> Path:
+    """The charts, report.md (charts linked) and report.html (charts embedded) under
+    `output`, from `output/trials.csv`; returns report.md."""
+    output = Path(output)
+    rows = load_trials(output / "trials.csv")
+    for name, (draw, _) in CHARTS.items():
+        draw(rows, output / name)
+    return write_pages(rows, output)
+
+
+def console_table(rows: list[dict]) -> str:
+    """A fixed-width summary of typed trials for the console, best score first."""
+    head = f"{'trial':<40}{'tasks':>6}{'caps':>5}{'score':>9}{'loss':>9}{'wall s':>9}"
+    lines = [head, "-" * len(head)]
+    for r in sorted(rows, key=lambda r: -r["score"] if not is_failed(r) else 1):
+        score = "failed" if is_failed(r) else f"{r['score']:.4f}"
+        loss = "-" if r.get("loss") is None else f"{r['loss']:.4f}"
+        wall = "-" if r.get("wall_s") is None else f"{r['wall_s']:.1f}"
+        lines.append(
+            f"{label(r):<40}{r.get('n_tasks') or '?':>6}{r.get('n_capabilities') or '?':>5}"
+            f"{score:>9}{loss:>9}{wall:>9}"
+        )
+    return "\n".join(lines)
+
+
+def write_pages(rows: list[dict], output: Path) -> Path:
+    """report.md and report.html under `output` (the charts must be there); returns report.md."""
+    sections = report_sections(rows, output.resolve().name)
+    atomic_write(output / "report.html", to_html(sections, output))
+    path = atomic_write(output / "report.md", to_markdown(sections))
+    return path
+
+
+def report_sections(rows: list[dict], name: str) -> list[tuple]:
+    """The report as (kind, ...) blocks, rendered to Markdown and to HTML alike."""
+    n_failed = sum(is_failed(r) for r in rows)
+    return [
+        ("h1", f"Sweep report: {name}"),
+        (
+            "p",
+            f"{len(rows)} trial(s): {len(rows) - n_failed} scored, {n_failed} failed. Score: "
+            "ShopBench score on the held-out split (the mean of the track scores).",
+        ),
+        ("h2", "Score by task subset and LoRA rank"),
+        ("table", *_rank_table(rows)),
+        ("h2", "Per-capability scores of each trial"),
+        ("table", *_track_table(rows)),
+        ("h2", "Best trial"),
+        ("p", _best_text(rows)),
+        ("h2", "Charts"),
+        *[("img", file, caption) for file, (_, caption) in CHARTS.items()],
+        ("h2", "Diversity x capacity: interaction model"),
+        *_model_blocks(fit_interaction(rows)),
+        ("h2", "Failed trials"),
+        _failed_block(rows),
+    ]
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def _rank_table(rows: list[dict]) -> tuple[list, list]:
+    """Table 2: one row per subset (ladder order), the best score at each rank; best in bold."""
+    top = best(rows)
+    ladder = any(r.get("ladder_step") is not None for r in rows)
+    head = ["step"] * ladder + ["subset", "capabilities", "tasks"] + [f"r={k}" for k in ranks(rows)]
+    body = []
+    for s in subsets(rows):
+        first = next(r for r in rows if line_of(r) == s)
+        caps = "+".join(short(c) for c in first["capabilities"]) or "?"
+        step = first.get("ladder_step")
+        line = ["-" if step is None else str(step)] * ladder
+        line += [
+            s,
+            f"{caps} ({first.get('n_capabilities') or '?'})",
+            str(first.get("n_tasks") or "?"),
+        ]
+        for k in ranks(rows):
+            value, n = cell(rows, s, k)
+            text = "failed" if value is None and n else ("" if value is None else _fmt(value))
+            if top and value == top["score"] and (s, k) == (line_of(top), top["rank"]):
+                text = f"**{text}**"
+            line.append(text + (f" (best of {n})" if n > 1 else ""))
+        body.append(line)
+    return head, body
+
+
+def _track_table(rows: list[dict]) -> tuple[list, list]:
+    cols, order = tracks(rows), {s: i for i, s in enumerate(subsets(rows))}
+    body = []
+    for r in sorted(rows, key=lambda r: (order[line_of(r)], r["rank"])):
+        score = "failed" if is_failed(r) else _fmt(r["score"])
+        body.append([label(r), score] + [_fmt(r.get(c)) for c in cols])
+    return ["trial", "score"] + [short(c) for c in cols], body
+
+
+def _best_text(rows: list[dict]) -> str:
+    top = best(rows)
+    if top is None:
+        return "No trial was scored."
+    parts = ", ".join(f"{short(c)} {_fmt(top.get(c))}" for c in tracks(rows))
+    return (
+        f"**{label(top)}** (trial {top['trial']}): score {top['score']:.4f}, "
+        f"{top.get('n_tasks') or '?'} tasks over {top.get('n_capabilities') or '?'} "
+        f"capabilities; per track: {parts or 'not recorded'}."
+    )
+
+
+def _model_blocks(fit: dict) -> list[tuple]:
+    """Formula, what was fitted and why, the estimates, and the raw interaction contrast."""
+    what = {"n_capabilities": "capabilities covered", "task_entropy": "task-mixture entropy"}
+    out = [
+        (
+            "p",
+            "score = b0 + b1*diversity + b2*log2(rank) + b3*diversity*log2(rank), "
+            f"diversity = {fit['diversity']} ({what[fit['diversity']]}); ordinary least "
+            f"squares on {fit['n']} scored trial(s).",
+        )
+    ]
+    out += [("p", note) for note in fit["notes"]]
+    if not fit["terms"]:
+        return out
+    out.append(("table", ["term", "estimate", "SE", "95% CI"], _estimates(fit)))
+    if fit["sigma"] is not None:
+        r2 = "" if fit["r2"] is None else f", R^2 {fit['r2']:.3f}"
+        out.append(
+            (
+                "p",
+                f"Residual SD {fit['sigma']:.4f} on {fit['df']} degrees of freedom"
+                f"{r2}; CIs use Student's t.",
+            )
+        )
+    if fit["ci"] is not None and fit["terms"][-1].startswith("b3"):
+        lo, hi = fit["ci"][-1]
+        sign = "excludes" if lo > 0 or hi < 0 else "includes"
+        out.append(
+            ("p", f"b3 > 0 means a higher rank helps more as diversity grows; its 95% CI {sign} 0.")
+        )
+    if fit.get("did"):
+        out.append(("p", _did_text(fit["did"], fit["diversity"])))
+    return out
+
+
+def _estimates(fit: dict) -> list[list[str]]:
+    se, ci = fit["se"], fit["ci"]
+    return [
+        [
+            term,
+            f"{b:+.4f}",
+            "none" if se is None else _fmt(se[i]),
+            "none" if ci is None else f"[{ci[i][0]:+.4f}, {ci[i][1]:+.4f}]",
+        ]
+        for i, (term, b) in enumerate(zip(fit["terms"], fit["beta"], strict=True))
+    ]
+
+
+def _did_text(did: dict, key: str) -> str:
+    (lo, hi), (r0, r1), c = did["div"], did["rank"], did["corners"]
+    return (
+        f"Interaction contrast (diff-in-diff), {key} {lo:g} -> {hi:g} and rank {r0} -> {r1}: "
+        f"({c[hi, r1]:.4f} - {c[hi, r0]:.4f}) - ({c[lo, r1]:.4f} - {c[lo, r0]:.4f}) = "
+        f"{did['value']:+.4f}; a raw contrast of corner scores, without a standard error."
+    )
+
+
+def _failed_block(rows: list[dict]) -> tuple:
+    failed = [r for r in rows if is_failed(r)]
+    if not failed:
+        return ("p", "None: every trial was scored.")
+    body = [
+        [r["trial"], r["subset"], str(r["rank"]), r["error"] or "no score reported"] for r in failed
+    ]
+    return ("table", ["trial", "subset", "rank", "error"], body)
+
+
+def to_markdown(sections: list[tuple]) -> str:
+    out = []
+    for kind, *args in sections:
+        if kind == "table":
+            cells = [args[0], ["---"] * len(args[0]), *args[1]]
+            out.append(
+                "\n".join("| " + " | ".join(_md_cell(c) for c in line) + " |" for line in cells)
+            )
+        elif kind == "img":
+            out.append(f"![{args[1]}]({args[0]})\n\n*{args[1]}*")
+        else:
+            out.append({"h1": "# ", "h2": "## ", "p": ""}[kind] + args[0])
+    return "\n\n".join(out) + "\n"
+
+
+def _md_cell(text: str) -> str:
+    return " ".join(text.split("\n")).replace("|", "\\|")
+
+
+def to_html(sections: list[tuple], folder: Path) -> str:
+    """One self-contained page: the charts are embedded as base64 PNGs."""
+
+    def text(s: str) -> str:
+        return re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", html.escape(s))
+
+    out = []
+    for kind, *args in sections:
+        if kind == "table":
+            head = "".join(f"<th>{text(c)}</th>" for c in args[0])
+            body = "".join(
+                "<tr>" + "".join(f"<td>{text(c)}</td>" for c in line) + "</tr>" for line in args[1]
+            )
+            out.append(f"<table><tr>{head}</tr>{body}</table>")
+        elif kind == "img":
+            data = base64.b64encode((folder / args[0]).read_bytes()).decode()
+            out.append(
+                f'<figure><img alt="{text(args[1])}" src="data:image/png;base64,{data}">'
+                f"<figcaption>{text(args[1])}</figcaption></figure>"
+            )
+        else:
+            out.append(f"<{kind}>{text(args[0])}</{kind}>")
+    style = (
+        "body{font-family:sans-serif;max-width:60em;margin:2em auto}table{border-collapse:"
+        "collapse}td,th{border:1px solid #ccc;padding:.2em .6em}img{max-width:100%}"
+    )
+    return (
+        f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{text(sections[0][1])}"
+        f"</title><style>{style}</style></head><body>\n" + "\n".join(out) + "\n</body></html>\n"
+    )

@@ -1,0 +1,90 @@
+"""One W&B run that sums up a sweep, beside its per-trial runs in the same group.
+
+It logs every trial as a `wandb.Table` (failed ones included), the report's charts as images,
+and a native W&B line chart of score against capabilities trained on, one line per LoRA rank,
+so trials can be compared in the W&B UI without opening report.html.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ecomtrain.report.analysis import best, diversity_lines, label
+from ecomtrain.report.pages import CHARTS
+
+if TYPE_CHECKING:
+    import wandb
+
+
+def trials_table(rows: list[dict]) -> wandb.Table:
+    """All trials as a wandb.Table: every column of trials.csv, lists joined by spaces."""
+    import wandb
+
+    columns = list(dict.fromkeys(k for r in rows for k in r))
+    data = [[_cell(r.get(c)) for c in columns] for r in rows]
+    return wandb.Table(columns=columns, data=data, allow_mixed_types=True)
+
+
+def _cell(value):
+    return " ".join(value) if isinstance(value, list) else value
+
+
+def score_lines(rows: list[dict]) -> wandb.plot.CustomChart:
+    """Native line chart: mean score by capabilities trained on, one line per rank."""
+    import wandb
+
+    lines = diversity_lines(rows)
+    return wandb.plot.line_series(
+        xs=[xs for xs, _ in lines.values()],
+        ys=[ys for _, ys in lines.values()],
+        keys=[f"rank {rank}" for rank in lines],
+        title="Score by capabilities trained on",
+        xname="capabilities",
+    )
+
+
+def log_summary(
+    rows: list[dict],
+    project: str,
+    group: str,
+    mode: str,
+    dir: str | Path,
+    entity: str | None = None,
+    images: dict[str, Path] | None = None,
+) -> Path | None:
+    """Log the sweep summary run "<group>-summary" (job_type "summary"); return its run folder.
+
+    `rows` are typed trials (`ecomtrain.report.trials.load_trials`); `images` maps a name to a PNG and
+    defaults to the report's charts found in `dir`. Nothing is logged when `mode` is "disabled".
+    """
+    if mode == "disabled":
+        return None
+    import wandb
+
+    if images is None:
+        found = [Path(dir) / name for name in CHARTS]
+        images = {p.stem: p for p in found if p.is_file()}
+    top = best(rows)
+    with wandb.init(
+        project=project,
+        entity=entity,
+        group=group,
+        job_type="summary",
+        name=f"{group}-summary",
+        mode=mode,
+        dir=str(dir),
+        config={"n_trials": len(rows)},
+        reinit="create_new",
+        settings=wandb.Settings(console="off"),
+    ) as run:
+        logged = {"trials": trials_table(rows)}
+        logged |= {f"charts/{name}": wandb.Image(str(path)) for name, path in images.items()}
+        if diversity_lines(rows):
+            logged["score_by_capabilities"] = score_lines(rows)
+        run.log(logged)
+        if top is not None:
+            run.summary.update(
+                {"best/score": top["score"], "best/trial": label(top), "best/rank": top["rank"]}
+            )
+        return Path(run.dir).parent

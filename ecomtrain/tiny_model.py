@@ -1,0 +1,101 @@
+"""The offline tiny model, and where a configured model name points.
+
+`resolve_model("tiny-llama")` builds a 2-layer Llama with a byte-level BPE tokenizer
+and a ChatML chat template, trained on the demo corpus, and caches it on disk. From
+then on it is an ordinary local directory: the same `from_pretrained` path a hub id
+or a user's checkpoint takes.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from ecomtrain.config import ModelConfig
+from ecomtrain.data.demo import demo_records, fingerprint
+from ecomtrain.data.records import render_answer
+from ecomtrain.files import atomic_dir, cache_dir
+
+TINY_MODELS = {"tiny-llama": "tiny-llama-v1"}  # bump the version when the architecture changes
+CHATML = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+    "{{ message['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def resolve_model(cfg: ModelConfig) -> str:
+    """A path or hub id for `from_pretrained`; tiny models are built on first use."""
+    if cfg.name_or_path not in TINY_MODELS:
+        return cfg.name_or_path
+    root = Path(cfg.cache_dir) if cfg.cache_dir else cache_dir() / "models"
+    target = root / f"{TINY_MODELS[cfg.name_or_path]}-{fingerprint()}"
+    return str(atomic_dir(target, build_tiny_llama))
+
+
+def build_tiny_llama(out: Path, vocab_size: int = 2048, seed: int = 0) -> None:
+    """Train a byte-level BPE tokenizer on the demo corpus and save a random tiny Llama."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    texts = [t for r in demo_records() for t in (r["input_field"], render_answer(r))]
+    tok.train_from_iterator(texts, trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        bos_token=None,
+        chat_template=CHATML,
+    )
+    fast.save_pretrained(out)
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(fast),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        tie_word_embeddings=True,
+        eos_token_id=fast.eos_token_id,
+        pad_token_id=fast.pad_token_id,
+        bos_token_id=None,
+    )
+    model = LlamaForCausalLM(config)
+    loss = pretrain(model, fast, [r["input_field"] for r in demo_records()], seed)
+    model.save_pretrained(out)
+    meta = {"built_by": "ecomtrain", "seed": seed, "pretrain_loss": round(loss, 4)}
+    (out / "ecomtrain.json").write_text(json.dumps(meta))
+
+
+def pretrain(model, tokenizer, texts: list[str], seed: int, steps: int = 300) -> float:
+    """Language-model the demo *questions* (never the answers) so the base knows the words.
+
+    A random base gives LoRA nothing to adapt; a base that has read the inputs but never
+    the answers leaves the tasks themselves to the fine-tuning being compared.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    for _ in range(steps):
+        idx = torch.randint(len(texts), (16,), generator=gen).tolist()
+        enc = tokenizer([texts[i] for i in idx], return_tensors="pt", padding=True)
+        labels = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)
+        loss = model(**enc, labels=labels).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    model.eval()
+    return float(loss.detach())

@@ -1,0 +1,83 @@
+"""Driver: one fine-tuning run as a Ray Train `TorchTrainer`.
+
+A sweep trial and a single run (`python -m ecomtrain.train`) go through the same `fit`.
+"""
+
+from __future__ import annotations
+
+import ray
+from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchConfig, TorchTrainer
+
+from ecomtrain.config import Config, to_dict
+from ecomtrain.data.pipeline import mixture_stats, train_dataset
+from ecomtrain.data.records import CorpusError
+from ecomtrain.data.scan import parse_file
+from ecomtrain.tasks import capabilities_of, expand
+from ecomtrain.tiny_model import resolve_model
+from ecomtrain.train.loop import train_fn_per_worker
+
+
+def trial_meta(name: str, subset: str, tasks: list[str], cfg: Config) -> dict:
+    """What identifies a run: its tasks, their capabilities and the adapter's shape."""
+    families = expand(tasks)
+    return {
+        "name": name,
+        "subset": subset,
+        "tasks": families,
+        "n_tasks": len(families),
+        "n_capabilities": len(capabilities_of(families)),
+        "rank": cfg.lora.rank,
+        "alpha": cfg.lora.alpha,
+        "base_model": cfg.model.name_or_path,
+    }
+
+
+def fit(cfg: Config, meta: dict, storage_path: str, callbacks: list = ()) -> ray.train.Result:
+    """Fine-tune one adapter on `meta["tasks"]` with `cfg.train.num_workers` workers."""
+    model_path = resolve_model(cfg.model)
+    # Each worker reads the whole stream in a fixed order and takes its stripe of it
+    # (loop.striped): same step count on every rank, and exact resume.
+    ray.data.DataContext.get_current().execution_options.preserve_order = True
+    train_ds, eval_ds = train_dataset(cfg, model_path, meta["tasks"])
+    meta = {**meta, "mixture": mixture_stats(cfg, meta["tasks"])}  # logged with every evaluation
+    trainer = TorchTrainer(
+        train_fn_per_worker,
+        train_loop_config={
+            "cfg": to_dict(cfg),
+            "model_path": model_path,
+            "trial": meta,
+            "extra_eval": extra_eval_rows(cfg),
+        },
+        scaling_config=ScalingConfig(
+            num_workers=cfg.train.num_workers,
+            use_gpu=cfg.train.use_gpu,
+            resources_per_worker={"CPU": cfg.train.cpus_per_worker},
+        ),
+        torch_config=TorchConfig(backend="nccl" if cfg.train.use_gpu else "gloo"),
+        datasets={"train": train_ds, "eval": eval_ds},
+        dataset_config=DataConfig(datasets_to_split=[]),
+        run_config=RunConfig(
+            name=meta["name"],
+            storage_path=storage_path,
+            checkpoint_config=CheckpointConfig(
+                num_to_keep=cfg.train.keep_checkpoints,
+                checkpoint_score_attribute="score",
+                checkpoint_score_order="max",
+            ),
+            failure_config=FailureConfig(max_failures=cfg.train.max_failures),
+            callbacks=list(callbacks),
+        ),
+    )
+    return trainer.fit()
+
+
+def extra_eval_rows(cfg: Config) -> list[dict]:
+    """Rows of the extra eval files (small, e.g. the 96-record dev set); bad records stop."""
+    rows = []
+    for path in cfg.eval.extra_files:
+        for row in parse_file(path, None, cfg.data, None):
+            if not isinstance(row, dict):
+                raise CorpusError(f"{row.path}:{row.line}: {row.field}: {row.reason}")
+            rows.append(row)
+    return rows
