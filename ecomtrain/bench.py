@@ -3,6 +3,9 @@
     python -m ecomtrain.bench asha [--config FILE] [a.b=c ...]
     python -m ecomtrain.bench throughput [--config FILE] [a.b=c ...]
     python -m ecomtrain.bench mfu --shape 1b|7b [--config FILE] [a.b=c ...]   (CUDA GPU)
+    python -m ecomtrain.bench data --workers 1 2 4 8 [--json FILE] [a.b=c ...]
+
+Every benchmark also writes its figures as JSON with `--json FILE`.
 
 `asha` runs the sweep twice on the same space, first the full grid, then with ASHA, one
 trial at a time, and prints how many trial-steps each used and how many ASHA needed until
@@ -13,6 +16,13 @@ ASHA keeping the top third at steps 40 and 120.
 
 `throughput` trains the configured model on the configured corpus twice, with ecomtrain's
 loop and with a plain HF Trainer + PEFT on padded batches, and prints supervised tokens/s.
+
+`data` runs the data side of a trial alone (Ray Train workers, no model) at each world size:
+the driver tokenises and shares out the training records once, then every rank reads its
+share and takes `train.max_steps` steps of packed micro-batches. It prints, per world size,
+the records each rank read, the steps each took and each rank's rate; the goal is data work
+per rank in proportion to 1 / world size, with the same number of steps on every rank. Its
+corpus, unless overridden: the demo corpus at 300 records per family.
 
 `mfu` runs ecomtrain's training step (packed inputs, DeepSpeed, LoRA) on one GPU on a
 random-initialised model of a real model's shape, fed packed rows of random tokens whose
@@ -28,14 +38,19 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
+import json
 import os
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
+import ray.train
 import torch
 import torch.distributed as dist
+from ray.train import DataConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchConfig, TorchTrainer
 from transformers import (
     DataCollatorForSeq2Seq,
     LlamaConfig,
@@ -44,17 +59,21 @@ from transformers import (
     TrainingArguments,
 )
 
-from ecomtrain.config import Config, load_config
+from ecomtrain.config import Config, from_dict, load_config, to_dict
 from ecomtrain.connect import connect
 from ecomtrain.data.packing import IGNORE, encode, layout
+from ecomtrain.data.pipeline import train_dataset
 from ecomtrain.data.records import render_answer
+from ecomtrain.data.shard import read_share, stream
 from ecomtrain.data.sources import load_corpus, resolve_corpus
+from ecomtrain.files import atomic_write
 from ecomtrain.model import DTYPES, add_lora, load_model, load_tokenizer, training_model
 from ecomtrain.tasks import CAPABILITIES
 from ecomtrain.tiny_model import resolve_model
 from ecomtrain.train.driver import fit, trial_meta
 from ecomtrain.train.engine import initialize
-from ecomtrain.train.inputs import model_inputs, packed_loss, to_device, training_attention
+from ecomtrain.train.inputs import model_inputs, to_device, training_attention
+from ecomtrain.train.loop import optimizer_step
 from tuning.run import run_sweep
 
 SHAPES = {  # random-initialised Llama-architecture models for `mfu`
@@ -188,7 +207,7 @@ def synthetic_rows(n_rows: int, max_len: int, vocab: int, seed: int) -> dict:
         ids = rng.integers(0, vocab, n).tolist()
         answer = max(1, int(n * rng.uniform(0.05, 0.5)))
         seqs.append((ids, [IGNORE] * (n - answer) + ids[n - answer :]))
-    rows = layout(seqs, [False] * len(seqs), max_len, pad=0)
+    rows = layout(seqs, max_len, pad=0)
     return {k: torch.from_numpy(rows[k][:n_rows]) for k in ("input_ids", "labels", "segment_ids")}
 
 
@@ -239,9 +258,7 @@ def mfu(cfg: Config, shape: str, steps: int = 10, warmup: int = 3, device: str =
             if gpu:
                 torch.cuda.reset_peak_memory_stats()
             t0 = time.perf_counter()
-        loss = packed_loss(engine, **to_device(batch, device))
-        engine.backward(loss)
-        engine.step()
+        loss, _ = optimizer_step(engine, [to_device(batch, device)], world=1)
     sync()
     seconds = time.perf_counter() - t0
     timed = batches[warmup:]
@@ -260,8 +277,71 @@ def mfu(cfg: Config, shape: str, steps: int = 10, warmup: int = 3, device: str =
         "mfu": 3 * (body + head) / seconds / peak,
         "mfu_lora": 2 * (body + head) / seconds / peak,
         "peak_memory_gib": torch.cuda.max_memory_allocated() / 2**30 if gpu else float("nan"),
-        "loss": float(loss.detach()),
+        "loss": loss,
     }
+
+
+DATA_SPACE = ["data.corpus=[demo:300]", "train.max_steps=20"]
+
+
+def data_fn_per_worker(loop_config: dict) -> None:
+    """A rank's data work for `train.max_steps` steps, without a model; rank 0 reports every
+    rank's figures."""
+    cfg = from_dict(loop_config["cfg"])
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    t0 = time.perf_counter()
+    share = read_share(ray.train.get_dataset_shard(f"train_{rank}").iter_batches(batch_size=4096))
+    read_s = time.perf_counter() - t0
+    batches = stream(share, cfg, loop_config["mult"], rank)
+    micro = [next(batches) for _ in range(cfg.train.max_steps * cfg.train.grad_accum)]
+    mine = {
+        "records": len(share.source),
+        "steps": len(micro) // cfg.train.grad_accum,
+        "records_trained": sum(len(b["records"]) for b in micro),
+        "read_s": read_s,
+        "seconds": time.perf_counter() - t0,
+    }
+    every = [None] * world
+    dist.all_gather_object(every, mine)
+    with tempfile.TemporaryDirectory() as path:  # Ray Train keeps results with checkpoints
+        if rank == 0:
+            Path(path, "ranks.json").write_text(json.dumps(every))
+        ray.train.report({}, checkpoint=ray.train.Checkpoint.from_directory(path))
+
+
+def data_work(cfg: Config, worlds: list[int]) -> dict:
+    """Per world size: the records each rank read and the steps each took (see module doc)."""
+    model_path = resolve_model(cfg.model)
+    rows = []
+    for world in worlds:
+        shares, _, mult = train_dataset(cfg, model_path, cfg.data.tasks, world)
+        trainer = TorchTrainer(
+            data_fn_per_worker,
+            train_loop_config={"cfg": to_dict(cfg), "mult": mult},
+            scaling_config=ScalingConfig(
+                num_workers=world, resources_per_worker={"CPU": min(1.0, 1.5 / world)}
+            ),
+            torch_config=TorchConfig(backend="gloo"),
+            datasets={f"train_{r}": share for r, share in enumerate(shares)},
+            dataset_config=DataConfig(datasets_to_split=[]),
+            run_config=RunConfig(name=f"data-{world}", storage_path=tempfile.mkdtemp()),
+        )
+        ranks = json.loads(Path(trainer.fit().checkpoint.path, "ranks.json").read_text())
+        rows.append(
+            {
+                "world": world,
+                "records_per_rank": [r["records"] for r in ranks],
+                "steps_per_rank": [r["steps"] for r in ranks],
+                "records_trained_per_rank": [r["records_trained"] for r in ranks],
+                "records_per_s_per_rank": [round(r["records"] / r["read_s"], 1) for r in ranks],
+                "seconds_per_rank": [round(r["seconds"], 2) for r in ranks],
+            }
+        )
+    total = sum(rows[0]["records_per_rank"])
+    for row in rows:
+        row["share_of_records_per_rank"] = [round(n / total, 4) for n in row["records_per_rank"]]
+    return {"rows": rows}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -270,21 +350,32 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("which", choices=["asha", "throughput", "mfu"])
+    parser.add_argument("which", choices=["asha", "throughput", "mfu", "data"])
     parser.add_argument("--shape", choices=sorted(SHAPES), default="1b", help="mfu's model")
     parser.add_argument("--steps", type=int, default=10, help="mfu's timed steps")
+    parser.add_argument(
+        "--workers", type=int, nargs="+", default=[1, 2, 4, 8], help="data's world sizes"
+    )
+    parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     parser.add_argument("--config", help="YAML config (default: configs/demo.yaml)")
     parser.add_argument("overrides", nargs="*", help="a.b=c config overrides")
     args = parser.parse_intermixed_args(argv)
-    space = ASHA_SPACE if args.which == "asha" else []
+    space = {"asha": ASHA_SPACE, "data": DATA_SPACE}.get(args.which, [])
     cfg = load_config(args.config, space + args.overrides)
     if args.which == "mfu":
         figures = mfu(cfg, args.shape, args.steps)
     else:
         connect()
-        figures = asha_payoff(cfg) if args.which == "asha" else throughput(cfg)
+        run = {"asha": asha_payoff, "throughput": throughput, "data": None}[args.which]
+        figures = data_work(cfg, args.workers) if run is None else run(cfg)
     for key, value in figures.items():
-        print(f"{key:>26}: {value}")
+        if key == "rows":
+            for row in value:
+                print("  ".join(f"{k} {v}" for k, v in row.items()))
+        else:
+            print(f"{key:>26}: {value}")
+    if args.json:
+        atomic_write(args.json, json.dumps(figures, indent=1, default=str) + "\n")
     return 0
 
 

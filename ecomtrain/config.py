@@ -105,8 +105,6 @@ class TrainConfig:
     gradient_checkpointing: bool = False  # recompute activations in backward to save memory
     keep_checkpoints: int = 2  # checkpoints (taken at each evaluation) kept per run, best by score
     max_failures: int = 0  # worker failures to recover from, resuming from the last checkpoint
-    # Fault-injection for tests: rank 1 dies once at this step (0: never).
-    inject_failure_at_step: int = 0
 
 
 @dataclass

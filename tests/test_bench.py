@@ -1,6 +1,9 @@
 """The benchmarks' own arithmetic and their CPU path (the figures themselves are not tested)."""
 
+import json
+
 import pytest
+import ray
 import torch
 from transformers import LlamaConfig
 
@@ -35,3 +38,24 @@ def test_mfu_step_runs_on_cpu(monkeypatch):
     figures = bench.mfu(cfg, "test", steps=2, warmup=1, device="cpu")
     assert figures["tokens_per_s"] > 0 and figures["supervised_tokens_per_s"] > 0
     assert figures["trainable_params"] > 0 and torch.isfinite(torch.tensor(figures["loss"]))
+
+
+@pytest.fixture
+def local_ray():
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.mark.slow
+def test_data_bench_shares_the_work_and_the_steps(local_ray):
+    """`bench data`: each rank reads 1 / world of the records, and every rank takes the
+    same steps."""
+    cfg = load_config(None, ["data.corpus=[demo:40]", "train.max_steps=3"])
+    out = bench.data_work(cfg, [1, 2])
+    json.dumps(out)  # --json writes this
+    one, two = out["rows"]
+    assert one["world"] == 1 and two["world"] == 2
+    assert sum(two["records_per_rank"]) == one["records_per_rank"][0]
+    assert max(two["records_per_rank"]) - min(two["records_per_rank"]) <= 1
+    assert one["steps_per_rank"] == [3] and two["steps_per_rank"] == [3, 3]

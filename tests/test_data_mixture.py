@@ -11,10 +11,11 @@ import ray
 
 from ecomtrain.config import Config, DataConfig, ModelConfig
 from ecomtrain.data.demo import demo_records
-from ecomtrain.data.mixture import copies, multiplicities, resample, stats, targets
+from ecomtrain.data.mixture import copies, multiplicities, positions, stats, targets
 from ecomtrain.data.pipeline import mixture_stats, task_split, train_dataset
 from ecomtrain.data.records import CorpusError
 from ecomtrain.data.scan import is_eval
+from ecomtrain.data.shard import Share, StreamStats, epoch_order, read_share, stream
 from ecomtrain.tiny_model import resolve_model
 
 COUNTS = {"query_ner": 900, "review_rating": 100, "title_translation": 0}
@@ -47,15 +48,25 @@ def test_caps_and_weights():
         targets({"query_ner": 0}, DataConfig())
 
 
-def test_resampling_is_deterministic_and_hits_the_target():
-    assert copies("a.jsonl:3", 2.4, 0) == copies("a.jsonl:3", 2.4, 0)
-    draws = [copies(f"a.jsonl:{i}", 2.4, 0) for i in range(20000)]
-    assert set(draws) == {2, 3} and np.mean(draws) == pytest.approx(2.4, abs=0.02)
-    other = [copies(f"a.jsonl:{i}", 0.5, 1) for i in range(2000)]
-    assert other != [copies(f"a.jsonl:{i}", 0.5, 2) for i in range(2000)]
-    batch = {"source": np.array(["x:1", "x:2"]), "task_family": np.array(["a", "b"])}
-    out = resample(batch, {"a": 3.0, "b": 0.0}, seed=0)
-    assert list(out["source"]) == ["x:1"] * 3
+def test_positions_are_even_and_follow_the_seed():
+    u = positions([f"a.jsonl:{i}" for i in range(1000)], seed=0)
+    assert sorted(u) == pytest.approx((np.arange(1000) + 0.5) / 1000)
+    assert list(u) == list(positions([f"a.jsonl:{i}" for i in range(1000)], seed=0))
+    assert list(u) != list(positions([f"a.jsonl:{i}" for i in range(1000)], seed=1))
+
+
+@pytest.mark.parametrize("multiplicity", [0.3, 0.5, 0.77, 1.4, 2.4])
+def test_every_epoch_keeps_its_share_another_part_and_every_record_comes_round(multiplicity):
+    """A downsampled task keeps its target share each epoch (to one record), a different part
+    each epoch, and every record at least once within ceil(1 / fraction) epochs."""
+    whole, frac = divmod(multiplicity, 1.0)
+    u = positions([f"a.jsonl:{i}" for i in range(500)], seed=7)
+    epochs = [[copies(x, multiplicity, e) for x in u] for e in range(math.ceil(1 / frac))]
+    for kept in epochs:
+        assert set(kept) <= {int(whole), int(whole) + 1}
+        assert abs(sum(kept) - multiplicity * len(u)) <= 1
+    assert epochs[0] != epochs[1]
+    assert all(any(e[i] > whole for e in epochs) for i in range(len(u)))
 
 
 def test_mixture_stats_are_flat_and_json_able():
@@ -86,23 +97,25 @@ def small_cfg(tmp_path, records: list[dict], **data) -> Config:
     return cfg
 
 
-def rows_of(ds) -> list[dict]:
-    return [
-        {k: v.tolist() if hasattr(v, "tolist") else v for k, v in r.items()} for r in ds.iter_rows()
-    ]
+def share_of(dataset) -> Share:
+    return read_share(dataset.iter_batches(batch_size=64))
 
 
-def test_pipeline_packs_the_mixture_deterministically(ray_local, tmp_path):
+def test_pipeline_shares_the_trial_deterministically(ray_local, tmp_path):
     cfg = small_cfg(tmp_path, demo_records(per_task=12))
     model = resolve_model(ModelConfig())
     tasks = ["query_ner", "review_rating", "title_translation"]
-    train, held_out = train_dataset(cfg, model, tasks)
-    rows = rows_of(train)
-    assert rows == rows_of(train_dataset(cfg, model, tasks)[0])  # the stream is reproducible
-    assert all(len(r["input_ids"]) == 128 == len(r["segment_ids"]) for r in rows)
-    expected = mixture_stats(cfg, tasks)
-    assert sum(r["samples"] for r in rows) == expected["records"]
-    assert sum(r["samples"] for r in rows) > len(rows)  # records share rows
+    shares, held_out, mult = train_dataset(cfg, model, tasks, world=2)
+    got = [share_of(s) for s in shares]
+    again = [share_of(s) for s in train_dataset(cfg, model, tasks, world=2)[0]]
+    assert [g.source for g in got] == [a.source for a in again]  # reproducible
+    assert abs(len(got[0].source) - len(got[1].source)) <= 1  # one share per rank, even
+    sources = got[0].source + got[1].source
+    assert len(set(sources)) == len(sources) == mixture_stats(cfg, tasks)["records"]
+    assert {f for g in got for f in g.family} == set(tasks) and set(mult) == set(tasks)
+    batch = next(stream(got[0], cfg, mult, rank=0))
+    assert batch["input_ids"].shape == (2, 128) == batch["segment_ids"].shape
+    assert len(batch["records"]) > 2  # records share rows
     eval_rows = held_out.take_all()
     need = {"input", "answer", "output_json", "task_name", "task_family", "capability"}
     assert eval_rows and need | {"task_type", "metric"} <= set(eval_rows[0])
@@ -112,19 +125,59 @@ def test_pipeline_packs_the_mixture_deterministically(ray_local, tmp_path):
     assert not train_inputs & {r["input"] for r in eval_rows}
 
 
-def test_pipeline_follows_temperature_and_caps(ray_local, tmp_path):
+def test_epochs_follow_temperature_and_caps(ray_local, tmp_path):
     records = [r for r in demo_records(per_task=40) if r["task_name"] != "query_ner"]
     records += [r for r in demo_records(per_task=6) if r["task_name"] == "query_ner"]
     cfg = small_cfg(tmp_path, records, temperature=3.0, max_per_task=30)
     train, _ = task_split(cfg, ["query_ner", "review_rating", "numeric_reasoning"])
-    counts = Counter(r["task_family"] for r in train.take_all())
+    rows = train.take_all()
+    counts = Counter(r["task_family"] for r in rows)
     mult = multiplicities(dict(counts), cfg.data)
-    mixed = train.map_batches(resample, fn_kwargs={"mult": mult, "seed": 0}).take_all()
-    got = Counter(r["task_family"] for r in mixed)
+    share = Share([np.zeros(1)] * len(rows), np.zeros(len(rows)), [r["task_family"] for r in rows],
+                  [r["source"] for r in rows])  # fmt: skip
     want = targets(dict(counts), cfg.data)
-    assert got["query_ner"] > counts["query_ner"]  # the small task is upsampled
-    for t, n in want.items():
-        assert abs(got[t] - n) <= 3 * math.sqrt(n) + 1, (t, got[t], n)
+    for epoch in range(3):
+        got = Counter(share.family[i] for i in epoch_order(share, mult, 0, epoch, rank=0))
+        assert got["query_ner"] > counts["query_ner"]  # the small task is upsampled
+        for t, n in want.items():
+            assert abs(got[t] - n) <= 1, (t, got[t], n)
+
+
+def test_stream_trains_on_every_record_and_resumes_across_epochs(ray_local, tmp_path):
+    """A downsampled task's records all come round within a few epochs; a stream that skips k
+    micro-batches continues exactly where an uninterrupted one is after k, across epochs."""
+    records = demo_records(per_task=30)
+    cfg = small_cfg(tmp_path, records, max_per_task=8)
+    model = resolve_model(ModelConfig())
+    shares, _, mult = train_dataset(cfg, model, ["query_ner", "review_rating"], world=2)
+    share = share_of(shares[0])
+    assert all(m < 1 for m in mult.values())  # both tasks are downsampled
+    stats = StreamStats()
+    endless = stream(share, cfg, mult, rank=0, stats=stats)
+    first = [next(endless) for _ in range(40)]
+    assert stats.epochs >= 4
+    seen = {int(i) for b in first for i in b["records"]}
+    assert seen == set(range(len(share.source)))  # every record, though each epoch keeps ~1/3
+    per_epoch = stats.per_epoch[0]
+    assert per_epoch < 0.5 * len(share.source)
+    skipped = stream(share, cfg, mult, rank=0, skip=25)
+    for want in first[25:]:
+        got = next(skipped)
+        assert all(np.array_equal(got[k], want[k]) for k in want)
+
+
+def test_a_share_shorter_than_one_step_repeats_and_too_few_records_fail(ray_local, tmp_path):
+    cfg = small_cfg(tmp_path, demo_records(per_task=3))
+    cfg.train.num_workers, cfg.train.micro_batch_size = 2, 8
+    model = resolve_model(ModelConfig())
+    shares, _, mult = train_dataset(cfg, model, ["query_ner", "review_rating"], world=2)
+    share = share_of(shares[1])
+    assert len(share.source) < 8  # fewer records than rows of one micro-batch
+    endless = stream(share, cfg, mult, rank=1)
+    batches = [next(endless) for _ in range(3)]  # epochs repeat; no hang
+    assert all(b["input_ids"].shape == (8, 128) for b in batches)
+    with pytest.raises(CorpusError, match="cannot give each of 64 workers a share"):
+        train_dataset(cfg, model, ["query_ner"], world=64)
 
 
 def test_pipeline_rejects_and_decontaminates(ray_local, tmp_path):
@@ -135,22 +188,13 @@ def test_pipeline_rejects_and_decontaminates(ray_local, tmp_path):
     cfg = small_cfg(tmp_path, [*records, bad], decontaminate=[str(eval_file)])
     model = resolve_model(ModelConfig())
     with pytest.raises(CorpusError, match=r"corpus.jsonl:61: output_field: multiple-choice"):
-        train_dataset(cfg, model, [])
+        train_dataset(cfg, model, [], world=2)
     cfg.data.max_bad_fraction = 0.05
-    train, _ = train_dataset(cfg, model, [])
+    shares, _, _ = train_dataset(cfg, model, [], world=2)
     (reject,) = [json.loads(x) for x in Path(cfg.data.rejects).read_text().splitlines()]
     assert reject["line"] == 61 and reject["record"]["output_field"] == "not an index"
     stats = mixture_stats(cfg, [])
     assert stats["bad_records"] == 1
     not_held = sum(not is_eval(r["input_field"], cfg.data.eval_fraction) for r in records[:5])
     assert stats["decontaminated/exact"] == not_held > 0  # held-out ones never train anyway
-    packed = sum(r["samples"] for r in rows_of(train))
-    assert packed == stats["records"]
-
-
-def test_a_mixture_shorter_than_one_step_is_repeated_not_a_hang(ray_local, tmp_path):
-    cfg = small_cfg(tmp_path, demo_records(per_task=3))
-    cfg.train.num_workers, cfg.train.micro_batch_size = 2, 8
-    train, _ = train_dataset(cfg, resolve_model(ModelConfig()), ["query_ner"])
-    rows = rows_of(train)
-    assert len(rows) >= 16 and len({json.dumps(r["input_ids"]) for r in rows}) < len(rows)
+    assert sum(len(share_of(s).source) for s in shares) == stats["records"]

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from ecomtrain.config import ModelConfig
 from ecomtrain.data.__main__ import main
 from ecomtrain.data.demo import demo_records
-from ecomtrain.data.packing import IGNORE, encode, pack, tokenize_and_pack, truncate
+from ecomtrain.data.packing import IGNORE, encode, layout, pack, tokenize_records, truncate
 from ecomtrain.model import load_model, load_tokenizer
 from ecomtrain.tiny_model import resolve_model
 from ecomtrain.train.inputs import (
@@ -47,12 +47,21 @@ def test_first_fit_decreasing_fills_rows():
 
 
 def packed_batch(path: str, records: list[dict], max_len: int) -> dict:
+    """Records tokenised as the pipeline does, laid out in rows; `dropped` counts the records
+    whose answer does not fit (tokenize_records leaves them out)."""
     batch = {
         "input": [r["input_field"] for r in records],
         "answer": [str(r["output_field"]) for r in records],
+        "task_family": ["x"] * len(records),
         "source": [f"demo:{i}" for i in range(len(records))],
     }
-    return tokenize_and_pack(batch, path, max_len, prefix=False)
+    tok = tokenize_records(batch, path, max_len, prefix=False)
+    seqs = [
+        (ids.tolist(), [IGNORE] * n + ids[n:].tolist())
+        for ids, n in zip(tok["ids"], tok["n_prompt"], strict=True)
+    ]
+    out = layout(seqs, max_len, pad=0)
+    return out | {"truncated": tok["truncated"], "dropped": len(records) - len(seqs)}
 
 
 def test_packed_rows_have_segments_and_counts(tiny):
@@ -60,7 +69,7 @@ def test_packed_rows_have_segments_and_counts(tiny):
     records = demo_records(per_task=3)[:20]
     out = packed_batch(path, records, 128)
     assert out["input_ids"].shape[1] == 128 and out["segment_ids"].shape == out["labels"].shape
-    assert out["samples"].sum() == 20 and out["dropped"].sum() == 0
+    assert out["samples"].sum() == 20 and out["dropped"] == 0
     assert len(out["samples"]) < 20  # several records share a row
     for seg, labels in zip(out["segment_ids"], out["labels"], strict=True):
         starts = np.flatnonzero(np.diff(seg, prepend=-1) != 0)
@@ -69,7 +78,7 @@ def test_packed_rows_have_segments_and_counts(tiny):
     out = packed_batch(path, long, 64)
     assert out["truncated"].sum() == 1 and out["samples"].sum() == 3
     out = packed_batch(path, [{"input_field": "q", "output_field": "answer " * 80}], 64)
-    assert out["dropped"].sum() == 0 and len(out["samples"]) == 0  # dropped: no rows at all
+    assert out["dropped"] == 1 and len(out["samples"]) == 0  # counted, though no row is left
 
 
 def test_model_inputs_flatten_real_tokens_and_keep_records_apart():
@@ -121,14 +130,17 @@ def test_packed_loss_equals_unpacked_loss(tiny):
     records += [{"input_field": "word " * 150, "output_field": "yes"}]  # a long one: 2 groups
     with torch.no_grad():
         expected = reference_loss(model, tok, records)
-        packed = {k: torch.from_numpy(v) for k, v in packed_batch(path, records, 512).items()}
+        rows = packed_batch(path, records, 512)
+        packed = {k: torch.from_numpy(rows[k]) for k in ("input_ids", "labels", "segment_ids")}
+        packed["samples"] = torch.from_numpy(rows["samples"])
         assert len(packed["samples"]) < len(records)
         inputs = model_inputs(packed)
         assert len(inputs["packed_groups"][0]) > 1
-        loss = float(packed_loss(model, **inputs))
+        loss = float(packed_loss(model, **inputs)) / len(inputs["targets"])
         n = inputs["input_ids"].shape[1]  # one record spanning the row: tokens see each other
         whole = (torch.arange(n)[None],), torch.arange(n)
         leaky = float(packed_loss(model, **inputs | {"packed_groups": whole}))
+        leaky /= len(inputs["targets"])
     assert loss == pytest.approx(expected, abs=1e-5)
     assert abs(leaky - expected) > 1e-3
 

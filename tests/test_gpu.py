@@ -41,7 +41,7 @@ def test_packed_loss_equals_unpacked_loss_on_gpu():
     assert len(inputs["packed_groups"][0]) > 1  # several length groups
     total, count = 0.0, 0
     with torch.no_grad():
-        packed = float(packed_loss(model, **to_device(inputs, "cuda")))
+        packed = float(packed_loss(model, **to_device(inputs, "cuda"))) / len(inputs["targets"])
         for ids, labels, seg in zip(*batch.values(), strict=True):
             for s in seg.unique()[seg.unique() > 0]:
                 x, y = ids[seg == s].cuda(), labels[seg == s].cuda()
@@ -58,7 +58,8 @@ def test_flash_attention_varlen_equals_packed_sdpa():
     for attn in ("sdpa", "flash_attention_2"):
         model = small_llama(training_attention(attn), torch.bfloat16)
         with torch.no_grad():
-            losses.append(float(packed_loss(model, **to_device(model_inputs(batch, attn), "cuda"))))
+            inputs = to_device(model_inputs(batch, attn), "cuda")
+            losses.append(float(packed_loss(model, **inputs)) / len(inputs["targets"]))
     assert losses[0] == pytest.approx(losses[1], abs=2e-2)
 
 

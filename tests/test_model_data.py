@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from ecomtrain.config import Config, LoraConfig, ModelConfig, TrainConfig
-from ecomtrain.data.packing import IGNORE, encode, prompt_text, tokenize_and_pack
+from ecomtrain.data.packing import IGNORE, encode, prompt_text, tokenize_records
 from ecomtrain.data.scan import is_eval
 from ecomtrain.model import add_lora, load_model, load_tokenizer
 from ecomtrain.tiny_model import resolve_model
@@ -38,17 +38,18 @@ def test_labels_cover_only_the_answer(tiny):
     assert tok.decode(ids).startswith(prompt)
 
 
-def test_tokenize_and_pack_flags_truncation(tiny):
+def test_tokenize_records_flags_truncation(tiny):
     path, _ = tiny
     batch = {
         "input": ["short question?", "word " * 400],
         "answer": ["0", "yes"],
+        "task_family": ["review_rating", "review_rating"],
         "source": ["a:1", "a:2"],
     }
-    out = tokenize_and_pack(batch, path, max_len=64, prefix=False)
-    assert out["input_ids"].shape == (2, 64)  # the long one fills a row by itself
-    assert out["truncated"].sum() == 1 and out["samples"].sum() == 2
-    assert (out["segment_ids"][out["truncated"] == 1] == 1).all()
+    out = tokenize_records(batch, path, max_len=64, prefix=False)
+    assert [len(x) for x in out["ids"]][1] == 64  # the long one is cut to fit
+    assert out["truncated"].tolist() == [False, True] and list(out["source"]) == ["a:1", "a:2"]
+    assert all(0 < n < len(x) for n, x in zip(out["n_prompt"], out["ids"], strict=True))
 
 
 def test_eval_split_is_stable_and_ignores_case_and_spacing():

@@ -1,16 +1,21 @@
-"""Ray Train runs on a local cluster: exact resume after a killed worker, the NaN guard,
-ZeRO-3. Each test fine-tunes the tiny model with 2 gloo workers for a few steps."""
+"""Ray Train runs on a local cluster: exact resume after a killed worker (with dropout, and
+with a worker killed while writing a checkpoint), the NaN guard, ZeRO-3, nothing left in
+the temporary folder. Each test fine-tunes the tiny model with 2 gloo workers for a few
+steps; faults are injected from tests/faults.py."""
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 import ray
+from faults import PLAN
 
 from ecomtrain.config import load_config
 from ecomtrain.train.driver import extra_eval_rows, fit, trial_meta
 
 pytestmark = pytest.mark.slow
+TESTS = Path(__file__).resolve().parent
 
 TASKS = ["attribute_inference_mcq", "review_rating"]
 FAST = [
@@ -24,10 +29,30 @@ FAST = [
 
 
 @pytest.fixture(scope="module")
-def local_ray():
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+def workdirs(tmp_path_factory):
+    """The fault plan file, and the workers' own temporary folder (TMPDIR)."""
+    return tmp_path_factory.mktemp("faults") / "plan.json", tmp_path_factory.mktemp("tmp")
+
+
+@pytest.fixture(scope="module")
+def local_ray(workdirs):
+    plan, tmp = workdirs
+    path = os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")]))
+    env = {"PYTHONPATH": path, PLAN: str(plan), "TMPDIR": str(tmp)}
+    ray.init(
+        address="local",
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        runtime_env={"env_vars": env, "worker_process_setup_hook": "faults.install"},
+    )
     yield
     ray.shutdown()
+
+
+def inject(workdirs, tmp_path, **fault) -> None:
+    """Plan one fault for the next run (see tests/faults.py)."""
+    workdirs[0].write_text(json.dumps(fault | {"marker": str(tmp_path / "fault-done")}))
 
 
 def run(tmp_path: Path, name: str, *overrides: str):
@@ -43,18 +68,40 @@ def history(result) -> list:
     return state(result)["history"]
 
 
-def test_killed_worker_resumes_exactly(local_ray, tmp_path):
-    clean = history(run(tmp_path, "clean"))
+DROPOUT = "lora.dropout=0.1"  # resuming must restore every rank's random generators too
+
+
+@pytest.mark.parametrize(
+    "fault, starts",
+    [
+        ({"rank": 1, "after_step": 5}, [0, 3]),  # resumes from the step-3 checkpoint
+        ({"rank": 1, "in_checkpoint": 6}, [0, 3]),  # the step-6 one was never complete
+    ],
+    ids=["after-step", "in-checkpoint"],
+)
+def test_killed_worker_resumes_exactly(local_ray, workdirs, tmp_path, fault, starts):
+    clean = history(run(tmp_path, "clean", DROPOUT))
+    inject(workdirs, tmp_path, **fault)
     # max_failures 2: under heavy load Ray can also fail a health check while recovering
-    resumed = run(tmp_path, "killed", "train.inject_failure_at_step=5", "train.max_failures=2")
+    resumed = run(tmp_path, "killed", DROPOUT, "train.max_failures=2")
+    workdirs[0].unlink()
+    assert (tmp_path / "fault-done").exists()  # the fault did happen
     steps = [s for s, _ in history(resumed)]
     assert steps == list(range(1, 9))  # every step once: none repeated, none skipped
-    assert state(resumed)["starts"][:2] == [0, 3]  # resumed from the step-3 checkpoint
+    assert state(resumed)["starts"][:2] == starts  # resumed from the last complete checkpoint
     for (s, a), (_, b) in zip(clean, history(resumed), strict=True):
         assert abs(a - b) < 1e-5, f"step {s}: {a} vs {b}"
     gap = max(abs(a - b) for (_, a), (_, b) in zip(clean, history(resumed), strict=True))
     print(f"resume: attempts began at steps {state(resumed)['starts']}, max |loss diff| {gap:.1e}")
     assert resumed.metrics["step"] == 8 and "score" in resumed.metrics
+
+
+def test_a_run_leaves_nothing_in_the_temporary_folder(local_ray, workdirs, tmp_path):
+    """(A worker killed by SIGKILL, as in the tests above, cannot clean up after itself.)"""
+    before = set(workdirs[1].iterdir())
+    run(tmp_path, "tidy", "train.max_steps=6")  # two checkpoints, on both ranks
+    left = sorted(p.name for p in set(workdirs[1].iterdir()) - before)
+    assert not left, f"left in the workers' TMPDIR: {left}"
 
 
 def test_non_finite_loss_stops_the_run(local_ray, tmp_path):

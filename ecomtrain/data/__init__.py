@@ -6,7 +6,8 @@
     scan       parse every file into rows or bad records; count them per task (cached)
     mixture    how many records of each task one epoch holds
     packing    tokenise with the chat template, mask the prompt, pack into rows
-    pipeline   the Ray Data pipeline of a trial: read, split, mix, shuffle, pack
+    pipeline   the Ray Data pipeline of a trial: read, split, tokenise, one share per rank
+    shard      a rank's share, and the endless stream of packed micro-batches it trains on
     demo       the built-in demo corpus
 
 CLI: `python -m ecomtrain.data validate|stats PATH...`.

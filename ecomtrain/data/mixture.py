@@ -4,9 +4,13 @@
     p(t)      ∝ capability_weight * task_weight * size(t) ** (1 / data.temperature)
     target(t) = p(t) * sum(size)                       records of t per epoch
 
-Each record is then kept floor(m) or floor(m) + 1 times, m = target(t) / n_t, the extra
-copy decided by a hash of (seed, record location): a deterministic, streaming resample
-that needs no driver-side state and gives every task its target share in expectation.
+Each record is then kept floor(m) or floor(m) + 1 times in an epoch, m = target(t) / n_t.
+The extra copy is decided by a rotation: the records of a task get fixed positions u in
+[0, 1), evenly spaced in an order set by a hash of the seed and their locations; each epoch
+every position moves by frac(m), and a record gets its copy when its position falls below
+frac(m). So every epoch holds the task's target share (to one record), every epoch keeps a
+different part of a downsampled task, and within ceil(1 / frac(m)) epochs every record has
+been kept at least once: no record is left out for good, whatever the seed.
 `Dataset.mix` was not used: it interleaves whole blocks, each input would re-run the read
 and parse of every file (families are known only after parsing), and its stopping rules
 either ignore the weights for content or truncate large tasks to the same head each epoch.
@@ -63,21 +67,18 @@ def multiplicities(counts: dict[str, int], cfg: DataConfig) -> dict[str, float]:
     return {t: target / counts[t] for t, target in targets(counts, cfg).items() if counts[t]}
 
 
-def copies(source: str, multiplicity: float, seed: int) -> int:
-    """How many times the record at `source` appears in an epoch (deterministic)."""
+def positions(sources: list[str], seed: int) -> np.ndarray:
+    """Fixed positions in [0, 1) of a task's records: evenly spaced, in hash order."""
+    keys = [hashlib.blake2b(f"{seed}:{src}".encode(), digest_size=8).digest() for src in sources]
+    u = np.empty(len(sources))
+    u[sorted(range(len(keys)), key=keys.__getitem__)] = (np.arange(len(keys)) + 0.5) / len(keys)
+    return u
+
+
+def copies(position: float, multiplicity: float, epoch: int) -> int:
+    """How many times a record at `position` appears in `epoch`."""
     whole, frac = divmod(multiplicity, 1.0)
-    digest = hashlib.blake2b(f"{seed}:{source}".encode(), digest_size=8).digest()
-    return int(whole) + (int.from_bytes(digest, "big") / 2**64 < frac)
-
-
-def resample(batch: dict, mult: dict[str, float], seed: int) -> dict:
-    """A Ray Data UDF: repeat or drop each row of a batch by its task's multiplicity."""
-    reps = [
-        copies(src, mult.get(fam, 0.0), seed)
-        for src, fam in zip(batch["source"], batch["task_family"], strict=True)
-    ]
-    idx = np.repeat(np.arange(len(reps)), reps)
-    return {k: np.asarray(v)[idx] for k, v in batch.items()}
+    return int(whole) + ((position + epoch * frac) % 1.0 < frac)
 
 
 def stats(counts: dict[str, int], cfg: DataConfig) -> dict:

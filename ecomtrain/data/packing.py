@@ -6,8 +6,9 @@
   answer fit `max_seq_len`; a record whose answer alone (plus one prompt token) does not fit
   is dropped, counted and logged with its file and line.
 - Packing: records are packed first-fit-decreasing into rows of exactly `max_seq_len` tokens
-  with `segment_ids` (1, 2, ... per record, 0 for padding). The training side turns a batch
-  of rows into model inputs (ecomtrain.train.inputs).
+  with `segment_ids` (1, 2, ... per record, 0 for padding). A rank packs its share of the
+  records anew each epoch (ecomtrain.data.shard); the training side turns a batch of rows
+  into model inputs (ecomtrain.train.inputs).
 """
 
 from __future__ import annotations
@@ -85,34 +86,43 @@ def pack(lengths: list[int], max_len: int) -> list[list[int]]:
     return rows
 
 
-def tokenize_and_pack(batch: dict, model_path: str, max_len: int, prefix: bool, pad_id=None):
-    """A window of records -> packed rows of exactly max_len tokens (a Ray Data UDF).
+def tokenize_records(batch: dict, model_path: str, max_len: int, prefix: bool) -> dict:
+    """Records -> their token ids within max_len (a Ray Data UDF).
 
-    Columns out: input_ids, labels, segment_ids (per token); samples, tokens, truncated
-    and dropped (per row; a window's dropped records are counted on its first row, and
-    logged with their file and line).
+    Columns out, one row per kept record: ids (prompt + answer), n_prompt (prompt tokens,
+    masked from the loss), truncated, task_family, source. A record whose answer does not
+    fit is left out and logged with its file and line; the caller counts what is missing.
     """
     tok = tokenizer_at(model_path)
-    pad = tok.pad_token_id if pad_id is None else pad_id
-    seqs, truncated, dropped = [], [], 0
-    for q, a, src in zip(batch["input"], batch["answer"], batch["source"], strict=True):
+    out: dict[str, list] = {
+        k: [] for k in ("ids", "n_prompt", "truncated", "task_family", "source")
+    }
+    for q, a, family, src in zip(
+        batch["input"], batch["answer"], batch["task_family"], batch["source"], strict=True
+    ):
         ids, labels, status = truncate(*encode(tok, q, a, prefix), max_len)
         if status == "dropped":
-            dropped += 1
             log.warning("%s: dropped: answer does not fit max_seq_len %d", src, max_len)
             continue
-        seqs.append((ids, labels))
-        truncated.append(status == "truncated")
-    out = layout(seqs, truncated, max_len, pad)
-    if len(out["samples"]):
-        out["dropped"][0] = dropped
-    return out
+        out["ids"].append(np.asarray(ids, dtype=np.int32))
+        out["n_prompt"].append(labels.count(IGNORE))  # labels: IGNORE * prompt + answer
+        out["truncated"].append(status == "truncated")
+        out["task_family"].append(family)
+        out["source"].append(src)
+    return {
+        "ids": np.array(out["ids"] + [None], dtype=object)[:-1],  # a ragged column
+        "n_prompt": np.array(out["n_prompt"], dtype=np.int64),
+        "truncated": np.array(out["truncated"], dtype=bool),
+        "task_family": np.array(out["task_family"], dtype=object),
+        "source": np.array(out["source"], dtype=object),
+    }
 
 
-def layout(seqs: list[tuple], truncated: list[bool], max_len: int, pad: int) -> dict:
-    """(ids, labels) sequences packed into rows of max_len: the columns tokenize_and_pack
-    returns, with no dropped records counted."""
-    rows = pack([len(s[0]) for s in seqs], max_len)
+def layout(seqs: list[tuple], max_len: int, pad: int, rows: list[list[int]] | None = None):
+    """(ids, labels) sequences laid out in rows of max_len tokens (`rows`: the sequences of
+    each row, by default first-fit decreasing): input_ids, labels, segment_ids (1, 2, ...
+    per record, 0 for padding), and per row its record count (samples) and tokens."""
+    rows = pack([len(s[0]) for s in seqs], max_len) if rows is None else rows
     n = len(rows)
     out = {
         "input_ids": np.full((n, max_len), pad, dtype=np.int64),
@@ -120,8 +130,6 @@ def layout(seqs: list[tuple], truncated: list[bool], max_len: int, pad: int) -> 
         "segment_ids": np.zeros((n, max_len), dtype=np.int32),
         "samples": np.array([len(r) for r in rows], dtype=np.int64),
         "tokens": np.array([sum(len(seqs[i][0]) for i in r) for r in rows], dtype=np.int64),
-        "truncated": np.array([sum(truncated[i] for i in r) for r in rows], dtype=np.int64),
-        "dropped": np.zeros(n, dtype=np.int64),
     }
     for r, members in enumerate(rows):
         pos = 0

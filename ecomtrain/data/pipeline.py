@@ -1,13 +1,14 @@
-"""Ray Data pipeline of a trial: read -> parse -> split -> mix -> shuffle -> tokenize + pack.
+"""Ray Data pipeline of a trial: read -> parse -> split -> tokenise -> shuffle -> one share per rank.
 
 Before a run, `scan_corpus` counts every file's records in Ray tasks (cached on disk): bad
 records up to `data.max_bad_fraction` go to the rejects file, more stop the run; the
 per-task counts set the mixture. The pipeline then parses the files again inside Ray tasks
 (never on the driver), keeps the trial's tasks, holds out a fixed per-task split (by a
 hash of the normalised input, so it never changes between trials), drops training records
-that overlap the `data.decontaminate` files, resamples tasks to the mixture, shuffles, and
-packs tokenized records into fixed-length rows. A mixture of up to MATERIALIZE_MAX_RECORDS
-records is then computed once into the object store, since every epoch is the same stream.
+that overlap the `data.decontaminate` files, tokenises the rest once, shuffles them with
+the data seed and cuts them into one share per rank, computed once into the object store.
+Each rank then resamples, shuffles and packs its own share anew every epoch
+(ecomtrain.data.shard).
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ from pathlib import Path
 import ray
 
 from ecomtrain.config import Config, DataConfig
-from ecomtrain.data.mixture import multiplicities, resample, stats, targets
+from ecomtrain.data.mixture import multiplicities, stats
 from ecomtrain.data.overlap import Decontaminator
-from ecomtrain.data.packing import tokenize_and_pack
+from ecomtrain.data.packing import tokenize_records
 from ecomtrain.data.records import Bad, CorpusError
 from ecomtrain.data.scan import eval_index, parse_file, scan_corpus
 from ecomtrain.data.sources import resolve_corpus
@@ -28,10 +29,6 @@ from ecomtrain.tasks import expand
 
 # Data tasks are light; a fractional CPU lets them run beside trainers holding whole CPUs.
 SMALL_TASK = {"num_cpus": 0.25}
-# Every epoch of a trial is the same stream (fixed seed: workers stripe it, resumes replay
-# it), so a mixture up to this many records per epoch is computed once into the object
-# store (not the driver) instead of by every worker in every epoch; larger ones stream.
-MATERIALIZE_MAX_RECORDS = 1_000_000
 
 
 def _rows(row: dict, cfg: DataConfig, index: Decontaminator | None) -> list[dict]:
@@ -114,8 +111,9 @@ def mixture_stats(cfg: Config, tasks: list[str]) -> dict:
     return out
 
 
-def train_dataset(cfg: Config, model_path: str, tasks: list[str]) -> tuple:
-    """Packed, mixed, shuffled train stream and the raw held-out split for one trial."""
+def train_dataset(cfg: Config, model_path: str, tasks: list[str], world: int) -> tuple:
+    """(one tokenised share of the training records per rank, the raw held-out split, the
+    mixture's multiplicity per task) for one trial."""
     index = eval_index(cfg.data)
     scan = scan_corpus(resolve_corpus(cfg.data.corpus), cfg.data, index=index)
     print(check_scan(scan, cfg.data), flush=True)
@@ -125,12 +123,9 @@ def train_dataset(cfg: Config, model_path: str, tasks: list[str]) -> tuple:
         print(f"data: no training records for {', '.join(missing)}", flush=True)
     mult = multiplicities(counts, cfg.data)
     train, held_out = task_split(cfg, tasks, index)
-    train = (
-        train.map_batches(resample, fn_kwargs={"mult": mult, "seed": cfg.data.seed}, **SMALL_TASK)
-        .random_shuffle(seed=cfg.data.seed, **SMALL_TASK)
-        .map_batches(
-            tokenize_and_pack,
-            batch_size=cfg.data.pack_window,
+    tokens = (
+        train.map_batches(
+            tokenize_records,
             fn_kwargs={
                 "model_path": model_path,
                 "max_len": cfg.data.max_seq_len,
@@ -138,38 +133,25 @@ def train_dataset(cfg: Config, model_path: str, tasks: list[str]) -> tuple:
             },
             **SMALL_TASK,
         )
+        .random_shuffle(seed=cfg.data.seed, **SMALL_TASK)
+        .materialize()
     )
-    if sum(targets(counts, cfg.data).values()) <= MATERIALIZE_MAX_RECORDS:
-        train = train.materialize()
-        print(packing_summary(train, cfg), flush=True)
-        train = fill_one_step(train, cfg)
-    return train, held_out
-
-
-def packing_summary(train: ray.data.Dataset, cfg: Config) -> str:
-    """One line on a materialised packed stream: records, rows, efficiency, over-long ones."""
-    cols = ["samples", "tokens", "truncated", "dropped"]
-    n, rows = dict.fromkeys(cols, 0), 0
-    # Only four ints per row reach the driver (Ray's aggregations would need whole CPUs,
+    n, truncated = 0, 0
+    # Only one flag per record reaches the driver (Ray's aggregations would need whole CPUs,
     # which a Tune trial's placement group does not hold).
-    for batch in train.select_columns(cols).iter_batches(batch_size=4096):
-        rows += len(batch["samples"])
-        n = {c: n[c] + int(batch[c].sum()) for c in cols}
-    return (
-        f"data: {n['samples']} records packed into {rows} rows of {cfg.data.max_seq_len} "
-        f"tokens (efficiency {n['tokens'] / max(1, rows * cfg.data.max_seq_len):.3f}); "
-        f"prompt truncated {n['truncated']}, dropped as too long {n['dropped']}"
+    for batch in tokens.select_columns(["truncated"]).iter_batches(batch_size=4096):
+        n, truncated = n + len(batch["truncated"]), truncated + int(batch["truncated"].sum())
+    if n < world:
+        raise CorpusError(
+            f"data: {n} training records cannot give each of {world} workers a share "
+            "(every record was dropped, or too few records for train.num_workers)"
+        )
+    cuts = [round(r * n / world) for r in range(1, world)]
+    shares = tokens.split_at_indices(cuts) if cuts else [tokens]
+    print(
+        f"data: {n} training records of {len(counts)} tasks tokenised (prompt truncated "
+        f"{truncated}, dropped as too long {sum(counts.values()) - n}); {world} shares of "
+        f"{n // world}-{-(-n // world)} records, packed anew by each rank every epoch",
+        flush=True,
     )
-
-
-def fill_one_step(train: ray.data.Dataset, cfg: Config) -> ray.data.Dataset:
-    """A stream shorter than one step (workers x micro-batch rows) would never yield a
-    batch, and the workers would wait forever: repeat the epoch until one step fits."""
-    rows, step_rows = train.count(), cfg.train.num_workers * cfg.train.micro_batch_size
-    if rows == 0:
-        raise CorpusError("data: the mixture packs into no rows (every record was dropped)")
-    if rows >= step_rows:
-        return train
-    k = -(-step_rows // rows)
-    print(f"data: {rows} rows are less than one step ({step_rows}); an epoch repeats them {k}x")
-    return train.union(*[train] * (k - 1))
+    return shares, held_out, mult

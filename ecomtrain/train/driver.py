@@ -36,10 +36,10 @@ def trial_meta(name: str, subset: str, tasks: list[str], cfg: Config) -> dict:
 def fit(cfg: Config, meta: dict, storage_path: str, callbacks: list = ()) -> ray.train.Result:
     """Fine-tune one adapter on `meta["tasks"]` with `cfg.train.num_workers` workers."""
     model_path = resolve_model(cfg.model)
-    # Each worker reads the whole stream in a fixed order and takes its stripe of it
-    # (loop.striped): same step count on every rank, and exact resume.
+    # Same seed, same shares: the pipeline keeps its order, so runs and resumes are exact.
     ray.data.DataContext.get_current().execution_options.preserve_order = True
-    train_ds, eval_ds = train_dataset(cfg, model_path, meta["tasks"])
+    world = cfg.train.num_workers
+    shares, eval_ds, mult = train_dataset(cfg, model_path, meta["tasks"], world)
     meta = {**meta, "mixture": mixture_stats(cfg, meta["tasks"])}  # logged with every evaluation
     trainer = TorchTrainer(
         train_fn_per_worker,
@@ -47,6 +47,7 @@ def fit(cfg: Config, meta: dict, storage_path: str, callbacks: list = ()) -> ray
             "cfg": to_dict(cfg),
             "model_path": model_path,
             "trial": meta,
+            "mult": mult,
             "extra_eval": extra_eval_rows(cfg),
         },
         scaling_config=ScalingConfig(
@@ -55,7 +56,8 @@ def fit(cfg: Config, meta: dict, storage_path: str, callbacks: list = ()) -> ray
             resources_per_worker={"CPU": cfg.train.cpus_per_worker},
         ),
         torch_config=TorchConfig(backend="nccl" if cfg.train.use_gpu else "gloo"),
-        datasets={"train": train_ds, "eval": eval_ds},
+        # Rank r reads only "train_r", its share; nothing is split again by Ray Train.
+        datasets={f"train_{r}": share for r, share in enumerate(shares)} | {"eval": eval_ds},
         dataset_config=DataConfig(datasets_to_split=[]),
         run_config=RunConfig(
             name=meta["name"],

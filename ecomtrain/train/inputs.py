@@ -133,9 +133,10 @@ def packed_sdpa(module, query, key, value, attention_mask, scaling=None, dropout
 
 
 def packed_loss(model, targets: torch.Tensor, **inputs) -> torch.Tensor:
-    """Mean next-token cross-entropy over the batch's labelled tokens (as HF computes it)."""
+    """Next-token cross-entropy summed over the batch's labelled tokens (the caller divides
+    by the number of tokens it averages over: see ecomtrain.train.loop.optimizer_step)."""
     logits = model(**inputs).logits[0].float()
-    return F.cross_entropy(logits, targets, reduction="sum") / max(1, len(targets))
+    return F.cross_entropy(logits, targets, reduction="sum")
 
 
 def to_device(inputs, device):

@@ -1,36 +1,40 @@
-"""The per-worker training loop: shard -> step -> evaluate -> checkpoint -> report.
+"""The per-worker training loop: share -> step -> evaluate -> checkpoint -> report.
 
-Read it top to bottom. Resuming is exact: a checkpoint holds the adapter, optimizer and
-scheduler state of every rank, the step, and the loss history; the data stream is
-deterministic, so a resumed run skips exactly the micro-batches already trained on.
+Read it top to bottom. The objective is the mean token loss over every supervised token
+of an optimizer step, on every rank and accumulation step alike, so it does not change
+with `num_workers` or `grad_accum`. Resuming is exact: a checkpoint holds the adapter,
+optimizer and scheduler state and the random number generators of every rank, the step
+and the loss history; the data stream is deterministic, so a resumed run skips exactly
+the micro-batches already trained on.
 """
 
 from __future__ import annotations
 
 import json
-import os
+import random
 import resource
-import signal
 import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import ray.train
 import torch
 import torch.distributed as dist
 
 from ecomtrain.config import Config, from_dict
+from ecomtrain.data.shard import StreamStats, read_share, stream
 from ecomtrain.evaluate.answer import score_rows
 from ecomtrain.model import load_model, load_tokenizer, training_model
 from ecomtrain.train.engine import gathered, initialize, load_state, save_state, zero3_loading
 from ecomtrain.train.inputs import model_inputs, packed_loss, to_device, training_attention
 
 STATE_FILE = "ecomtrain_state.json"
-EPOCH_CACHE_BYTES = 2**30  # a rank keeps a stream up to this size in memory (see striped)
+RNG_FILE = "rng_rank{rank}.pt"  # every rank's random number generators, in each checkpoint
 
 
 def train_fn_per_worker(loop_config: dict) -> None:
-    """Fine-tune a LoRA adapter with DeepSpeed on this worker's share of the stream."""
+    """Fine-tune a LoRA adapter with DeepSpeed on this worker's share of the records."""
     cfg = from_dict(loop_config["cfg"])
     model_path, trial = loop_config["model_path"], loop_config["trial"]
     ctx = ray.train.get_context()
@@ -46,10 +50,11 @@ def train_fn_per_worker(loop_config: dict) -> None:
     engine, schedule = initialize(model, cfg.train)
     device = engine.device
 
-    state = restore(engine)  # {"step", "history"}; step 0 on a fresh start
-    resumed = state["step"] > 0
+    state = restore(engine, rank)  # {"step", "history", "starts"}; step 0 on a fresh start
+    share = read_share(ray.train.get_dataset_shard(f"train_{rank}").iter_batches(batch_size=4096))
+    data = StreamStats()
     micro_done = state["step"] * cfg.train.grad_accum
-    batches = striped(ray.train.get_dataset_shard("train"), cfg, rank, world, skip=micro_done)
+    batches = stream(share, cfg, loop_config["mult"], rank, micro_done, data)
     all_ranks_generate = cfg.train.zero_stage == 3  # ZeRO-3 forward passes are collective
     eval_rows = held_out_rows(cfg) if rank == 0 or all_ranks_generate else []
     extra_rows = loop_config.get("extra_eval", []) if eval_rows else []
@@ -57,21 +62,16 @@ def train_fn_per_worker(loop_config: dict) -> None:
     t0 = window_t0 = time.time()
     window_loss, window_steps, window_tokens = 0.0, 0, 0
     for step in range(state["step"] + 1, cfg.train.max_steps + 1):
-        if step == cfg.train.inject_failure_at_step and rank == 1 and not resumed:
-            os.kill(os.getpid(), signal.SIGKILL)  # fault injection for the resume test
-        step_loss = torch.zeros((), device=device)
-        for _ in range(cfg.train.grad_accum):
-            batch = to_device(next(batches), device)
-            loss = packed_loss(engine, **batch)
-            engine.backward(loss)
-            engine.step()  # DeepSpeed steps the optimizer on accumulation boundaries only
-            step_loss += loss.detach() / cfg.train.grad_accum
-            window_tokens += len(batch["targets"])  # supervised tokens
-        loss_value = mean_over_ranks(step_loss, world)
-        if not torch.isfinite(torch.tensor(loss_value)):
+        micro = [
+            to_device(inputs(next(batches), cfg.model.attn_implementation), device)
+            for _ in range(cfg.train.grad_accum)
+        ]
+        loss_value, tokens = optimizer_step(engine, micro, world)
+        if not np.isfinite(loss_value):
             raise FloatingPointError(f"trial {trial['name']}: non-finite loss at step {step}")
         state["history"].append([step, loss_value])
         window_loss, window_steps = window_loss + loss_value, window_steps + 1
+        window_tokens += tokens
 
         last = step == cfg.train.max_steps
         evaluate = last or (cfg.train.eval_every > 0 and step % cfg.train.eval_every == 0)
@@ -81,14 +81,17 @@ def train_fn_per_worker(loop_config: dict) -> None:
             "step": step,
             "loss": window_loss / window_steps,  # mean since the last report
             "lr": schedule.get_last_lr()[0],
-            "tokens_per_s": window_tokens * world / (time.time() - window_t0),
+            "tokens_per_s": window_tokens / (time.time() - window_t0),  # supervised, all ranks
             "step_s": (time.time() - window_t0) / window_steps,
             "peak_memory_gib": peak_memory_gib(device, world),  # the largest rank's
             "trainable_params": trainable,
             "elapsed_s": time.time() - t0,
+            "epoch": data.epochs,  # epochs of its share rank 0 has begun
+            "packing_efficiency": data.packing_efficiency,
         }
-        checkpoint = None
-        if evaluate:
+        if not evaluate:
+            ray.train.report(metrics)
+        else:
             if eval_rows:
                 metrics |= evaluate_adapter(engine.module, tokenizer, eval_rows, cfg)
             if extra_rows:
@@ -98,50 +101,36 @@ def train_fn_per_worker(loop_config: dict) -> None:
             metrics |= {f"mixture/{k}": v for k, v in mixture.items()}
             metrics["task_entropy"] = mixture.get("task_entropy", float("nan"))
             state["step"] = step
-            checkpoint = save_checkpoint(engine, tokenizer, trial, state, rank)
-        ray.train.report(metrics, checkpoint=checkpoint)
+            with tempfile.TemporaryDirectory(prefix="ecomtrain-ckpt-") as path:
+                save_checkpoint(Path(path), engine, tokenizer, trial, state, rank)
+                # Ray Train copies the folder into the run's storage before it returns.
+                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(path))
         window_loss, window_steps, window_tokens, window_t0 = 0.0, 0, 0, time.time()
 
 
-def striped(shard, cfg: Config, rank: int, world: int, skip: int):
-    """Endless model-ready micro-batches: rank r takes batch r of every group of `world`.
-
-    Every rank reads the same deterministic stream, so all ranks take the same number of
-    steps (a trailing partial group is dropped by all) and a resumed run can skip exactly
-    `skip` micro-batches. Every epoch is the same stream, so a rank keeps its share of
-    it in memory, model-ready (up to EPOCH_CACHE_BYTES of packed rows), rather than
-    reading and preparing it again each epoch.
-    """
-    seen, kept, room = 0, None, EPOCH_CACHE_BYTES
-    while True:
-        fresh, epoch, n = kept is None, [], 0
-        for batch in read_share(shard, cfg, rank, world) if fresh else kept:
-            if fresh:
-                room -= batch_bytes(batch)
-                batch = model_inputs(batch, cfg.model.attn_implementation)
-                if room >= 0:
-                    epoch.append(batch)
-            if seen >= skip:
-                yield batch
-            seen, n = seen + 1, n + 1
-        if n == 0:
-            raise RuntimeError(f"rank {rank}: the training stream holds no full step")
-        if fresh and room >= 0:
-            kept = epoch  # else every epoch is read from the object store again
+def inputs(batch: dict, attn_implementation: str) -> dict:
+    """A micro-batch of the stream (numpy) as model inputs."""
+    rows = {k: torch.from_numpy(batch[k]) for k in ("input_ids", "labels", "segment_ids")}
+    return model_inputs(rows, attn_implementation)
 
 
-def batch_bytes(batch: dict) -> int:
-    return sum(v.nbytes for v in batch.values())
+def optimizer_step(engine, micro_batches: list[dict], world: int) -> tuple[float, int]:
+    """One optimizer step over this rank's micro-batches (model inputs on the device).
 
-
-def read_share(shard, cfg: Config, rank: int, world: int):
-    """This rank's micro-batches of one epoch of the stream."""
-    group = []
-    for batch in shard.iter_torch_batches(batch_size=cfg.train.micro_batch_size, drop_last=True):
-        group.append(batch)
-        if len(group) == world:
-            yield {k: group[rank][k] for k in ("input_ids", "labels", "segment_ids")}
-            group = []
+    Its gradient is that of the summed token loss over every supervised token of the step,
+    on every rank, divided by their number: each token weighs the same whatever micro-batch
+    or rank it falls in. DeepSpeed averages gradients over ranks, hence the factor `world`;
+    its own division by the accumulation steps is turned off. Returns the step's mean token
+    loss and its supervised tokens (both over all ranks); every rank must call this."""
+    local = sum(len(b["targets"]) for b in micro_batches)
+    total = sum_over_ranks(torch.tensor(float(local), device=engine.device), world)
+    loss_sum = torch.zeros((), device=engine.device)
+    for batch in micro_batches:
+        loss = packed_loss(engine, **batch)
+        engine.backward(loss * (world / max(total, 1.0)), scale_wrt_gas=False)
+        engine.step()  # DeepSpeed steps the optimizer on accumulation boundaries only
+        loss_sum += loss.detach()
+    return sum_over_ranks(loss_sum, world) / max(total, 1.0), int(total)
 
 
 def held_out_rows(cfg: Config) -> list[dict]:
@@ -169,11 +158,12 @@ def evaluate_adapter(model, tokenizer, rows: list[dict], cfg: Config) -> dict:
     return flat
 
 
-def save_checkpoint(engine, tokenizer, trial: dict, state: dict, rank: int):
-    """Every rank saves its DeepSpeed state; rank 0 adds the PEFT adapter (safetensors),
-    the tokenizer, the trial's metadata and the loss history. Ray merges the ranks' files."""
-    path = Path(tempfile.mkdtemp(prefix="ecomtrain-ckpt-"))
+def save_checkpoint(path: Path, engine, tokenizer, trial: dict, state: dict, rank: int):
+    """Every rank saves its DeepSpeed state and random number generators into `path`; rank 0
+    adds the PEFT adapter (safetensors), the tokenizer, the trial's metadata and the loss
+    history. Ray Train merges the ranks' folders into one checkpoint."""
     save_state(engine, str(path), client_state={"step": state["step"]})
+    torch.save(rng_state(), path / RNG_FILE.format(rank=rank))
     with gathered(engine):
         if rank == 0:
             engine.module.save_pretrained(path)
@@ -181,19 +171,40 @@ def save_checkpoint(engine, tokenizer, trial: dict, state: dict, rank: int):
         tokenizer.save_pretrained(path)
         (path / "ecomtrain_trial.json").write_text(json.dumps(trial, indent=1))
         (path / STATE_FILE).write_text(json.dumps(state))
-    return ray.train.Checkpoint.from_directory(str(path))
 
 
-def restore(engine) -> dict:
-    """State of the latest checkpoint after a failure or a resumed sweep, else a fresh one."""
+def restore(engine, rank: int) -> dict:
+    """State of the latest checkpoint after a failure or a resumed sweep, else a fresh one;
+    this rank's random number generators continue where they were."""
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None:
         return {"step": 0, "history": [], "starts": [0]}
     with checkpoint.as_directory() as path:
         load_state(engine, path)
         state = json.loads((Path(path) / STATE_FILE).read_text())
+        set_rng_state(torch.load(Path(path) / RNG_FILE.format(rank=rank), weights_only=True))
     state["starts"] = [*state.get("starts", [0]), state["step"]]  # where each attempt began
     return state
+
+
+def rng_state() -> dict:
+    """Python's, numpy's and torch's (CPU and CUDA) random number generator states."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {
+        "python": random.getstate(),
+        "numpy": [kind, torch.from_numpy(keys.copy()), pos, has_gauss, gauss],
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, keys.numpy(), pos, has_gauss, gauss))
+    torch.set_rng_state(state["torch"])
+    if state["cuda"]:
+        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def peak_memory_gib(device: torch.device, world: int) -> float:
@@ -209,9 +220,9 @@ def peak_memory_gib(device: torch.device, world: int) -> float:
     return float(value) / 2**30
 
 
-def mean_over_ranks(value: torch.Tensor, world: int) -> float:
-    """Average a scalar over the process group (every rank must call this)."""
-    value = value.detach().float().clone()
+def sum_over_ranks(value: torch.Tensor, world: int) -> float:
+    """Sum a scalar over the process group (every rank must call this)."""
+    value = value.detach().double().clone()
     if world > 1:
         dist.all_reduce(value)
-    return float(value) / world
+    return float(value)

@@ -1,0 +1,97 @@
+"""The training objective does not depend on how a step is cut up: every supervised token of
+an optimizer step weighs the same, whether the step runs on 1, 2 or 4 workers with 4, 2 or
+1 accumulation steps (DeepSpeed ZeRO-2, gloo, the tiny model)."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from ecomtrain.config import LoraConfig, ModelConfig, TrainConfig
+from ecomtrain.data.demo import demo_records
+from ecomtrain.data.packing import encode, layout
+from ecomtrain.data.records import render_answer
+from ecomtrain.model import load_model, load_tokenizer, training_model
+from ecomtrain.tiny_model import resolve_model
+from ecomtrain.train.engine import initialize
+from ecomtrain.train.inputs import model_inputs, training_attention
+from ecomtrain.train.loop import optimizer_step
+
+MAX_LEN = 256
+
+
+def micro_batches(path: str) -> list[dict]:
+    """Four micro-batches whose supervised tokens differ a lot: multiple choice (one answer
+    token a record) in the first two, long generated answers in the last two."""
+    tok = load_tokenizer(path)
+    by_family: dict[str, list] = {}
+    for r in demo_records():
+        by_family.setdefault(r["task_name"], []).append(r)
+    out = []
+    for family, n in [("review_rating", 6), ("numeric_reasoning", 3)] + [
+        ("title_translation", 5),
+        ("review_keyphrase_extraction", 2),
+    ]:
+        seqs = [
+            encode(tok, r["input_field"], render_answer(r), False) for r in by_family[family][:n]
+        ]
+        rows = layout(seqs, MAX_LEN, tok.pad_token_id)
+        out.append(
+            model_inputs(
+                {k: torch.from_numpy(rows[k]) for k in ("input_ids", "labels", "segment_ids")}
+            )
+        )
+    return out
+
+
+def _worker(rank: int, world: int, accum: int, path: str, port: int, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank))
+    os.environ.update(LOCAL_RANK=str(rank), WORLD_SIZE=str(world))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    torch.manual_seed(0)
+    base = load_model(path, training_attention("sdpa"))
+    model = training_model(base, LoraConfig(rank=4, alpha=8.0), gradient_checkpointing=False)
+    grads: dict[str, torch.Tensor] = {}
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            p.register_hook(lambda g, n=name: grads.__setitem__(n, grads.get(n, 0) + g.detach()))
+    cfg = TrainConfig(zero_stage=2, micro_batch_size=1, grad_accum=accum, grad_clip=0.0)
+    engine, _ = initialize(model, cfg)
+    mine = micro_batches(path)[rank * accum : (rank + 1) * accum]
+    loss, tokens = optimizer_step(engine, mine, world)
+    flat = torch.cat([grads[n].flatten() for n in sorted(grads)])
+    dist.all_reduce(flat)  # DeepSpeed averages the ranks' gradients; so do we
+    if rank == 0:
+        torch.save({"grad": flat / world, "loss": loss, "tokens": tokens}, out)
+    dist.destroy_process_group()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_one_step_has_the_same_gradient_however_it_is_split(tmp_path):
+    path = resolve_model(ModelConfig())
+    tokens = [len(b["targets"]) for b in micro_batches(path)]
+    assert max(tokens) > 3 * min(tokens)  # a per-micro-batch mean would weigh these unevenly
+    got = {}
+    for world, accum in [(1, 4), (2, 2), (4, 1)]:
+        out = tmp_path / f"{world}x{accum}.pt"
+        mp.spawn(_worker, args=(world, accum, path, _free_port(), str(out)), nprocs=world)
+        got[world, accum] = torch.load(out, weights_only=True)
+    ref = got[1, 4]
+    assert ref["tokens"] == sum(tokens)
+    for key, step in got.items():
+        assert step["tokens"] == ref["tokens"], key
+        assert step["loss"] == pytest.approx(ref["loss"], rel=1e-6), key
+        torch.testing.assert_close(step["grad"], ref["grad"], rtol=0, atol=1e-5, msg=str(key))
+    # the step's gradient is that of the mean token loss over all four micro-batches
+    assert ref["grad"].abs().max() > 1e-3
