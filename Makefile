@@ -19,10 +19,10 @@ demo: $(BIN)/ecomtrain
 	$(BIN)/python -m ecomtrain.sweep --output $(OUTPUT)
 
 test: $(BIN)/ecomtrain
-	$(BIN)/python -m pytest -q -m "not gpu"
+	$(BIN)/python -m pytest -q -m "not gpu and not slow"
 
 test-slow: $(BIN)/ecomtrain
-	$(BIN)/python -m pytest -q -m slow
+	$(BIN)/python -m pytest -q -m "slow and not gpu"
 
 lint: $(BIN)/ecomtrain
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

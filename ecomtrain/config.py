@@ -60,7 +60,9 @@ class DataConfig:
     # are assigned by the families' recognisers (ecomtrain/tasks.py) or rejected.
     file_tasks: dict[str, str] = field(default_factory=dict)
     eval_fraction: float = 0.15  # share of each task held out (by a hash of the normalised input)
-    max_eval_per_task: int = 8  # cap on held-out records scored per task
+    # Held-out records scored per task (the first in the order of a hash of their input);
+    # 0: all of them. With eval.target_se set, an upper bound on what it asks for.
+    max_eval_per_task: int = 8
     max_chars: int = 20000  # longest input_field or answer a record may have, in characters
     # Share of bad records a run tolerates: they are written to `rejects` and counted;
     # above it the run stops with the report. 0: any bad record stops the run.
@@ -112,6 +114,10 @@ class EvalConfig:
     # Task families or capabilities every trial is scored on (held-out split); empty: all.
     tasks: list[str] = field(default_factory=list)
     max_new_tokens: int = 24  # generation budget for non-multiple-choice tasks
+    # Size the held-out sample so the score's standard error is at most this for any
+    # per-record scores in [0, 1], where the data allow (0: data.max_eval_per_task records
+    # per task). The log and the report print the bound reached and the measured error.
+    target_se: float = 0.0
     batch_size: int = 16  # prompts per generate() call
     # Prepend the official ShopBench prompt prefix at training and evaluation time.
     prompt_prefix: bool = True
@@ -144,6 +150,10 @@ class SweepConfig:
     random_min_per_capability: int = 1  # each random subset covers every capability this often
     random_max_tasks: int = 0  # at most this many families per random subset (0: no cap)
     ranks: list[int] = field(default_factory=lambda: [4, 16])  # LoRA ranks crossed with subsets
+    # Replicates: every point of the space runs once per seed (train.seed and data.seed, so
+    # LoRA initialisation and data order); the report's intervals then include seed noise.
+    # Empty: one run per point with the configured seeds.
+    seeds: list[int] = field(default_factory=list)
     # lora.alpha per trial: "scale" = alpha_per_rank * rank; "fixed" = lora.alpha;
     # "rslora" = lora.alpha with rank-stabilised scaling (alpha / sqrt(rank)).
     alpha_rule: str = "scale"
@@ -156,6 +166,12 @@ class SweepConfig:
     num_samples: int = 1  # grid: repeats of the grid; random and optuna: trials
     seed: int = 0  # seed of random subsets
     scheduler: str = "fifo"  # "fifo" runs every trial out; "asha" stops weak ones early
+    # What ASHA decides on at each evaluation: "score" (higher is better) or "eval_loss",
+    # the held-out answer-token loss (lower is better; far less noisy than generated answers).
+    stop_metric: str = "score"
+    # Trial launch order: -1 keeps the space's order; N shuffles it with seed N (under ASHA
+    # the trials launched first set the bar, so the order matters).
+    launch_seed: int = -1
     grace_period: int = 100  # ASHA: steps before a trial can be stopped (align with eval_every)
     reduction_factor: int = 2  # ASHA: keep the top 1/reduction_factor at each rung
     max_concurrent_trials: int = 1  # trials running at once (0: as many as resources allow)
@@ -216,6 +232,7 @@ CHOICES = {
     ("sweep", "alpha_rule"): ("scale", "fixed", "rslora"),
     ("sweep", "search"): ("grid", "random", "optuna"),
     ("sweep", "scheduler"): ("fifo", "asha"),
+    ("sweep", "stop_metric"): ("score", "eval_loss"),
 }
 
 

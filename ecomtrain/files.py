@@ -15,6 +15,22 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 
+def is_uri(path: str) -> bool:
+    """A cloud location (s3://, gs://, ...) rather than a local path."""
+    return "://" in str(path)
+
+
+def read_text(path: str | Path) -> str:
+    """A text file's contents, from a local path or a cloud URI."""
+    if not is_uri(str(path)):
+        return Path(path).read_text(encoding="utf-8")
+    import pyarrow.fs
+
+    fs, inner = pyarrow.fs.FileSystem.from_uri(str(path))
+    with fs.open_input_stream(inner) as f:
+        return f.read().decode("utf-8")
+
+
 def cache_dir() -> Path:
     """Where ecomtrain caches what it builds (tiny models, built-in corpora, scans)."""
     return Path(os.environ.get("ECOMTRAIN_CACHE", Path.home() / ".cache" / "ecomtrain"))

@@ -13,17 +13,20 @@ there directly and the report files are uploaded at the end.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+import ray
 import yaml
 
 from ecomtrain.config import Config, ConfigError, from_dict, load_config, to_dict
 from ecomtrain.connect import connect
-from ecomtrain.files import atomic_write
-from ecomtrain.report.pages import console_table, write_report
+from ecomtrain.evaluate.held_out import base_model_scores
+from ecomtrain.files import atomic_write, is_uri, read_text
+from ecomtrain.report.pages import BASELINE_FILE, console_table, write_report
 from ecomtrain.report.trials import load_trials, trial_rows, write_csv
 from ecomtrain.report.wandb_summary import log_summary
 from ecomtrain.tiny_model import resolve_model
@@ -31,10 +34,6 @@ from tuning.run import run_sweep, wandb_mode
 from tuning.space import subsets
 
 CONFIG_FILE = "config.yaml"  # the resolved config, saved so --resume needs nothing else
-
-
-def is_uri(path: str) -> bool:
-    return "://" in path
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -59,18 +58,21 @@ def setup(args: argparse.Namespace) -> tuple[Config, str]:
         return from_dict(yaml.safe_load(read_text(f"{args.resume}/{CONFIG_FILE}"))), args.resume
     cfg = load_config(args.config, args.overrides)
     subsets(cfg)  # reject unknown task names before starting Ray
+    if cfg.sweep.seeds and cfg.sweep.search == "optuna":
+        raise ConfigError("sweep.seeds: replicates need sweep.search grid or random, not optuna")
     output = args.output or cfg.sweep.output
     return cfg, output if is_uri(output) else str(Path(output).resolve())
 
 
-def read_text(path: str) -> str:
-    if not is_uri(path):
-        return Path(path).read_text()
-    import pyarrow.fs
-
-    fs, p = pyarrow.fs.FileSystem.from_uri(path)
-    with fs.open_input_stream(p) as f:
-        return f.read().decode()
+def score_baseline(cfg: Config, model_path: str, path: Path) -> None:
+    """The untrained base model scored on the trials' held-out sample (baseline.jsonl)."""
+    task = base_model_scores.options(num_gpus=1 if cfg.train.use_gpu else 0)
+    metrics, entries = ray.get(task.remote(cfg, model_path))
+    atomic_write(path, "".join(json.dumps(e) + "\n" for e in entries))
+    print(
+        f"baseline: the untrained base model scores {metrics['score']:.4f} "
+        f"(SE {metrics['score_se']:.4f}) on the held-out sample"
+    )
 
 
 def publish(local_dir: Path, output: str) -> None:
@@ -93,7 +95,9 @@ def main(argv: list[str] | None = None) -> int:
 
     connect(args.address)
     t0 = time.time()
-    resolve_model(cfg.model)  # build the tiny model once here, not in every trial
+    model_path = resolve_model(cfg.model)  # build the tiny model once here, not per trial
+    if not (local / BASELINE_FILE).exists():
+        score_baseline(cfg, model_path, local / BASELINE_FILE)
     results = run_sweep(cfg, output, str(local), resume=bool(args.resume))
     write_csv(trial_rows(results), local / "trials.csv")
     rows = load_trials(local / "trials.csv")

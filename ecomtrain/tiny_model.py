@@ -1,7 +1,8 @@
 """The offline tiny model, and where a configured model name points.
 
 `resolve_model("tiny-llama")` builds a 2-layer Llama with a byte-level BPE tokenizer
-and a ChatML chat template, trained on the demo corpus, and caches it on disk. From
+and a ChatML chat template, trained on the built-in corpora (demo and shopping world), and
+caches it on disk. From
 then on it is an ordinary local directory: the same `from_pretrained` path a hub id
 or a user's checkpoint takes.
 """
@@ -16,9 +17,10 @@ import torch
 from ecomtrain.config import ModelConfig
 from ecomtrain.data.demo import demo_records, fingerprint
 from ecomtrain.data.records import render_answer
+from ecomtrain.data.world import world_fingerprint, world_records
 from ecomtrain.files import atomic_dir, cache_dir
 
-TINY_MODELS = {"tiny-llama": "tiny-llama-v1"}  # bump the version when the architecture changes
+TINY_MODELS = {"tiny-llama": "tiny-llama-v2"}  # bump the version when the architecture changes
 CHATML = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
     "{{ message['content'] }}<|im_end|>\n{% endfor %}"
@@ -31,12 +33,13 @@ def resolve_model(cfg: ModelConfig) -> str:
     if cfg.name_or_path not in TINY_MODELS:
         return cfg.name_or_path
     root = Path(cfg.cache_dir) if cfg.cache_dir else cache_dir() / "models"
-    target = root / f"{TINY_MODELS[cfg.name_or_path]}-{fingerprint()}"
+    target = root / f"{TINY_MODELS[cfg.name_or_path]}-{fingerprint()}-{world_fingerprint()}"
     return str(atomic_dir(target, build_tiny_llama))
 
 
 def build_tiny_llama(out: Path, vocab_size: int = 2048, seed: int = 0) -> None:
-    """Train a byte-level BPE tokenizer on the demo corpus and save a random tiny Llama."""
+    """Train a byte-level BPE tokenizer on the built-in corpora and save a tiny Llama that has
+    read their questions (see `pretrain`)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
@@ -49,7 +52,8 @@ def build_tiny_llama(out: Path, vocab_size: int = 2048, seed: int = 0) -> None:
         special_tokens=specials,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
-    texts = [t for r in demo_records() for t in (r["input_field"], render_answer(r))]
+    records = demo_records() + world_records()
+    texts = [t for r in records for t in (r["input_field"], render_answer(r))]
     tok.train_from_iterator(texts, trainer)
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok,
@@ -74,14 +78,14 @@ def build_tiny_llama(out: Path, vocab_size: int = 2048, seed: int = 0) -> None:
         bos_token_id=None,
     )
     model = LlamaForCausalLM(config)
-    loss = pretrain(model, fast, [r["input_field"] for r in demo_records()], seed)
+    loss = pretrain(model, fast, [r["input_field"] for r in records], seed)
     model.save_pretrained(out)
     meta = {"built_by": "ecomtrain", "seed": seed, "pretrain_loss": round(loss, 4)}
     (out / "ecomtrain.json").write_text(json.dumps(meta))
 
 
 def pretrain(model, tokenizer, texts: list[str], seed: int, steps: int = 300) -> float:
-    """Language-model the demo *questions* (never the answers) so the base knows the words.
+    """Language-model the built-in *questions* (never the answers) so the base knows the words.
 
     A random base gives LoRA nothing to adapt; a base that has read the inputs but never
     the answers leaves the tasks themselves to the fine-tuning being compared.

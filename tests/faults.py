@@ -50,12 +50,12 @@ def install() -> None:
             os.kill(os.getpid(), signal.SIGKILL)
         return report(metrics, *args, **kwargs)
 
-    def faulty_save(path, eng, tokenizer, trial, state, rank):
+    def faulty_save(path, eng, tokenizer, trial, state, rank, *rest):
         plan = _plan()
         if plan.get("in_checkpoint") == state["step"] and plan["rank"] == rank and _once(plan):
             engine.save_state(eng, str(path), client_state={"step": state["step"]})  # a part
             os.kill(os.getpid(), signal.SIGKILL)
-        return save(path, eng, tokenizer, trial, state, rank)
+        return save(path, eng, tokenizer, trial, state, rank, *rest)
 
     ray.train.report = faulty_report
     loop.save_checkpoint = faulty_save

@@ -307,3 +307,37 @@ def test_dev_set_empty_responses_score_zero():
             assert 0.0 < task["score"] < 0.5, name
         else:
             assert task["score"] == 0.0, name
+
+
+def test_record_scores_and_the_score_standard_error():
+    records = [
+        {
+            "output_field": 0,
+            "metric": "accuracy",
+            "task_type": "multiple-choice",
+            "task_name": "mc",
+            "track": "k1",
+        },
+        {
+            "output_field": 1,
+            "metric": "accuracy",
+            "task_type": "multiple-choice",
+            "task_name": "mc",
+            "track": "k1",
+        },
+        {
+            "output_field": ["a", "b"],
+            "metric": "micro f1",
+            "task_type": "named_entity_recognition",
+            "task_name": "ner",
+            "track": "k2",
+        },
+    ]
+    out = m.record_scores(records, ["0", "0", "a, c"])
+    assert [x["score"] for x in out[:2]] == [1.0, 0.0]
+    assert (out[2]["tp"], out[2]["fp"], out[2]["fn"]) == (1, 1, 1)
+    entries = [
+        x | {"task": r["task_name"], "track": r["track"]} for x, r in zip(out, records, strict=True)
+    ]
+    # track k1 weighs 1/2 with one task: (1/2)^2 * var([1, 0]) / 2; k2 has one record
+    assert m.standard_error(entries) == pytest.approx(math.sqrt(0.25 * 0.5 / 2))

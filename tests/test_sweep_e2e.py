@@ -58,3 +58,15 @@ def test_sweep_cli_end_to_end(tmp_path, ecomtrain_cache):
     assert meta["n_tasks"] == 2 and meta["n_capabilities"] == 2
     state = json.loads((adapters[0].parent / "ecomtrain_state.json").read_text())
     assert state["step"] == 4 and [s for s, _ in state["history"]] == [1, 2, 3, 4]
+    # every held-out record's score is kept, and the report's uncertainty rests on them
+    scores = [
+        json.loads(x) for x in Path(rows[0]["checkpoint"], "scores.jsonl").read_text().splitlines()
+    ]
+    assert len(scores) == 20 and {"id", "task", "track", "score", "loss"} <= set(scores[0])
+    baseline = (out / "baseline.jsonl").read_text().splitlines()
+    assert {json.loads(x)["id"] for x in baseline} == {x["id"] for x in scores}
+    analysis = json.loads((out / "analysis.json").read_text())
+    assert [(c["subset"], c["rank"]) for c in analysis["cells"]] == [("pair", 2), ("pair", 8)]
+    assert analysis["records"] == 20 and "baseline" in analysis
+    (rank,) = [c for c in analysis["comparisons"] if c["kind"] == "rank"]
+    assert rank["ci"][0] <= rank["diff"] <= rank["ci"][1]

@@ -119,3 +119,23 @@ def test_optuna_suggests_points_shaped_like_the_grid():
         searcher.on_trial_complete(f"t{i}", {"score": point["rank"] / 8})
         seen.add((point["subset"]["id"], point["rank"]))
     assert len(seen) > 2
+
+
+def test_seeds_are_replicates_of_every_point():
+    base = load_config(None, ["sweep.seeds=[0, 1, 2]"])
+    space = param_space(base)
+    assert space["seed"] == {"grid_search": [0, 1, 2]}
+    cfg = trial_config(base, {"subset": subsets(base)[0], "rank": 4, "seed": 2})
+    assert cfg.train.seed == cfg.data.seed == 2
+
+
+def test_launch_seed_shuffles_the_grid_not_its_points():
+    a = param_space(load_config(None, ["sweep.ranks=[2, 4, 8, 16]"]))
+    b = param_space(load_config(None, ["sweep.ranks=[2, 4, 8, 16]", "sweep.launch_seed=3"]))
+    assert sorted(b["rank"]["grid_search"]) == a["rank"]["grid_search"]
+    assert b["rank"]["grid_search"] != a["rank"]["grid_search"]
+
+
+def test_an_empty_subset_is_refused():
+    with pytest.raises(ValueError, match="none of"):
+        subsets(load_config(None, ["sweep.subsets={empty: []}"]))

@@ -42,8 +42,9 @@ def wandb_callbacks(cfg: Config, local_dir: str) -> list:
 
 
 def trial_name(trial) -> str:
-    """Short, readable trial names: <subset>-r<rank>-<id>."""
-    return f"{trial.config['subset']['id']}-r{trial.config['rank']}-{trial.trial_id}"
+    """Short, readable trial names: <subset>-r<rank>[-s<seed>]-<id>."""
+    seed = f"-s{trial.config['seed']}" if "seed" in trial.config else ""
+    return f"{trial.config['subset']['id']}-r{trial.config['rank']}{seed}-{trial.trial_id}"
 
 
 def concurrency(cfg: Config) -> int:
@@ -57,11 +58,16 @@ def concurrency(cfg: Config) -> int:
     return max(1, int(resources.get("CPU", 1) // per_trial))
 
 
+MODES = {"score": "max", "eval_loss": "min"}  # how each metric ranks trials
+
+
 def scheduler(cfg: Config):
     """ASHA on the held-out score, with rungs in training steps; else run every trial out."""
     if cfg.sweep.scheduler == "fifo":
         return None
     return tune.schedulers.ASHAScheduler(
+        metric=cfg.sweep.stop_metric,
+        mode=MODES[cfg.sweep.stop_metric],
         time_attr="step",
         max_t=cfg.train.max_steps,
         grace_period=cfg.sweep.grace_period,
@@ -85,8 +91,9 @@ def trainable(cfg: Config, storage: str):
 def run_sweep(cfg: Config, storage: str, local_dir: str, resume: bool = False):
     """Run (or resume) the sweep; checkpoints under `storage`, W&B files under `local_dir`.
 
-    Training steps report loss only and evaluations add `score`; Tune's strict check that
-    every result holds the metric is off, and ASHA decides at the evaluations.
+    Training steps report loss only and evaluations add `score` and `eval_loss`; Tune's
+    strict check that every result holds the metric is off, and ASHA decides at the
+    evaluations (on `sweep.stop_metric`).
     """
     os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
     fn = trainable(cfg, storage)
@@ -100,9 +107,7 @@ def run_sweep(cfg: Config, storage: str, local_dir: str, resume: bool = False):
     tuner = tune.Tuner(
         fn,
         param_space=param_space(cfg),
-        tune_config=tune.TuneConfig(
-            metric="score",
-            mode="max",
+        tune_config=tune.TuneConfig(  # the scheduler and the searcher name their own metric
             scheduler=scheduler(cfg),
             search_alg=optuna_search(cfg) if cfg.sweep.search == "optuna" else None,
             num_samples=cfg.sweep.num_samples,

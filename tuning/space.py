@@ -59,9 +59,14 @@ def random_subsets(sweep: SweepConfig, full: list[str]) -> dict[str, list[str]]:
     return out
 
 
-def describe(subset_id: str, names: list[str]) -> dict:
-    """A subset as Tune sees it: id, families, and its coverage of the capabilities."""
-    families = expand(names)
+def describe(subset_id: str, names: list[str], full: list[str]) -> dict:
+    """A subset as Tune sees it: id, families (those of `full`, the sweep's task set), and
+    its coverage of the capabilities."""
+    families = [f for f in expand(names) if f in full]
+    if not families:
+        raise ValueError(
+            f"subset {subset_id!r}: none of {names} is in the sweep's task set (data.tasks)"
+        )
     caps = capabilities_of(families)
     point = {
         "id": subset_id,
@@ -85,7 +90,7 @@ def subsets(cfg: Config) -> list[dict]:
     named |= random_subsets(cfg.sweep, full)
     if not named:
         raise ValueError("the sweep has no task subsets: set sweep.subsets, ladder, ...")
-    return [describe(i, names) for i, names in named.items()]
+    return [describe(i, names, full) for i, names in named.items()]
 
 
 def alpha_for(sweep: SweepConfig, rank: int, fixed: float) -> float:
@@ -99,8 +104,15 @@ def param_space(cfg: Config) -> dict:
     if cfg.sweep.search == "optuna":
         return {}
     dim = tune.grid_search if cfg.sweep.search == "grid" else tune.choice
-    space = {"subset": dim(subsets(cfg)), "rank": dim(list(cfg.sweep.ranks))}
+    points, ranks = subsets(cfg), list(cfg.sweep.ranks)
+    if cfg.sweep.launch_seed >= 0:  # another launch order of the same grid
+        rng = random.Random(cfg.sweep.launch_seed)
+        rng.shuffle(points)
+        rng.shuffle(ranks)
+    space = {"subset": dim(points), "rank": dim(ranks)}
     space |= {key: dim(list(values)) for key, values in cfg.sweep.params.items()}
+    if cfg.sweep.seeds:  # replicates: every point once per seed
+        space["seed"] = tune.grid_search(list(cfg.sweep.seeds))
     sweep, fixed = cfg.sweep, cfg.lora.alpha
     space["alpha"] = tune.sample_from(lambda spec: alpha_for(sweep, spec.config["rank"], fixed))
     return space
@@ -117,6 +129,8 @@ def trial_config(base: Config, point: dict) -> Config:
     cfg.lora.rank = int(point["rank"])
     cfg.lora.alpha = float(point.get("alpha", alpha_for(cfg.sweep, cfg.lora.rank, cfg.lora.alpha)))
     cfg.lora.use_rslora = cfg.lora.use_rslora or cfg.sweep.alpha_rule == "rslora"
+    if "seed" in point:  # LoRA initialisation and data order follow the replicate's seed
+        cfg.train.seed = cfg.data.seed = int(point["seed"])
     return cfg
 
 

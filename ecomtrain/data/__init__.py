@@ -9,6 +9,7 @@
     pipeline   the Ray Data pipeline of a trial: read, split, tokenise, one share per rank
     shard      a rank's share, and the endless stream of packed micro-batches it trains on
     demo       the built-in demo corpus
+    world      the shopping world: a generated catalogue with planted transfer and a control
 
 CLI: `python -m ecomtrain.data validate|stats PATH...`.
 """

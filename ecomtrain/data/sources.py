@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ecomtrain.data.demo import fingerprint, write_demo_corpus
 from ecomtrain.data.records import Bad, CorpusError, validate
+from ecomtrain.data.world import DEFAULT_PRODUCTS, world_fingerprint, write_world_corpus
 from ecomtrain.files import atomic_open, cache_dir
 
 HUB_PREFIX = "hf:"  # corpus entry "hf:owner/name[:split]" loads a hub dataset
@@ -31,16 +32,26 @@ class Item:
     fatal: bool = False  # the rest of the file cannot be read after this error
 
 
+# Built-in corpora: name -> (default size, fingerprint, writer(path, size)).
+BUILTIN = {
+    "demo": (60, fingerprint, write_demo_corpus),  # "demo:N": N records per family
+    "world": (DEFAULT_PRODUCTS, world_fingerprint, write_world_corpus),  # "world:N": N products
+}
+
+
 def resolve_corpus(paths: list[str]) -> list[str]:
-    """Absolute paths of the corpus files; "demo" ("demo:N" for N records per family instead
-    of 60) and hub datasets are written to the cache."""
+    """Absolute paths of the corpus files; built-in corpora ("demo", "world", with ":N" for
+    their size) and hub datasets are written to the cache."""
     out = []
     for p in paths:
-        if p == "demo" or p.startswith("demo:"):  # "demo:N": N records per family
-            n = int(p.partition(":")[2] or 60)
-            name = f"demo-corpus-{fingerprint()}" + (f"-{n}" if n != 60 else "")
-            target = cache_dir() / f"{name}.jsonl"
-            out.append(str(target if target.exists() else write_demo_corpus(target, n)))
+        name, _, size = p.partition(":")
+        if name in BUILTIN:
+            default, stamp, write = BUILTIN[name]
+            if size and not size.isdigit():
+                raise CorpusError(f"{p}: expected {name} or {name}:N with N a positive number")
+            n = int(size or default)
+            target = cache_dir() / f"{name}-corpus-{stamp()}{f'-{n}' if n != default else ''}.jsonl"
+            out.append(str(target if target.exists() else write(target, n)))
         elif p.startswith(HUB_PREFIX):
             out.append(str(hub_file(p)))
         elif not Path(p).is_file():

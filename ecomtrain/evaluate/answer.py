@@ -1,16 +1,25 @@
 """Answering for evaluation: batched greedy generation, and scoring of held-out rows.
 
-Used inside the training loop (rank 0 scores its adapter) and by the actor pool.
+Used inside the training loop (rank 0 scores its adapter), for a sweep's untrained baseline
+and by the actor pool. `evaluate_rows` returns the flat metrics a run reports and one entry
+per record (its score, and its answer's loss under teacher forcing), from which every
+uncertainty in the report is computed.
 """
 
 from __future__ import annotations
 
 import json
+import time
 
 import torch
+import torch.nn.functional as F
 
-from ecomtrain.data.packing import prompt_text
-from ecomtrain.evaluate.metrics import aggregate
+from ecomtrain.config import Config
+from ecomtrain.data.packing import IGNORE, encode, prompt_text, truncate
+from ecomtrain.evaluate.metrics import aggregate, record_scores, standard_error
+
+SCORES_FILE = "scores.jsonl"  # per-record entries of the held-out sample, in each checkpoint
+EXTRA_SCORES_FILE = "extra_scores.jsonl"  # and of the extra eval files
 
 
 def new_tokens_for(task_type: str, max_new_tokens: int) -> int:
@@ -63,12 +72,9 @@ def respond(model, tokenizer, rows: list[dict], max_new_tokens: int, batch_size:
     return responses
 
 
-def score_rows(
-    model, tokenizer, rows: list[dict], max_new_tokens: int, batch_size: int, prefix: bool
-):
-    """ShopBench scores of `model` on held-out rows (as produced by ecomtrain.data)."""
-    responses = respond(model, tokenizer, rows, max_new_tokens, batch_size, prefix)
-    records = [
+def as_records(rows: list[dict]) -> list[dict]:
+    """Held-out rows (as produced by ecomtrain.data) as records the metrics score."""
+    return [
         {
             "output_field": json.loads(r["output_json"]),
             "metric": r["metric"],
@@ -78,4 +84,70 @@ def score_rows(
         }
         for r in rows
     ]
-    return aggregate(records, responses), responses
+
+
+@torch.no_grad()
+def answer_losses(model, tokenizer, rows: list[dict], cfg: Config) -> list[tuple[float, int]]:
+    """Per row: the summed next-token loss of its answer under teacher forcing, and the
+    number of answer tokens (prompts cut as in training, `data.max_seq_len`)."""
+    out = []
+    model.eval()
+    for i in range(0, len(rows), cfg.eval.batch_size):
+        seqs = []
+        for r in rows[i : i + cfg.eval.batch_size]:
+            ids, labels = encode(tokenizer, r["input"], r["answer"], cfg.eval.prompt_prefix)
+            seqs.append(truncate(ids, labels, cfg.data.max_seq_len)[:2])
+        width = max(len(ids) for ids, _ in seqs)
+        ids = torch.full((len(seqs), width), tokenizer.pad_token_id)
+        labels = torch.full((len(seqs), width), IGNORE)
+        for j, (x, y) in enumerate(seqs):
+            ids[j, : len(x)], labels[j, : len(y)] = torch.tensor(x), torch.tensor(y)
+        mask = (torch.arange(width)[None] < torch.tensor([len(x) for x, _ in seqs])[:, None]).long()
+        logits = model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device)).logits
+        target = labels[:, 1:].to(model.device)
+        loss = F.cross_entropy(
+            logits[:, :-1].float().transpose(1, 2), target, ignore_index=IGNORE, reduction="none"
+        )
+        out += list(zip(loss.sum(1).tolist(), (target != IGNORE).sum(1).tolist(), strict=True))
+    return out
+
+
+def evaluate_rows(model, tokenizer, rows: list[dict], cfg: Config, trained: list[str] = ()):
+    """Flat metrics of `model` on held-out rows, and one entry per row.
+
+    Metrics: score, track/<name>, task/<name> (ShopBench); score_se (its standard error from
+    the records' own scores); score_seen and score_unseen (on the tasks in `trained` and on
+    the others, when there are both); eval_loss and eval_loss/<task> (mean answer-token
+    loss). Entries: id (the record's file:line), task, track, metric, score (with TP, FP and
+    FN for micro F1), loss and tokens."""
+    t = time.time()
+    responses = respond(
+        model, tokenizer, rows, cfg.eval.max_new_tokens, cfg.eval.batch_size, cfg.eval.prompt_prefix
+    )
+    records = as_records(rows)
+    result = aggregate(records, responses)
+    scores = record_scores(records, responses)
+    losses = answer_losses(model, tokenizer, rows, cfg)
+    entries = []
+    for row, record, score, (loss, tokens) in zip(rows, records, scores, losses, strict=True):
+        entry = {"id": row["source"], "task": record["task_name"], "track": row["capability"]}
+        entries.append(entry | {"metric": row["metric"], **score, "loss": loss, "tokens": tokens})
+    flat = {"score": result["overall"], "score_se": standard_error(entries)}
+    flat |= {"eval_records": len(rows), "eval_s": time.time() - t}
+    flat |= {f"track/{k}": v for k, v in result["tracks"].items()}
+    flat |= {f"task/{k}": v["score"] for k, v in result["tasks"].items()}
+    seen = [i for i, rec in enumerate(records) if rec["task_name"] in set(trained)]
+    unseen = sorted(set(range(len(records))) - set(seen))
+    for name, idx in (("score_seen", seen), ("score_unseen", unseen)):
+        if seen and unseen:
+            picked = aggregate([records[i] for i in idx], [responses[i] for i in idx])
+            flat[name] = picked["overall"]
+    flat["eval_loss"] = mean_loss(entries)
+    for task in result["tasks"]:
+        flat[f"eval_loss/{task}"] = mean_loss([e for e in entries if e["task"] == task])
+    return flat, entries
+
+
+def mean_loss(entries: list[dict]) -> float:
+    """Mean answer-token loss over the entries' tokens."""
+    return sum(e["loss"] for e in entries) / max(1, sum(e["tokens"] for e in entries))

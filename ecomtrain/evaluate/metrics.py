@@ -278,6 +278,46 @@ def _score_task(name: str, by_metric: dict[str, tuple[list, list]]) -> float:
     return fmean(s for m, (t, r) in by_metric.items() for s in sample_scores(m, t, r))
 
 
+def record_scores(records: list[dict], responses: list[str]) -> list[dict]:
+    """Each record's own score, in record order: the sample score its task averages, and for
+    micro F1 (a task scored from pooled counts) also its TP, FP and FN."""
+    if len(records) != len(responses):
+        raise ValueError(f"{len(records)} records but {len(responses)} responses")
+    groups: dict[str, list[int]] = {}
+    for i, record in enumerate(records):
+        groups.setdefault(record["metric"], []).append(i)
+    out: list[dict] = [{} for _ in records]
+    for metric, idx in groups.items():
+        truths = [records[i]["output_field"] for i in idx]
+        scores = sample_scores(metric, truths, [responses[i] for i in idx])
+        for i, truth, score in zip(idx, truths, scores, strict=True):
+            out[i] = {"score": score}
+            if metric == "micro f1":
+                pred = parse("named_entity_recognition", responses[i])
+                out[i] |= dict(zip(("tp", "fp", "fn"), ner_counts(pred, truth), strict=True))
+    return out
+
+
+def standard_error(entries: list[dict]) -> float:
+    """Standard error of the overall score from per-record scores (`record_scores` entries
+    with task and track): the task -> track -> overall weights applied to each task's sample
+    variance over its records (micro F1 tasks: of the records' own F1)."""
+    by_task: dict[str, list] = {}
+    track: dict[str, str] = {}
+    for e in entries:
+        by_task.setdefault(e["task"], []).append(e["score"])
+        track[e["task"]] = e["track"]
+    per_track: dict[str, int] = {}
+    for task in by_task:
+        per_track[track[task]] = per_track.get(track[task], 0) + 1
+    var = 0.0
+    for task, scores in by_task.items():
+        w = 1 / (len(per_track) * per_track[track[task]])
+        if len(scores) > 1:
+            var += w**2 * float(np.var(scores, ddof=1)) / len(scores)
+    return math.sqrt(var)
+
+
 def aggregate(records: list[dict], responses: list[str]) -> dict:
     """Scores per task, tracks (macro over tasks) and overall (mean over tracks)."""
     if len(records) != len(responses):

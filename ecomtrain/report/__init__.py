@@ -1,7 +1,9 @@
 """The sweep report: trials.csv, what it says, charts, pages and a W&B summary run.
 
     trials          the one trials schema: trials.csv written from results, read back typed
-    analysis        views of the trials and the diversity x capacity interaction model
+    statistics      paired, stratified bootstrap over held-out records plus seed noise
+    analysis        views of the trials, cells and comparisons with 95 % intervals, and
+                    the diversity x capacity interaction
     charts          the PNG charts
     pages           report.md and report.html (and the console table)
     wandb_summary   one W&B run summing up a sweep beside its trial runs

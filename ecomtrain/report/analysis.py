@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import stats
 
+from ecomtrain.report import statistics
 from ecomtrain.report.trials import swept_keys
 from ecomtrain.tasks import CAPABILITIES
 
@@ -73,8 +74,9 @@ def label(row: dict) -> str:
     """A trial's name in tables and charts: subset and rank, alpha when known, and the values
     of any other swept dimension."""
     alpha = f" a{row['alpha']:g}" if row.get("alpha") is not None else ""
+    seed = f" s{row['seed']}" if row.get("seed") is not None else ""
     rest = f" {setting(row)}" if setting(row) else ""
-    return f"{row['subset']} r{row['rank']}{alpha}{rest}"
+    return f"{row['subset']} r{row['rank']}{alpha}{seed}{rest}"
 
 
 def diversity_lines(rows: list[dict]) -> dict[int, tuple[list[int], list[float]]]:
@@ -181,3 +183,183 @@ def diff_in_diff(rows: list[dict], dkey: str) -> dict | None:
     lo, hi = ds[0], ds[-1]
     value = (corner[hi, rs[-1]] - corner[hi, rs[0]]) - (corner[lo, rs[-1]] - corner[lo, rs[0]])
     return {"div": (lo, hi), "rank": (rs[0], rs[-1]), "corners": corner, "value": value}
+
+
+# --- uncertainty from per-record scores and seeds ----------------------------------------------
+
+
+def cell_key(row: dict) -> tuple[str, int]:
+    """A cell of the sweep: its table line (subset and other swept values) and rank; the
+    trials of a cell are its seed replicates."""
+    return line_of(row), row["rank"]
+
+
+def interaction_weights(rows: list[dict], dkey: str) -> np.ndarray | None:
+    """Weights w such that w . scores is the OLS interaction coefficient b3 of
+    score ~ b0 + b1 d + b2 log2(rank) + b3 d log2(rank); None when b3 is not identifiable."""
+    d = np.array([r[dkey] for r in rows], float)
+    lr = np.log2([float(r["rank"]) for r in rows])
+    x = np.column_stack([np.ones_like(d), d, lr, d * lr])
+    if _identifiable(x) != [0, 1, 2, 3]:
+        return None
+    return np.linalg.pinv(x)[3]
+
+
+class _Family:
+    """One statistic of every trial (the overall score, a track's, a task's): point values,
+    bootstrap replicates and its seed variance, so any weighted sum gets an interval."""
+
+    def __init__(self, point: np.ndarray, boot: np.ndarray, cells: list, n_trials: int):
+        self.point, self.boot = np.nan_to_num(point), np.nan_to_num(boot)
+        self.missing = np.isnan(point[:n_trials])
+        self.var, self.df = statistics.seed_variance(point[:n_trials], boot[:, :n_trials], cells)
+
+    def estimate(self, w: np.ndarray) -> statistics.Estimate | None:
+        full = np.zeros(len(self.point))
+        full[: len(w)] = w
+        if self.missing[w != 0].any():
+            return None
+        return statistics.combine(full, self.point, self.boot, self.var, self.df)
+
+
+def analyze(
+    rows: list[dict],
+    per_record: dict[str, dict[str, dict]],
+    baseline: dict[str, dict] | None = None,
+    n_boot: int = 2000,
+    seed: int = 0,
+) -> dict:
+    """Cells, paired comparisons (overall and per track and task), seen/unseen, the
+    interaction and the baseline, each with a 95 % interval (ecomtrain.report.statistics).
+    `per_record` maps a trial to its per-record scores; trials without them (failed, or an
+    older sweep) are left out. The result is JSON-able (analysis.json)."""
+    ok = [r for r in rows if not is_failed(r) and r["trial"] in per_record]
+    if not ok:
+        return {}
+    s = statistics.align([per_record[r["trial"]] for r in ok] + ([baseline] if baseline else []))
+    weights = statistics.draws(s, n_boot, seed)
+    point_tasks, boot_tasks = statistics.task_scores(s), statistics.task_scores(s, weights)
+    cells = [cell_key(r) for r in ok]
+    n = len(ok)
+
+    def family(mask=None) -> _Family:
+        point = statistics.overall(s, point_tasks, mask)[0]
+        return _Family(point, statistics.overall(s, boot_tasks, mask), cells, n)
+
+    overall = family()
+    tracks = {
+        t: family(np.tile([x == t for x in s.track], (point_tasks.shape[1], 1)))
+        for t in sorted(set(s.track))
+    }
+    tasks = {
+        name: _Family(point_tasks[0, :, k], boot_tasks[:, :, k], cells, n)
+        for k, name in enumerate(s.tasks)
+    }
+    order = list(dict.fromkeys(cells))
+
+    def mean_of(cell) -> np.ndarray:
+        return np.array([c == cell for c in cells], float) / cells.count(cell)
+
+    out: dict = {
+        "metric": "score",
+        "records": len(s.ids),
+        "tasks": len(s.tasks),
+        "bootstrap": n_boot,
+        "seed_noise": {"sd": overall.var**0.5, "df": overall.df},
+        "trial_se": float(np.median(np.std(overall.boot[:, :n], axis=0, ddof=1))),
+        "cells": [],
+        "comparisons": [],
+    }
+    for cell in order:
+        first = next(r for r in ok if cell_key(r) == cell)
+        e = overall.estimate(mean_of(cell))
+        out["cells"].append(
+            {
+                "subset": cell[0],
+                "rank": cell[1],
+                "n_seeds": cells.count(cell),
+                "ladder_step": first.get("ladder_step"),
+                "tasks": first["tasks"],
+                "mean": e.estimate,
+                "ci": list(e.ci),
+                "se": e.se,
+            }
+        )
+    by_cell = {(c["subset"], c["rank"]): c for c in out["cells"]}
+    for a, b, kind in _comparisons(ok, order, by_cell):
+        w = mean_of(a) - mean_of(b)
+        e = overall.estimate(w)
+        entry = {"a": _name(a), "b": _name(b), "kind": kind} | _diff(e)
+        entry["tracks"] = {t: _diff(f.estimate(w)) for t, f in tracks.items()}
+        entry["tasks"] = {t: _diff(f.estimate(w)) for t, f in tasks.items()}
+        out["comparisons"].append(entry)
+    dkey = diversity_key(ok)
+    w = interaction_weights(ok, dkey) if all(r.get(dkey) is not None for r in ok) else None
+    out["interaction"] = None
+    if w is not None:
+        e = overall.estimate(w)
+        out["interaction"] = {
+            "diversity": dkey,
+            "estimate": e.estimate,
+            "ci": list(e.ci),
+            "se": e.se,
+            "clear": e.clear,
+        }
+    if baseline:
+        e = statistics.combine(np.eye(len(overall.point))[-1], overall.point, overall.boot, 0, 0)
+        out["baseline"] = {"mean": e.estimate, "ci": list(e.ci), "se": e.se}
+    out["seen_unseen"] = _seen_unseen(s, ok, cells, order, point_tasks, boot_tasks)
+    return out
+
+
+def _diff(e: statistics.Estimate | None) -> dict | None:
+    if e is None:
+        return None
+    return {"diff": e.estimate, "ci": list(e.ci), "se": e.se, "clear": e.clear}
+
+
+def _name(cell: tuple[str, int]) -> str:
+    return f"{cell[0]} r{cell[1]}"
+
+
+def _comparisons(rows: list[dict], order: list, by_cell: dict) -> list[tuple]:
+    """The comparisons a reader makes from the table: neighbouring ladder steps at one rank,
+    each rank against the next one for the same subset, and the best cell against the
+    runner-up."""
+    out = []
+    steps = {cell_key(r): r.get("ladder_step") for r in rows}
+    settings = {cell_key(r): setting(r) for r in rows}
+    for a in order:
+        for b in order:
+            if (
+                steps[a] is not None
+                and steps[b] == steps[a] - 1
+                and a[1] == b[1]
+                and settings[a] == settings[b]
+            ):
+                out.append((a, b, "ladder step"))
+    for line in dict.fromkeys(c[0] for c in order):
+        rks = sorted(c[1] for c in order if c[0] == line)
+        out += [((line, hi), (line, lo), "rank") for lo, hi in zip(rks, rks[1:], strict=False)]
+    ranked = sorted(order, key=lambda c: -by_cell[c]["mean"])
+    if len(ranked) > 1:
+        out.append((ranked[0], ranked[1], "best vs runner-up"))
+    return out
+
+
+def _seen_unseen(s, rows, cells, order, point_tasks, boot_tasks) -> list[dict]:
+    """Per cell: the score on the tasks its trials trained on, and on the others."""
+    out = []
+    extra = point_tasks.shape[1] - len(rows)  # the baseline, when there is one
+    for part in ("seen", "unseen"):
+        mask = np.array([[(t in r["tasks"]) == (part == "seen") for t in s.tasks] for r in rows])
+        mask = np.vstack([mask, np.ones((extra, len(s.tasks)), bool)])
+        point = statistics.overall(s, point_tasks, mask)[0]
+        fam = _Family(point, statistics.overall(s, boot_tasks, mask), cells, len(rows))
+        for cell in order:
+            w = np.array([c == cell for c in cells], float) / cells.count(cell)
+            e = fam.estimate(w)
+            if e is not None:
+                key = {"subset": cell[0], "rank": cell[1], "part": part}
+                out.append(key | {"mean": e.estimate, "ci": list(e.ci), "se": e.se})
+    return out

@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import base64
 import html
+import json
 import re
 from pathlib import Path
 
-from ecomtrain.files import atomic_write
+from ecomtrain.evaluate.answer import SCORES_FILE
+from ecomtrain.files import atomic_write, read_text
+from ecomtrain.report import statistics
 from ecomtrain.report.analysis import (
+    analyze,
     best,
     cell,
     fit_interaction,
@@ -43,14 +47,41 @@ CHARTS = {  # file -> (how it is drawn, its caption in the report)
 }
 
 
+ANALYSIS_FILE = "analysis.json"
+BASELINE_FILE = "baseline.jsonl"  # the untrained base model's per-record scores
+
+
 def write_report(output: str | Path) -> Path:
-    """The charts, report.md (charts linked) and report.html (charts embedded) under
-    `output`, from `output/trials.csv`; returns report.md."""
+    """The charts, analysis.json, report.md (charts linked) and report.html (charts
+    embedded) under `output`, from `output/trials.csv` and the per-record scores of each
+    trial's last checkpoint; returns report.md."""
     output = Path(output)
     rows = load_trials(output / "trials.csv")
+    baseline = output / BASELINE_FILE
+    found = analyze(
+        rows,
+        per_record_scores(rows),
+        statistics.read_scores(baseline.read_text().splitlines()) if baseline.exists() else None,
+    )
+    if found:
+        atomic_write(output / ANALYSIS_FILE, json.dumps(found, indent=1) + "\n")
     for name, (draw, _) in CHARTS.items():
         draw(rows, output / name)
-    return write_pages(rows, output)
+    return write_pages(rows, output, found)
+
+
+def per_record_scores(rows: list[dict]) -> dict[str, dict[str, dict]]:
+    """Each trial's per-record scores, from its last checkpoint (local or cloud); trials
+    whose checkpoint has none are left out (their figures then carry no uncertainty)."""
+    out = {}
+    for r in rows:
+        if r.get("checkpoint"):
+            try:
+                text = read_text(f"{r['checkpoint']}/{SCORES_FILE}")
+            except (OSError, FileNotFoundError):
+                continue
+            out[r["trial"]] = statistics.read_scores(text.splitlines())
+    return out
 
 
 def console_table(rows: list[dict]) -> str:
@@ -68,18 +99,19 @@ def console_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def write_pages(rows: list[dict], output: Path) -> Path:
-    """report.md and report.html under `output` (the charts must be there); returns report.md."""
-    sections = report_sections(rows, output.resolve().name)
+def write_pages(rows: list[dict], output: Path, found: dict | None = None) -> Path:
+    """report.md and report.html under `output` (the charts must be there); returns report.md.
+    `found`: the analysis with uncertainty (analysis.json), when per-record scores exist."""
+    sections = report_sections(rows, output.resolve().name, found or {})
     atomic_write(output / "report.html", to_html(sections, output))
     path = atomic_write(output / "report.md", to_markdown(sections))
     return path
 
 
-def report_sections(rows: list[dict], name: str) -> list[tuple]:
+def report_sections(rows: list[dict], name: str, found: dict) -> list[tuple]:
     """The report as (kind, ...) blocks, rendered to Markdown and to HTML alike."""
     n_failed = sum(is_failed(r) for r in rows)
-    return [
+    out = [
         ("h1", f"Sweep report: {name}"),
         (
             "p",
@@ -87,7 +119,36 @@ def report_sections(rows: list[dict], name: str) -> list[tuple]:
             "ShopBench score on the held-out split (the mean of the track scores).",
         ),
         ("h2", "Score by task subset and LoRA rank"),
-        ("table", *_rank_table(rows)),
+    ]
+    if found:
+        out += [("p", _sample_text(found)), ("table", *_cell_table(found))]
+        if found.get("baseline"):
+            out.append(("p", f"Untrained base model, same records: {_ci(found['baseline'])}."))
+        out += [
+            ("h2", "Comparisons"),
+            (
+                "p",
+                "Paired differences on the same held-out records (a - b), 95 % intervals. "
+                '"Not clear" means the interval includes 0: these trials cannot tell a and b '
+                "apart.",
+            ),
+            ("table", *_comparison_table(found)),
+            ("h2", "Per capability, between ladder steps"),
+            ("table", *_track_comparison_table(found)),
+            ("h2", "Trained tasks and the others"),
+            (
+                "p",
+                "Score on the tasks a cell trained on (seen) and on the rest (unseen): "
+                "transfer, apart from coverage.",
+            ),
+            ("table", *_seen_table(found)),
+        ]
+    else:
+        out += [
+            ("table", *_rank_table(rows)),
+            ("p", "These trials kept no per-record scores, so no uncertainty can be given."),
+        ]
+    return out + [
         ("h2", "Per-capability scores of each trial"),
         ("table", *_track_table(rows)),
         ("h2", "Best trial"),
@@ -95,9 +156,97 @@ def report_sections(rows: list[dict], name: str) -> list[tuple]:
         ("h2", "Charts"),
         *[("img", file, caption) for file, (_, caption) in CHARTS.items()],
         ("h2", "Diversity x capacity: interaction model"),
+        *_interaction_blocks(found),
         *_model_blocks(fit_interaction(rows)),
         ("h2", "Failed trials"),
         _failed_block(rows),
+    ]
+
+
+def _ci(e: dict, key: str = "mean") -> str:
+    """A value with its 95 % interval; differences signed."""
+    lo, hi, sign = *e["ci"], "+" if key == "diff" else ""
+    return f"{e[key]:{sign}.4f} [{lo:{sign}.4f}, {hi:{sign}.4f}]"
+
+
+def _verdict(e: dict | None) -> str:
+    return "-" if e is None else ("clear" if e["clear"] else "not clear")
+
+
+def _sample_text(found: dict) -> str:
+    noise = found["seed_noise"]
+    seeds = (
+        f"seed-to-seed SD of a trial's score {noise['sd']:.4f} ({noise['df']} degrees of "
+        "freedom, pooled over cells)"
+        if noise["df"]
+        else "one seed per cell, so training noise is not in the intervals"
+    )
+    return (
+        f"Cells: mean over seeds with a 95 % interval from a paired bootstrap over "
+        f"{found['records']} held-out records ({found['tasks']} tasks, {found['bootstrap']} "
+        f"resamples stratified by task) and the spread over seeds. One trial's score has a "
+        f"standard error of about {found['trial_se']:.4f} from its records; {seeds}."
+    )
+
+
+def _cell_table(found: dict) -> tuple[list, list]:
+    cells = found["cells"]
+    rks = sorted({c["rank"] for c in cells})
+    ladder = any(c.get("ladder_step") is not None for c in cells)
+    head = ["step"] * ladder + ["subset", "tasks"] + [f"r={k}" for k in rks]
+    top = max(cells, key=lambda c: c["mean"])
+    body = []
+    for line in dict.fromkeys(c["subset"] for c in cells):
+        mine = {c["rank"]: c for c in cells if c["subset"] == line}
+        first = next(iter(mine.values()))
+        row = [str(first.get("ladder_step") or "-")] * ladder + [line, str(len(first["tasks"]))]
+        for k in rks:
+            c = mine.get(k)
+            text = "" if c is None else f"{_ci(c)} x{c['n_seeds']}"
+            row.append(f"**{text}**" if c is top else text)
+        body.append(row)
+    return head, body
+
+
+def _comparison_table(found: dict) -> tuple[list, list]:
+    body = [[c["kind"], c["a"], c["b"], _ci(c, "diff"), _verdict(c)] for c in found["comparisons"]]
+    return ["comparison", "a", "b", "difference [95 % CI]", "verdict"], body
+
+
+def _track_comparison_table(found: dict) -> tuple[list, list]:
+    body = []
+    for c in found["comparisons"]:
+        if c["kind"] != "ladder step":
+            continue
+        for track, d in c["tracks"].items():
+            if d is not None:
+                body.append([c["a"], c["b"], short(track), _ci(d, "diff"), _verdict(d)])
+    return ["a", "b", "capability", "difference [95 % CI]", "verdict"], body
+
+
+def _seen_table(found: dict) -> tuple[list, list]:
+    parts: dict[tuple, dict] = {}
+    for x in found["seen_unseen"]:
+        parts.setdefault((x["subset"], x["rank"]), {})[x["part"]] = x
+    body = [
+        [f"{subset} r{rank}"] + [_ci(p[k]) if k in p else "-" for k in ("seen", "unseen")]
+        for (subset, rank), p in parts.items()
+    ]
+    return ["cell", "seen tasks", "unseen tasks"], body
+
+
+def _interaction_blocks(found: dict) -> list[tuple]:
+    inter = found.get("interaction") if found else None
+    if not inter:
+        return []
+    lo, hi = inter["ci"]
+    return [
+        (
+            "p",
+            f"Interaction b3 (diversity = {inter['diversity']} x log2(rank)), from every trial "
+            f"with held-out and seed noise: {inter['estimate']:+.4f}, 95 % interval "
+            f"[{lo:+.4f}, {hi:+.4f}]: {_verdict(inter)}.",
+        )
     ]
 
 

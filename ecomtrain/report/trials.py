@@ -19,7 +19,8 @@ from ecomtrain.tasks import CAPABILITIES, FAMILIES
 
 REQUIRED = ("trial", "subset", "rank", "score")
 INTS = ("rank", "seed", "n_tasks", "n_capabilities", "ladder_step", "trainable_params")
-FLOATS = ("score", "loss", "wall_s", "alpha", "task_entropy")
+FLOATS = ("score", "loss", "wall_s", "alpha", "task_entropy", "score_se", "score_seen")
+FLOATS += ("score_unseen", "eval_loss")
 LISTS = ("tasks", "capabilities")
 COLUMNS = [
     "trial",
@@ -34,6 +35,7 @@ COLUMNS = [
 ]
 # Columns a trial has when its subset, config or metrics carry them.
 OPTIONAL = ["alpha", "seed", "ladder_step", "capabilities", "task_entropy", "trainable_params"]
+OPTIONAL += ["score_se", "score_seen", "score_unseen", "eval_loss", "checkpoint"]
 
 
 def swept_keys(row: dict) -> list[str]:
@@ -57,6 +59,8 @@ def trial_rows(results) -> list[dict]:
             "score": m.get("score", ""),
             "loss": m.get("loss", ""),
             "wall_s": round(m.get("time_total_s", 0.0), 1),
+            # the last checkpoint: its scores.jsonl holds every held-out record's score
+            "checkpoint": m.get("checkpoint_path", ""),
         }
         for key in OPTIONAL:
             value = subset.get(key, cfg.get(key, m.get(key)))

@@ -24,7 +24,8 @@ import torch.distributed as dist
 
 from ecomtrain.config import Config, from_dict
 from ecomtrain.data.shard import StreamStats, read_share, stream
-from ecomtrain.evaluate.answer import score_rows
+from ecomtrain.evaluate.answer import EXTRA_SCORES_FILE, SCORES_FILE, evaluate_rows
+from ecomtrain.evaluate.held_out import held_out_sample
 from ecomtrain.model import load_model, load_tokenizer, training_model
 from ecomtrain.train.engine import gathered, initialize, load_state, save_state, zero3_loading
 from ecomtrain.train.inputs import model_inputs, packed_loss, to_device, training_attention
@@ -56,8 +57,9 @@ def train_fn_per_worker(loop_config: dict) -> None:
     micro_done = state["step"] * cfg.train.grad_accum
     batches = stream(share, cfg, loop_config["mult"], rank, micro_done, data)
     all_ranks_generate = cfg.train.zero_stage == 3  # ZeRO-3 forward passes are collective
-    eval_rows = held_out_rows(cfg) if rank == 0 or all_ranks_generate else []
+    eval_rows = held_out_rows(cfg, rank) if rank == 0 or all_ranks_generate else []
     extra_rows = loop_config.get("extra_eval", []) if eval_rows else []
+    scored: dict[str, list] = {}  # per-record scores of the last evaluation, by file name
 
     t0 = window_t0 = time.time()
     window_loss, window_steps, window_tokens = 0.0, 0, 0
@@ -93,16 +95,21 @@ def train_fn_per_worker(loop_config: dict) -> None:
             ray.train.report(metrics)
         else:
             if eval_rows:
-                metrics |= evaluate_adapter(engine.module, tokenizer, eval_rows, cfg)
+                held, scored[SCORES_FILE] = score_adapter(
+                    engine.module, tokenizer, eval_rows, cfg, trial
+                )
+                metrics |= held
             if extra_rows:
-                extra = evaluate_adapter(engine.module, tokenizer, extra_rows, cfg)
+                extra, scored[EXTRA_SCORES_FILE] = score_adapter(
+                    engine.module, tokenizer, extra_rows, cfg, trial
+                )
                 metrics |= {f"extra/{k}": v for k, v in extra.items()}
             mixture = trial.get("mixture", {})  # diversity of what this run trains on
             metrics |= {f"mixture/{k}": v for k, v in mixture.items()}
             metrics["task_entropy"] = mixture.get("task_entropy", float("nan"))
             state["step"] = step
             with tempfile.TemporaryDirectory(prefix="ecomtrain-ckpt-") as path:
-                save_checkpoint(Path(path), engine, tokenizer, trial, state, rank)
+                save_checkpoint(Path(path), engine, tokenizer, trial, state, rank, scored)
                 # Ray Train copies the folder into the run's storage before it returns.
                 ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(path))
         window_loss, window_steps, window_tokens, window_t0 = 0.0, 0, 0, time.time()
@@ -133,35 +140,28 @@ def optimizer_step(engine, micro_batches: list[dict], world: int) -> tuple[float
     return sum_over_ranks(loss_sum, world) / max(total, 1.0), int(total)
 
 
-def held_out_rows(cfg: Config) -> list[dict]:
-    """The trial's held-out rows, capped per task, in a fixed order."""
-    rows = list(ray.train.get_dataset_shard("eval").iter_rows())
-    rows.sort(key=lambda r: (r["task_family"], r["input"]))
-    kept, per_task = [], {}
-    for r in rows:
-        per_task[r["task_family"]] = per_task.get(r["task_family"], 0) + 1
-        if per_task[r["task_family"]] <= cfg.data.max_eval_per_task:
-            kept.append(r)
-    return kept
+def held_out_rows(cfg: Config, rank: int) -> list[dict]:
+    """The trial's held-out sample (the same for every trial: evaluate.held_out)."""
+    rows, message = held_out_sample(ray.train.get_dataset_shard("eval").iter_rows(), cfg)
+    if rank == 0:
+        print(message, flush=True)
+    return rows
 
 
-def evaluate_adapter(model, tokenizer, rows: list[dict], cfg: Config) -> dict:
-    """Flat ShopBench metrics: score, track/<name>, task/<name>."""
-    t = time.time()
-    result, _ = score_rows(
-        model, tokenizer, rows, cfg.eval.max_new_tokens, cfg.eval.batch_size, cfg.eval.prompt_prefix
-    )
+def score_adapter(model, tokenizer, rows: list[dict], cfg: Config, trial: dict) -> tuple:
+    """Flat metrics and per-record scores of the adapter (see evaluate.answer.evaluate_rows)."""
+    metrics, entries = evaluate_rows(model, tokenizer, rows, cfg, trained=trial["tasks"])
     model.train()
-    flat = {"score": result["overall"], "eval_records": len(rows), "eval_s": time.time() - t}
-    flat |= {f"track/{k}": v for k, v in result["tracks"].items()}
-    flat |= {f"task/{k}": v["score"] for k, v in result["tasks"].items()}
-    return flat
+    return metrics, entries
 
 
-def save_checkpoint(path: Path, engine, tokenizer, trial: dict, state: dict, rank: int):
+def save_checkpoint(
+    path: Path, engine, tokenizer, trial: dict, state: dict, rank: int, scored: dict
+):
     """Every rank saves its DeepSpeed state and random number generators into `path`; rank 0
-    adds the PEFT adapter (safetensors), the tokenizer, the trial's metadata and the loss
-    history. Ray Train merges the ranks' folders into one checkpoint."""
+    adds the PEFT adapter (safetensors), the tokenizer, the trial's metadata, the loss
+    history and the evaluation's per-record scores (JSON Lines). Ray Train merges the ranks'
+    folders into one checkpoint."""
     save_state(engine, str(path), client_state={"step": state["step"]})
     torch.save(rng_state(), path / RNG_FILE.format(rank=rank))
     with gathered(engine):
@@ -171,6 +171,8 @@ def save_checkpoint(path: Path, engine, tokenizer, trial: dict, state: dict, ran
         tokenizer.save_pretrained(path)
         (path / "ecomtrain_trial.json").write_text(json.dumps(trial, indent=1))
         (path / STATE_FILE).write_text(json.dumps(state))
+        for name, entries in scored.items():
+            (path / name).write_text("".join(json.dumps(e) + "\n" for e in entries))
 
 
 def restore(engine, rank: int) -> dict:

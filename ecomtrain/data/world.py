@@ -1,0 +1,284 @@
+"""The shopping world: a generated catalogue with a known structure, for sweeps whose answer
+is known in advance (`data.corpus: [world]`, or `world:N` for N products).
+
+A seeded generator builds a catalogue (products with a category, brand, material, colour and
+price; category accessories; a second language, "Vellish", from a generated lexicon), then
+12 task families over the four capabilities. Structure is planted on purpose:
+
+- **Shared facts (planted transfer).** `product_summarization` teaches each product's
+  category, material and brand *in its answers* (prompts are masked from the loss). Six
+  families ask for those facts without giving them: `attribute_inference_mcq` (material),
+  `complementary_category` (category -> accessory), `multi_hop_reasoning` (brand),
+  `session_recommendation` and `product_ranking` (category), and
+  `cross_language_description_match` (material and category, in Vellish). Every product is
+  asked about once per family, so a held-out question is about a product that family never
+  taught: only training on the summaries can answer it.
+- **A second shared source.** `title_translation` teaches the lexicon in its answers;
+  `multilingual_keyword_mcq` and `cross_language_description_match` need it.
+- **A control.** `review_rating` needs nothing from any other family: a rating word decides
+  the answer. Adding or removing other families should not change its score.
+- **Self-contained families.** `query_ner` (copy the category out of a query) and
+  `numeric_reasoning` (a discount) use only their own input.
+- **Facts grow with families.** Each family that is added brings facts of its own (3 per
+  product for the summaries, the lexicon, accessories, ratings), so a small adapter can run
+  out of capacity as the task set grows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+from ecomtrain.data.records import render_options
+from ecomtrain.files import atomic_open
+from ecomtrain.tasks import FAMILIES
+
+DEFAULT_PRODUCTS = 240
+MIN_PRODUCTS = 80  # every category needs a few products for the session and ranking lists
+CATEGORIES = {  # category -> its usual accessory
+    "kettle": "descaler",
+    "lamp": "bulb",
+    "tent": "stakes",
+    "jacket": "hanger",
+    "backpack": "raincover",
+    "speaker": "cable",
+    "blender": "jar",
+    "chair": "cushion",
+}
+MATERIALS = ["steel", "oak", "cotton", "leather", "glass", "bamboo"]
+COLORS = ["red", "blue", "green", "black", "white", "grey"]
+AUDIENCES = ["kids", "women", "men", "students"]
+RATINGS = ["awful", "weak", "fine", "great", "superb"]  # rating 1..5
+PRICES = [20, 40, 60, 80]
+DISCOUNTS = [25, 50]  # every discounted price is one of 7 options
+_SYLLABLES = ["ka", "lo", "mi", "ra", "te", "vo", "su", "ne", "po", "zi", "du", "fa", "ro", "ly"]
+
+
+@dataclass(frozen=True)
+class Product:
+    name: str
+    category: str
+    material: str
+    color: str
+    brand: str
+    price: int
+
+
+@dataclass
+class Catalogue:
+    products: list[Product]
+    brands: list[str]
+    lexicon: dict[str, str]  # English word -> Vellish word
+
+
+def _word(rng: random.Random, syllables: int) -> str:
+    return "".join(rng.choice(_SYLLABLES) for _ in range(syllables))
+
+
+def catalogue(n_products: int = DEFAULT_PRODUCTS, seed: int = 0) -> Catalogue:
+    """The world's catalogue: deterministic for (n_products, seed)."""
+    if n_products < MIN_PRODUCTS:
+        raise ValueError(f"world:{n_products}: the world needs at least {MIN_PRODUCTS} products")
+    rng = random.Random(f"world-{seed}")
+    brands = sorted({_word(rng, 2).capitalize() for _ in range(40)})[:8]
+    english = list(CATEGORIES) + MATERIALS + COLORS
+    words: list[str] = []
+    while len(words) < len(english):
+        word = _word(rng, 3)
+        words += [word] if word not in words else []
+    lexicon = dict(zip(english, words, strict=True))
+    taken = {b.lower() for b in brands} | set(lexicon.values())  # a name tells no fact
+    names: set[str] = set()
+    products = []
+    while len(products) < n_products:
+        word = _word(rng, 2)
+        name = f"{word.capitalize()} {rng.randint(2, 99)}"
+        if name in names or word in taken:
+            continue
+        names.add(name)
+        category = rng.choice(list(CATEGORIES))
+        products.append(
+            Product(
+                name,
+                category,
+                rng.choice(MATERIALS),
+                rng.choice(COLORS),
+                rng.choice(brands),
+                rng.choice(PRICES),
+            )
+        )
+    return Catalogue(products, brands, lexicon)
+
+
+def _mcq(question: str, answer: str, options: list[str]):
+    """Multiple choice over a fixed list of options, always in the same order: the answer's
+    index names the answer itself, so a small model learns an association, not a search."""
+    return f"{question}\n{render_options(options)}\nAnswer:", options.index(answer)
+
+
+def _numbered(items: list[str]) -> str:
+    return "\n".join(f"{i + 1}. {o}" for i, o in enumerate(items))
+
+
+# One generator per family: (catalogue, product, rng) -> (input_field, output_field).
+
+
+def product_summarization(c: Catalogue, p: Product, rng):
+    answer = f"{p.name} is a {p.material} {p.category} made by {p.brand}."
+    return f"Summarize the product listing of {p.name}.", answer
+
+
+def attribute_inference_mcq(c: Catalogue, p: Product, rng):
+    return _mcq(f"Which material is the product {p.name} made of?", p.material, MATERIALS)
+
+
+def query_ner(c: Catalogue, p: Product, rng):
+    query = f"{p.color} {p.category} for {rng.choice(AUDIENCES)} like the {p.name}"
+    return f"Extract the product category from the query.\nQuery: {query}\nOutput:", [p.category]
+
+
+def complementary_category(c: Catalogue, p: Product, rng):
+    question = f"Which item is most often bought together with the {p.name}?"
+    return _mcq(question, CATEGORIES[p.category], list(CATEGORIES.values()))
+
+
+def multi_hop_reasoning(c: Catalogue, p: Product, rng):
+    return _mcq(f"Answer choices follow. Which brand makes the {p.name}?", p.brand, c.brands)
+
+
+def numeric_reasoning(c: Catalogue, p: Product, rng):
+    off = rng.choice(DISCOUNTS)
+    question = f"The {p.name} costs ${p.price}. With a {off}% discount, what does it cost?"
+    answer = f"${p.price * (100 - off) // 100}"
+    prices = sorted({x * (100 - d) // 100 for x in PRICES for d in DISCOUNTS})
+    return _mcq(question, answer, [f"${x}" for x in prices])
+
+
+def review_rating(c: Catalogue, p: Product, rng):
+    stars = rng.randint(1, 5)
+    question = (
+        f"Review of the {p.name}: it is {RATINGS[stars - 1]}. What rating (1-5) did the user give?"
+    )
+    return _mcq(question, str(stars), ["1", "2", "3", "4", "5"])
+
+
+def session_recommendation(c: Catalogue, p: Product, rng):
+    same = [q for q in c.products if q.category == p.category and q is not p]
+    other = [q for q in c.products if q.category != p.category]
+    history = rng.sample(same, 2)
+    rest = [q for q in same if q not in history]
+    pool = rng.sample(rest, 3) + rng.sample(other, 7)
+    rng.shuffle(pool)
+    question = (
+        f"Browsing history: {p.name}, {history[0].name}, {history[1].name}. Which 3 of these "
+        f"products will the user view next?\n{_numbered([q.name for q in pool])}\nOutput:"
+    )
+    return question, sorted(i + 1 for i, q in enumerate(pool) if q.category == p.category)
+
+
+def product_ranking(c: Catalogue, p: Product, rng):
+    same = [q for q in c.products if q.category == p.category and q is not p]
+    other = [q for q in c.products if q.category != p.category]
+    items = [p, rng.choice(same)] + rng.sample(other, 3)
+    rng.shuffle(items)
+    question = (
+        f"Query: {p.category}\nRank these 5 products by relevance, most relevant first.\n"
+        f"{_numbered([q.name for q in items])}\nOutput:"
+    )
+    return question, [1.0 if q.category == p.category else 0.0 for q in items]
+
+
+def title_translation(c: Catalogue, p: Product, rng):
+    title = f"{p.name} {p.color} {p.material} {p.category}"
+    answer = " ".join([p.name] + [c.lexicon[w] for w in (p.category, p.material, p.color)])
+    return f"Translate the product title into Vellish.\nTitle: {title}\nOutput:", answer
+
+
+def multilingual_keyword_mcq(c: Catalogue, p: Product, rng):
+    question = (
+        f"The {p.name} is listed under the Vellish keyword '{c.lexicon[p.category]}'. "
+        "Which English word means it?"
+    )
+    return _mcq(question, p.category, list(CATEGORIES))
+
+
+def cross_language_description_match(c: Catalogue, p: Product, rng):
+    described = f"{c.lexicon[p.material]} {c.lexicon[p.category]}"
+    others = [q.name for q in c.products if (q.material, q.category) != (p.material, p.category)]
+    question = f"A listing in a different language reads '{described}'. Which product is it?"
+    options = rng.sample(others, 3) + [p.name]
+    rng.shuffle(options)
+    return f"{question}\n{render_options(options)}\nAnswer:", options.index(p.name)
+
+
+GENERATORS = {
+    f.__name__: f
+    for f in (
+        product_summarization,
+        attribute_inference_mcq,
+        query_ner,
+        complementary_category,
+        multi_hop_reasoning,
+        numeric_reasoning,
+        review_rating,
+        session_recommendation,
+        product_ranking,
+        title_translation,
+        multilingual_keyword_mcq,
+        cross_language_description_match,
+    )
+}
+# Which family's answers teach the facts another family's questions need.
+TRANSFER = {
+    "product_summarization": [
+        "attribute_inference_mcq",
+        "complementary_category",
+        "multi_hop_reasoning",
+        "session_recommendation",
+        "product_ranking",
+        "cross_language_description_match",
+    ],
+    "title_translation": ["multilingual_keyword_mcq", "cross_language_description_match"],
+}
+CONTROL = "review_rating"
+
+
+def world_records(n_products: int = DEFAULT_PRODUCTS, seed: int = 0) -> list[dict]:
+    """Every record of the world: one per product and family (ShopBench schema). Every input
+    names its product, so no two records of a family share an input (records with equal
+    inputs would always fall on the same side of the held-out split)."""
+    cat = catalogue(n_products, seed)
+    records = []
+    for name, make in GENERATORS.items():
+        family = FAMILIES[name]
+        rng = random.Random(f"world-{seed}-{name}")
+        for p in cat.products:
+            prompt, answer = make(cat, p, rng)
+            records.append(
+                {
+                    "input_field": prompt,
+                    "output_field": answer,
+                    "task_type": family.task_type,
+                    "metric": family.metric,
+                    "task_name": name,
+                    "capability": family.capability,
+                }
+            )
+    return records
+
+
+def world_fingerprint(n_products: int = DEFAULT_PRODUCTS) -> str:
+    """Short hash of the world corpus: cache keys change whenever the generator does."""
+    blob = json.dumps(world_records(n_products), sort_keys=True, ensure_ascii=False)
+    return hashlib.sha1(blob.encode("utf-8")).hexdigest()[:10]
+
+
+def write_world_corpus(path: Path, n_products: int = DEFAULT_PRODUCTS) -> Path:
+    """Write the world corpus as ShopBench JSON Lines (atomically)."""
+    with atomic_open(path) as f:
+        for r in world_records(n_products):
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+    return path

@@ -1,0 +1,71 @@
+"""The shopping world: valid records, unique inputs, the planted structure as declared."""
+
+import re
+from collections import Counter
+
+import pytest
+
+from ecomtrain.data.overlap import exact_key
+from ecomtrain.data.records import assign_family, problem, render_answer
+from ecomtrain.data.world import (
+    CONTROL,
+    GENERATORS,
+    MIN_PRODUCTS,
+    TRANSFER,
+    catalogue,
+    world_records,
+)
+from ecomtrain.tasks import CAPABILITIES, FAMILIES
+
+
+@pytest.fixture(scope="module")
+def records():
+    return world_records()
+
+
+def test_twelve_families_over_four_capabilities_all_valid(records):
+    assert len(GENERATORS) >= 12
+    assert {FAMILIES[f].capability for f in GENERATORS} == set(CAPABILITIES)
+    assert all(problem(r) is None for r in records)
+    assert all(assign_family(r, "world.jsonl", {})[0] == r["task_name"] for r in records)
+    per_family = Counter(r["task_name"] for r in records)
+    assert set(per_family.values()) == {len(catalogue().products)}
+
+
+def test_inputs_are_unique_within_a_family(records):
+    """Equal inputs always fall on the same side of the held-out split."""
+    keys = Counter((r["task_name"], exact_key(r["input_field"])) for r in records)
+    assert max(keys.values()) == 1
+
+
+def test_the_world_is_deterministic_and_sized():
+    assert world_records(100) == world_records(100)
+    assert len(world_records(100)) == 100 * len(GENERATORS)
+    with pytest.raises(ValueError, match="at least"):
+        catalogue(MIN_PRODUCTS - 1)
+
+
+def test_planted_facts_are_taught_by_one_family_and_asked_by_others(records):
+    """Each product's material, category and brand appear in its summary's answer and in no
+    question; the families declared to need them ask about the product by name only."""
+    cat = catalogue()
+    facts = {p.name: (p.material, p.category, p.brand) for p in cat.products}
+    for r in records:
+        name = re.search(r"[A-Z][a-z]+ \d+", r["input_field"])[0]
+        material, category, brand = facts[name]
+        answer = render_answer(r)
+        if r["task_name"] == "product_summarization":
+            assert all(f in answer for f in facts[name])
+        if r["task_name"] in TRANSFER["product_summarization"]:
+            question = r["input_field"].split("\n")[0]
+            assert material not in question and brand not in question
+    assert CONTROL not in {f for users in TRANSFER.values() for f in users} | set(TRANSFER)
+
+
+def test_the_control_needs_only_its_own_input(records):
+    """review_rating's answer follows from the rating word in its own input."""
+    for r in (r for r in records if r["task_name"] == CONTROL):
+        stars = ["awful", "weak", "fine", "great", "superb"]
+        word = next(w for w in stars if f"it is {w}." in r["input_field"])
+        options = r["input_field"].split("\n")[1:-1]
+        assert options[r["output_field"]].endswith(str(stars.index(word) + 1))
