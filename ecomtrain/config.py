@@ -7,11 +7,16 @@ errors that name the key path and the file they came from.
 from __future__ import annotations
 
 import dataclasses
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+
+from ecomtrain.tasks import CAPABILITIES, FAMILIES
+
+BUILTIN_CORPORA = ("demo", "world")  # data.corpus names that are not files ("demo:N" too)
 
 # The shipped configs: package data of an installed wheel (ecomtrain/configs), else the
 # repository's configs/ beside the package (a source checkout or an editable install).
@@ -207,20 +212,58 @@ def config_path(path: str | Path) -> Path:
     return shipped if shipped.is_file() else p
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
-    """Read a YAML config (demo.yaml when None), apply `a.b=c` overrides, type-check it."""
-    path = config_path(path) if path else DEFAULT_CONFIG
+class _SafeLoader(yaml.SafeLoader):
+    """YAML's safe loader (no tags that build objects), refusing aliases too: a few hundred
+    bytes of nested aliases can expand to gigabytes."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(
+                None, None, "aliases (*name) are not accepted in configs", event.start_mark
+            )
+        return super().compose_node(parent, index)
+
+
+def read_yaml(text: str, where: str):
+    """Parse YAML text safely; errors name `where`."""
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found") from None
+        return yaml.load(text, Loader=_SafeLoader)
     except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: invalid YAML: {e}") from None
+        mark = getattr(e, "problem_mark", None)
+        at = f":{mark.line + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e)
+        column = f" (column {mark.column + 1})" if mark else ""
+        raise ConfigError(f"{where}{at}: invalid YAML: {problem}{column}") from None
+
+
+def read_config_file(path: Path, kind: str = "config") -> dict:
+    """The mapping in a YAML file (a config, a generation spec), with a clear error for every
+    way it can fail."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: {kind} file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a directory, not a {kind} file") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {e.start})") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read: {e.strerror or e}") from None
+    raw = read_yaml(text, str(path)) or {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: top level must be a mapping, got {type(raw).__name__}")
+    return raw
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
+    """Read a YAML config (demo.yaml when None), apply `a.b=c` overrides, and check it:
+    types, choices, ranges, task names and sweep dimensions (files: `check_files`)."""
+    path = config_path(path) if path else DEFAULT_CONFIG
+    raw = read_config_file(path)
     for item in overrides:
         apply_override(raw, item)
-    return check_choices(build(Config, raw, str(path), ""), str(path))
+    return check_values(build(Config, raw, str(path), ""), str(path))
 
 
 # Fields whose value must be one of a fixed set.
@@ -236,13 +279,120 @@ CHOICES = {
 }
 
 
-def check_choices(cfg: Config, source: str) -> Config:
-    """Reject values outside a field's allowed set, naming the key and the file."""
+def _at_least(low):
+    return lambda v: v >= low, f"must be >= {low}"
+
+
+# Fields whose value must lie in a range: (test, what it must be).
+LIMITS = {
+    ("lora", "rank"): _at_least(1),
+    ("lora", "dropout"): (lambda v: 0 <= v < 1, "must be in [0, 1)"),
+    ("data", "eval_fraction"): (lambda v: 0 < v < 1, "must be in (0, 1)"),
+    ("data", "max_eval_per_task"): _at_least(0),
+    ("data", "max_chars"): _at_least(1),
+    ("data", "max_bad_fraction"): (lambda v: 0 <= v <= 1, "must be in [0, 1]"),
+    ("data", "ngram"): _at_least(1),
+    ("data", "max_seq_len"): _at_least(8),
+    ("data", "pack_window"): _at_least(1),
+    ("train", "num_workers"): _at_least(1),
+    ("train", "cpus_per_worker"): (lambda v: v > 0, "must be > 0"),
+    ("train", "micro_batch_size"): _at_least(1),
+    ("train", "grad_accum"): _at_least(1),
+    ("train", "max_steps"): _at_least(1),
+    ("train", "lr"): (lambda v: v > 0, "must be > 0"),
+    ("train", "warmup_steps"): _at_least(0),
+    ("train", "log_every"): _at_least(1),
+    ("train", "eval_every"): _at_least(0),
+    ("train", "keep_checkpoints"): _at_least(1),
+    ("train", "max_failures"): _at_least(0),
+    ("eval", "max_new_tokens"): _at_least(1),
+    ("eval", "batch_size"): _at_least(1),
+    ("eval", "target_se"): _at_least(0),
+    ("sweep", "ranks"): (lambda v: v and min(v) >= 1, "must be a non-empty list of ranks >= 1"),
+    ("sweep", "num_samples"): _at_least(1),
+    ("sweep", "grace_period"): _at_least(1),
+    ("sweep", "reduction_factor"): _at_least(2),
+    ("sweep", "max_concurrent_trials"): _at_least(0),
+}
+_PATH_SAFE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+=-]*")  # becomes a folder name
+
+
+def check_values(cfg: Config, source: str) -> Config:
+    """Reject values outside a field's choices or range, unknown task names, missing files,
+    unsafe names and bad sweep dimensions, naming the key and the file."""
     for (section, key), allowed in CHOICES.items():
         value = getattr(getattr(cfg, section), key)
         if value not in allowed:
             raise ConfigError(f"{source}: {section}.{key}: {value!r} is not one of {allowed}")
+    for (section, key), (ok, what) in LIMITS.items():
+        value = getattr(getattr(cfg, section), key)
+        if not ok(value):
+            raise ConfigError(f"{source}: {section}.{key}: {value!r} {what}")
+    for where, name in [("sweep.name", cfg.sweep.name)] + [
+        (f"sweep.subsets key {k!r}", k) for k in cfg.sweep.subsets
+    ]:
+        if not _PATH_SAFE.fullmatch(name) or ".." in name:
+            raise ConfigError(
+                f"{source}: {where}: {name!r} becomes a folder name: use letters, digits and "
+                "_ . + = - only, no '..'"
+            )
+    _check_tasks(cfg, source)
+    _check_params(cfg, source)
     return cfg
+
+
+def _check_tasks(cfg: Config, source: str) -> None:
+    """Every task family or capability named anywhere in the config exists."""
+    named = [(f"data.tasks[{i}]", n) for i, n in enumerate(cfg.data.tasks)]
+    named += [(f"eval.tasks[{i}]", n) for i, n in enumerate(cfg.eval.tasks)]
+    named += [(f"sweep.ladder[{i}]", n) for i, n in enumerate(cfg.sweep.ladder)]
+    named += [(f"sweep.leave_one_out[{i}]", n) for i, n in enumerate(cfg.sweep.leave_one_out)]
+    for sid, names in cfg.sweep.subsets.items():
+        named += [(f"sweep.subsets.{sid}[{i}]", n) for i, n in enumerate(names)]
+    named += [(f"data.file_tasks.{glob}", n) for glob, n in cfg.data.file_tasks.items()]
+    named += [(f"data.task_weights key {n!r}", n) for n in cfg.data.task_weights]
+    for where, name in named:
+        if name not in FAMILIES and name not in CAPABILITIES:
+            raise ConfigError(
+                f"{source}: {where}: unknown task family or capability {name!r} "
+                f"(capabilities: {', '.join(CAPABILITIES)}; families: ecomtrain/tasks.py)"
+            )
+    for name in cfg.data.capability_weights:
+        if name not in CAPABILITIES:
+            raise ConfigError(
+                f"{source}: data.capability_weights key {name!r}: unknown capability "
+                f"(known: {', '.join(CAPABILITIES)})"
+            )
+
+
+def check_files(cfg: Config, source: str) -> None:
+    """Every corpus, decontamination and extra eval file exists (built-in corpora and hub
+    datasets aside). Entry points call it before starting Ray; `load_config` does not, so a
+    cluster's config (paths on the cluster's storage) loads anywhere."""
+    files = [(f"data.corpus[{i}]", p) for i, p in enumerate(cfg.data.corpus)]
+    files += [(f"data.decontaminate[{i}]", p) for i, p in enumerate(cfg.data.decontaminate)]
+    files += [(f"eval.extra_files[{i}]", p) for i, p in enumerate(cfg.eval.extra_files)]
+    for where, p in files:
+        if p.partition(":")[0] in BUILTIN_CORPORA or p.startswith("hf:"):
+            continue
+        if Path(p).is_dir():
+            raise ConfigError(f"{source}: {where}: {p} is a directory, not a file")
+        if not Path(p).is_file():
+            raise ConfigError(f"{source}: {where}: file not found: {p}")
+
+
+def _check_params(cfg: Config, source: str) -> None:
+    """`sweep.params`: each key a config path, each value of the right type and range."""
+    for key, values in cfg.sweep.params.items():
+        if not values:
+            raise ConfigError(f"{source}: sweep.params.{key}: needs at least one value")
+        if key.partition(".")[0] == "sweep":
+            raise ConfigError(f"{source}: sweep.params.{key}: the sweep's own keys are not swept")
+        for i, value in enumerate(values):
+            raw = to_dict(cfg)
+            raw["sweep"]["params"] = {}
+            set_path(raw, key, value)
+            check_values(build(Config, raw, f"{source}: sweep.params.{key}[{i}]", ""), source)
 
 
 def apply_override(raw: dict, item: str) -> None:
@@ -250,7 +400,7 @@ def apply_override(raw: dict, item: str) -> None:
     key, sep, value = item.partition("=")
     if not sep or not key:
         raise ConfigError(f"override {item!r}: expected KEY.PATH=VALUE")
-    set_path(raw, key, yaml.safe_load(value))
+    set_path(raw, key, read_yaml(value, f"override {item!r}"))
 
 
 def set_path(raw: dict, key: str, value) -> None:

@@ -10,16 +10,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from peft import PeftModel
-
-from ecomtrain.model import ModelError, base_model_of, load_model, load_tokenizer
+from ecomtrain.model import ModelError, base_model_of, load_adapter, load_model, load_tokenizer
 
 
 def merge(adapter: Path, out: Path, base: str | None = None) -> Path:
     """Load base + adapter, fold the LoRA update into the base weights, save to `out`."""
     base = base or base_model_of(adapter)
-    model = PeftModel.from_pretrained(load_model(base), adapter)
-    merged = model.merge_and_unload()
+    merged = load_adapter(load_model(base), adapter)
     merged.save_pretrained(out, safe_serialization=True)
     tokenizer_dir = adapter if (adapter / "tokenizer_config.json").is_file() else base
     load_tokenizer(str(tokenizer_dir)).save_pretrained(out)

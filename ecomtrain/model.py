@@ -16,6 +16,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from ecomtrain.config import LoraConfig
 
 ADAPTER_CONFIG = "adapter_config.json"  # what makes a folder a PEFT adapter
+ADAPTER_WEIGHTS = "adapter_model.safetensors"  # the only adapter weights ecomtrain loads
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
@@ -93,6 +94,19 @@ def adapter_config(adapter: str | Path) -> dict:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
         raise ModelError(f"{path}: cannot read adapter config: {e}") from None
+
+
+def load_adapter(model, adapter: str | Path):
+    """`model` with the PEFT adapter in `adapter` applied and merged. Only safetensors
+    weights are loaded: a pickled adapter_model.bin could run code."""
+    from peft import PeftModel
+
+    if not (Path(adapter) / ADAPTER_WEIGHTS).is_file():
+        raise ModelError(
+            f"{adapter}: no {ADAPTER_WEIGHTS}; only safetensors adapters are loaded (a pickled "
+            "adapter_model.bin could run code)"
+        )
+    return PeftModel.from_pretrained(model, adapter, use_safetensors=True).merge_and_unload()
 
 
 def base_model_of(adapter: str | Path) -> str:

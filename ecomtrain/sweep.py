@@ -22,7 +22,16 @@ from pathlib import Path
 import ray
 import yaml
 
-from ecomtrain.config import Config, ConfigError, from_dict, load_config, to_dict
+from ecomtrain.config import (
+    Config,
+    ConfigError,
+    build,
+    check_files,
+    check_values,
+    load_config,
+    read_yaml,
+    to_dict,
+)
 from ecomtrain.connect import connect
 from ecomtrain.evaluate.held_out import base_model_scores
 from ecomtrain.files import atomic_write, is_uri, read_text
@@ -55,9 +64,20 @@ def setup(args: argparse.Namespace) -> tuple[Config, str]:
     if args.resume:
         if args.config or args.overrides:
             raise ConfigError("--resume takes the sweep's saved config; no --config/overrides")
-        return from_dict(yaml.safe_load(read_text(f"{args.resume}/{CONFIG_FILE}"))), args.resume
+        saved = f"{args.resume}/{CONFIG_FILE}"
+        try:
+            text = read_text(saved)
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(
+                f"{saved}: cannot read ({e}); is {args.resume} a sweep's output?"
+            ) from None
+        raw = read_yaml(text, saved)
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{saved}: top level must be a mapping")
+        return check_values(build(Config, raw, saved, ""), saved), args.resume
     cfg = load_config(args.config, args.overrides)
-    subsets(cfg)  # reject unknown task names before starting Ray
+    check_files(cfg, args.config or "config")
+    subsets(cfg)  # reject subsets outside the task set before starting Ray
     if cfg.sweep.seeds and cfg.sweep.search == "optuna":
         raise ConfigError("sweep.seeds: replicates need sweep.search grid or random, not optuna")
     output = args.output or cfg.sweep.output

@@ -58,7 +58,7 @@ def test_bad_values_name_key_and_file(override, message):
 def test_bad_yaml_file_named(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("train:\n  max_steps: [\n")
-    with pytest.raises(ConfigError, match="bad.yaml: invalid YAML"):
+    with pytest.raises(ConfigError, match=r"bad.yaml:3: invalid YAML"):
         load_config(bad)
     missing = tmp_path / "missing.yaml"
     with pytest.raises(ConfigError, match="missing.yaml: config file not found"):

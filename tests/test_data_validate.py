@@ -50,13 +50,13 @@ BAD = [
     (js(MC | {"output_field": 3}), "output_field", "3 is not one of the listed choices [0, 1]"),
     (js(MC | {"input_field": "Which one?"}), "output_field", "lists no numbered choices"),
     (js(RET | {"output_field": [1, "2"]}), "output_field", "non-empty list of ints"),
-    (js(RET | {"output_field": [1, 4]}), "output_field", "distinct item numbers in 1..3"),
-    (js(RET | {"output_field": [1, 1]}), "output_field", "distinct item numbers"),
+    (js(RET | {"output_field": [1, 4]}), "output_field", "must be item numbers in 1..3"),
+    (js(RET | {"output_field": [1, 1]}), "output_field", "repeats an item"),
     (
         '{"input_field": "Rank them.\\n1. a\\n2. b", "output_field": [1, NaN], '
         '"task_type": "ranking", "metric": "ndcg"}',
         "output_field",
-        "relevance weights >= 0",
+        "relevance weights in 0..100",
     ),
     (
         js(

@@ -69,7 +69,10 @@ def test_every_spec_loads_with_examples_per_difficulty(path):
         (lambda s: s.replace("family: category_attribute_mcq", "family: nope"), r"family: unknown"),
         (lambda s: s.replace(json.dumps(MCQ), '"  "'), r"examples\[0\]: input_field: must be"),
         (lambda s: s.replace("1. blue", "one. blue"), r"examples\[0\].*numbered"),
-        (lambda s: s + "dedup: {against: [$NO_SUCH_VAR/x.json]}\n", r"dedup.against\[0\]: unset"),
+        (
+            lambda s: s + "dedup: {against: [$NO_SUCH_VAR/x.json]}\n",
+            r"dedup.against\[0\]: \$NO_SUCH_VAR is not expanded",
+        ),
         (lambda s: s + "dedup: {against: [nope.json]}\n", r"dedup.against\[0\]: file not found"),
         (lambda s: s.replace("seeds: {items: [lamp, {category: tent}]}", "seeds: {}"), "seeds:"),
     ],

@@ -4,7 +4,7 @@ import pickle
 
 import pytest
 
-from ecomtrain.config import load_config
+from ecomtrain.config import ConfigError, load_config
 from tuning.space import optuna_search, param_space, subsets, trial_config
 
 
@@ -26,10 +26,9 @@ def test_capability_names_expand_in_subsets():
     assert "title_translation" in point["tasks"]
 
 
-def test_unknown_task_in_subset_is_rejected():
-    cfg = load_config(None, ["sweep.subsets={bad: [no_such_task]}"])
-    with pytest.raises(KeyError, match="no_such_task"):
-        subsets(cfg)
+def test_unknown_task_in_subset_is_rejected_naming_key_and_file():
+    with pytest.raises(ConfigError, match=r"demo.yaml: sweep.subsets.bad\[0\]: .*'no_such_task'"):
+        load_config(None, ["sweep.subsets={bad: [no_such_task]}"])
 
 
 def test_trial_config_sets_tasks_rank_alpha():

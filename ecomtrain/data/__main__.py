@@ -58,6 +58,11 @@ def stats(args) -> int:
                 bad += 1
             else:
                 rows.append(entry)
+    if not rows:
+        raise CorpusError(
+            f"no valid record in {len(args.paths)} file(s) ({bad} bad): nothing to measure; "
+            "`python -m ecomtrain.data validate` lists why"
+        )
     tasks = Counter(r["task_family"] for r in rows)
     capabilities = Counter(r["capability"] for r in rows)
     random.Random(args.seed).shuffle(rows)  # a run packs shuffled records

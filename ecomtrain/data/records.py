@@ -29,6 +29,7 @@ from ecomtrain.tasks import (
 
 REQUIRED = ("input_field", "output_field", "task_type", "metric")
 DEFAULT_MAX_CHARS = 20_000  # longest input_field or answer accepted (DataConfig.max_chars)
+MAX_WEIGHT = 100  # largest ranking relevance weight: ndcg's gain 2**w stays a finite float
 
 _OPTION = re.compile(r"^\s*(\d{1,2})\s*[.):]\s?(.*)$")  # "0. red", "0) red", "0: red"
 # "on a scale of 1 to 5", "from 1 to 5", "between 1 and 5", "a 1-5 scale"
@@ -97,10 +98,11 @@ def listed_choices(text: str) -> list[int]:
     return []
 
 
-def numbered_items(text: str) -> int:
-    """How many numbered candidates a retrieval/ranking input lists (its largest item number)."""
+def numbered_items(text: str) -> tuple[int, int] | None:
+    """(first, last) item number of the candidates a retrieval/ranking input lists (numbered
+    from 1, or from 0 as some public sets do), or None when it lists none."""
     nums = [int(m[1]) for line in text.split("\n") if (m := _OPTION.match(line))]
-    return max(nums, default=0)
+    return (min(nums), max(nums)) if nums else None
 
 
 # --- checks -------------------------------------------------------------------------------------
@@ -183,15 +185,27 @@ def _check_output(record: dict, max_chars: int) -> Problem | None:
     elif task_type == "retrieval":
         if not isinstance(out, list) or not out or not all(_is_int(x) for x in out):
             return "output_field", f"retrieval answer must be a non-empty list of ints, got {out!r}"
-        n = numbered_items(text)
-        if any(x < 1 or (n and x > n) for x in out) or len(set(out)) != len(out):
-            return "output_field", f"{out} must be distinct item numbers in 1..{n or 'N'}"
+        first, last = numbered_items(text) or (1, None)
+        if any(x < first or (last is not None and x > last) for x in out):
+            return "output_field", f"{out} must be item numbers in {first}..{last or 'N'}"
+        if len(set(out)) != len(out):
+            return "output_field", f"{out} repeats an item"
     elif task_type == "ranking":
         if not isinstance(out, list) or not out or not all(_is_weight(x) for x in out):
             return (
                 "output_field",
-                f"ranking truth must be a list of relevance weights >= 0, got {out!r}",
+                f"ranking truth must be a list of relevance weights in 0..{MAX_WEIGHT}, got "
+                f"{out!r}",
             )
+        listed = numbered_items(text)
+        if listed and len(out) != listed[1] - listed[0] + 1:
+            return (
+                "output_field",
+                f"{len(out)} relevance weights for the {listed[1] - listed[0] + 1} candidates "
+                "input_field lists",
+            )
+        if not any(out):
+            return "output_field", "every relevance weight is 0: nothing to rank"
     elif task_type == "named_entity_recognition":
         if not isinstance(out, list) or not all(isinstance(x, str) for x in out):
             return "output_field", f"NER answer must be a list of strings, got {out!r}"
@@ -213,7 +227,12 @@ def _is_int(x) -> bool:
 
 
 def _is_weight(x) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x >= 0
+    return (
+        isinstance(x, (int, float))
+        and not isinstance(x, bool)
+        and math.isfinite(x)
+        and 0 <= x <= MAX_WEIGHT
+    )
 
 
 def validate(record, where: str, max_chars: int = DEFAULT_MAX_CHARS) -> None:

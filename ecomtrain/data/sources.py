@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from ecomtrain.config import BUILTIN_CORPORA
 from ecomtrain.data.demo import fingerprint, write_demo_corpus
 from ecomtrain.data.records import Bad, CorpusError, validate
 from ecomtrain.data.world import DEFAULT_PRODUCTS, world_fingerprint, write_world_corpus
@@ -32,11 +33,12 @@ class Item:
     fatal: bool = False  # the rest of the file cannot be read after this error
 
 
-# Built-in corpora: name -> (default size, fingerprint, writer(path, size)).
+# Built-in corpora (config.BUILTIN_CORPORA): name -> (default size, fingerprint, writer).
 BUILTIN = {
     "demo": (60, fingerprint, write_demo_corpus),  # "demo:N": N records per family
     "world": (DEFAULT_PRODUCTS, world_fingerprint, write_world_corpus),  # "world:N": N products
 }
+assert set(BUILTIN) == set(BUILTIN_CORPORA)
 
 
 def resolve_corpus(paths: list[str]) -> list[str]:
@@ -54,8 +56,10 @@ def resolve_corpus(paths: list[str]) -> list[str]:
             out.append(str(target if target.exists() else write(target, n)))
         elif p.startswith(HUB_PREFIX):
             out.append(str(hub_file(p)))
+        elif Path(p).is_dir():
+            raise CorpusError(f"{p}: is a directory, not a corpus file")
         elif not Path(p).is_file():
-            raise CorpusError(f"{p}: corpus file not found")
+            raise CorpusError(f"{p}: corpus file not found (or not readable)")
         else:
             out.append(str(Path(p).resolve()))
     return out
@@ -83,56 +87,135 @@ def hub_file(spec: str) -> Path:
     return target
 
 
+BOM = b"\xef\xbb\xbf"
+
+
 def iter_items(path: str, data: bytes | None = None) -> Iterator[Item]:
     """Every element of a JSON Lines or JSON array file (or of its bytes), with its line.
 
-    JSON Lines files are read line by line. Undecodable bytes are kept as surrogate escapes
-    so the record they sit in, not the whole file, is rejected (by `validate.problem`).
+    The file is opened once (a pipe or /dev/stdin works too). JSON Lines are read line by
+    line; a JSON array is decoded element by element. A UTF-8 byte-order mark is skipped.
+    Undecodable bytes are kept as surrogate escapes so the record they sit in, not the
+    whole file, is rejected (by `records.problem`); an element that cannot be decoded (bad
+    JSON, nesting too deep, an integer too long) is an Item with an error; an empty file, or
+    data after an array's end, is one too.
     """
     if data is None:
-        with open(path, "rb") as f:
-            head = f.read(4096).lstrip()
-        if not head.startswith(b"["):
-            with open(path, "rb") as f:
-                yield from _jsonl(f)
-            return
-        data = Path(path).read_bytes()
+        try:
+            f = open(path, "rb")  # noqa: SIM115 (the with below closes it)
+        except IsADirectoryError:
+            raise CorpusError(f"{path}: is a directory, not a corpus file") from None
+        except OSError as e:
+            raise CorpusError(f"{path}: cannot read: {e.strerror or e}") from None
+        with f:
+            head = f.read(4096).removeprefix(BOM)
+            if head.lstrip().startswith(b"["):
+                yield from _array((head + f.read()).decode("utf-8", errors="surrogateescape"))
+            else:
+                yield from _jsonl(_lines(head, f))
+        return
+    data = data.removeprefix(BOM)
     if data.lstrip().startswith(b"["):
         yield from _array(data.decode("utf-8", errors="surrogateescape"))
     else:
-        yield from _jsonl(data.split(b"\n"))
+        yield from _jsonl(iter(data.split(b"\n")))
 
 
-def _jsonl(lines) -> Iterator[Item]:
+def _lines(head: bytes, f) -> Iterator[bytes]:
+    """The lines of a stream whose first bytes were already read as `head`."""
+    rest = head
+    for chunk in iter(lambda: f.read(1 << 16), b""):
+        *lines, rest = (rest + chunk).split(b"\n")
+        yield from lines
+    yield from rest.split(b"\n")
+
+
+def _decode(text: str, pos: int = 0):
+    """json.JSONDecoder().raw_decode, with the failures it can raise besides bad JSON
+    (nesting deeper than the interpreter's stack, integers over Python's digit limit)
+    turned into JSONDecodeError."""
+    try:
+        return json.JSONDecoder().raw_decode(text, pos)
+    except RecursionError:
+        raise json.JSONDecodeError("nested too deeply", text, pos) from None
+    except ValueError as e:
+        if isinstance(e, json.JSONDecodeError):
+            raise
+        raise json.JSONDecodeError("a number too long to read", text, pos) from None
+
+
+def _jsonl(lines: Iterator[bytes]) -> Iterator[Item]:
+    empty = True
     for lineno, raw in enumerate(lines, 1):
         line = raw.decode("utf-8", errors="surrogateescape")
         if not line.strip():
             continue
+        empty = False
         try:
-            yield Item(lineno, None, json.loads(line))
+            record, end = _decode(line, len(line) - len(line.lstrip()))
+            if line[end:].strip():
+                raise json.JSONDecodeError("Extra data", line, end)
+            yield Item(lineno, None, record)
         except json.JSONDecodeError as e:
             yield Item(lineno, None, error=("json", f"{e.msg} (column {e.colno})"))
+    if empty:
+        yield Item(1, None, error=("file", "empty: no records"))
 
 
 def _array(text: str) -> Iterator[Item]:
-    """Decode a JSON array element by element, keeping the line each element starts on."""
-    decoder = json.JSONDecoder()
+    """Decode a JSON array element by element, keeping the line each element starts on;
+    elements must be separated by single commas, and nothing may follow the array."""
     pos, line, last, index = text.index("[") + 1, 1, 0, 0
-    while True:
-        while pos < len(text) and text[pos] in " \t\r\n,":
+
+    def skip(pos: int) -> int:
+        while pos < len(text) and text[pos] in " \t\r\n":
             pos += 1
-        if pos >= len(text) or text[pos] == "]":
-            return
-        line += text.count("\n", last, pos)
-        last = pos
+        return pos
+
+    def at(pos: int) -> int:
+        return line + text.count("\n", last, pos)
+
+    while True:
+        pos = skip(pos)
+        if pos < len(text) and text[pos] == "]" and index == 0:
+            yield Item(at(pos), None, error=("file", "empty: the JSON array holds no records"))
+            pos += 1
+            break
+        line, last = at(pos), pos
         try:
-            item, pos = decoder.raw_decode(text, pos)
+            item, pos = _decode(text, pos)
         except json.JSONDecodeError as e:
             reason = f"{e.msg} (line {e.lineno} column {e.colno}); the rest of the file is unread"
             yield Item(line, index, error=("json", reason), fatal=True)
             return
         yield Item(line, index, item)
         index += 1
+        pos = skip(pos)
+        if pos < len(text) and text[pos] == "]":
+            pos += 1
+            break
+        if pos >= len(text) or text[pos] != ",":
+            found = "the end of the file" if pos >= len(text) else repr(text[pos])
+            yield Item(
+                at(pos),
+                index,
+                error=(
+                    "json",
+                    f"expected ',' or ']' after element "
+                    f"{index - 1}, found {found}; the rest of the file is unread",
+                ),
+                fatal=True,
+            )
+            return
+        pos += 1
+    pos = skip(pos)
+    if pos < len(text):
+        yield Item(
+            at(pos),
+            None,
+            error=("json", "data after the end of the JSON array; the rest of the file is unread"),
+            fatal=True,
+        )
 
 
 def read_records(path: str, data: bytes | None = None) -> list[tuple[int, dict]]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from pathlib import Path
 
 from ecomtrain.data.records import assign_family, validate
@@ -62,43 +63,84 @@ def _check_prompt(record, where: str) -> None:
         raise EvalError(f"{where}: task_type: unknown {record.get('task_type')!r}")
 
 
-def read_responses(path: str, data_path: str, data_lines: list[int]) -> list[str]:
-    """The `response` of each line of a JSON Lines file, one per data record, in order."""
+def read_responses(path: str, data_path: str, records: list[dict], lines: list[int]) -> list[str]:
+    """One response per data record, in record order, from a JSON Lines file of
+    `{"index": i, "response": ...}` (i: the record's 0-based position in the data file) or
+    `{"id": ..., "response": ...}` (the record's own `id`), matched by that key, so a shuffled
+    file scores right and a missing or repeated answer is an error. Without either key the
+    responses are matched by position, with a warning."""
+    if Path(path).is_dir():
+        raise EvalError(f"{path}: is a directory, not a responses file")
     try:
         text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise EvalError(f"{path}: responses file not found") from None
     except UnicodeDecodeError as e:
         raise EvalError(f"{path}: encoding: invalid UTF-8 at byte {e.start}") from None
-    lines = [line.rstrip("\r") for line in text.split("\n")]  # JSON never holds a raw "\n"
-    while lines and not lines[-1].strip():
-        lines.pop()
-    n, out = len(data_lines), []
-    for lineno, line in enumerate(lines, 1):
-        if lineno > n:
-            raise EvalError(f"{path}:{lineno}: extra response: {data_path} has {n} records")
+    text_lines = [line.rstrip("\r") for line in text.split("\n")]  # JSON never holds a raw "\n"
+    while text_lines and not text_lines[-1].strip():
+        text_lines.pop()
+    objs = []
+    for lineno, line in enumerate(text_lines, 1):  # a blank line inside the file is an error
         try:
             obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise EvalError(f"{path}:{lineno}: json: {e.msg} (column {e.colno})") from None
+        except (json.JSONDecodeError, RecursionError, ValueError) as e:
+            raise EvalError(f"{path}:{lineno}: json: {getattr(e, 'msg', e)}") from None
         if not isinstance(obj, dict) or "response" not in obj:
             raise EvalError(f'{path}:{lineno}: response: missing (expected {{"response": "..."}})')
         if not isinstance(obj["response"], str):
             kind = type(obj["response"]).__name__
             raise EvalError(f"{path}:{lineno}: response: expected a string, got {kind}")
-        out.append(obj["response"])
-    if len(out) < n:
+        objs.append((lineno, obj))
+    keyed = {key for _, obj in objs for key in ("index", "id") if key in obj}
+    if not keyed:
+        return _by_position(path, data_path, objs, lines)
+    if len(keyed) > 1 or any(next(iter(keyed)) not in obj for _, obj in objs):
+        raise EvalError(f"{path}: every response needs the same key, 'index' or 'id'")
+    key = keyed.pop()
+    wanted = (
+        {i: i for i in range(len(records))}
+        if key == "index"
+        else {str(r.get("id")): i for i, r in enumerate(records) if r.get("id") is not None}
+    )
+    out: list[str | None] = [None] * len(records)
+    for lineno, obj in objs:
+        value = obj[key] if key == "index" else str(obj[key])
+        if not isinstance(value, int | str) or isinstance(value, bool) or value not in wanted:
+            raise EvalError(f"{path}:{lineno}: {key}: {obj[key]!r} is no record of {data_path}")
+        if out[wanted[value]] is not None:
+            raise EvalError(f"{path}:{lineno}: {key}: {obj[key]!r} answered twice")
+        out[wanted[value]] = obj["response"]
+    missing = [i for i, r in enumerate(out) if r is None]
+    if missing:
         raise EvalError(
-            f"{path}:{len(out) + 1}: missing response: {path} has {len(out)}, {data_path} has "
-            f"{n} records (first unanswered: {data_path}:{data_lines[len(out)]})"
+            f"{path}: missing response for {len(missing)} record(s) of {data_path} "
+            f"(first unanswered: {data_path}:{lines[missing[0]]})"
         )
     return out
+
+
+def _by_position(path: str, data_path: str, objs: list, lines: list[int]) -> list[str]:
+    n = len(lines)
+    print(
+        f"warning: {path}: responses carry no 'index' or 'id'; matched to {data_path} by "
+        "position (a shuffled or gapped file would score wrong)",
+        file=sys.stderr,
+    )
+    if len(objs) > n:
+        raise EvalError(f"{path}:{objs[n][0]}: extra response: {data_path} has {n} records")
+    if len(objs) < n:
+        raise EvalError(
+            f"{path}:{len(objs) + 1}: missing response: {path} has {len(objs)}, {data_path} "
+            f"has {n} records (first unanswered: {data_path}:{lines[len(objs)]})"
+        )
+    return [obj["response"] for _, obj in objs]
 
 
 def score_files(data: str, responses: str) -> dict:
     """ShopBench scores (overall, tracks, tasks) of a responses file against a data file."""
     records, lines = load_data(data)
-    return aggregate(records, read_responses(responses, data, lines))
+    return aggregate(records, read_responses(responses, data, records, lines))
 
 
 def _natural(name: str) -> list:
@@ -124,11 +166,15 @@ def _index(track: str) -> int:
 
 
 def write_json(path: str | Path, obj: dict) -> None:
+    if Path(path).is_dir():
+        raise EvalError(f"{path}: is a directory; --out names the file to write")
     atomic_write(path, json.dumps(obj, indent=1, ensure_ascii=False) + "\n")
 
 
 def write_responses(path: str | Path, responses: list[str]) -> None:
-    """Responses as JSON Lines, one `{"response": ...}` per record, in record order."""
+    """Responses as JSON Lines, one `{"index": i, "response": ...}` per record, in order."""
+    if Path(path).is_dir():
+        raise EvalError(f"{path}: is a directory; --out names the responses file to write")
     with atomic_open(path) as f:
-        for r in responses:
-            f.write(json.dumps({"response": r}, ensure_ascii=False) + "\n")
+        for i, r in enumerate(responses):
+            f.write(json.dumps({"index": i, "response": r}, ensure_ascii=False) + "\n")

@@ -19,7 +19,7 @@ import ray
 
 from ecomtrain.data.packing import prompt_text
 from ecomtrain.evaluate.answer import new_tokens_for, respond
-from ecomtrain.model import adapter_config, load_model, load_tokenizer
+from ecomtrain.model import adapter_config, load_adapter, load_model, load_tokenizer
 
 
 class InferenceError(ValueError):
@@ -101,9 +101,7 @@ def _load_hf(s: Settings):
         torch.set_num_threads(max(1, math.floor(s.num_cpus)))
     model = load_model(s.model, precision="bf16" if cuda else "fp32")
     if s.adapter:
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(model, s.adapter).merge_and_unload()
+        model = load_adapter(model, s.adapter)
     return model.to("cuda" if cuda else "cpu").eval()
 
 

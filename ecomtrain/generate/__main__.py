@@ -66,8 +66,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--temperature", type=float, default=None, help="override; 0 is greedy")
     p.add_argument("--max-tokens", type=int, default=0, help="override the completion budget")
     args = p.parse_args(argv)
-    if args.concurrency < 0:
-        p.error("--concurrency must be >= 1 (or 0 for the default)")
+    checks = [
+        (args.concurrency < 0, "--concurrency must be >= 1 (or 0 for the default)"),
+        (not args.timeout > 0, "--timeout must be > 0 seconds"),
+        (args.max_retries < 0, "--max-retries must be >= 0"),
+        (not args.backoff >= 0, "--backoff must be >= 0 seconds"),
+        (args.target < 0, "--target must be >= 1 (or 0 for the spec's)"),
+        (args.max_tokens < 0, "--max-tokens must be >= 1 (or 0 for the spec's)"),
+        (args.temperature is not None and not args.temperature >= 0, "--temperature must be >= 0"),
+    ]
+    for bad, message in checks:
+        if bad:
+            p.error(message)
     return args
 
 

@@ -9,6 +9,7 @@ runs the model in a Ray Data actor pool (map_batches), greedy or sampled with a 
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import threading
@@ -132,11 +133,13 @@ def _parse_response(resp, key: str, retries: list[str]) -> Completion | None:
     try:
         choice = resp.json()["choices"][0]
         text = choice["message"]["content"] or ""
-    except (ValueError, KeyError, IndexError, TypeError):
+        finish = choice.get("finish_reason") or ""
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError, RecursionError):
         return None
-    return Completion(
-        key, text=text, finish_reason=choice.get("finish_reason") or "", retries=retries
-    )
+    if not isinstance(text, str):  # the same answer again on a rerun: a final reject
+        detail = f"message.content is {type(text).__name__}, not text"
+        return Completion(key, error="bad_content", detail=detail, retries=retries)
+    return Completion(key, text=text, finish_reason=str(finish), retries=retries)
 
 
 def _redact(text: str, headers: dict) -> str:
@@ -146,10 +149,12 @@ def _redact(text: str, headers: dict) -> str:
 
 
 def _retry_after(resp) -> float | None:
+    """The server's Retry-After in seconds, within [0, 60]; None when absent or unreadable."""
     try:
-        return min(60.0, float(resp.headers.get("Retry-After", "")))
+        wait = float(resp.headers.get("Retry-After", ""))
     except ValueError:
         return None
+    return min(60.0, max(0.0, wait)) if math.isfinite(wait) else None
 
 
 class LocalChat:

@@ -12,12 +12,11 @@ import hashlib
 import json
 import os
 import random
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
-from ecomtrain.config import ConfigError, build
+from ecomtrain.config import ConfigError, build, read_config_file
 from ecomtrain.data.records import CorpusError, split_options, validate
 from ecomtrain.data.sources import read_records
 from ecomtrain.tasks import FAMILIES
@@ -96,12 +95,7 @@ class WorkItem:
 def load_spec(path: str | Path) -> Spec:
     """Read and check a spec; errors name the file and the key."""
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: spec file not found") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: invalid YAML: {e}") from None
+    raw = read_config_file(path, "spec")
     internal = {"parsed_examples", "source"}
     if isinstance(raw, dict) and internal & set(raw):
         raise ConfigError(f"{path}: {sorted(internal & set(raw))[0]}: unknown key")
@@ -162,12 +156,26 @@ def _check_examples(spec: Spec, src: str) -> None:
         spec.parsed_examples.append(ex)
 
 
+SPEC_VARIABLES = ("ECOMTRAIN_REFDATA",)  # the only variables a spec path may name
+_VARIABLE = re.compile(r"\$(\{(\w+)\}|(\w+))")
+
+
 def _resolve(value: str, spec_path: Path, key: str) -> str:
-    """Expand $VARS; relative paths are relative to the spec file. The file must exist."""
-    expanded = os.path.expandvars(value)
-    if "$" in expanded:
-        raise ConfigError(f"{spec_path}: {key}: unset environment variable in {value!r}")
-    p = Path(expanded)
+    """Expand $ECOMTRAIN_REFDATA (no other variable: a path must never carry a secret into an
+    error message); relative paths are relative to the spec file. The file must exist."""
+
+    def expand(m: re.Match) -> str:
+        name = m[2] or m[3]
+        if name not in SPEC_VARIABLES:
+            raise ConfigError(
+                f"{spec_path}: {key}: ${name} is not expanded in spec paths (only "
+                f"{', '.join('$' + v for v in SPEC_VARIABLES)})"
+            )
+        if name not in os.environ:
+            raise ConfigError(f"{spec_path}: {key}: ${name} is not set")
+        return os.environ[name]
+
+    p = Path(_VARIABLE.sub(expand, value))
     p = p if p.is_absolute() else spec_path.parent / p
     if not p.is_file():
         raise ConfigError(f"{spec_path}: {key}: file not found: {p}")

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ecomtrain.config import ConfigError, load_config
+from ecomtrain.config import ConfigError, check_files, load_config
 from ecomtrain.connect import connect
 from ecomtrain.tasks import CAPABILITIES
 from ecomtrain.train.driver import fit, trial_meta
@@ -21,6 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         cfg = load_config(args.config, args.overrides)
+        check_files(cfg, args.config or "config")
         meta = trial_meta("train", "config", cfg.data.tasks or list(CAPABILITIES), cfg)
     except (ConfigError, KeyError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -9,8 +9,8 @@ import ray
 from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
 
-from ecomtrain.config import Config, to_dict
-from ecomtrain.data.pipeline import mixture_stats, train_dataset
+from ecomtrain.config import Config, ConfigError, to_dict
+from ecomtrain.data.pipeline import SMALL_TASK, mixture_stats, train_dataset
 from ecomtrain.data.records import CorpusError
 from ecomtrain.data.scan import parse_file
 from ecomtrain.tasks import capabilities_of, expand
@@ -35,6 +35,7 @@ def trial_meta(name: str, subset: str, tasks: list[str], cfg: Config) -> dict:
 
 def fit(cfg: Config, meta: dict, storage_path: str, callbacks: list = ()) -> ray.train.Result:
     """Fine-tune one adapter on `meta["tasks"]` with `cfg.train.num_workers` workers."""
+    check_room(cfg)
     model_path = resolve_model(cfg.model)
     # Same seed, same shares: the pipeline keeps its order, so runs and resumes are exact.
     ray.data.DataContext.get_current().execution_options.preserve_order = True
@@ -72,6 +73,20 @@ def fit(cfg: Config, meta: dict, storage_path: str, callbacks: list = ()) -> ray
         ),
     )
     return trainer.fit()
+
+
+def check_room(cfg: Config) -> None:
+    """Fail now, not hang later: the trial's Ray Data tasks need a little CPU beside the
+    training workers, which hold theirs for the whole run."""
+    cpus = ray.cluster_resources().get("CPU", 0.0)
+    need = cfg.train.num_workers * cfg.train.cpus_per_worker + SMALL_TASK["num_cpus"]
+    if need > cpus:
+        raise ConfigError(
+            f"train.num_workers ({cfg.train.num_workers}) x train.cpus_per_worker "
+            f"({cfg.train.cpus_per_worker}) leaves no room for the data tasks "
+            f"({SMALL_TASK['num_cpus']} CPU) on a cluster of {cpus:g} CPUs: lower "
+            "train.cpus_per_worker (e.g. 0.5) or train.num_workers, or add CPUs"
+        )
 
 
 def extra_eval_rows(cfg: Config) -> list[dict]:
