@@ -190,3 +190,16 @@ def test_refdata_files_read_validate_and_assign(refdata):
     for _, r in read_records(str(refdata / "kddcup24_development.json")):
         unnamed = {k: v for k, v in r.items() if k not in ("task_name", "track")}
         assert assign_family(unnamed, "dev.json", {})[0] == DEV_TASKS[r["task_name"]]
+
+
+def test_the_numeric_fallback_needs_a_sum_not_a_relation():
+    relation = (
+        "What is the relation between the product 'Acme kettle, $20 per unit' and 'descaler, "
+        "2 pack'?\n0. complement\n1. substitute\n2. irrelevant\nAnswer:"
+    )
+    assert "numeric_reasoning" not in recognise(relation, "multiple-choice")
+    sums = "A kettle costs $20. How much do 3 kettles cost?\n0. $40\n1. $60\nAnswer:"
+    assert recognise(sums, "multiple-choice") == ["numeric_reasoning"]
+    assert "numeric_reasoning" not in recognise(
+        "How much is too much?\n0. a\n1. b", "multiple-choice"
+    )

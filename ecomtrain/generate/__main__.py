@@ -28,8 +28,10 @@ def print_stats(stats: dict, out: str) -> None:
         f"{r['seconds']} s, {r['completions_per_s']} completions/s, {r['records_per_s']} records/s"
     )
     if "steady_completions_per_s" in r:
-        print(f"  first answer after {r['first_answer_s']} s, then "
-              f"{r['steady_completions_per_s']} completions/s")  # fmt: skip
+        print(
+            f"  first answer after {r['first_answer_s']} s, then "
+            f"{r['steady_completions_per_s']} completions/s"
+        )
     print(f"  reject reasons: {_fmt(r['reject_reasons'])}; retries: {_fmt(r['retries'])}")
     print(f"{out}: {stats['records']} records in {RECORDS}, rejects in {REJECTS}")
     for key in ("difficulty", "answer_position", "input_length", "rejects"):
@@ -45,20 +47,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--spec", required=True, help="generation spec (configs/generate/*.yaml)")
     p.add_argument("--out", required=True, help="output folder (resumed when it exists)")
     p.add_argument(
-        "--backend", choices=("openai", "local"), default="openai",
+        "--backend",
+        choices=("openai", "local"),
+        default="openai",
         help="openai: any OpenAI-compatible chat API (OpenAI, vLLM, ...); local: a local "
         "model in a Ray Data actor pool",
-    )  # fmt: skip
+    )
     p.add_argument(
-        "--base-url", default=os.environ.get("OPENAI_BASE_URL", DEFAULT_BASE_URL),
+        "--base-url",
+        default=os.environ.get("OPENAI_BASE_URL", DEFAULT_BASE_URL),
         help="API root, e.g. http://127.0.0.1:8000/v1 (default: $OPENAI_BASE_URL or OpenAI); "
         "the key is read from $OPENAI_API_KEY",
-    )  # fmt: skip
+    )
     p.add_argument("--model", default="", help="model name (HTTP) or path/tiny-llama (local)")
     p.add_argument(
-        "--concurrency", type=int, default=0, help="HTTP requests in flight (default 8) or "
-        "local model replicas, one CPU each (default 1)"
-    )  # fmt: skip
+        "--concurrency",
+        type=int,
+        default=0,
+        help="HTTP requests in flight (default 8) or "
+        "local model replicas, one CPU each (default 1)",
+    )
     p.add_argument("--timeout", type=float, default=60.0, help="seconds per HTTP request")
     p.add_argument("--max-retries", type=int, default=5, help="retries on 429, 5xx, timeouts")
     p.add_argument("--backoff", type=float, default=1.0, help="first retry delay, seconds")

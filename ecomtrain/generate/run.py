@@ -122,8 +122,12 @@ def judge(gate: Gate, item: WorkItem, c: Completion) -> dict:
     if dup:
         raise Reject(f"duplicate_{dup[0]}", f"duplicates {dup[1]}")
     provenance = {"key": item.key, "spec": spec.name, "index": item.index, **gate.provenance}
-    return {**record, "difficulty": item.difficulty, "seed_item": item.seed_text[:500],
-            "provenance": provenance}  # fmt: skip
+    return {
+        **record,
+        "difficulty": item.difficulty,
+        "seed_item": item.seed_text[:500],
+        "provenance": provenance,
+    }
 
 
 def handle(gate: Gate, store: Store, item: WorkItem, c: Completion, run: Counter) -> None:
@@ -134,10 +138,18 @@ def handle(gate: Gate, store: Store, item: WorkItem, c: Completion, run: Counter
     except Reject as r:
         kind = "duplicate" if r.reason.startswith("duplicate") else "rejected"
         store.write_reject(
-            {"key": item.key, "index": item.index, "difficulty": item.difficulty, "kind": kind,
-             "reason": r.reason, "detail": r.detail, "final": c.final,
-             "completion": c.text[:2000], "retries": c.retries}
-        )  # fmt: skip
+            {
+                "key": item.key,
+                "index": item.index,
+                "difficulty": item.difficulty,
+                "kind": kind,
+                "reason": r.reason,
+                "detail": r.detail,
+                "final": c.final,
+                "completion": c.text[:2000],
+                "retries": c.retries,
+            }
+        )
         run[kind] += 1
         run[f"reason:{r.reason}"] += 1
         return
@@ -154,8 +166,9 @@ def completions(args: argparse.Namespace, spec: Spec, pending: list[WorkItem], m
         path = resolve_model(ModelConfig(name_or_path=model))
         actors = args.concurrency or 1
         return local_completions(pending, path, actors, temperature, max_tokens)
-    opts = HttpOptions(args.base_url, model, args.concurrency or 8, args.timeout, args.max_retries,
-                       args.backoff)  # fmt: skip
+    opts = HttpOptions(
+        args.base_url, model, args.concurrency or 8, args.timeout, args.max_retries, args.backoff
+    )
     return openai_completions(pending, opts, temperature, max_tokens)
 
 
@@ -193,8 +206,11 @@ def drive(gate: Gate, store: Store, pending: list[WorkItem], answers) -> Counter
         handle(gate, store, item, c, counts)
         first = first or time.perf_counter()
         if n % every == 0:
-            print(f"{n}/{len(pending)}: written {counts['written']}, rejected "
-                  f"{counts['rejected']}, duplicates {counts['duplicate']}", file=sys.stderr)  # fmt: skip
+            print(
+                f"{n}/{len(pending)}: written {counts['written']}, rejected "
+                f"{counts['rejected']}, duplicates {counts['duplicate']}",
+                file=sys.stderr,
+            )
     if by_key:
         raise BackendError(f"backend ended without answering {len(by_key)} work items")
     end = time.perf_counter()

@@ -76,14 +76,16 @@ def align(trials: list[dict[str, dict]]) -> Scores:
     tasks = list(dict.fromkeys(first[i]["task"] for i in ids))
     index = {t: k for k, t in enumerate(tasks)}
     track = [next(first[i]["track"] for i in ids if first[i]["task"] == t) for t in tasks]
-    pooled = np.array([next(first[i]["metric"] for i in ids if first[i]["task"] == t) == POOLED
-                       for t in tasks])  # fmt: skip
+    pooled = np.array(
+        [next(first[i]["metric"] for i in ids if first[i]["task"] == t) == POOLED for t in tasks]
+    )
     value = np.array([[float(tr[i]["score"]) for i in ids] for tr in trials])
     counts = np.array(
         [[[tr[i].get(k, 0) for k in ("tp", "fp", "fn")] for i in ids] for tr in trials], float
     ).reshape(len(trials), len(ids), 3)
-    return Scores(ids, np.array([index[first[i]["task"]] for i in ids]), tasks, track, pooled,
-                  value, counts)  # fmt: skip
+    return Scores(
+        ids, np.array([index[first[i]["task"]] for i in ids]), tasks, track, pooled, value, counts
+    )
 
 
 def _f1(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> np.ndarray:
