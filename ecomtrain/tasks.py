@@ -76,8 +76,9 @@ NER, RANK = "named_entity_recognition", "ranking"
 _PRODUCT_ON_SITE = r"appears on (an )?e-commerce website"
 _NUMERIC = r"\b(how (many|much)|total|in all|altogether|what amount)\b"
 _ARITHMETIC = (  # broad: numeric_reasoning is a fallback, tried after every specific family;
-    # it needs a number in the question, and a question about how things relate is no sum
-    r"\A(?=.*\d)(?!.*\brelat(ion|ionship|ed)\b).*?"
+    # it needs a number in the question (not an option's number), and a question about how
+    # things relate is no sum
+    r"\A(?=.*(\$\d|\d(?![.):]\s)))(?!.*\brelat(ion|ionship|ed)\b).*?"
     r"\b(how (many|much|tall|long|far|old|fast)|total|in all|altogether|find the number"
     r"|what (fraction|amount|percent\w*)|what is the (length|width|area|price|cost|weight)"
     r"|cost|per)\b"
