@@ -1,18 +1,20 @@
 # One command each: `make demo` runs the demo sweep, `make test` runs the tests.
 # Both create the virtual environment in .venv on first use.
 PYTHON ?= python3
+# A CPU-only machine can take torch's small CPU build: make TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+TORCH_INDEX_URL ?=
 VENV := .venv
 BIN := $(VENV)/bin
 OUTPUT ?= runs/demo
 
 .PHONY: demo test test-slow lint format clean
 
-$(BIN)/ecomtrain: pyproject.toml
+$(BIN)/ecomtrain: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	# torch first, pinned: the CPU wheel where one is available, else PyPI's default build.
-	$(BIN)/pip install -q "torch==2.13.0"
-	$(BIN)/pip install -q -e ".[dev]"
+	# Every version from constraints.txt; torch first, from TORCH_INDEX_URL when it is set.
+	$(BIN)/pip install -q -c constraints.txt torch $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL))
+	$(BIN)/pip install -q -c constraints.txt -e ".[dev]"
 	touch $@
 
 demo: $(BIN)/ecomtrain

@@ -48,4 +48,33 @@ def test_adapter_loads_with_peft(adapter):
 
 def test_cli_errors_on_a_non_adapter(tmp_path, capsys):
     assert main(["--adapter", str(tmp_path), "--out", str(tmp_path / "x")]) == 2
-    assert "adapter_config.json: not found" in capsys.readouterr().err
+    assert "no adapter_config.json in or below it; not a PEFT adapter" in capsys.readouterr().err
+
+
+def test_adapter_only_export_ships_weights_and_a_model_card(adapter, tmp_path):
+    """A checkpoint's adapter without its DeepSpeed state, with a card, loadable by PEFT."""
+    import json
+    import shutil
+
+    from peft import PeftModel
+
+    checkpoint = tmp_path / "checkpoint"
+    shutil.copytree(adapter[0], checkpoint)
+    (checkpoint / "deepspeed").mkdir()
+    (checkpoint / "deepspeed" / "optim_states.pt").write_bytes(b"x")
+    (checkpoint / "rng_rank0.pt").write_bytes(b"x")
+    trial = {"name": "ladder-2-r4", "tasks": ["query_ner", "review_rating"]}
+    (checkpoint / "ecomtrain_trial.json").write_text(json.dumps(trial))
+    scores = [{"id": f"f:{i}", "task": "query_ner", "track": "t", "score": i % 2} for i in range(4)]
+    (checkpoint / "scores.jsonl").write_text("".join(json.dumps(s) + "\n" for s in scores))
+    out = tmp_path / "shipped"
+    assert main(["--adapter", str(checkpoint), "--out", str(out), "--adapter-only"]) == 0
+    names = {p.name for p in out.iterdir()}
+    assert {"adapter_model.safetensors", "adapter_config.json", "README.md"} <= names
+    assert not names & {"deepspeed", "rng_rank0.pt", "scores.jsonl"}
+    card = (out / "README.md").read_text()
+    assert card.startswith("---\nbase_model: ") and "library_name: peft" in card
+    assert "ladder-2-r4" in card and "query_ner, review_rating" in card
+    assert "| query_ner | 4 | 0.5000 |" in card
+    model = PeftModel.from_pretrained(load_model(str(resolve_model(ModelConfig()))), out)
+    assert any("lora_A" in n for n, _ in model.named_parameters())

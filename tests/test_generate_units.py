@@ -134,15 +134,34 @@ def test_exact_and_near_duplicates():
 
 
 def test_minhash_estimates_jaccard():
-    index = MinHashIndex(threshold=0.0, num_perm=256, bands=32)
+    index = MinHashIndex(threshold=0.5, num_perm=256)
     rng = random.Random(1)
     base = [f"w{rng.randrange(10_000)}" for _ in range(200)]
     for cut in (50, 100, 150):
         other = base[:cut] + [f"x{rng.randrange(10_000)}" for _ in range(200 - cut)]
         a, b = ngrams(words(" ".join(base)), 5), ngrams(words(" ".join(other)), 5)
         true = len(a & b) / len(a | b)
-        estimate = float((index.signature(a) == index.signature(b)).mean())
-        assert abs(estimate - true) < 0.1
+        assert abs(index.signature(a).jaccard(index.signature(b)) - true) < 0.1
+
+
+def test_the_threshold_decides_what_is_a_near_duplicate():
+    """LSH's bands follow dedup.threshold: a pair at Jaccard ~0.65 is caught at 0.5, not 0.8,
+    and one at ~0.93 at both (fixed 16x8 bands found a 0.5 pair only ~6 % of the time)."""
+    rng = random.Random(3)
+    caught = {0.5: 0, 0.8: 0}
+    for trial in range(30):
+        base = [f"w{rng.randrange(100_000)}" for _ in range(300)]
+        for cut, want in ((237, {0.5: True, 0.8: False}), (290, {0.5: True, 0.8: True})):
+            other = base[:cut] + [f"y{trial}x{i}" for i in range(300 - cut)]
+            for threshold in (0.5, 0.8):
+                dedup = Deduplicator(threshold=threshold)
+                dedup.add("q", " ".join(base), "base")
+                hit = dedup.check("other question", " ".join(other)) is not None
+                if cut == 237:
+                    caught[threshold] += hit
+                else:
+                    assert hit == want[threshold]
+    assert caught[0.5] >= 27 and caught[0.8] <= 3, caught
 
 
 def test_near_duplicates_are_judged_on_content_not_template():

@@ -8,7 +8,7 @@ from ecomtrain.data.packing import IGNORE, encode, prompt_text, tokenize_records
 from ecomtrain.data.scan import is_eval
 from ecomtrain.model import add_lora, load_model, load_tokenizer
 from ecomtrain.tiny_model import resolve_model
-from ecomtrain.train.engine import deepspeed_config, warmup_cosine
+from ecomtrain.train.engine import deepspeed_config, schedule
 
 
 @pytest.fixture(scope="module")
@@ -71,10 +71,16 @@ def test_deepspeed_config_and_schedule():
     ds = deepspeed_config(cfg)
     assert ds["train_micro_batch_size_per_gpu"] == 4 and ds["gradient_accumulation_steps"] == 2
     assert ds["zero_optimization"]["stage"] == 3
-    lrs = [warmup_cosine(s, 2, 10) for s in range(12)]
-    assert lrs[0] == 0.5 and lrs[1] == 1.0
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    lr = schedule(optimizer, TrainConfig(warmup_steps=2, max_steps=10))
+    lrs = []
+    for _ in range(11):
+        lrs.append(lr.get_last_lr()[0])
+        optimizer.step()
+        lr.step()
+    assert lrs[:3] == [0.0, 0.5, 1.0]  # linear warmup (transformers' convention)
     assert lrs[-1] == pytest.approx(0.1) and all(
-        a >= b for a, b in zip(lrs[1:], lrs[2:], strict=False)
+        a >= b for a, b in zip(lrs[2:], lrs[3:], strict=False)
     )
     assert torch.isfinite(torch.tensor(lrs)).all()
     assert Config().train.zero_stage == 2

@@ -6,8 +6,8 @@ n-grams are set aside first.
 
 - Exact duplicates: equal after normalisation (case, punctuation, spacing).
 - Near duplicates: a MinHash signature with a fixed seed estimates the Jaccard similarity
-  of two texts' content shingles (word 5-grams), and LSH bands find candidate pairs
-  without comparing every pair.
+  of two texts' content shingles (word 5-grams), and datasketch's LSH, its bands chosen for
+  the threshold, finds candidate pairs without comparing every pair.
 - Decontamination (`Decontaminator`, the one definition used by the corpus scan and by the
   generation gate): a training record is contaminated when its normalised input equals an
   eval record's, or when it shares a word n-gram of *content* with one. Template words are
@@ -24,12 +24,11 @@ import hashlib
 import re
 from collections import Counter
 
-import numpy as np
+from datasketch import MinHash, MinHashLSH
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 TEMPLATE_N = 5  # template = word 5-grams found in two or more eval records
 MIN_WORDS = 4  # eval content shorter than this is too generic to flag anything
-_PRIME = (1 << 31) - 1  # hash values and coefficients below it keep a*x+b inside uint64
 
 
 def words(text: str) -> list[str]:
@@ -49,11 +48,6 @@ def ngrams(tokens: list[str], n: int) -> set[str]:
     return {" ".join(tokens[i : i + n]) for i in range(len(tokens) - n + 1)}
 
 
-def _hash32(items: set[str]) -> np.ndarray:
-    digests = [hashlib.blake2b(s.encode("utf-8"), digest_size=8).digest() for s in items]
-    return np.array([int.from_bytes(d, "big") % _PRIME for d in digests], dtype=np.uint64)
-
-
 def frequent_shingles(texts: list[str], n: int, min_df: int = 5, frac: float = 0.01) -> set[str]:
     """Shingles in at least max(min_df, frac * len(texts)) texts: a corpus's template."""
     df: Counter[str] = Counter()
@@ -64,46 +58,35 @@ def frequent_shingles(texts: list[str], n: int, min_df: int = 5, frac: float = 0
 
 
 class MinHashIndex:
-    """Near-duplicate index over shingle sets: `add` them, `query` the closest one."""
+    """Near-duplicate index over shingle sets (datasketch's MinHash LSH): `add` them,
+    `query` the closest one. LSH bands and rows are chosen for `threshold`, so lowering it
+    really catches less similar pairs."""
 
-    def __init__(self, threshold: float = 0.8, num_perm: int = 128, bands: int = 16):
-        if num_perm % bands:
-            raise ValueError(f"num_perm {num_perm} must be a multiple of bands {bands}")
-        rng = np.random.default_rng(20240601)  # fixed: signatures stay comparable across runs
-        self.a = rng.integers(1, _PRIME, num_perm, dtype=np.uint64)
-        self.b = rng.integers(0, _PRIME, num_perm, dtype=np.uint64)
-        self.threshold, self.bands, self.rows = threshold, bands, num_perm // bands
-        self.buckets: list[dict[bytes, list[int]]] = [{} for _ in range(bands)]
-        self.signatures: list[np.ndarray] = []
-        self.labels: list[str] = []
+    def __init__(self, threshold: float = 0.8, num_perm: int = 128):
+        self.threshold, self.num_perm = threshold, num_perm
+        self.lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
+        self.signatures: dict[str, MinHash] = {}
 
-    def signature(self, shingles: set[str]) -> np.ndarray:
-        """MinHash signature of a non-empty shingle set."""
-        x = _hash32(shingles)
-        return ((np.outer(x, self.a) + self.b) % _PRIME).min(axis=0)
+    def signature(self, shingles: set[str]) -> MinHash:
+        """MinHash signature of a non-empty shingle set (a fixed seed: comparable across runs)."""
+        m = MinHash(num_perm=self.num_perm, seed=20240601)
+        m.update_batch([s.encode("utf-8") for s in sorted(shingles)])
+        return m
 
-    def query(self, sig: np.ndarray) -> tuple[str, float] | None:
+    def query(self, sig: MinHash) -> tuple[str, float] | None:
         """(label, estimated Jaccard) of the most similar indexed set at or above threshold."""
-        candidates: set[int] = set()
-        for band, table in enumerate(self.buckets):
-            candidates.update(table.get(self._band_key(sig, band), ()))
         best = None
-        for i in candidates:
-            sim = float(np.mean(self.signatures[i] == sig))
+        for label in self.lsh.query(sig):
+            sim = float(self.signatures[label].jaccard(sig))
             if sim >= self.threshold and (best is None or sim > best[1]):
-                best = (self.labels[i], sim)
+                best = (label, sim)
         return best
 
-    def add(self, sig: np.ndarray, label: str) -> None:
+    def add(self, sig: MinHash, label: str) -> None:
         """Index a signature under a label (where it came from, shown when it matches)."""
-        idx = len(self.signatures)
-        self.signatures.append(sig)
-        self.labels.append(label)
-        for band, table in enumerate(self.buckets):
-            table.setdefault(self._band_key(sig, band), []).append(idx)
-
-    def _band_key(self, sig: np.ndarray, band: int) -> bytes:
-        return sig[band * self.rows : (band + 1) * self.rows].tobytes()
+        if label not in self.signatures:
+            self.signatures[label] = sig
+            self.lsh.insert(label, sig)
 
 
 class Deduplicator:
@@ -114,7 +97,7 @@ class Deduplicator:
         self.near = MinHashIndex(threshold)
         self.shingle, self.template = shingle, set(template)
 
-    def _signature(self, text: str) -> np.ndarray | None:
+    def _signature(self, text: str) -> MinHash | None:
         content = ngrams(words(text), self.shingle) - self.template
         return self.near.signature(content) if content else None  # all template: exact only
 

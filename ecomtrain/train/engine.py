@@ -1,16 +1,16 @@
 """DeepSpeed: the config ecomtrain generates, the engine, ZeRO-3 loading and checkpoints.
 
 The only module that imports deepspeed. The optimizer (AdamW over the adapter's
-parameters) and the warmup+cosine schedule are plain torch objects handed to
+parameters) and transformers' warmup+cosine schedule are plain torch objects handed to
 DeepSpeed, so the same code runs on CPU (gloo) and GPU (NCCL).
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
 
 import torch
+from transformers import get_cosine_with_min_lr_schedule_with_warmup
 
 from ecomtrain.config import TrainConfig
 
@@ -41,12 +41,11 @@ def deepspeed_config(cfg: TrainConfig) -> dict:
     }
 
 
-def warmup_cosine(step: int, warmup: int, total: int, floor: float = 0.1) -> float:
-    """LR multiplier: linear warmup to 1, then cosine decay to `floor`."""
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+def schedule(optimizer, cfg: TrainConfig):
+    """transformers' linear warmup then cosine decay to 10 % of the peak learning rate."""
+    return get_cosine_with_min_lr_schedule_with_warmup(
+        optimizer, cfg.warmup_steps, cfg.max_steps, min_lr_rate=0.1
+    )
 
 
 def zero3_loading(cfg: TrainConfig):
@@ -66,17 +65,14 @@ def initialize(model, cfg: TrainConfig):
 
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: warmup_cosine(s, cfg.warmup_steps, cfg.max_steps)
-    )
-    engine, _, _, schedule = deepspeed.initialize(
+    engine, _, _, lr_schedule = deepspeed.initialize(
         model=model,
         optimizer=optimizer,
-        lr_scheduler=schedule,
+        lr_scheduler=schedule(optimizer, cfg),
         config=deepspeed_config(cfg),
         dist_init_required=False,
     )
-    return engine, schedule
+    return engine, lr_schedule
 
 
 @contextlib.contextmanager

@@ -31,6 +31,7 @@ from ecomtrain.train.engine import gathered, initialize, load_state, save_state,
 from ecomtrain.train.inputs import model_inputs, packed_loss, to_device, training_attention
 
 STATE_FILE = "ecomtrain_state.json"
+TRIAL_FILE = "ecomtrain_trial.json"  # the trial's metadata (name, tasks, mixture)
 RNG_FILE = "rng_rank{rank}.pt"  # every rank's random number generators, in each checkpoint
 
 
@@ -169,7 +170,7 @@ def save_checkpoint(
             engine.module.save_pretrained(path)
     if rank == 0:
         tokenizer.save_pretrained(path)
-        (path / "ecomtrain_trial.json").write_text(json.dumps(trial, indent=1))
+        (path / TRIAL_FILE).write_text(json.dumps(trial, indent=1))
         (path / STATE_FILE).write_text(json.dumps(state))
         for name, entries in scored.items():
             (path / name).write_text("".join(json.dumps(e) + "\n" for e in entries))
