@@ -33,6 +33,8 @@ from ecomtrain.config import (
     to_dict,
 )
 from ecomtrain.connect import connect
+from ecomtrain.data.scan import scan_corpus
+from ecomtrain.data.sources import resolve_corpus
 from ecomtrain.evaluate.held_out import base_model_scores
 from ecomtrain.files import atomic_write, is_uri, read_text
 from ecomtrain.report.pages import BASELINE_FILE, console_table, write_report
@@ -40,7 +42,7 @@ from ecomtrain.report.trials import load_trials, trial_rows, write_csv
 from ecomtrain.report.wandb_summary import log_summary
 from ecomtrain.tiny_model import resolve_model
 from tuning.run import run_sweep, wandb_mode
-from tuning.space import subsets
+from tuning.space import grid_points, subsets
 
 CONFIG_FILE = "config.yaml"  # the resolved config, saved so --resume needs nothing else
 
@@ -55,8 +57,44 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--output", help="directory or URI for everything the sweep writes")
     parser.add_argument("--resume", metavar="DIR", help="continue the interrupted sweep in DIR")
     parser.add_argument("--address", help="Ray cluster (default: $RAY_ADDRESS, else a local one)")
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the resolved search space and the data each trial reads; start nothing",
+    )
     parser.add_argument("overrides", nargs="*", help="a.b=c config overrides")
     return parser.parse_args(argv)
+
+
+def dry_run(cfg: Config) -> str:
+    """The sweep's trials, one line each, and the training records each would read."""
+    scan = scan_corpus(resolve_corpus(cfg.data.corpus), cfg.data, use_ray=False)
+    train = {t: c["train"] for t, c in scan["tasks"].items()}
+    held = sum(c["eval"] for c in scan["tasks"].values())
+    lines = [
+        f"corpus: {scan['records']} records in {len(scan['files'])} file(s), {scan['bad']} bad; "
+        f"{held} held out (every trial is scored on them)"
+    ]
+    points = grid_points(cfg)
+    if cfg.sweep.search != "grid":
+        lines.append(
+            f"search: {cfg.sweep.search}, {cfg.sweep.num_samples} trial(s) drawn from these "
+            f"{len(points)} points"
+        )
+    for i, point in enumerate(
+        points * (cfg.sweep.num_samples if cfg.sweep.search == "grid" else 1)
+    ):
+        subset = point["subset"]
+        records = sum(train.get(t, 0) for t in subset["tasks"])
+        swept = [f"{k}={v}" for k, v in point.items() if k not in ("subset", "rank", "alpha")]
+        head = [f"{i + 1:>4}", subset["id"], f"rank {point['rank']}", f"alpha {point['alpha']:g}"]
+        lines.append(
+            "  ".join(head + swept)
+            + f"  | {subset['n_tasks']} tasks over {subset['n_capabilities']} capabilities "
+            f"({', '.join(subset['capabilities'])}): {', '.join(subset['tasks'])} "
+            f"| {records} training records"
+        )
+    return "\n".join(lines)
 
 
 def setup(args: argparse.Namespace) -> tuple[Config, str]:
@@ -106,6 +144,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         cfg, output = setup(args)
+        if args.dry_run:
+            print(dry_run(cfg))
+            return 0
     except (ConfigError, KeyError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -138,3 +138,19 @@ def test_launch_seed_shuffles_the_grid_not_its_points():
 def test_an_empty_subset_is_refused():
     with pytest.raises(ValueError, match="none of"):
         subsets(load_config(None, ["sweep.subsets={empty: []}"]))
+
+
+def test_dry_run_prints_every_trial_and_starts_nothing(capsys):
+    import ray
+
+    from ecomtrain.sweep import main
+
+    assert main(["--dry-run", "sweep.seeds=[0, 1]", "sweep.params={train.lr: [0.001, 0.003]}"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("corpus: ") and "held out" in lines[0]
+    trials = lines[1:]
+    assert len(trials) == 2 * 2 * 2 * 2  # subsets x ranks x lr x seeds
+    assert "all-4  rank 16  alpha 32  train.lr=0.003  seed=1" in trials[-1]
+    assert "10 tasks over 4 capabilities" in trials[-1] and "training records" in trials[-1]
+    assert not ray.is_initialized()
+    assert main(["--dry-run", "train.num_workers=0"]) == 2  # the usual clear errors

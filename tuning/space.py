@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import itertools
 import random
 
 from ray import tune
@@ -98,21 +99,40 @@ def alpha_for(sweep: SweepConfig, rank: int, fixed: float) -> float:
     return sweep.alpha_per_rank * rank if sweep.alpha_rule == "scale" else fixed
 
 
+def dimensions(cfg: Config) -> dict[str, list]:
+    """The sweep's dimensions and their values, in launch order: subset, rank, each
+    `sweep.params` key, and seed (replicates) when `sweep.seeds` is set."""
+    points, ranks = subsets(cfg), list(cfg.sweep.ranks)
+    if cfg.sweep.launch_seed >= 0:  # another launch order of the same grid
+        rng = random.Random(cfg.sweep.launch_seed)
+        rng.shuffle(points)
+        rng.shuffle(ranks)
+    dims = {"subset": points, "rank": ranks}
+    dims |= {key: list(values) for key, values in cfg.sweep.params.items()}
+    if cfg.sweep.seeds:
+        dims["seed"] = list(cfg.sweep.seeds)
+    return dims
+
+
+def grid_points(cfg: Config) -> list[dict]:
+    """Every point of the grid, as Tune launches them (first dimensions vary slowest)."""
+    dims = dimensions(cfg)
+    points = [dict(zip(dims, values, strict=True)) for values in itertools.product(*dims.values())]
+    for point in points:
+        point["alpha"] = alpha_for(cfg.sweep, point["rank"], cfg.lora.alpha)
+    return points
+
+
 def param_space(cfg: Config) -> dict:
     """Tune's param_space: grid or random choice over subsets, ranks and `sweep.params`
     (empty under Optuna, whose searcher holds the space: see `optuna_search`)."""
     if cfg.sweep.search == "optuna":
         return {}
     dim = tune.grid_search if cfg.sweep.search == "grid" else tune.choice
-    points, ranks = subsets(cfg), list(cfg.sweep.ranks)
-    if cfg.sweep.launch_seed >= 0:  # another launch order of the same grid
-        rng = random.Random(cfg.sweep.launch_seed)
-        rng.shuffle(points)
-        rng.shuffle(ranks)
-    space = {"subset": dim(points), "rank": dim(ranks)}
-    space |= {key: dim(list(values)) for key, values in cfg.sweep.params.items()}
-    if cfg.sweep.seeds:  # replicates: every point once per seed
-        space["seed"] = tune.grid_search(list(cfg.sweep.seeds))
+    space = {
+        key: tune.grid_search(values) if key == "seed" else dim(values)  # replicates: all seeds
+        for key, values in dimensions(cfg).items()
+    }
     sweep, fixed = cfg.sweep, cfg.lora.alpha
     space["alpha"] = tune.sample_from(lambda spec: alpha_for(sweep, spec.config["rank"], fixed))
     return space
