@@ -112,14 +112,14 @@ ASHA_ORDERS = 3  # launch orders (sweep.launch_seed 0, 1, 2) ASHA is run under
 PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0, "A10G": 125.0}
 
 
-def trial_steps(results) -> list[tuple[str, int, float]]:
+def trial_steps(results, metric: str = "score") -> list[tuple[str, int, float]]:
     """(subset-rank key, steps trained, final score) per trial, in launch order."""
     rows = []
     for r in results:
         cfg, m = r.config, r.metrics or {}
         index = int(r.path.rsplit("_", 1)[-1])  # Tune numbers trials in launch order
         key = f"{cfg['subset']['id']}-r{cfg['rank']}"
-        rows.append((index, key, int(m.get("step", 0)), float(m.get("score", float("nan")))))
+        rows.append((index, key, int(m.get("step", 0)), float(m.get(metric, float("nan")))))
     return [row[1:] for row in sorted(rows)]
 
 
@@ -130,7 +130,7 @@ def asha_payoff(cfg: Config, orders: int = ASHA_ORDERS) -> dict:
     grid_cfg = copy.deepcopy(cfg)
     grid_cfg.sweep.name, grid_cfg.sweep.scheduler = "grid", "fifo"
     grid_cfg.sweep.max_concurrent_trials, grid_cfg.wandb.mode = 1, "disabled"
-    grid = trial_steps(run_sweep(grid_cfg, out, out))
+    grid = trial_steps(run_sweep(grid_cfg, out, out), cfg.sweep.metric)
     best = max(grid, key=lambda row: row[2])[0]
     grid_total = sum(steps for _, steps, _ in grid)
     runs = []
@@ -138,7 +138,7 @@ def asha_payoff(cfg: Config, orders: int = ASHA_ORDERS) -> dict:
         asha_cfg = copy.deepcopy(grid_cfg)
         asha_cfg.sweep.name, asha_cfg.sweep.scheduler = f"asha-{order}", "asha"
         asha_cfg.sweep.launch_seed = order
-        asha = trial_steps(run_sweep(asha_cfg, out, out))
+        asha = trial_steps(run_sweep(asha_cfg, out, out), cfg.sweep.metric)
         used, found = 0, False
         for key, steps, _ in asha:
             used += steps

@@ -17,6 +17,10 @@ import yaml
 from ecomtrain.tasks import CAPABILITIES, FAMILIES
 
 BUILTIN_CORPORA = ("demo", "world")  # data.corpus names that are not files ("demo:N" too)
+# What a sweep can rank trials on (sweep.metric).
+METRICS = ["score", "extra/score"] + [
+    f"{prefix}track/{c}" for prefix in ("", "extra/") for c in CAPABILITIES
+]
 
 # The shipped configs: package data of an installed wheel (ecomtrain/configs), else the
 # repository's configs/ beside the package (a source checkout or an editable install).
@@ -129,6 +133,9 @@ class EvalConfig:
     # Extra eval files (e.g. the KDD Cup dev set) every evaluation also scores, whole,
     # reported as extra/score, extra/track/*, extra/task/*.
     extra_files: list[str] = field(default_factory=list)
+    # Generation budget on the extra eval files: ShopBench's 100 by default, so their scores
+    # compare with the leaderboard's (multiple choice always gets 1 token).
+    extra_max_new_tokens: int = 100
 
 
 @dataclass
@@ -171,9 +178,15 @@ class SweepConfig:
     num_samples: int = 1  # grid: repeats of the grid; random and optuna: trials
     seed: int = 0  # seed of random subsets
     scheduler: str = "fifo"  # "fifo" runs every trial out; "asha" stops weak ones early
-    # What ASHA decides on at each evaluation: "score" (higher is better) or "eval_loss",
-    # the held-out answer-token loss (lower is better; far less noisy than generated answers).
-    stop_metric: str = "score"
+    # The objective trials are ranked on, by Tune's searchers, ASHA, checkpoint retention and
+    # the report: "score" (the held-out split), "extra/score" (the extra eval files, e.g. the
+    # KDD Cup dev set), or one capability of either: "track/<capability>",
+    # "extra/track/<capability>".
+    metric: str = "score"
+    # What ASHA decides on at each evaluation: "metric" (sweep.metric, higher is better) or
+    # "eval_loss", the held-out answer-token loss (lower is better; far less noisy than
+    # generated answers).
+    stop_metric: str = "metric"
     # Trial launch order: -1 keeps the space's order; N shuffles it with seed N (under ASHA
     # the trials launched first set the bar, so the order matters).
     launch_seed: int = -1
@@ -275,7 +288,7 @@ CHOICES = {
     ("sweep", "alpha_rule"): ("scale", "fixed", "rslora"),
     ("sweep", "search"): ("grid", "random", "optuna"),
     ("sweep", "scheduler"): ("fifo", "asha"),
-    ("sweep", "stop_metric"): ("score", "eval_loss"),
+    ("sweep", "stop_metric"): ("metric", "eval_loss"),
 }
 
 
@@ -308,6 +321,11 @@ LIMITS = {
     ("eval", "max_new_tokens"): _at_least(1),
     ("eval", "batch_size"): _at_least(1),
     ("eval", "target_se"): _at_least(0),
+    ("eval", "extra_max_new_tokens"): _at_least(1),
+    ("sweep", "metric"): (
+        lambda v: v in METRICS,
+        f"is not a metric ({', '.join(METRICS[:2])}, [extra/]track/<capability>)",
+    ),
     ("sweep", "ranks"): (lambda v: v and min(v) >= 1, "must be a non-empty list of ranks >= 1"),
     ("sweep", "num_samples"): _at_least(1),
     ("sweep", "grace_period"): _at_least(1),

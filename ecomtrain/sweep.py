@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     if not (local / BASELINE_FILE).exists():
         score_baseline(cfg, model_path, local / BASELINE_FILE)
     results = run_sweep(cfg, output, str(local), resume=bool(args.resume))
-    write_csv(trial_rows(results), local / "trials.csv")
+    write_csv(trial_rows(results, cfg.sweep.metric), local / "trials.csv")
     rows = load_trials(local / "trials.csv")
     print(console_table(rows))
     report = write_report(local)

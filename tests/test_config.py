@@ -68,3 +68,9 @@ def test_bad_yaml_file_named(tmp_path):
 def test_dict_round_trip():
     cfg = load_config(None, ["lora.rank=32"])
     assert from_dict(to_dict(cfg)) == cfg
+
+
+def test_the_sweep_metric_must_be_one_a_trial_reports():
+    assert load_config(None, ["sweep.metric=extra/track/multi-lingual-abilities"])
+    with pytest.raises(ConfigError, match="sweep.metric: 'accuracy' is not a metric"):
+        load_config(None, ["sweep.metric=accuracy"])

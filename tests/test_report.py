@@ -247,3 +247,20 @@ def test_write_full_report_after_write_report(tmp_path):
     md = path.read_text()
     assert path == tmp_path / "report.md" and "| s2-r4 | s2 | 4 | boom |" in md
     assert "| s1 r4 a8 | 0.2500 |" in md
+
+
+def test_the_sweep_metric_is_the_score_column_and_picks_the_records(tmp_path):
+    """With sweep.metric extra/track/X, trials.csv's score is that metric (named in the
+    metric column) and the report's intervals rest on the extra files' X records only."""
+    from ecomtrain.report.pages import only
+
+    results = [_result("s1", 4, 0.25), _result("s1", 16, 0.5)]
+    for r, v in zip(results, (0.7, 0.9), strict=True):
+        r.metrics["extra/track/x"] = v
+    rows = trial_rows(results, "extra/track/x")
+    assert [r["score"] for r in rows] == [0.7, 0.9] and {r["metric"] for r in rows} == {
+        "extra/track/x"
+    }
+    entries = {"a": {"track": "x"}, "b": {"track": "y"}}
+    assert only("extra/track/x", entries) == {"a": {"track": "x"}}
+    assert only("score", entries) == entries

@@ -58,16 +58,14 @@ def concurrency(cfg: Config) -> int:
     return max(1, int(resources.get("CPU", 1) // per_trial))
 
 
-MODES = {"score": "max", "eval_loss": "min"}  # how each metric ranks trials
-
-
 def scheduler(cfg: Config):
     """ASHA on the held-out score, with rungs in training steps; else run every trial out."""
     if cfg.sweep.scheduler == "fifo":
         return None
+    loss = cfg.sweep.stop_metric == "eval_loss"
     return tune.schedulers.ASHAScheduler(
-        metric=cfg.sweep.stop_metric,
-        mode=MODES[cfg.sweep.stop_metric],
+        metric="eval_loss" if loss else cfg.sweep.metric,
+        mode="min" if loss else "max",
         time_attr="step",
         max_t=cfg.train.max_steps,
         grace_period=cfg.sweep.grace_period,

@@ -165,7 +165,7 @@ def optuna_search(cfg: Config):
 
     table = {s["id"]: s for s in subsets(cfg)}
     space = functools.partial(optuna_point, table=table, sweep=cfg.sweep, fixed=cfg.lora.alpha)
-    return OptunaSearch(space=space, metric="score", mode="max", seed=cfg.sweep.seed)
+    return OptunaSearch(space=space, metric=cfg.sweep.metric, mode="max", seed=cfg.sweep.seed)
 
 
 def optuna_point(trial, table: dict, sweep: SweepConfig, fixed: float) -> dict:

@@ -261,7 +261,7 @@ def analyze(
         return np.array([c == cell for c in cells], float) / cells.count(cell)
 
     out: dict = {
-        "metric": "score",
+        "metric": rows[0].get("metric") or "score",
         "records": len(s.ids),
         "tasks": len(s.tasks),
         "bootstrap": n_boot,

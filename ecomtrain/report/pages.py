@@ -14,7 +14,7 @@ import json
 import re
 from pathlib import Path
 
-from ecomtrain.evaluate.answer import SCORES_FILE
+from ecomtrain.evaluate.answer import EXTRA_SCORES_FILE, SCORES_FILE
 from ecomtrain.files import atomic_write, read_text
 from ecomtrain.report import statistics
 from ecomtrain.report.analysis import (
@@ -57,11 +57,14 @@ def write_report(output: str | Path) -> Path:
     trial's last checkpoint; returns report.md."""
     output = Path(output)
     rows = load_trials(output / "trials.csv")
-    baseline = output / BASELINE_FILE
+    metric = rows[0].get("metric") or "score"
+    baseline = output / BASELINE_FILE  # the base model on the held-out split
     found = analyze(
         rows,
-        per_record_scores(rows),
-        statistics.read_scores(baseline.read_text().splitlines()) if baseline.exists() else None,
+        per_record_scores(rows, metric),
+        only(metric, statistics.read_scores(baseline.read_text().splitlines()))
+        if baseline.exists() and not metric.startswith("extra/")
+        else None,
     )
     if found:
         atomic_write(output / ANALYSIS_FILE, json.dumps(found, indent=1) + "\n")
@@ -70,18 +73,26 @@ def write_report(output: str | Path) -> Path:
     return write_pages(rows, output, found)
 
 
-def per_record_scores(rows: list[dict]) -> dict[str, dict[str, dict]]:
-    """Each trial's per-record scores, from its last checkpoint (local or cloud); trials
-    whose checkpoint has none are left out (their figures then carry no uncertainty)."""
+def per_record_scores(rows: list[dict], metric: str) -> dict[str, dict[str, dict]]:
+    """Each trial's per-record scores behind `metric`, from its last checkpoint (local or
+    cloud): the held-out split's, or the extra eval files' for extra/*; trials whose
+    checkpoint has none are left out (their figures then carry no uncertainty)."""
+    name = EXTRA_SCORES_FILE if metric.startswith("extra/") else SCORES_FILE
     out = {}
     for r in rows:
         if r.get("checkpoint"):
             try:
-                text = read_text(f"{r['checkpoint']}/{SCORES_FILE}")
+                text = read_text(f"{r['checkpoint']}/{name}")
             except (OSError, FileNotFoundError):
                 continue
-            out[r["trial"]] = statistics.read_scores(text.splitlines())
+            out[r["trial"]] = only(metric, statistics.read_scores(text.splitlines()))
     return out
+
+
+def only(metric: str, entries: dict[str, dict]) -> dict[str, dict]:
+    """The records a metric is computed on: one capability's for */track/<name>, else all."""
+    track = metric.rpartition("track/")[2] if "track/" in metric else None
+    return {k: e for k, e in entries.items() if track is None or e["track"] == track}
 
 
 def console_table(rows: list[dict]) -> str:
@@ -116,7 +127,8 @@ def report_sections(rows: list[dict], name: str, found: dict) -> list[tuple]:
         (
             "p",
             f"{len(rows)} trial(s): {len(rows) - n_failed} scored, {n_failed} failed. Score: "
-            "ShopBench score on the held-out split (the mean of the track scores).",
+            f"{METRIC_TEXT.get(_metric(rows), _metric(rows))} (ShopBench rules: tasks "
+            "averaged into tracks, tracks into the score).",
         ),
         ("h2", "Score by task subset and LoRA rank"),
     ]
@@ -161,6 +173,16 @@ def report_sections(rows: list[dict], name: str, found: dict) -> list[tuple]:
         ("h2", "Failed trials"),
         _failed_block(rows),
     ]
+
+
+METRIC_TEXT = {
+    "score": "the held-out split's score",
+    "extra/score": "the score on the extra eval files (eval.extra_files)",
+}
+
+
+def _metric(rows: list[dict]) -> str:
+    return rows[0].get("metric") or "score"
 
 
 def _ci(e: dict, key: str = "mean") -> str:

@@ -35,16 +35,17 @@ COLUMNS = [
 ]
 # Columns a trial has when its subset, config or metrics carry them.
 OPTIONAL = ["alpha", "seed", "ladder_step", "capabilities", "task_entropy", "trainable_params"]
-OPTIONAL += ["score_se", "score_seen", "score_unseen", "eval_loss", "checkpoint"]
+OPTIONAL += ["metric", "score_se", "score_seen", "score_unseen", "eval_loss", "checkpoint"]
 
 
 def swept_keys(row: dict) -> list[str]:
     """The dotted config paths a row carries: the `sweep.params` dimensions of its sweep."""
-    return sorted(k for k in row if "." in k and not k.startswith(("track/", "task/")))
+    return sorted(k for k in row if "." in k and not k.startswith(("track/", "task/", "extra/")))
 
 
-def trial_rows(results) -> list[dict]:
-    """One row per trial of a Tune ResultGrid (failed trials included, score empty)."""
+def trial_rows(results, metric: str = "score") -> list[dict]:
+    """One row per trial of a Tune ResultGrid (failed trials included, score empty). `score`
+    is the sweep's objective (`metric`, e.g. extra/score), named in the `metric` column."""
     rows = []
     for r in results:
         cfg, m = r.config or {}, r.metrics or {}
@@ -56,7 +57,8 @@ def trial_rows(results) -> list[dict]:
             "n_tasks": subset.get("n_tasks", ""),
             "n_capabilities": subset.get("n_capabilities", ""),
             "rank": cfg.get("rank", ""),
-            "score": m.get("score", ""),
+            "score": m.get(metric, ""),
+            "metric": metric,
             "loss": m.get("loss", ""),
             "wall_s": round(m.get("time_total_s", 0.0), 1),
             # the last checkpoint: its scores.jsonl holds every held-out record's score
@@ -67,7 +69,7 @@ def trial_rows(results) -> list[dict]:
             if value is not None:
                 row[key] = " ".join(value) if isinstance(value, list) else value
         row |= {k: _text(v) for k, v in cfg.items() if "." in k}  # sweep.params dimensions
-        row |= {k: v for k, v in m.items() if k.startswith(("track/", "task/"))}
+        row |= {k: v for k, v in m.items() if k.startswith(("track/", "task/", "extra/"))}
         if r.error:
             row["error"] = str(r.error).splitlines()[0][:200]
         rows.append(row)
@@ -130,7 +132,7 @@ def _parse_row(raw: dict, where: str) -> dict:
         if col in row or col in REQUIRED:
             row[col] = _number(row.get(col, ""), col in INTS, f"{where}: column {col!r}")
     for col in row:
-        if col.startswith(("track/", "task/")):
+        if col.startswith(("track/", "task/", "extra/")):
             row[col] = _number(row[col], False, f"{where}: column {col!r}")
     if row["rank"] is None or row["rank"] < 1:
         raise ReportError(f"{where}: column 'rank' must be a positive integer")

@@ -65,7 +65,7 @@ def fit(cfg: Config, meta: dict, storage_path: str, callbacks: list = ()) -> ray
             storage_path=storage_path,
             checkpoint_config=CheckpointConfig(
                 num_to_keep=cfg.train.keep_checkpoints,
-                checkpoint_score_attribute="score",
+                checkpoint_score_attribute=cfg.sweep.metric,
                 checkpoint_score_order="max",
             ),
             failure_config=FailureConfig(max_failures=cfg.train.max_failures),

@@ -10,6 +10,7 @@ the micro-batches already trained on.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import resource
@@ -100,9 +101,14 @@ def train_fn_per_worker(loop_config: dict) -> None:
                     engine.module, tokenizer, eval_rows, cfg, trial
                 )
                 metrics |= held
-            if extra_rows:
+            if extra_rows:  # ShopBench's own generation budget on the extra files
+                budget = dataclasses.replace(cfg.eval, max_new_tokens=cfg.eval.extra_max_new_tokens)
                 extra, scored[EXTRA_SCORES_FILE] = score_adapter(
-                    engine.module, tokenizer, extra_rows, cfg, trial
+                    engine.module,
+                    tokenizer,
+                    extra_rows,
+                    dataclasses.replace(cfg, eval=budget),
+                    trial,
                 )
                 metrics |= {f"extra/{k}": v for k, v in extra.items()}
             mixture = trial.get("mixture", {})  # diversity of what this run trains on
