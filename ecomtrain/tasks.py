@@ -45,6 +45,17 @@ class Family:
     answer_pattern: re.Pattern | None  # or searched in the rendered answer
     fallback: bool  # broad recogniser: tried only when no specific one matches
 
+    def record(self, prompt: str, answer) -> dict:
+        """A ShopBench record of this family (the built-in corpora write these)."""
+        return {
+            "input_field": prompt,
+            "output_field": answer,
+            "task_type": self.task_type,
+            "metric": self.metric,
+            "task_name": self.name,
+            "capability": self.capability,
+        }
+
 
 FAMILIES: dict[str, Family] = {}
 DEV_TASKS: dict[str, str] = {}  # ShopBench dev set task id (task1..task18) -> family

@@ -161,16 +161,7 @@ def demo_records(per_task: int = 60, seed: int = 0) -> list[dict]:
             if prompt in seen:
                 continue
             seen.add(prompt)
-            records.append(
-                {
-                    "input_field": prompt,
-                    "output_field": answer,
-                    "task_type": family.task_type,
-                    "metric": family.metric,
-                    "task_name": name,
-                    "capability": family.capability,
-                }
-            )
+            records.append(family.record(prompt, answer))
     return records
 
 

@@ -256,17 +256,7 @@ def world_records(n_products: int = DEFAULT_PRODUCTS, seed: int = 0) -> list[dic
         family = FAMILIES[name]
         rng = random.Random(f"world-{seed}-{name}")
         for p in cat.products:
-            prompt, answer = make(cat, p, rng)
-            records.append(
-                {
-                    "input_field": prompt,
-                    "output_field": answer,
-                    "task_type": family.task_type,
-                    "metric": family.metric,
-                    "task_name": name,
-                    "capability": family.capability,
-                }
-            )
+            records.append(family.record(*make(cat, p, rng)))
     return records
 
 
