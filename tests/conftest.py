@@ -1,8 +1,10 @@
-"""Shared fixtures: an isolated cache and the real-data folder."""
+"""Shared fixtures: an isolated cache, a CLI runner and the real-data folder."""
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,30 @@ def ecomtrain_cache(tmp_path_factory):
         os.environ["ECOMTRAIN_CACHE"] = str(tmp_path_factory.mktemp("ecomtrain-cache"))
     os.environ.setdefault("WANDB_MODE", "offline")
     return Path(os.environ["ECOMTRAIN_CACHE"])
+
+
+@pytest.fixture
+def run_cli(ecomtrain_cache):
+    """Run `python -m MODULE ARGS...` from the repository root in a fresh process: its own
+    local Ray cluster (no RAY_ADDRESS), W&B offline without a key; a non-zero exit fails the
+    test with the tail of the output."""
+
+    def run(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+        env = {**os.environ, "WANDB_MODE": "offline", "ECOMTRAIN_CACHE": str(ecomtrain_cache)}
+        for key in ("WANDB_API_KEY", "RAY_ADDRESS"):
+            env.pop(key, None)
+        proc = subprocess.run(
+            [sys.executable, "-m", *args],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        return proc
+
+    return run
 
 
 @pytest.fixture(scope="session")

@@ -4,15 +4,11 @@ held-out score and the same per-record scores."""
 
 import csv
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).resolve().parent.parent
 TASKS = "[attribute_inference_mcq, review_rating]"
 SAME = [
     "train.max_steps=6",
@@ -26,39 +22,22 @@ SAME = [
 ]
 
 
-def run(args: list[str], ecomtrain_cache) -> None:
-    env = {**os.environ, "ECOMTRAIN_CACHE": str(ecomtrain_cache)}
-    env.pop("RAY_ADDRESS", None)
-    proc = subprocess.run(
-        [sys.executable, "-m", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-
-
 def outcome(checkpoint: Path) -> tuple:
     state = json.loads((checkpoint / "ecomtrain_state.json").read_text())
     scores = (checkpoint / "scores.jsonl").read_text()
     return state["history"], scores
 
 
-def test_replicates_and_a_single_run_are_identical(tmp_path, ecomtrain_cache):
+def test_replicates_and_a_single_run_are_identical(tmp_path, run_cli):
     sweep = tmp_path / "sweep"
-    run(
-        [
-            "ecomtrain.sweep",
-            "--output",
-            str(sweep),
-            f"sweep.subsets={{pair: {TASKS}}}",
-            "sweep.ranks=[4]",
-            "sweep.seeds=[1, 1]",
-            *SAME,
-        ],
-        ecomtrain_cache,
+    run_cli(
+        "ecomtrain.sweep",
+        "--output",
+        str(sweep),
+        f"sweep.subsets={{pair: {TASKS}}}",
+        "sweep.ranks=[4]",
+        "sweep.seeds=[1, 1]",
+        *SAME,
     )
     with open(sweep / "trials.csv") as f:
         rows = list(csv.DictReader(f))
@@ -66,7 +45,7 @@ def test_replicates_and_a_single_run_are_identical(tmp_path, ecomtrain_cache):
     first, second = (outcome(Path(r["checkpoint"])) for r in rows)
     assert rows[0]["score"] == rows[1]["score"] and first == second
     single = tmp_path / "single"
-    run(["ecomtrain.train", "--output", str(single), f"data.tasks={TASKS}", *SAME], ecomtrain_cache)
+    run_cli("ecomtrain.train", "--output", str(single), f"data.tasks={TASKS}", *SAME)
     (checkpoint,) = single.glob("train/checkpoint_*")
     history, scores = outcome(checkpoint)
     assert history == first[0]  # the same loss curve, bit for bit

@@ -6,22 +6,12 @@ Ray Tune -> W&B (offline). Two trials, a few steps each.
 
 import csv
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
 
-
-def test_sweep_cli_end_to_end(tmp_path, ecomtrain_cache):
+def test_sweep_cli_end_to_end(tmp_path, run_cli):
     out = tmp_path / "sweep"
-    env = {**os.environ, "WANDB_MODE": "offline", "ECOMTRAIN_CACHE": str(ecomtrain_cache)}
-    env.pop("WANDB_API_KEY", None)
-    env.pop("RAY_ADDRESS", None)
-    cmd = [
-        sys.executable,
-        "-m",
+    proc = run_cli(
         "ecomtrain.sweep",
         "--output",
         str(out),
@@ -31,9 +21,7 @@ def test_sweep_cli_end_to_end(tmp_path, ecomtrain_cache):
         "sweep.ranks=[2, 8]",
         "sweep.subsets={pair: [attribute_inference_mcq, review_rating]}",
         "data.max_eval_per_task=2",
-    ]
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    )
 
     with open(out / "trials.csv") as f:
         rows = list(csv.DictReader(f))
