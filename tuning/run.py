@@ -100,7 +100,15 @@ def run_sweep(cfg: Config, storage: str, local_dir: str, resume: bool = False):
     )
     if resume:
         path = f"{storage}/{cfg.sweep.name}"
-        tuner = tune.Tuner.restore(path, trainable=fn, resume_unfinished=True, resume_errored=True)
+        # The same param_space again: it resolves the per-trial values (alpha) of the
+        # trials the interrupted sweep had not created yet.
+        tuner = tune.Tuner.restore(
+            path,
+            trainable=fn,
+            param_space=param_space(cfg),
+            resume_unfinished=True,
+            resume_errored=True,
+        )
         return tuner.fit()
     tuner = tune.Tuner(
         fn,
