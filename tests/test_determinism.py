@@ -46,7 +46,7 @@ def test_replicates_and_a_single_run_are_identical(tmp_path, run_cli):
     assert rows[0]["score"] == rows[1]["score"] and first == second
     single = tmp_path / "single"
     run_cli("ecomtrain.train", "--output", str(single), f"data.tasks={TASKS}", *SAME)
-    (checkpoint,) = single.glob("train/checkpoint_*")
+    (checkpoint,) = (p for p in single.glob("train/checkpoint_*") if p.is_dir())
     history, scores = outcome(checkpoint)
     assert history == first[0]  # the same loss curve, bit for bit
     assert scores == first[1]  # the same score of every held-out record

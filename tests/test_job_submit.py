@@ -77,7 +77,7 @@ def test_ray_job_submit_runs_the_sweep(tmp_path, ecomtrain_cache):
             "train.max_steps=4",
             "train.eval_every=0",
             "data.max_eval_per_task=2",
-            "sweep.ranks=[2, 4]",
+            "sweep.ranks=[2]",
             "sweep.subsets={pair: [attribute_inference_mcq, query_ner],"
             " trio: [attribute_inference_mcq, query_ner, review_rating]}",
         ]
@@ -101,14 +101,14 @@ def test_ray_job_submit_runs_the_sweep(tmp_path, ecomtrain_cache):
         assert "succeeded" in proc.stdout
         with open(out / "trials.csv") as f:
             rows = list(csv.DictReader(f))
-        points = {("pair", "2"), ("pair", "4"), ("trio", "2"), ("trio", "4")}
+        points = {("pair", "2"), ("trio", "2")}
         assert {(r["subset"], r["rank"]) for r in rows} == points
         assert all(0.0 <= float(r["score"]) <= 1.0 for r in rows)
         report = (out / "report.md").read_text()
         assert "| pair |" in report and "| trio |" in report  # the subset x rank table
         assert len(list(out.glob("*.png"))) >= 2
         runs = list((out / "wandb").glob("offline-run-*"))
-        assert len(runs) == 5  # one per trial and the sweep's summary run
+        assert len(runs) == 3  # one per trial and the sweep's summary run
     finally:
         os.killpg(head.pid, signal.SIGTERM)  # --block: ray start stops what it started
         head.wait(timeout=60)
