@@ -16,6 +16,7 @@ import pytest
 from ecomtrain.evaluate.metrics import aggregate
 from ecomtrain.report import statistics
 from ecomtrain.report.analysis import analyze
+from ecomtrain.report.pages import report_sections
 
 TRACKS, TASKS_PER_TRACK, PER_TASK, SEEDS = 4, 3, 60, 3
 
@@ -157,3 +158,6 @@ def test_analyze_writes_cells_comparisons_interaction_and_baseline():
     )  # fmt: skip
     parts = {(x["subset"], x["rank"], x["part"]) for x in out["seen_unseen"]}
     assert ("hi", 4, "seen") in parts and ("hi", 4, "unseen") in parts
+    heads = [block[1] for block in report_sections(rows, "x", out) if block[0] == "h2"]
+    assert "Comparisons" in heads  # and no per-capability ladder section: there is no ladder
+    assert "Per capability, between ladder steps" not in heads

@@ -145,8 +145,11 @@ def report_sections(rows: list[dict], name: str, found: dict) -> list[tuple]:
                 "apart.",
             ),
             ("table", *_comparison_table(found)),
-            ("h2", "Per capability, between ladder steps"),
-            ("table", *_track_comparison_table(found)),
+        ]
+        head, body = _track_comparison_table(found)
+        if body:  # a sweep with a capability ladder
+            out += [("h2", "Per capability, between ladder steps"), ("table", head, body)]
+        out += [
             ("h2", "Trained tasks and the others"),
             (
                 "p",
