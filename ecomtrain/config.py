@@ -263,9 +263,16 @@ def read_config_file(path: Path, kind: str = "config") -> dict:
         raise ConfigError(f"{path}: not UTF-8 text (byte {e.start})") from None
     except OSError as e:
         raise ConfigError(f"{path}: cannot read: {e.strerror or e}") from None
-    raw = read_yaml(text, str(path)) or {}
+    return yaml_mapping(text, str(path), empty_ok=True)
+
+
+def yaml_mapping(text: str, where: str, empty_ok: bool = False) -> dict:
+    """The mapping at the top of YAML text (empty text is {} when `empty_ok`)."""
+    raw = read_yaml(text, where)
+    if raw is None and empty_ok:
+        return {}
     if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: top level must be a mapping, got {type(raw).__name__}")
+        raise ConfigError(f"{where}: top level must be a mapping, got {type(raw).__name__}")
     return raw
 
 
@@ -276,7 +283,12 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Co
     raw = read_config_file(path)
     for item in overrides:
         apply_override(raw, item)
-    return check_values(build(Config, raw, str(path), ""), str(path))
+    return checked_config(raw, str(path))
+
+
+def checked_config(raw: dict, source: str) -> Config:
+    """A Config built from a mapping and checked (types, choices, ranges, task names)."""
+    return check_values(build(Config, raw, source, ""), source)
 
 
 # Fields whose value must be one of a fixed set.

@@ -25,12 +25,11 @@ import yaml
 from ecomtrain.config import (
     Config,
     ConfigError,
-    build,
     check_files,
-    check_values,
+    checked_config,
     load_config,
-    read_yaml,
     to_dict,
+    yaml_mapping,
 )
 from ecomtrain.connect import connect
 from ecomtrain.data.scan import scan_corpus
@@ -109,10 +108,7 @@ def setup(args: argparse.Namespace) -> tuple[Config, str]:
             raise ConfigError(
                 f"{saved}: cannot read ({e}); is {args.resume} a sweep's output?"
             ) from None
-        raw = read_yaml(text, saved)
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{saved}: top level must be a mapping")
-        return check_values(build(Config, raw, saved, ""), saved), args.resume
+        return checked_config(yaml_mapping(text, saved), saved), args.resume
     cfg = load_config(args.config, args.overrides)
     check_files(cfg, args.config or "config")
     subsets(cfg)  # reject subsets outside the task set before starting Ray
