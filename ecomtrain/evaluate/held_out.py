@@ -17,6 +17,7 @@ from ecomtrain.config import Config
 from ecomtrain.data.overlap import exact_key
 from ecomtrain.data.pipeline import task_split
 from ecomtrain.evaluate.answer import evaluate_rows
+from ecomtrain.evaluate.metrics import task_weights
 from ecomtrain.model import DTYPES, load_model, load_tokenizer
 
 
@@ -45,10 +46,7 @@ def held_out_sizes(available: dict[str, int], tracks: dict[str, str], cfg: Confi
     most 1/4) the score's variance is at most sum_t w_t^2 / (4 n_t). With `eval.target_se`,
     n_t is the smallest allocation that reaches it (n_t proportional to w_t, capped by the
     records a task has); else every task gets `data.max_eval_per_task` (0: all it has)."""
-    per_track: dict[str, int] = {}
-    for track in tracks.values():
-        per_track[track] = per_track.get(track, 0) + 1
-    w = {t: 1 / (len(per_track) * per_track[tracks[t]]) for t in available}
+    w = task_weights(tracks)
     cap = {t: min(n, cfg.data.max_eval_per_task or n) for t, n in available.items()}
     if cfg.eval.target_se > 0:
         sizes, free = {}, set(cap)

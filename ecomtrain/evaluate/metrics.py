@@ -307,15 +307,21 @@ def standard_error(entries: list[dict]) -> float:
     for e in entries:
         by_task.setdefault(e["task"], []).append(e["score"])
         track[e["task"]] = e["track"]
-    per_track: dict[str, int] = {}
-    for task in by_task:
-        per_track[track[task]] = per_track.get(track[task], 0) + 1
+    w = task_weights(track)
     var = 0.0
     for task, scores in by_task.items():
-        w = 1 / (len(per_track) * per_track[track[task]])
         if len(scores) > 1:
-            var += w**2 * float(np.var(scores, ddof=1)) / len(scores)
+            var += w[task] ** 2 * float(np.var(scores, ddof=1)) / len(scores)
     return math.sqrt(var)
+
+
+def task_weights(tracks: dict[str, str]) -> dict[str, float]:
+    """Each task's weight in the overall score (task -> its track): the score is the mean
+    over tracks of the mean over each track's tasks, so w = 1 / (tracks x tasks in track)."""
+    per_track: dict[str, int] = {}
+    for track in tracks.values():
+        per_track[track] = per_track.get(track, 0) + 1
+    return {task: 1 / (len(per_track) * per_track[track]) for task, track in tracks.items()}
 
 
 def aggregate(records: list[dict], responses: list[str]) -> dict:
