@@ -194,6 +194,11 @@ def cell_key(row: dict) -> tuple[str, int]:
     return line_of(row), row["rank"]
 
 
+def cell_mean(cells: list, cell) -> np.ndarray:
+    """Weights over the trials (by their cell) whose sum with the scores is `cell`'s mean."""
+    return np.array([c == cell for c in cells], float) / cells.count(cell)
+
+
 def interaction_weights(rows: list[dict], dkey: str) -> np.ndarray | None:
     """Weights w such that w . scores is the OLS interaction coefficient b3 of
     score ~ b0 + b1 d + b2 log2(rank) + b3 d log2(rank); None when b3 is not identifiable."""
@@ -256,10 +261,6 @@ def analyze(
         for k, name in enumerate(s.tasks)
     }
     order = list(dict.fromkeys(cells))
-
-    def mean_of(cell) -> np.ndarray:
-        return np.array([c == cell for c in cells], float) / cells.count(cell)
-
     out: dict = {
         "metric": rows[0].get("metric") or "score",
         "records": len(s.ids),
@@ -272,7 +273,7 @@ def analyze(
     }
     for cell in order:
         first = next(r for r in ok if cell_key(r) == cell)
-        e = overall.estimate(mean_of(cell))
+        e = overall.estimate(cell_mean(cells, cell))
         out["cells"].append(
             {
                 "subset": cell[0],
@@ -287,7 +288,7 @@ def analyze(
         )
     by_cell = {(c["subset"], c["rank"]): c for c in out["cells"]}
     for a, b, kind in _comparisons(ok, order, by_cell):
-        w = mean_of(a) - mean_of(b)
+        w = cell_mean(cells, a) - cell_mean(cells, b)
         e = overall.estimate(w)
         entry = {"a": _name(a), "b": _name(b), "kind": kind} | _diff(e)
         entry["tracks"] = {t: _diff(f.estimate(w)) for t, f in tracks.items()}
@@ -357,8 +358,7 @@ def _seen_unseen(s, rows, cells, order, point_tasks, boot_tasks) -> list[dict]:
         point = statistics.overall(s, point_tasks, mask)[0]
         fam = _Family(point, statistics.overall(s, boot_tasks, mask), cells, len(rows))
         for cell in order:
-            w = np.array([c == cell for c in cells], float) / cells.count(cell)
-            e = fam.estimate(w)
+            e = fam.estimate(cell_mean(cells, cell))
             if e is not None:
                 key = {"subset": cell[0], "rank": cell[1], "part": part}
                 out.append(key | {"mean": e.estimate, "ci": list(e.ci), "se": e.se})
