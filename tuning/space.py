@@ -14,7 +14,7 @@ import random
 
 from ray import tune
 
-from ecomtrain.config import Config, SweepConfig, build, check_values, set_path, to_dict
+from ecomtrain.config import Config, SweepConfig, checked_config, set_path, to_dict
 from ecomtrain.tasks import CAPABILITIES, FAMILIES, capabilities_of, expand
 
 
@@ -144,7 +144,7 @@ def trial_config(base: Config, point: dict) -> Config:
     for key, value in point.items():
         if "." in key:
             set_path(raw, key, value)
-    cfg = check_values(build(Config, raw, "sweep.params", ""), "sweep.params")
+    cfg = checked_config(raw, "sweep.params")
     cfg.data.tasks = list(point["subset"]["tasks"])
     cfg.lora.rank = int(point["rank"])
     cfg.lora.alpha = float(point.get("alpha", alpha_for(cfg.sweep, cfg.lora.rank, cfg.lora.alpha)))
