@@ -188,6 +188,11 @@ def diff_in_diff(rows: list[dict], dkey: str) -> dict | None:
 # --- uncertainty from per-record scores and seeds ----------------------------------------------
 
 
+def metric_of(rows: list[dict]) -> str:
+    """The objective the trials' `score` column holds (trials.csv's `metric`)."""
+    return rows[0].get("metric") or "score"
+
+
 def cell_key(row: dict) -> tuple[str, int]:
     """A cell of the sweep: its table line (subset and other swept values) and rank; the
     trials of a cell are its seed replicates."""
@@ -262,7 +267,7 @@ def analyze(
     }
     order = list(dict.fromkeys(cells))
     out: dict = {
-        "metric": rows[0].get("metric") or "score",
+        "metric": metric_of(rows),
         "records": len(s.ids),
         "tasks": len(s.tasks),
         "bootstrap": n_boot,

@@ -25,6 +25,7 @@ from ecomtrain.report.analysis import (
     is_failed,
     label,
     line_of,
+    metric_of,
     ranks,
     short,
     subsets,
@@ -57,7 +58,7 @@ def write_report(output: str | Path) -> Path:
     trial's last checkpoint; returns report.md."""
     output = Path(output)
     rows = load_trials(output / "trials.csv")
-    metric = rows[0].get("metric") or "score"
+    metric = metric_of(rows)
     baseline = output / BASELINE_FILE  # the base model on the held-out split
     found = analyze(
         rows,
@@ -83,7 +84,7 @@ def per_record_scores(rows: list[dict], metric: str) -> dict[str, dict[str, dict
         if r.get("checkpoint"):
             try:
                 text = read_text(f"{r['checkpoint']}/{name}")
-            except (OSError, FileNotFoundError):
+            except OSError:  # no such file (FileNotFoundError), or unreadable
                 continue
             out[r["trial"]] = only(metric, statistics.read_scores(text.splitlines()))
     return out
@@ -127,7 +128,7 @@ def report_sections(rows: list[dict], name: str, found: dict) -> list[tuple]:
         (
             "p",
             f"{len(rows)} trial(s): {len(rows) - n_failed} scored, {n_failed} failed. Score: "
-            f"{METRIC_TEXT.get(_metric(rows), _metric(rows))} (ShopBench rules: tasks "
+            f"{METRIC_TEXT.get(metric_of(rows), metric_of(rows))} (ShopBench rules: tasks "
             "averaged into tracks, tracks into the score).",
         ),
         ("h2", "Score by task subset and LoRA rank"),
@@ -182,10 +183,6 @@ METRIC_TEXT = {
     "score": "the held-out split's score",
     "extra/score": "the score on the extra eval files (eval.extra_files)",
 }
-
-
-def _metric(rows: list[dict]) -> str:
-    return rows[0].get("metric") or "score"
 
 
 def _ci(e: dict, key: str = "mean") -> str:
