@@ -29,6 +29,7 @@ from ecomtrain.model import (
     load_adapter,
     load_model,
     load_tokenizer,
+    require_safetensors,
 )
 from ecomtrain.train.loop import TRIAL_FILE
 
@@ -46,8 +47,7 @@ def merge(adapter: Path, out: Path, base: str | None = None) -> Path:
 def adapter_only(adapter: Path, out: Path) -> Path:
     """The adapter's weights, config and tokenizer, its trial's metadata, and a model card."""
     config = adapter_config(adapter)
-    if not (adapter / ADAPTER_WEIGHTS).is_file():
-        raise ModelError(f"{adapter}: no {ADAPTER_WEIGHTS}; only safetensors adapters ship")
+    require_safetensors(adapter)
     out.mkdir(parents=True, exist_ok=True)
     for name in (ADAPTER_CONFIG, ADAPTER_WEIGHTS, TRIAL_FILE):
         if (adapter / name).is_file():

@@ -101,12 +101,19 @@ def load_adapter(model, adapter: str | Path):
     weights are loaded: a pickled adapter_model.bin could run code."""
     from peft import PeftModel
 
-    if not (Path(adapter) / ADAPTER_WEIGHTS).is_file():
+    require_safetensors(adapter)
+    return PeftModel.from_pretrained(model, adapter, use_safetensors=True).merge_and_unload()
+
+
+def require_safetensors(adapter: str | Path) -> Path:
+    """The adapter's safetensors weights; ecomtrain neither loads nor ships any other kind."""
+    path = Path(adapter) / ADAPTER_WEIGHTS
+    if not path.is_file():
         raise ModelError(
-            f"{adapter}: no {ADAPTER_WEIGHTS}; only safetensors adapters are loaded (a pickled "
+            f"{adapter}: no {ADAPTER_WEIGHTS}; only safetensors adapters are used (a pickled "
             "adapter_model.bin could run code)"
         )
-    return PeftModel.from_pretrained(model, adapter, use_safetensors=True).merge_and_unload()
+    return path
 
 
 def base_model_of(adapter: str | Path) -> str:
