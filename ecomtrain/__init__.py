@@ -4,6 +4,8 @@ Which task mixture, and how much adapter capacity, make the best shopping assist
 house, bottom to top (a module imports only from the lines above it, or its own line):
 
     config      typed configuration from YAML with `a.b=c` overrides
+    console     -v/-q, quiet Ray workers, progress lines and bars
+    tracking    W&B runs of every entry point (job types, tags, predictions tables)
     tasks       capabilities (ShopBench tracks) and task families
     model       base models, tokenizers, LoRA adapters
     connect     joining a Ray cluster, or starting a local one
@@ -13,9 +15,9 @@ house, bottom to top (a module imports only from the lines above it, or its own 
     evaluate/   ShopBench metrics, answering, the actor pool, evaluation files
     train/      one LoRA fine-tuning on Ray Train workers with DeepSpeed
     generate/   LLM data synthesis with engineered example outputs
-    report/     trials.csv, analysis, charts, report pages, W&B summary
+    report/     trials.csv, analysis, charts, report pages, W&B summary, model cards
     sweep       `python -m ecomtrain.sweep`: the Tune sweep (uses tuning/)
-    export      merge an adapter into its base model
+    export      merge an adapter into its base model, or ship it alone with a card
     bench       benchmarks that print figures
 
 `ecomtrain COMMAND` (ecomtrain/__main__.py) runs every entry point from one table.

@@ -61,6 +61,7 @@ from transformers import (
     TrainingArguments,
 )
 
+from ecomtrain import console
 from ecomtrain.config import Config, from_dict, load_config, to_dict
 from ecomtrain.connect import connect
 from ecomtrain.data.packing import IGNORE, encode, layout
@@ -381,13 +382,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     parser.add_argument("--config", help="YAML config (default: configs/demo.yaml)")
     parser.add_argument("overrides", nargs="*", help="a.b=c config overrides")
+    console.add_arguments(parser)
     args = parser.parse_intermixed_args(argv)
+    console.setup(args)
     space = {"asha": ASHA_SPACE, "data": DATA_SPACE}.get(args.which, [])
     cfg = load_config(args.config, space + args.overrides)
     if args.which == "mfu":
         figures = mfu(cfg, args.shape, args.steps)
     else:
-        connect()
+        connect(log_to_driver=console.verbose())
         run = {"asha": asha_payoff, "throughput": throughput, "data": None}[args.which]
         figures = data_work(cfg, args.workers) if run is None else run(cfg)
     for key, value in figures.items():

@@ -136,6 +136,9 @@ class EvalConfig:
     # Generation budget on the extra eval files: ShopBench's 100 by default, so their scores
     # compare with the leaderboard's (multiple choice always gets 1 token).
     extra_max_new_tokens: int = 100
+    # Sample held-out answers (task, input, gold, answer, score) logged to W&B as a
+    # `predictions` table at every evaluation, spread over the tasks; 0: none.
+    predictions: int = 16
 
 
 @dataclass

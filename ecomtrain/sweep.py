@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -22,6 +23,7 @@ from pathlib import Path
 import ray
 import yaml
 
+from ecomtrain import console
 from ecomtrain.config import (
     Config,
     ConfigError,
@@ -32,15 +34,19 @@ from ecomtrain.config import (
     yaml_mapping,
 )
 from ecomtrain.connect import connect
-from ecomtrain.data.scan import scan_corpus
+from ecomtrain.data.pipeline import check_scan
+from ecomtrain.data.scan import eval_index, scan_corpus
 from ecomtrain.data.sources import resolve_corpus
 from ecomtrain.evaluate.held_out import base_model_scores
 from ecomtrain.files import atomic_write, is_uri, read_text
+from ecomtrain.model import find_adapter
+from ecomtrain.report.analysis import best
+from ecomtrain.report.card import adapter_only
 from ecomtrain.report.pages import BASELINE_FILE, console_table, write_report
 from ecomtrain.report.trials import load_trials, trial_rows, write_csv
 from ecomtrain.report.wandb_summary import log_summary
 from ecomtrain.tiny_model import resolve_model
-from tuning.run import run_sweep, wandb_mode
+from tuning.run import concurrency, n_trials, run_sweep
 from tuning.space import grid_points, subsets
 
 CONFIG_FILE = "config.yaml"  # the resolved config, saved so --resume needs nothing else
@@ -62,6 +68,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="print the resolved search space and the data each trial reads; start nothing",
     )
     parser.add_argument("overrides", nargs="*", help="a.b=c config overrides")
+    console.add_arguments(parser)
     return parser.parse_args(argv)
 
 
@@ -121,12 +128,37 @@ def setup(args: argparse.Namespace) -> tuple[Config, str]:
 def score_baseline(cfg: Config, model_path: str, path: Path) -> None:
     """The untrained base model scored on the trials' held-out sample (baseline.jsonl)."""
     task = base_model_scores.options(num_gpus=1 if cfg.train.use_gpu else 0)
-    metrics, entries = ray.get(task.remote(cfg, model_path))
+    metrics, entries, sample = ray.get(task.remote(cfg, model_path))
     atomic_write(path, "".join(json.dumps(e) + "\n" for e in entries))
-    print(
-        f"baseline: the untrained base model scores {metrics['score']:.4f} "
-        f"(SE {metrics['score_se']:.4f}) on the held-out sample"
+    console.log.info(sample)
+    console.log.info(
+        "baseline: the untrained base model scores %.4f (SE %.4f) on the held-out sample",
+        metrics["score"],
+        metrics["score_se"],
     )
+
+
+def best_adapter(rows: list[dict], local: Path) -> Path | None:
+    """The best trial's adapter, alone with its model card, in `best-adapter/` (ready for
+    `PeftModel.from_pretrained` and `push_to_hub`)."""
+    top = best(rows)
+    checkpoint = (top or {}).get("checkpoint") or ""
+    if not checkpoint or is_uri(checkpoint) or not Path(checkpoint).is_dir():
+        return None
+    out = adapter_only(find_adapter(checkpoint), local / "best-adapter")
+    console.log.info("best adapter (%s, score %.4f): %s", top["trial"], top["score"], out)
+    return out
+
+
+def link_logs(logs: str, local: Path) -> None:
+    """`ray-logs` in the output directory: the workers' own output, kept out of the console."""
+    if not logs or not os.path.isdir(logs):
+        return
+    link = local / "ray-logs"
+    if link.is_symlink() or not link.exists():
+        link.unlink(missing_ok=True)
+        link.symlink_to(logs)
+        console.log.info("worker logs (Ray, DeepSpeed, W&B): %s -> %s", link, logs)
 
 
 def publish(local_dir: Path, output: str) -> None:
@@ -138,30 +170,53 @@ def publish(local_dir: Path, output: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    console.setup(args)
     try:
         cfg, output = setup(args)
         if args.dry_run:
             print(dry_run(cfg))
             return 0
     except (ConfigError, KeyError, ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        console.log.error("error: %s", e)
         return 2
     local = Path(tempfile.mkdtemp(prefix="ecomtrain-sweep-")) if is_uri(output) else Path(output)
     local.mkdir(parents=True, exist_ok=True)
     atomic_write(local / CONFIG_FILE, yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
-    connect(args.address)
+    logs = connect(args.address, log_to_driver=console.verbose())
+    link_logs(logs, local)
     t0 = time.time()
     model_path = resolve_model(cfg.model)  # build the tiny model once here, not per trial
+    scan = scan_corpus(resolve_corpus(cfg.data.corpus), cfg.data, index=eval_index(cfg.data))
+    console.log.info(check_scan(scan, cfg.data))
     if not (local / BASELINE_FILE).exists():
         score_baseline(cfg, model_path, local / BASELINE_FILE)
-    results = run_sweep(cfg, output, str(local), resume=bool(args.resume))
+    console.log.info(
+        "sweep %r: %d trials, %d at a time; a line per trial per report follows",
+        cfg.sweep.name,
+        n_trials(cfg),
+        concurrency(cfg),
+    )
+    try:
+        results = run_sweep(cfg, output, str(local), resume=bool(args.resume))
+    except Exception as e:  # the Tune loop itself failed (not a trial): exit with its error
+        console.log.error("sweep %r failed: %s: %s", cfg.sweep.name, type(e).__name__, e)
+        ray.shutdown()
+        return 1
     write_csv(trial_rows(results, cfg.sweep.metric), local / "trials.csv")
     rows = load_trials(local / "trials.csv")
     print(console_table(rows))
     report = write_report(local)
+    adapter = best_adapter(rows, local)
     log_summary(
-        rows, cfg.wandb.project, cfg.sweep.name, wandb_mode(cfg), local, cfg.wandb.entity or None
+        rows,
+        cfg.wandb.project,
+        cfg.sweep.name,
+        cfg.wandb.mode,
+        local,
+        cfg.wandb.entity or None,
+        config=to_dict(cfg),
+        adapter=adapter,
     )
     if is_uri(output):
         publish(local, output)

@@ -10,15 +10,19 @@ or a user's checkpoint takes.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import torch
 
+from ecomtrain import console
 from ecomtrain.config import ModelConfig
 from ecomtrain.data.demo import demo_records, fingerprint
 from ecomtrain.data.records import render_answer
 from ecomtrain.data.world import world_fingerprint, world_records
 from ecomtrain.files import atomic_dir, cache_dir
+
+log = logging.getLogger(__name__)
 
 TINY_MODELS = {"tiny-llama": "tiny-llama-v2"}  # bump the version when the architecture changes
 CHATML = (
@@ -40,6 +44,7 @@ def resolve_model(cfg: ModelConfig) -> str:
 def build_tiny_llama(out: Path, vocab_size: int = 2048, seed: int = 0) -> None:
     """Train a byte-level BPE tokenizer on the built-in corpora and save a tiny Llama that has
     read their questions (see `pretrain`)."""
+    log.info("tiny-llama: building the offline model in %s (first use only)", out)
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
@@ -51,6 +56,7 @@ def build_tiny_llama(out: Path, vocab_size: int = 2048, seed: int = 0) -> None:
         vocab_size=vocab_size,
         special_tokens=specials,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
     )
     records = demo_records() + world_records()
     texts = [t for r in records for t in (r["input_field"], render_answer(r))]
@@ -93,7 +99,7 @@ def pretrain(model, tokenizer, texts: list[str], seed: int, steps: int = 300) ->
     gen = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     model.train()
-    for _ in range(steps):
+    for _ in console.bar(range(steps), desc="tiny-llama: pretraining on the questions"):
         idx = torch.randint(len(texts), (16,), generator=gen).tolist()
         enc = tokenizer([texts[i] for i in idx], return_tensors="pt", padding=True)
         labels = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)

@@ -17,7 +17,8 @@ def ecomtrain_cache(tmp_path_factory):
     """Build the tiny model and demo corpus once per test session, away from ~/.cache."""
     if "ECOMTRAIN_CACHE" not in os.environ:
         os.environ["ECOMTRAIN_CACHE"] = str(tmp_path_factory.mktemp("ecomtrain-cache"))
-    os.environ.setdefault("WANDB_MODE", "offline")
+    # W&B off for commands run in-process; CLI runs (run_cli) and W&B tests write offline
+    os.environ.setdefault("WANDB_MODE", "disabled")
     return Path(os.environ["ECOMTRAIN_CACHE"])
 
 

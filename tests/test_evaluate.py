@@ -9,6 +9,7 @@ import math
 import pytest
 import torch
 from test_metrics import _gold
+from wandb_files import runs as wandb_runs
 
 from ecomtrain.data.demo import demo_records
 from ecomtrain.data.packing import prompt_text
@@ -257,6 +258,22 @@ def test_score_reads_json_arrays_like_json_lines(dev, tmp_path):
         tmp_path / "r.jsonl", [{"response": r} for r in response_set("mixed", records)]
     )
     assert score_files(str(array), str(resp)) == score_files(str(path), str(resp))
+
+
+def test_score_cli_logs_a_wandb_run(dev, tmp_path, capsys):
+    path, records = dev
+    answers = response_set("mixed", records)
+    resp = write_jsonl(tmp_path / "r.jsonl", [{"response": r} for r in answers])
+    out = tmp_path / "s.json"
+    argv = ["score", "--data", str(path), "--responses", str(resp), "--out", str(out)]
+    assert main([*argv, "--wandb-mode", "offline", "--wandb-project", "p"]) == 0
+    (run,) = wandb_runs(tmp_path / "wandb")
+    assert run["job_type"] == "evaluate" and run["tags"] == [path.name]
+    assert run["config"]["data"] == str(path) and run["config"]["wandb_project"] == "p"
+    assert run["summary"]["overall"] == json.loads(out.read_text())["overall"]
+    (table,) = (run["folder"] / "files" / "media" / "table").glob("predictions_*.table.json")
+    rows = json.loads(table.read_text())["data"]
+    assert len(rows) == min(64, len(records)) and {r[3] for r in rows} <= set(answers)
 
 
 # ------------------------------------------------- score: errors name file and line

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 import ray
+from wandb_files import runs as wandb_runs
 
-from ecomtrain.generate.__main__ import parse_args
+from ecomtrain.generate.__main__ import main, parse_args
 from ecomtrain.generate.run import run
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,9 +36,17 @@ def generate_local(spec, out, target: int, *extra) -> dict:
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=lambda p: p.stem)
-def test_every_spec_runs_on_the_local_backend(spec, tmp_path, local_ray):
-    stats = generate_local(spec, tmp_path, 3, "--temperature", "0")
+def test_every_spec_runs_on_the_local_backend(spec, tmp_path, local_ray, capsys):
+    argv = ["--spec", str(spec), "--out", str(tmp_path), "--backend", "local", "--target", "3"]
+    argv += ["--concurrency", "1", "--max-tokens", "16", "--temperature", "0"]
+    assert main([*argv, "--wandb-mode", "offline"]) == 0
+    stats = json.loads((tmp_path / "stats.json").read_text())
     r = stats["run"]
+    # the run is also a W&B run (offline here) holding its arguments and figures
+    (wandb,) = wandb_runs(tmp_path / "wandb")
+    assert wandb["job_type"] == "generate" and wandb["tags"] == [spec.name]
+    assert wandb["config"]["spec"] == str(spec) and wandb["config"]["backend"] == "local"
+    assert wandb["summary"]["run/requested"] == 3
     assert r["requested"] == 3 == r["written"] + r["rejected"] + r["duplicate"]
     rejects = [json.loads(x) for x in (tmp_path / "rejects.jsonl").read_text().splitlines()]
     assert len(rejects) == r["rejected"] + r["duplicate"]

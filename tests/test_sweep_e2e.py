@@ -8,6 +8,8 @@ import csv
 import json
 from pathlib import Path
 
+from wandb_files import runs as wandb_runs
+
 
 def test_sweep_cli_end_to_end(tmp_path, run_cli):
     out = tmp_path / "sweep"
@@ -35,9 +37,35 @@ def test_sweep_cli_end_to_end(tmp_path, run_cli):
         assert 0.0 < float(r["task_entropy"]) <= 0.7  # two tasks: at most ln 2
     assert (out / "scores.png").read_bytes()[:4] == b"\x89PNG"
     assert "pair" in proc.stdout and "score" in proc.stdout
+    # the console tells the sweep's story in a screen: a line per trial per report, no
+    # per-rank metric dicts, Ray Data plans, library warnings, W&B banners or loading bars
+    console = proc.stdout + proc.stderr
+    for noise in ("TrainingReport(", "Execution plan", "Warning", "wandb:", "Loading weights"):
+        assert noise not in console
+    assert console.count("pair r2  step") == 2 and "done    pair r8  at step 4" in console
+    assert "baseline: the untrained base model scores" in console
+    assert len(console.splitlines()) < 30, console
 
-    runs = sorted((out / "wandb").glob("offline-run-*"))
-    assert len(runs) == 3  # one per trial and the sweep's summary run
+    # W&B, offline: a run per trial with its full config and sample answers, and a summary
+    # run holding the best adapter, which also lands in best-adapter/
+    runs = wandb_runs(out / "wandb")
+    trials = [r for r in runs if r["job_type"] == "trial"]
+    (summary,) = [r for r in runs if r["job_type"] == "summary"]
+    assert len(runs) == 3 and len(trials) == 2
+    for run in trials:
+        assert run["group"] == "e2e" and run["tags"] == ["e2e", "pair"]
+        assert run["config"]["subset"]["id"] == "pair" and run["config"]["train"]["max_steps"] == 4
+        assert run["config"]["lora"]["rank"] == run["config"]["rank"]
+        assert {"loss", "score", "eval_loss"} <= run["history"]
+        (table,) = (run["folder"] / "files" / "media" / "table").glob("predictions_*.table.json")
+        predictions = json.loads(table.read_text())
+        assert predictions["columns"] == ["task", "input", "gold", "answer", "score"]
+        assert len(predictions["data"]) == 16 and len({row[0] for row in predictions["data"]}) == 10
+    assert summary["tags"] == ["e2e"] and summary["config"]["sweep"]["name"] == "e2e"
+    assert "e2e-best-adapter" in summary["artifacts"]
+    best = out / "best-adapter"
+    assert (best / "adapter_model.safetensors").is_file() and (best / "README.md").is_file()
+    assert not (best / "deepspeed").exists()
     assert (out / "report.md").is_file() and (out / "heatmap.png").is_file()
     # each trial's adapter is a PEFT checkpoint of its own rank
     adapters = sorted(out.glob("train/*/checkpoint_*/adapter_config.json"))

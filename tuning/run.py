@@ -6,31 +6,44 @@ import os
 
 import ray
 from ray import tune
+from ray.air.integrations.wandb import WandbLoggerCallback, _WandbLoggingActor
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from ecomtrain.config import Config, from_dict, to_dict
+from ecomtrain.console import verbose
+from ecomtrain.tracking import predictions_table, resolve_mode
 from ecomtrain.train.driver import fit, trial_meta
-from tuning.space import optuna_search, param_space, trial_config
+from tuning.progress import Progress
+from tuning.space import grid_points, optuna_search, param_space, trial_config
 
 
-def wandb_mode(cfg: Config) -> str:
-    """Online when the mode is "auto" and an API key is set; offline without one."""
-    if cfg.wandb.mode != "auto":
-        return cfg.wandb.mode
-    return "online" if os.environ.get("WANDB_API_KEY") else "offline"
+class TrialLogger(_WandbLoggingActor):
+    """Ray's W&B logging actor, plus each evaluation's sample answers as a table; it also
+    waits for W&B's own process to write everything before the actor ends (Tune kills the
+    actor, and that process with it, as soon as `run` returns)."""
+
+    def run(self):
+        try:
+            super().run()
+        finally:
+            self._wandb.teardown()
+
+    def _handle_result(self, result: dict) -> tuple[dict, dict]:
+        log, config_update = super()._handle_result(result)
+        if result.get("predictions"):
+            log["predictions"] = predictions_table(result["predictions"])
+        return log, config_update
 
 
-def wandb_callbacks(cfg: Config, local_dir: str) -> list:
-    """A W&B run per trial, grouped by sweep name; nothing when W&B is disabled."""
-    mode = wandb_mode(cfg)
-    if mode == "disabled":
-        return []
-    from ray.air.integrations.wandb import WandbLoggerCallback
+class TrialRuns(WandbLoggerCallback):
+    """A W&B run per trial, grouped by sweep: job_type "trial", tags (sweep, subset), the
+    trial's full resolved config beside its point (subset, rank, alpha, seed, ...)."""
 
-    os.environ["WANDB_MODE"] = mode  # read by Ray's key check and by wandb itself
-    os.makedirs(os.path.join(local_dir, "wandb"), exist_ok=True)
-    return [
-        WandbLoggerCallback(
+    _logger_actor_cls = TrialLogger
+
+    def __init__(self, cfg: Config, mode: str, local_dir: str):
+        self.base = to_dict(cfg)
+        super().__init__(
             project=cfg.wandb.project,
             group=cfg.sweep.name,
             entity=cfg.wandb.entity or None,
@@ -38,7 +51,24 @@ def wandb_callbacks(cfg: Config, local_dir: str) -> list:
             dir=local_dir,
             excludes=["checkpoint_path"],
         )
-    ]
+
+    def _start_logging_actor(self, trial, exclude_results: list, **wandb_init_kwargs):
+        point = trial.config
+        full = to_dict(trial_config(from_dict(self.base), point))
+        wandb_init_kwargs["config"] = full | wandb_init_kwargs.get("config", {})
+        wandb_init_kwargs["job_type"] = "trial"
+        wandb_init_kwargs["tags"] = [self.group, point["subset"]["id"]]
+        super()._start_logging_actor(trial, exclude_results, **wandb_init_kwargs)
+
+
+def wandb_callbacks(cfg: Config, local_dir: str) -> list:
+    """A W&B run per trial (TrialRuns); nothing when W&B is disabled."""
+    mode = resolve_mode(cfg.wandb.mode)
+    if mode == "disabled":
+        return []
+    os.environ["WANDB_MODE"] = mode  # read by Ray's key check and by wandb itself
+    os.makedirs(os.path.join(local_dir, "wandb"), exist_ok=True)
+    return [TrialRuns(cfg, mode, local_dir)]
 
 
 def trial_name(trial) -> str:
@@ -73,6 +103,14 @@ def scheduler(cfg: Config):
     )
 
 
+def n_trials(cfg: Config) -> int:
+    """The trials the sweep runs: every grid point (and seed) `num_samples` times, else
+    `num_samples` drawn points, each once per seed."""
+    if cfg.sweep.search == "grid":
+        return cfg.sweep.num_samples * len(grid_points(cfg))
+    return cfg.sweep.num_samples * max(1, len(cfg.sweep.seeds))
+
+
 def trainable(cfg: Config, storage: str):
     """The per-trial driver: resolve the point's config and fit through Ray Train."""
     base = to_dict(cfg)
@@ -96,7 +134,11 @@ def run_sweep(cfg: Config, storage: str, local_dir: str, resume: bool = False):
     os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
     fn = trainable(cfg, storage)
     run_config = tune.RunConfig(
-        name=cfg.sweep.name, storage_path=storage, callbacks=wandb_callbacks(cfg, local_dir)
+        name=cfg.sweep.name,
+        storage_path=storage,
+        callbacks=[Progress(cfg.train.max_steps, cfg.sweep.metric, n_trials(cfg))]
+        + wandb_callbacks(cfg, local_dir),
+        verbose=2 if verbose() else 0,  # Tune's own tables and trial boxes under --verbose
     )
     if resume:
         path = f"{storage}/{cfg.sweep.name}"

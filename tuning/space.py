@@ -134,7 +134,7 @@ def param_space(cfg: Config) -> dict:
         for key, values in dimensions(cfg).items()
     }
     sweep, fixed = cfg.sweep, cfg.lora.alpha
-    space["alpha"] = tune.sample_from(lambda spec: alpha_for(sweep, spec.config["rank"], fixed))
+    space["alpha"] = tune.sample_from(lambda config: alpha_for(sweep, config["rank"], fixed))
     return space
 
 

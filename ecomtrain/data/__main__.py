@@ -16,6 +16,7 @@ import random
 import sys
 from collections import Counter
 
+from ecomtrain import console
 from ecomtrain.config import DataConfig, ModelConfig
 from ecomtrain.data.mixture import stats as mixture_stats
 from ecomtrain.data.packing import encode, pack, tokenizer_at, truncate
@@ -39,7 +40,7 @@ def validate(args) -> int:
     """Print every bad record; exit status 1 when there is one."""
     cfg, total, bad = _data_config(args), 0, 0
     for path in args.paths:
-        for entry in parse_file(path, None, cfg, None):
+        for entry in console.bar(parse_file(path, None, cfg, None), desc=path, unit=" records"):
             total += 1
             if isinstance(entry, Bad):
                 bad += 1
@@ -53,7 +54,7 @@ def stats(args) -> int:
     cfg = _data_config(args)
     rows, bad = [], 0
     for path in args.paths:
-        for entry in parse_file(path, None, cfg, None):
+        for entry in console.bar(parse_file(path, None, cfg, None), desc=path, unit=" records"):
             if isinstance(entry, Bad):
                 bad += 1
             else:
@@ -83,7 +84,7 @@ def packing(rows: list[dict], model_path: str, max_len: int, window: int, prefix
     """Tokenize and pack rows in windows as the pipeline does; count tokens and outcomes."""
     tok = tokenizer_at(model_path)
     status, tokens, sequences = Counter(), 0, 0
-    for start in range(0, len(rows), window):
+    for start in console.bar(range(0, len(rows), window), desc="tokenising and packing"):
         lengths = []
         for r in rows[start : start + window]:
             ids, _, st = truncate(*encode(tok, r["input"], r["answer"], prefix), max_len)
@@ -121,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
             metavar="GLOB=FAMILY",
             help="family of the records without task_name in matching files (data.file_tasks)",
         )
+        console.add_arguments(p)
     s = sub.choices["stats"]
     s.add_argument("--max-seq-len", type=int, default=default.max_seq_len)
     s.add_argument("--window", type=int, default=default.pack_window, help="records per pack")
@@ -133,10 +135,11 @@ def main(argv: list[str] | None = None) -> int:
         help="count tokens without the official ShopBench prompt prefix (eval.prompt_prefix)",
     )
     args = parser.parse_args(argv)
+    console.setup(args)
     try:
         return validate(args) if args.command == "validate" else stats(args)
     except (CorpusError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        console.log.error("error: %s", e)
         return 2
 
 

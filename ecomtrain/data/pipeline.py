@@ -14,6 +14,7 @@ Each rank then resamples, shuffles and packs its own share anew every epoch
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import ray
@@ -26,6 +27,8 @@ from ecomtrain.data.records import Bad, CorpusError
 from ecomtrain.data.scan import eval_index, parse_file, scan_corpus
 from ecomtrain.data.sources import resolve_corpus
 from ecomtrain.tasks import expand
+
+log = logging.getLogger(__name__)
 
 # Data tasks are light; a fractional CPU lets them run beside trainers holding whole CPUs.
 SMALL_TASK = {"num_cpus": 0.25}
@@ -116,11 +119,11 @@ def train_dataset(cfg: Config, model_path: str, tasks: list[str], world: int) ->
     mixture's multiplicity per task) for one trial."""
     index = eval_index(cfg.data)
     scan = scan_corpus(resolve_corpus(cfg.data.corpus), cfg.data, index=index)
-    print(check_scan(scan, cfg.data), flush=True)
+    log.info(check_scan(scan, cfg.data))
     counts = train_counts(scan, tasks)
     missing = [t for t, n in counts.items() if n == 0]
     if missing and tasks:
-        print(f"data: no training records for {', '.join(missing)}", flush=True)
+        log.warning("data: no training records for %s", ", ".join(missing))
     mult = multiplicities(counts, cfg.data)
     train, held_out = task_split(cfg, tasks, index)
     tokens = (
@@ -148,10 +151,9 @@ def train_dataset(cfg: Config, model_path: str, tasks: list[str], world: int) ->
         )
     cuts = [round(r * n / world) for r in range(1, world)]
     shares = tokens.split_at_indices(cuts) if cuts else [tokens]
-    print(
+    log.info(
         f"data: {n} training records of {len(counts)} tasks tokenised (prompt truncated "
         f"{truncated}, dropped as too long {sum(counts.values()) - n}); {world} shares of "
-        f"{n // world}-{-(-n // world)} records, packed anew by each rank every epoch",
-        flush=True,
+        f"{n // world}-{-(-n // world)} records, packed anew by each rank every epoch"
     )
     return shares, held_out, mult

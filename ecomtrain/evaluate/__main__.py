@@ -14,18 +14,21 @@ import argparse
 import sys
 from pathlib import Path
 
+from ecomtrain import console, tracking
 from ecomtrain.config import ModelConfig
 from ecomtrain.connect import connect
-from ecomtrain.data.records import CorpusError
+from ecomtrain.data.records import CorpusError, render_answer
+from ecomtrain.evaluate.answer import predictions
 from ecomtrain.evaluate.files import (
     EvalError,
     load_data,
+    read_responses,
     score_files,
     table,
     write_json,
     write_responses,
 )
-from ecomtrain.evaluate.metrics import ModelUnavailableError
+from ecomtrain.evaluate.metrics import ModelUnavailableError, record_scores
 from ecomtrain.evaluate.pool import InferenceError, Settings, gpus_per_actor, timed_generate
 from ecomtrain.model import ModelError, adapter_config, base_model_of, find_adapter
 from ecomtrain.tiny_model import resolve_model
@@ -53,7 +56,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         num_gpus=args.num_gpus,
         batch_size=args.batch_size,
         backend=args.backend,
-        progress=args.progress,
+        progress=args.progress and not args.quiet,
     )
 
 
@@ -69,10 +72,34 @@ def generate(args: argparse.Namespace) -> tuple[list[str], dict]:
     return responses, stats
 
 
+def log_run(args: argparse.Namespace, result: dict, responses_file: str, out_dir: str) -> None:
+    """The evaluation as a W&B run (job_type "evaluate"): its scores and sample answers."""
+    with tracking.wandb_run(
+        "evaluate",
+        project=args.wandb_project,
+        mode=args.wandb_mode,
+        dir=out_dir,
+        tags=[Path(args.data).name],
+        config=tracking.cli_config(args),
+    ) as run:
+        if run is None:
+            return
+        run.summary.update(tracking.scalars(result))
+        records, lines = load_data(args.data)
+        responses = read_responses(responses_file, args.data, records, lines)
+        rows = [{"input": r["input_field"], "answer": render_answer(r)} for r in records]
+        entries = [
+            {"task": r["task_name"], "response": a, "score": s["score"]}
+            for r, a, s in zip(records, responses, record_scores(records, responses), strict=True)
+        ]
+        run.log({"predictions": tracking.predictions_table(predictions(rows, entries, 64))})
+
+
 def cmd_score(args: argparse.Namespace) -> None:
     result = score_files(args.data, args.responses)
     write_json(args.out, result)
     print(table(result))
+    log_run(args, result, args.responses, str(Path(args.out).parent))
 
 
 def cmd_generate(args: argparse.Namespace) -> None:
@@ -90,6 +117,7 @@ def cmd_run(args: argparse.Namespace) -> None:
     result = score_files(args.data, str(out / "responses.jsonl"))
     write_json(out / "scores.json", result)
     print(table(result))
+    log_run(args, result, str(out / "responses.jsonl"), str(out))
     print(f"\nresponses, scores and generation stats in {out}/")
 
 
@@ -132,7 +160,7 @@ def _generation_args(p: argparse.ArgumentParser) -> None:
         "--progress",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="Ray Data progress bars",
+        help="Ray Data progress bars (off under --quiet)",
     )
     p.add_argument("--address", help="Ray cluster (default: $RAY_ADDRESS, else a local one)")
 
@@ -157,15 +185,19 @@ def parser() -> argparse.ArgumentParser:
     _generation_args(p)
     p.add_argument("--out-dir", required=True, help="where responses and scores go")
     p.set_defaults(fn=cmd_run)
+    for p in sub.choices.values():
+        console.add_arguments(p)
+        tracking.add_arguments(p)
     return root
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    console.setup(args)
     try:
         args.fn(args)
     except (CorpusError, EvalError, InferenceError, ModelError, ModelUnavailableError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        console.log.error("error: %s", e)
         return 2
     return 0
 

@@ -20,6 +20,7 @@ from ecomtrain.evaluate.metrics import aggregate, record_scores, standard_error
 
 SCORES_FILE = "scores.jsonl"  # per-record entries of the held-out sample, in each checkpoint
 EXTRA_SCORES_FILE = "extra_scores.jsonl"  # and of the extra eval files
+INPUT_CHARS = 500  # of each prediction's input (see `predictions`)
 
 
 def new_tokens_for(task_type: str, max_new_tokens: int) -> int:
@@ -119,7 +120,7 @@ def evaluate_rows(model, tokenizer, rows: list[dict], cfg: Config, trained: list
     the records' own scores); score_seen and score_unseen (on the tasks in `trained` and on
     the others, when there are both); eval_loss and eval_loss/<task> (mean answer-token
     loss). Entries: id (the record's file:line), task, track, metric, score (with TP, FP and
-    FN for micro F1), loss and tokens."""
+    FN for micro F1), loss, tokens and the response."""
     t = time.time()
     responses = respond(
         model, tokenizer, rows, cfg.eval.max_new_tokens, cfg.eval.batch_size, cfg.eval.prompt_prefix
@@ -129,9 +130,12 @@ def evaluate_rows(model, tokenizer, rows: list[dict], cfg: Config, trained: list
     scores = record_scores(records, responses)
     losses = answer_losses(model, tokenizer, rows, cfg)
     entries = []
-    for row, record, score, (loss, tokens) in zip(rows, records, scores, losses, strict=True):
+    for row, record, score, (loss, tokens), response in zip(
+        rows, records, scores, losses, responses, strict=True
+    ):
         entry = {"id": row["source"], "task": record["task_name"], "track": row["capability"]}
-        entries.append(entry | {"metric": row["metric"], **score, "loss": loss, "tokens": tokens})
+        entry |= {"metric": row["metric"], **score, "loss": loss, "tokens": tokens}
+        entries.append(entry | {"response": response})
     flat = {"score": result["overall"], "score_se": standard_error(entries)}
     flat |= {"eval_records": len(rows), "eval_s": time.time() - t}
     flat |= {f"track/{k}": v for k, v in result["tracks"].items()}
@@ -151,3 +155,25 @@ def evaluate_rows(model, tokenizer, rows: list[dict], cfg: Config, trained: list
 def mean_loss(entries: list[dict]) -> float:
     """Mean answer-token loss over the entries' tokens."""
     return sum(e["loss"] for e in entries) / max(1, sum(e["tokens"] for e in entries))
+
+
+def predictions(rows: list[dict], entries: list[dict], n: int) -> list[dict]:
+    """Up to `n` held-out answers beside their gold answers, taken in turn from each task
+    (the first records of each, so every evaluation of a run shows the same questions)."""
+    by_task: dict[str, list[dict]] = {}
+    for row, entry in zip(rows, entries, strict=True):
+        by_task.setdefault(entry["task"], []).append(
+            {
+                "task": entry["task"],
+                "input": row["input"][:INPUT_CHARS],
+                "gold": row["answer"],
+                "answer": entry["response"],
+                "score": entry["score"],
+            }
+        )
+    out = []
+    for turn in range(max((len(v) for v in by_task.values()), default=0)):
+        for task in sorted(by_task):
+            if len(out) < n and turn < len(by_task[task]):
+                out.append(by_task[task][turn])
+    return out

@@ -6,8 +6,8 @@ Bad input stops with an `EvalError` naming file and line.
 from __future__ import annotations
 
 import json
+import logging
 import re
-import sys
 from pathlib import Path
 
 from ecomtrain.data.records import assign_family, validate
@@ -15,6 +15,8 @@ from ecomtrain.data.sources import read_records
 from ecomtrain.evaluate.metrics import TASK_TYPE_BY_METRIC, aggregate
 from ecomtrain.files import atomic_open, atomic_write
 from ecomtrain.tasks import CAPABILITIES, METRICS_BY_TYPE, track_of
+
+log = logging.getLogger(__name__)
 
 
 class EvalError(ValueError):
@@ -122,10 +124,9 @@ def read_responses(path: str, data_path: str, records: list[dict], lines: list[i
 
 def _by_position(path: str, data_path: str, objs: list, lines: list[int]) -> list[str]:
     n = len(lines)
-    print(
+    log.warning(
         f"warning: {path}: responses carry no 'index' or 'id'; matched to {data_path} by "
-        "position (a shuffled or gapped file would score wrong)",
-        file=sys.stderr,
+        "position (a shuffled or gapped file would score wrong)"
     )
     if len(objs) > n:
         raise EvalError(f"{path}:{objs[n][0]}: extra response: {data_path} has {n} records")

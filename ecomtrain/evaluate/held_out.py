@@ -67,12 +67,12 @@ def held_out_sizes(available: dict[str, int], tracks: dict[str, str], cfg: Confi
 
 
 @ray.remote(num_cpus=0.5)
-def base_model_scores(cfg: Config, model_path: str) -> tuple[dict, list[dict]]:
+def base_model_scores(cfg: Config, model_path: str) -> tuple[dict, list[dict], str]:
     """The untrained base model scored on the held-out sample, as a trial is (a Ray task:
-    `.options(num_gpus=1)` on a GPU cluster)."""
+    `.options(num_gpus=1)` on a GPU cluster); with the sample's description."""
     _, held = task_split(cfg, [])
-    rows, _ = held_out_sample(held.iter_rows(), cfg)
+    rows, message = held_out_sample(held.iter_rows(), cfg)
     model = load_model(model_path, precision=cfg.train.precision)
     if cfg.train.use_gpu:
         model = model.to("cuda", DTYPES[cfg.train.precision])
-    return evaluate_rows(model, load_tokenizer(model_path), rows, cfg)
+    return *evaluate_rows(model, load_tokenizer(model_path), rows, cfg), message

@@ -9,8 +9,8 @@ input order whatever order the actors finish in.
 from __future__ import annotations
 
 import importlib.util
+import logging
 import math
-import sys
 import time
 from dataclasses import dataclass
 
@@ -20,6 +20,8 @@ import ray
 from ecomtrain.data.packing import prompt_text
 from ecomtrain.evaluate.answer import new_tokens_for, respond
 from ecomtrain.model import adapter_config, load_adapter, load_model, load_tokenizer
+
+log = logging.getLogger(__name__)
 
 
 class InferenceError(ValueError):
@@ -174,9 +176,8 @@ def timed_generate(records: list[dict], s: Settings) -> tuple[list[str], dict]:
     seconds = time.time() - t0
     stats = {"records": len(records), "seconds": round(seconds, 3)}
     stats["samples_per_s"] = round(len(records) / seconds, 3) if seconds else None
-    print(
+    log.info(
         f"generated {len(records)} responses in {seconds:.1f} s "
-        f"({stats['samples_per_s']} samples/s, {s.actors} actors)",
-        file=sys.stderr,
+        f"({stats['samples_per_s']} samples/s, {s.actors} actors)"
     )
     return responses, stats

@@ -11,6 +11,7 @@ import argparse
 import os
 import sys
 
+from ecomtrain import console, tracking
 from ecomtrain.config import ConfigError
 from ecomtrain.data.records import CorpusError
 from ecomtrain.generate.backends import BackendError
@@ -73,6 +74,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--target", type=int, default=0, help="override the spec's target count")
     p.add_argument("--temperature", type=float, default=None, help="override; 0 is greedy")
     p.add_argument("--max-tokens", type=int, default=0, help="override the completion budget")
+    console.add_arguments(p)
+    tracking.add_arguments(p)
     args = p.parse_args(argv)
     checks = [
         (args.concurrency < 0, "--concurrency must be >= 1 (or 0 for the default)"),
@@ -91,12 +94,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    console.setup(args)
     try:
         stats = run(args)
     except (ConfigError, CorpusError, BackendError, RuntimeError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        console.log.error("error: %s", e)
         return 2
     print_stats(stats, args.out)
+    with tracking.wandb_run(
+        "generate",
+        project=args.wandb_project,
+        mode=args.wandb_mode,
+        dir=args.out,
+        tags=[os.path.basename(args.spec)],
+        config=tracking.cli_config(args),
+    ) as wandb:
+        if wandb is not None:
+            wandb.summary.update(tracking.scalars(stats))
     return 0
 
 

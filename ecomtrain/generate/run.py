@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
+import logging
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ecomtrain import console
 from ecomtrain.config import ConfigError, ModelConfig
 from ecomtrain.data.overlap import Decontaminator, Deduplicator, frequent_shingles
 from ecomtrain.data.records import CorpusError, answer_text
@@ -44,6 +45,8 @@ from ecomtrain.generate.spec import Spec, WorkItem, load_seeds, load_spec, plan
 from ecomtrain.generate.store import RECORDS, Store, key_of
 from ecomtrain.tasks import FAMILIES
 from ecomtrain.tiny_model import resolve_model
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -198,19 +201,19 @@ def drive(gate: Gate, store: Store, pending: list[WorkItem], answers) -> Counter
     """Judge and write each completion as it arrives; count outcomes, retries and time."""
     by_key = {it.key: it for it in pending}
     counts = Counter(requested=len(pending), written=0, rejected=0, duplicate=0)
-    start, first, every = time.perf_counter(), None, max(1, len(pending) // 20)
-    for n, c in enumerate(answers, 1):
+    start, first = time.perf_counter(), None
+    progress = console.bar(total=len(pending), desc="generating", unit=" items")
+    for c in answers:
         item = by_key.pop(c.key, None)
         if item is None:
             raise BackendError(f"backend answered an unknown or repeated key {c.key}")
         handle(gate, store, item, c, counts)
         first = first or time.perf_counter()
-        if n % every == 0:
-            print(
-                f"{n}/{len(pending)}: written {counts['written']}, rejected "
-                f"{counts['rejected']}, duplicates {counts['duplicate']}",
-                file=sys.stderr,
-            )
+        progress.update()
+        progress.set_postfix(
+            written=counts["written"], rejected=counts["rejected"], dup=counts["duplicate"]
+        )
+    progress.close()
     if by_key:
         raise BackendError(f"backend ended without answering {len(by_key)} work items")
     end = time.perf_counter()

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
-import sys
 from pathlib import Path
 
 from ecomtrain.data.records import CorpusError
+
+log = logging.getLogger(__name__)
 
 RECORDS, REJECTS, LEDGER, LOCK = "records.jsonl", "rejects.jsonl", "ledger.jsonl", ".lock"
 
@@ -40,7 +42,7 @@ def read_jsonl(path: Path) -> list[dict]:
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             if lineno < len(lines) - (1 if data.endswith(b"\n") else 0):
                 raise CorpusError(f"{path}:{lineno}: json: {e}") from None
-            print(f"{path}:{lineno}: dropping a truncated last line", file=sys.stderr)
+            log.warning(f"{path}:{lineno}: dropping a truncated last line")
             with path.open("r+b") as f:
                 f.truncate(good_end)
                 os.fsync(f.fileno())

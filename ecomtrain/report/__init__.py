@@ -7,6 +7,7 @@
     charts          the PNG charts
     pages           report.md and report.html (and the console table)
     wandb_summary   one W&B run summing up a sweep beside its trial runs
+    card            an adapter alone with its model card (export, the sweep's best adapter)
 
 CLI: `python -m ecomtrain.report DIR` rebuilds DIR's report from DIR/trials.csv.
 """

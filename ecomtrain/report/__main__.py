@@ -11,6 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from ecomtrain import console
 from ecomtrain.report.pages import write_report
 from ecomtrain.report.trials import ReportError
 
@@ -22,11 +23,14 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("dir", help="a sweep's output directory (holds trials.csv)")
-    out = Path(parser.parse_args(argv).dir)
+    console.add_arguments(parser)
+    args = parser.parse_args(argv)
+    console.setup(args)
+    out = Path(args.dir)
     try:
         path = write_report(out)
     except ReportError as e:
-        print(f"error: {e}", file=sys.stderr)
+        console.log.error("error: %s", e)
         return 2
     print(f"report: {path} and {path.with_suffix('.html')}")
     return 0

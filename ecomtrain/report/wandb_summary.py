@@ -1,8 +1,9 @@
 """One W&B run that sums up a sweep, beside its per-trial runs in the same group.
 
 It logs every trial as a `wandb.Table` (failed ones included), the report's charts as images,
-and a native W&B line chart of score against capabilities trained on, one line per LoRA rank,
-so trials can be compared in the W&B UI without opening report.html.
+a native W&B line chart of score against capabilities trained on, one line per LoRA rank,
+so trials can be compared in the W&B UI without opening report.html, and the best trial's
+adapter as a model artifact.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from ecomtrain.report.analysis import best, diversity_lines, label
 from ecomtrain.report.pages import CHARTS
+from ecomtrain.tracking import wandb_run
 
 if TYPE_CHECKING:
     import wandb
@@ -52,32 +54,35 @@ def log_summary(
     dir: str | Path,
     entity: str | None = None,
     images: dict[str, Path] | None = None,
+    config: dict | None = None,
+    adapter: Path | None = None,
 ) -> Path | None:
     """Log the sweep summary run "<group>-summary" (job_type "summary"); return its run folder.
 
     `rows` are typed trials (`ecomtrain.report.trials.load_trials`); `images` maps a name to a PNG and
-    defaults to the report's charts found in `dir`. Nothing is logged when `mode` is "disabled".
+    defaults to the report's charts found in `dir`; `config` is the sweep's resolved config;
+    `adapter` the best trial's adapter folder, logged as the artifact "<group>-best-adapter".
+    Nothing is logged when `mode` is "disabled".
     """
-    if mode == "disabled":
-        return None
-    import wandb
-
     if images is None:
         found = [Path(dir) / name for name in CHARTS]
         images = {p.stem: p for p in found if p.is_file()}
     top = best(rows)
-    with wandb.init(
+    with wandb_run(
+        "summary",
         project=project,
         entity=entity,
         group=group,
-        job_type="summary",
         name=f"{group}-summary",
+        tags=[group],
         mode=mode,
-        dir=str(dir),
-        config={"n_trials": len(rows)},
-        reinit="create_new",
-        settings=wandb.Settings(console="off"),
+        dir=dir,
+        config=(config or {}) | {"n_trials": len(rows)},
     ) as run:
+        if run is None:
+            return None
+        import wandb
+
         logged = {"trials": trials_table(rows)}
         logged |= {f"charts/{name}": wandb.Image(str(path)) for name, path in images.items()}
         if diversity_lines(rows):
@@ -87,4 +92,12 @@ def log_summary(
             run.summary.update(
                 {"best/score": top["score"], "best/trial": label(top), "best/rank": top["rank"]}
             )
+        if adapter is not None and top is not None:
+            artifact = wandb.Artifact(
+                f"{group}-best-adapter",
+                type="model",
+                metadata={k: top.get(k) for k in ("trial", "subset", "rank", "score", "seed")},
+            )
+            artifact.add_dir(str(adapter))
+            run.log_artifact(artifact)
         return Path(run.dir).parent

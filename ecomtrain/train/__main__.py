@@ -3,13 +3,42 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
-from ecomtrain.config import ConfigError, check_files, load_config
+from ecomtrain import console, tracking
+from ecomtrain.config import ConfigError, check_files, load_config, to_dict
 from ecomtrain.connect import connect
 from ecomtrain.tasks import CAPABILITIES
-from ecomtrain.train.driver import fit, trial_meta
+from ecomtrain.train.driver import ReportProgress, fit, trial_meta
+from ecomtrain.train.loop import STATE_FILE
+
+
+def log_run(cfg, result, output: Path) -> None:
+    """The run as a W&B run (job_type "train"): its full config, the loss of every step, and
+    the metrics and sample answers of each kept evaluation."""
+    with tracking.wandb_run(
+        "train",
+        project=cfg.wandb.project,
+        mode=cfg.wandb.mode,
+        dir=output,
+        entity=cfg.wandb.entity,
+        tags=["train"],
+        config=to_dict(cfg),
+    ) as run:
+        if run is None:
+            return
+        state = json.loads(Path(result.checkpoint.path, STATE_FILE).read_text())
+        logged = {step: {"loss": loss} for step, loss in state["history"]}
+        for _, metrics in result.best_checkpoints or []:
+            logged.setdefault(metrics["step"], {}).update(tracking.scalars(metrics))
+            if metrics.get("predictions"):
+                table = tracking.predictions_table(metrics["predictions"])
+                logged[metrics["step"]]["predictions"] = table
+        for step in sorted(logged):
+            run.log(logged[step], step=step)
+        run.summary.update(tracking.scalars(result.metrics or {}))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -18,16 +47,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", default="runs/train", help="directory for checkpoints")
     parser.add_argument("--address", help="Ray cluster (default: $RAY_ADDRESS, else a local one)")
     parser.add_argument("overrides", nargs="*", help="a.b=c config overrides")
+    console.add_arguments(parser)
     args = parser.parse_args(argv)
+    console.setup(args)
     try:
         cfg = load_config(args.config, args.overrides)
         check_files(cfg, args.config or "config")
         meta = trial_meta("train", "config", cfg.data.tasks or list(CAPABILITIES), cfg)
     except (ConfigError, KeyError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        console.log.error("error: %s", e)
         return 2
     connect(args.address)
-    result = fit(cfg, meta, str(Path(args.output).resolve()))
+    callback = ReportProgress(meta["name"], cfg.train.max_steps)
+    result = fit(cfg, meta, str(Path(args.output).resolve()), callbacks=[callback])
+    log_run(cfg, result, Path(args.output))
     print(f"score {result.metrics.get('score')}  adapter {result.checkpoint.path}")
     return 0
 

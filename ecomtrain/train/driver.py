@@ -6,10 +6,18 @@ A sweep trial and a single run (`python -m ecomtrain.train`) go through the same
 from __future__ import annotations
 
 import ray
-from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train import (
+    CheckpointConfig,
+    DataConfig,
+    FailureConfig,
+    LoggingConfig,
+    RunConfig,
+    ScalingConfig,
+)
 from ray.train.torch import TorchConfig, TorchTrainer
 
 from ecomtrain.config import Config, ConfigError, to_dict
+from ecomtrain.console import log, progress_line, verbose
 from ecomtrain.data.pipeline import SMALL_TASK, mixture_stats, train_dataset
 from ecomtrain.data.records import CorpusError
 from ecomtrain.data.scan import parse_file
@@ -70,9 +78,22 @@ def fit(cfg: Config, meta: dict, storage_path: str, callbacks: list = ()) -> ray
             ),
             failure_config=FailureConfig(max_failures=cfg.train.max_failures),
             callbacks=list(callbacks),
+            # Ray Train's own INFO lines (worker group, every report's metrics) under -v only
+            logging_config=LoggingConfig(log_level="INFO" if verbose() else "WARNING"),
         ),
     )
     return trainer.fit()
+
+
+class ReportProgress(ray.train.UserCallback):
+    """A line per report of a single run (`ecomtrain.train`; a sweep has its own, on the
+    driver). Runs in the Ray Train controller, whose output reaches the console."""
+
+    def __init__(self, name: str, max_steps: int):
+        self.name, self.max_steps = name, max_steps
+
+    def after_report(self, run_context, metrics: list[dict], checkpoint) -> None:
+        log.info(progress_line(self.name, metrics[0], self.max_steps))
 
 
 def check_room(cfg: Config) -> None:

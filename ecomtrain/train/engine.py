@@ -8,11 +8,13 @@ DeepSpeed, so the same code runs on CPU (gloo) and GPU (NCCL).
 from __future__ import annotations
 
 import contextlib
+import io
 
 import torch
 from transformers import get_cosine_with_min_lr_schedule_with_warmup
 
 from ecomtrain.config import TrainConfig
+from ecomtrain.console import verbose
 
 STATE_TAG = "deepspeed"  # sub-directory of a checkpoint holding DeepSpeed's state
 
@@ -65,13 +67,15 @@ def initialize(model, cfg: TrainConfig):
 
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    engine, _, _, lr_schedule = deepspeed.initialize(
-        model=model,
-        optimizer=optimizer,
-        lr_scheduler=schedule(optimizer, cfg),
-        config=deepspeed_config(cfg),
-        dist_init_required=False,
-    )
+    # DeepSpeed prints (not logs) that its CPU communication op loaded, on every rank
+    with contextlib.nullcontext() if verbose() else contextlib.redirect_stdout(io.StringIO()):
+        engine, _, _, lr_schedule = deepspeed.initialize(
+            model=model,
+            optimizer=optimizer,
+            lr_scheduler=schedule(optimizer, cfg),
+            config=deepspeed_config(cfg),
+            dist_init_required=False,
+        )
     return engine, lr_schedule
 
 

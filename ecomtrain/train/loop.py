@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import random
 import resource
 import tempfile
@@ -25,11 +26,13 @@ import torch.distributed as dist
 
 from ecomtrain.config import Config, from_dict
 from ecomtrain.data.shard import StreamStats, read_share, stream
-from ecomtrain.evaluate.answer import EXTRA_SCORES_FILE, SCORES_FILE, evaluate_rows
+from ecomtrain.evaluate.answer import EXTRA_SCORES_FILE, SCORES_FILE, evaluate_rows, predictions
 from ecomtrain.evaluate.held_out import held_out_sample
 from ecomtrain.model import load_model, load_tokenizer, training_model
 from ecomtrain.train.engine import gathered, initialize, load_state, save_state, zero3_loading
 from ecomtrain.train.inputs import model_inputs, packed_loss, to_device, training_attention
+
+log = logging.getLogger(__name__)
 
 STATE_FILE = "ecomtrain_state.json"
 TRIAL_FILE = "ecomtrain_trial.json"  # the trial's metadata (name, tasks, mixture)
@@ -101,6 +104,10 @@ def train_fn_per_worker(loop_config: dict) -> None:
                     engine.module, tokenizer, eval_rows, cfg, trial
                 )
                 metrics |= held
+                # sample answers for W&B's predictions table (tracking.predictions_table)
+                metrics["predictions"] = predictions(
+                    eval_rows, scored[SCORES_FILE], cfg.eval.predictions
+                )
             if extra_rows:  # ShopBench's own generation budget on the extra files
                 budget = dataclasses.replace(cfg.eval, max_new_tokens=cfg.eval.extra_max_new_tokens)
                 extra, scored[EXTRA_SCORES_FILE] = score_adapter(
@@ -151,7 +158,7 @@ def held_out_rows(cfg: Config, rank: int) -> list[dict]:
     """The trial's held-out sample (the same for every trial: evaluate.held_out)."""
     rows, message = held_out_sample(ray.train.get_dataset_shard("eval").iter_rows(), cfg)
     if rank == 0:
-        print(message, flush=True)
+        log.info(message)
     return rows
 
 

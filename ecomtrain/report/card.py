@@ -1,0 +1,86 @@
+"""An adapter on its own: its weights, config and tokenizer without the DeepSpeed optimizer
+state and random generators a checkpoint also holds, and a Hugging Face model card (base
+model, tasks, rank, held-out scores). `python -m ecomtrain.export --adapter-only` and the
+sweep's `best-adapter/` both write it; it loads with `PeftModel.from_pretrained`."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from ecomtrain.evaluate.answer import SCORES_FILE
+from ecomtrain.evaluate.metrics import standard_error
+from ecomtrain.files import atomic_write
+from ecomtrain.model import (
+    ADAPTER_CONFIG,
+    ADAPTER_WEIGHTS,
+    adapter_config,
+    load_tokenizer,
+    require_safetensors,
+)
+from ecomtrain.train.loop import TRIAL_FILE
+
+
+def adapter_only(adapter: Path, out: Path) -> Path:
+    """The adapter's weights, config and tokenizer, its trial's metadata, and a model card."""
+    config = adapter_config(adapter)
+    require_safetensors(adapter)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in (ADAPTER_CONFIG, ADAPTER_WEIGHTS, TRIAL_FILE):
+        if (adapter / name).is_file():
+            shutil.copy2(adapter / name, out / name)
+    if (adapter / "tokenizer_config.json").is_file():
+        load_tokenizer(str(adapter)).save_pretrained(out)
+    atomic_write(out / "README.md", model_card(adapter, config))
+    return out
+
+
+def model_card(adapter: Path, config: dict) -> str:
+    """A Hugging Face model card: what the adapter was trained on and how it scored."""
+    trial = (
+        json.loads((adapter / TRIAL_FILE).read_text()) if (adapter / TRIAL_FILE).is_file() else {}
+    )
+    base = config.get("base_model_name_or_path", "?")
+    lines = [
+        "---",
+        f"base_model: {base}",
+        "library_name: peft",
+        "tags: [lora, ecomtrain, e-commerce, shopbench]",
+        "---",
+        "",
+        f"# {trial.get('name') or adapter.name}",
+        "",
+        f"A LoRA adapter (rank {config.get('r')}, alpha {config.get('lora_alpha')}, modules "
+        f"{', '.join(sorted(config.get('target_modules') or []))}) for `{base}`, trained with "
+        "ecomtrain.",
+        "",
+    ]
+    if trial.get("tasks"):
+        lines += [
+            f"Trained on {len(trial['tasks'])} task families: {', '.join(trial['tasks'])}.",
+            "",
+        ]
+    if (adapter / SCORES_FILE).is_file():
+        entries = [json.loads(x) for x in (adapter / SCORES_FILE).read_text().splitlines() if x]
+        tasks: dict[str, list[float]] = {}
+        for e in entries:
+            tasks.setdefault(e["task"], []).append(e["score"])
+        lines += [
+            f"Held-out ShopBench-rule scores ({len(entries)} records; per-record means, the "
+            f"standard error of the overall score {standard_error(entries):.4f}):",
+            "",
+            "| task | records | mean score |",
+            "| --- | --- | --- |",
+            *[f"| {t} | {len(v)} | {sum(v) / len(v):.4f} |" for t, v in sorted(tasks.items())],
+            "",
+        ]
+    lines += [
+        "```python",
+        "from peft import PeftModel",
+        "from transformers import AutoModelForCausalLM",
+        f'model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained("{base}"), '
+        '"PATH_OR_HUB_ID")',
+        "```",
+    ]
+    return "\n".join(lines) + "\n"
