@@ -29,10 +29,12 @@ corpus, unless overridden: the demo corpus at 300 records per family.
 `mfu` runs ecomtrain's training step (packed inputs, DeepSpeed, LoRA) on one GPU on a
 random-initialised model of a real model's shape, fed packed rows of random tokens whose
 record lengths spread like EC-Guide's, and prints tokens/s, model FLOPs utilisation and
-peak memory. FLOPs are counted as in the PaLM paper (6 x non-embedding parameters per
-token, plus attention over each record's own length, causal), with the vocabulary
-projection counted at the labelled positions only, where ecomtrain computes it; `mfu_lora`
-counts 4x instead of 6x, since the frozen weights need no weight gradients.
+peak memory. `mfu` counts the FLOPs a LoRA step needs: the forward pass (2 x non-embedding
+parameters per token, plus causal attention over each record's own length) and the
+gradient with respect to activations (as much again); the frozen weights get no weight
+gradients, so the usual 6 x N per token (PaLM) would overstate it by half. The vocabulary
+projection is counted at the labelled positions only, where ecomtrain computes it. `hfu`
+adds the forward pass recomputed under gradient checkpointing (hardware FLOPs).
 """
 
 from __future__ import annotations
@@ -296,9 +298,9 @@ def mfu(cfg: Config, shape: str, steps: int = 10, warmup: int = 3, device: str =
         "tokens_per_s": sum(b["input_ids"].numel() for b in timed) / seconds,
         "supervised_tokens_per_s": sum(len(b["targets"]) for b in timed) / seconds,
         "step_s": seconds / steps,
-        "model_tflops_per_s": 3 * (body + head) / seconds / 1e12,
-        "mfu": 3 * (body + head) / seconds / peak,
-        "mfu_lora": 2 * (body + head) / seconds / peak,
+        "model_tflops_per_s": 2 * (body + head) / seconds / 1e12,
+        "mfu": 2 * (body + head) / seconds / peak,  # forward + activation gradients
+        "hfu": (3 if cfg.train.gradient_checkpointing else 2) * (body + head) / seconds / peak,
         "peak_memory_gib": torch.cuda.max_memory_allocated() / 2**30 if gpu else float("nan"),
         "loss": loss,
     }

@@ -38,6 +38,7 @@ def test_mfu_step_runs_on_cpu(monkeypatch):
     figures = bench.mfu(cfg, "test", steps=2, warmup=1, device="cpu")
     assert figures["tokens_per_s"] > 0 and figures["supervised_tokens_per_s"] > 0
     assert figures["trainable_params"] > 0 and torch.isfinite(torch.tensor(figures["loss"]))
+    assert figures["model_tflops_per_s"] > 0  # (no peak FLOPs to divide by on a CPU)
 
 
 @pytest.fixture
