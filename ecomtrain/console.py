@@ -35,6 +35,7 @@ QUIET_LOGGERS = {
     "ray.train": logging.WARNING,
     "ray.tune": logging.WARNING,
     "ray.tune.utils.util": logging.ERROR,  # "on_trial_result took 3 s" (a W&B run starting)
+    "ray.tune.logger.tensorboardx": logging.ERROR,  # "invalid value": a predictions table
     "transformers": logging.WARNING,
 }
 # Loggers that reset their own level when imported: a filter holds them instead.

@@ -86,6 +86,11 @@ def build_tiny_llama(out: Path, vocab_size: int = 2048, seed: int = 0) -> None:
     model = LlamaForCausalLM(config)
     loss = pretrain(model, fast, [r["input_field"] for r in records], seed)
     model.save_pretrained(out)
+    if not (out / "config.json").is_file():  # transformers saves on distributed rank 0 only
+        raise RuntimeError(
+            f"tiny-llama: saving to {out} wrote no model (a torch.distributed rank other than "
+            "0 saves nothing); build it before the process group starts"
+        )
     meta = {"built_by": "ecomtrain", "seed": seed, "pretrain_loss": round(loss, 4)}
     (out / "ecomtrain.json").write_text(json.dumps(meta))
 

@@ -63,6 +63,9 @@ def wandb_run(
         settings=wandb.Settings(console="off"),
     ) as run:
         yield run
+    # Wait until W&B's own process has written the run out: `finish` may return first, and
+    # a process that ends right after (a CLI, a Ray actor) would lose the run's tail.
+    wandb.teardown()
 
 
 def predictions_table(rows: list[dict]):

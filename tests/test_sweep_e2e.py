@@ -44,7 +44,9 @@ def test_sweep_cli_end_to_end(tmp_path, run_cli):
         assert noise not in console
     assert console.count("pair r2  step") == 2 and "done    pair r8  at step 4" in console
     assert "baseline: the untrained base model scores" in console
-    assert len(console.splitlines()) < 30, console
+    # Tune's status table, with the subset's id (not its description) and the rank
+    assert "| subset   |   rank |" in console and "| pair     |      2 |" in console
+    assert len(console.splitlines()) < 80, console
 
     # W&B, offline: a run per trial with its full config and sample answers, and a summary
     # run holding the best adapter, which also lands in best-adapter/

@@ -1,7 +1,8 @@
-"""A sweep's console: one line per trial per report, and where the sweep stands.
+"""A sweep's console: one line per trial per report, where the sweep stands, and every few
+minutes Tune's status table with readable columns (subset id, rank, seed, step, score).
 
-Runs on the driver as a Tune callback, so it works the same when the workers' own output
-stays in the Ray session's log files (the default: see ecomtrain.console).
+Both run on the driver, so they work the same when the workers' own output stays in the
+Ray session's log files (the default: see ecomtrain.console).
 """
 
 from __future__ import annotations
@@ -10,7 +11,24 @@ import time
 
 from ray import tune
 
+from ecomtrain.config import Config
 from ecomtrain.console import duration, log, progress_line
+
+TABLE_EVERY_S = 300  # Tune's status table at most this often (and at the end)
+
+
+def status_table(cfg: Config) -> tune.CLIReporter:
+    """Tune's status table, its columns the swept values and the objective."""
+    params = {"subset/id": "subset", "rank": "rank"}
+    params |= {"seed": "seed"} if cfg.sweep.seeds else {}
+    params |= {key: key for key in cfg.sweep.params}
+    metrics = {"step": "step", "loss": "loss", cfg.sweep.metric: cfg.sweep.metric}
+    return tune.CLIReporter(
+        parameter_columns=params,
+        metric_columns=metrics,
+        max_report_frequency=TABLE_EVERY_S,
+        print_intermediate_tables=True,
+    )
 
 
 def trial_label(config: dict) -> str:

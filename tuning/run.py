@@ -10,10 +10,10 @@ from ray.air.integrations.wandb import WandbLoggerCallback, _WandbLoggingActor
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from ecomtrain.config import Config, from_dict, to_dict
-from ecomtrain.console import verbose
+from ecomtrain.console import quiet, verbose
 from ecomtrain.tracking import predictions_table, resolve_mode
 from ecomtrain.train.driver import fit, trial_meta
-from tuning.progress import Progress
+from tuning.progress import Progress, status_table
 from tuning.space import grid_points, optuna_search, param_space, trial_config
 
 
@@ -138,7 +138,10 @@ def run_sweep(cfg: Config, storage: str, local_dir: str, resume: bool = False):
         storage_path=storage,
         callbacks=[Progress(cfg.train.max_steps, cfg.sweep.metric, n_trials(cfg))]
         + wandb_callbacks(cfg, local_dir),
-        verbose=2 if verbose() else 0,  # Tune's own tables and trial boxes under --verbose
+        # Tune's newer output (trial boxes, every metric) under --verbose; else its classic
+        # status table with readable columns, every few minutes (none under --quiet)
+        verbose=2 if verbose() else 0 if quiet() else 1,
+        progress_reporter=None if verbose() else status_table(cfg),
     )
     if resume:
         path = f"{storage}/{cfg.sweep.name}"

@@ -12,6 +12,7 @@ import json
 import time
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 
 from ecomtrain.config import Config
@@ -57,18 +58,31 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_si
     return out
 
 
-def respond(model, tokenizer, rows: list[dict], max_new_tokens: int, batch_size: int, prefix: bool):
-    """One response per row (rows carry `input` and `task_type`), in row order."""
-    responses = [""] * len(rows)
+def respond(
+    model,
+    tokenizer,
+    rows: list[dict],
+    max_new_tokens: int,
+    batch_size: int,
+    prefix: bool,
+    share: tuple[int, int] = (0, 1),
+):
+    """One response per row (rows carry `input` and `task_type`), in row order.
+
+    `share` (rank, world): answer only every world-th batch from the rank-th on (None for
+    the other rows); the batches are the same whatever the share, so the ranks' answers
+    put together equal one process's, bit for bit."""
+    responses: list[str | None] = [None if share[1] > 1 else ""] * len(rows)
     by_budget: dict[int, list[int]] = {}
     for i, row in enumerate(rows):
         by_budget.setdefault(new_tokens_for(row["task_type"], max_new_tokens), []).append(i)
+    batches = []
     for budget, idx in by_budget.items():
         idx.sort(key=lambda i: -len(rows[i]["input"]))  # similar lengths share a batch
+        batches += [(budget, idx[i : i + batch_size]) for i in range(0, len(idx), batch_size)]
+    for budget, idx in batches[share[0] :: share[1]]:
         prompts = [prompt_text(tokenizer, rows[i]["input"], prefix) for i in idx]
-        for i, text in zip(
-            idx, generate(model, tokenizer, prompts, budget, batch_size), strict=True
-        ):
+        for i, text in zip(idx, generate(model, tokenizer, prompts, budget, len(idx)), strict=True):
             responses[i] = text
     return responses
 
@@ -88,12 +102,16 @@ def as_records(rows: list[dict]) -> list[dict]:
 
 
 @torch.no_grad()
-def answer_losses(model, tokenizer, rows: list[dict], cfg: Config) -> list[tuple[float, int]]:
+def answer_losses(
+    model, tokenizer, rows: list[dict], cfg: Config, share: tuple[int, int] = (0, 1)
+) -> list[tuple[float, int] | None]:
     """Per row: the summed next-token loss of its answer under teacher forcing, and the
-    number of answer tokens (prompts cut as in training, `data.max_seq_len`)."""
-    out = []
+    number of answer tokens (prompts cut as in training, `data.max_seq_len`). `share` as
+    in `respond`: only every world-th batch from the rank-th on (None for the others)."""
+    out: list = [None] * len(rows)
     model.eval()
-    for i in range(0, len(rows), cfg.eval.batch_size):
+    starts = range(0, len(rows), cfg.eval.batch_size)
+    for i in starts[share[0] :: share[1]]:
         seqs = []
         for r in rows[i : i + cfg.eval.batch_size]:
             ids, labels = encode(tokenizer, r["input"], r["answer"], cfg.eval.prompt_prefix)
@@ -109,12 +127,24 @@ def answer_losses(model, tokenizer, rows: list[dict], cfg: Config) -> list[tuple
         loss = F.cross_entropy(
             logits[:, :-1].float().transpose(1, 2), target, ignore_index=IGNORE, reduction="none"
         )
-        out += list(zip(loss.sum(1).tolist(), (target != IGNORE).sum(1).tolist(), strict=True))
+        values = zip(loss.sum(1).tolist(), (target != IGNORE).sum(1).tolist(), strict=True)
+        out[i : i + len(seqs)] = list(values)
     return out
 
 
-def evaluate_rows(model, tokenizer, rows: list[dict], cfg: Config, trained: list[str] = ()):
+def evaluate_rows(
+    model,
+    tokenizer,
+    rows: list[dict],
+    cfg: Config,
+    trained: list[str] = (),
+    share: tuple[int, int] = (0, 1),
+):
     """Flat metrics of `model` on held-out rows, and one entry per row.
+
+    `share` (rank, world): every rank of a process group answers its share of the batches
+    and the ranks exchange their answers, so each returns the whole result (equal to one
+    process's, bit for bit) in about 1 / world of the time.
 
     Metrics: score, track/<name>, task/<name> (ShopBench); score_se (its standard error from
     the records' own scores); score_seen and score_unseen (on the tasks in `trained` and on
@@ -122,13 +152,16 @@ def evaluate_rows(model, tokenizer, rows: list[dict], cfg: Config, trained: list
     loss). Entries: id (the record's file:line), task, track, metric, score (with TP, FP and
     FN for micro F1), loss, tokens and the response."""
     t = time.time()
+    e = cfg.eval
     responses = respond(
-        model, tokenizer, rows, cfg.eval.max_new_tokens, cfg.eval.batch_size, cfg.eval.prompt_prefix
+        model, tokenizer, rows, e.max_new_tokens, e.batch_size, e.prompt_prefix, share
     )
+    losses = answer_losses(model, tokenizer, rows, cfg, share)
+    if share[1] > 1:
+        responses, losses = merge_shares((responses, losses), share[1])
     records = as_records(rows)
     result = aggregate(records, responses)
     scores = record_scores(records, responses)
-    losses = answer_losses(model, tokenizer, rows, cfg)
     entries = []
     for row, record, score, (loss, tokens), response in zip(
         rows, records, scores, losses, responses, strict=True
@@ -150,6 +183,17 @@ def evaluate_rows(model, tokenizer, rows: list[dict], cfg: Config, trained: list
     for task in result["tasks"]:
         flat[f"eval_loss/{task}"] = mean_loss([e for e in entries if e["task"] == task])
     return flat, entries
+
+
+def merge_shares(mine: tuple[list, ...], world: int) -> tuple[list, ...]:
+    """Every rank's lists, None where another rank answered, put together (a collective:
+    every rank of the process group calls it)."""
+    parts: list = [None] * world
+    dist.all_gather_object(parts, mine)
+    return tuple(
+        [next(p[k][i] for p in parts if p[k][i] is not None) for i in range(len(mine[k]))]
+        for k in range(len(mine))
+    )
 
 
 def mean_loss(entries: list[dict]) -> float:
