@@ -61,11 +61,9 @@ def train_fn_per_worker(loop_config: dict) -> None:
     data = StreamStats()
     micro_done = state["step"] * cfg.train.grad_accum
     batches = stream(share, cfg, loop_config["mult"], rank, micro_done, data)
-    # Every rank evaluates: its share of the batches, exchanged (about 1 / world of the
-    # time); under ZeRO-3, whose forward passes are collective, every batch on every rank.
-    share = (0, 1) if cfg.train.zero_stage == 3 else (rank, world)
-    eval_rows = held_out_rows(cfg, rank)
-    extra_rows = loop_config.get("extra_eval", [])
+    all_ranks_generate = cfg.train.zero_stage == 3  # ZeRO-3 forward passes are collective
+    eval_rows = held_out_rows(cfg, rank) if rank == 0 or all_ranks_generate else []
+    extra_rows = loop_config.get("extra_eval", []) if eval_rows else []
     scored: dict[str, list] = {}  # per-record scores of the last evaluation, by file name
 
     t0 = window_t0 = time.time()
@@ -103,7 +101,7 @@ def train_fn_per_worker(loop_config: dict) -> None:
         else:
             if eval_rows:
                 held, scored[SCORES_FILE] = score_adapter(
-                    engine.module, tokenizer, eval_rows, cfg, trial, share
+                    engine.module, tokenizer, eval_rows, cfg, trial
                 )
                 metrics |= held
                 # sample answers for W&B's predictions table (tracking.predictions_table)
@@ -118,7 +116,6 @@ def train_fn_per_worker(loop_config: dict) -> None:
                     extra_rows,
                     dataclasses.replace(cfg, eval=budget),
                     trial,
-                    share,
                 )
                 metrics |= {f"extra/{k}": v for k, v in extra.items()}
             mixture = trial.get("mixture", {})  # diversity of what this run trains on
@@ -165,11 +162,9 @@ def held_out_rows(cfg: Config, rank: int) -> list[dict]:
     return rows
 
 
-def score_adapter(
-    model, tokenizer, rows: list[dict], cfg: Config, trial: dict, share: tuple[int, int]
-) -> tuple:
+def score_adapter(model, tokenizer, rows: list[dict], cfg: Config, trial: dict) -> tuple:
     """Flat metrics and per-record scores of the adapter (see evaluate.answer.evaluate_rows)."""
-    metrics, entries = evaluate_rows(model, tokenizer, rows, cfg, trial["tasks"], share)
+    metrics, entries = evaluate_rows(model, tokenizer, rows, cfg, trained=trial["tasks"])
     model.train()
     return metrics, entries
 
