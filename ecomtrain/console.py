@@ -11,6 +11,7 @@ workers still write them to the Ray session's log files, linked from the output 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import os
 import sys
@@ -27,16 +28,27 @@ QUIET_ENV = {
     "RAY_AIR_NEW_OUTPUT": "0",
     "RAY_DATA_LOG_LEVEL": "WARNING",  # Ray Data sets its logger's level when imported
     "PYTHONWARNINGS": "ignore::FutureWarning,ignore::DeprecationWarning",
+    # Ray Train turns a worker's print() into a log line that no redirect of stdout holds:
+    # off, so that a library's print (DeepSpeed's "op built successfully") can be held
+    "RAY_TRAIN_ENABLE_PRINT_PATCH": "0",
 }
+# Ray Train's "Reporting training result" line (every report's metrics, from every rank)
+# comes from a logger named by its module's file path, outside the "ray.train" tree.
+RAY_TRAIN_REPORTS = os.path.join(
+    os.path.dirname(importlib.util.find_spec("ray").origin),
+    "train/v2/_internal/execution/context.py",
+)
 # The levels of libraries' loggers below --verbose (their children follow them).
 QUIET_LOGGERS = {
     "ray.data": logging.WARNING,
     "ray.data._internal.progress": logging.ERROR,  # "Progress bars disabled" (we disable them)
     "ray.train": logging.WARNING,
+    RAY_TRAIN_REPORTS: logging.WARNING,
     "ray.tune": logging.WARNING,
     "ray.tune.utils.util": logging.ERROR,  # "on_trial_result took 3 s" (a W&B run starting)
     "ray.tune.logger.tensorboardx": logging.ERROR,  # "invalid value": a predictions table
     "transformers": logging.WARNING,
+    "absl": logging.WARNING,  # rouge_score's "Using default tokenizer."
 }
 # Loggers that reset their own level when imported: a filter holds them instead.
 FILTERED_LOGGERS = {"DeepSpeed": logging.ERROR}  # "Setting accelerator to CPU", everywhere
