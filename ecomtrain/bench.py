@@ -66,7 +66,7 @@ from transformers import (
 from ecomtrain import console
 from ecomtrain.config import Config, from_dict, load_config, to_dict
 from ecomtrain.connect import connect
-from ecomtrain.data.packing import IGNORE, encode, layout
+from ecomtrain.data.packing import IGNORE, Prompt, encode, layout
 from ecomtrain.data.pipeline import train_dataset
 from ecomtrain.data.records import render_answer
 from ecomtrain.data.shard import read_share, stream
@@ -177,7 +177,7 @@ def hf_trainer_tokens_per_s(cfg: Config, model_path: str, records: list[dict]) -
     tok = load_tokenizer(model_path)
     rows = []
     for r in records:
-        ids, labels = encode(tok, r["input_field"], render_answer(r), cfg.eval.prompt_prefix)
+        ids, labels = encode(tok, r["input_field"], render_answer(r), Prompt.of(cfg))
         rows.append({"input_ids": ids, "labels": labels})
     steps = cfg.train.max_steps
     batch = cfg.train.micro_batch_size * cfg.train.num_workers

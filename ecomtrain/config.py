@@ -17,6 +17,7 @@ import yaml
 from ecomtrain.tasks import CAPABILITIES, FAMILIES
 
 BUILTIN_CORPORA = ("demo", "world")  # data.corpus names that are not files ("demo:N" too)
+PROMPT_FORMATS = ("chat", "raw")  # model.prompt_format
 # What a sweep can rank trials on (sweep.metric).
 METRICS = ["score", "extra/score"] + [
     f"{prefix}track/{c}" for prefix in ("", "extra/") for c in CAPABILITIES
@@ -43,6 +44,10 @@ class ModelConfig:
     # Attention kernel: "sdpa" (CPU/GPU; packed training batches records of similar length)
     # or "flash_attention_2" (GPU, needs flash-attn; varlen over the packed row).
     attn_implementation: str = "sdpa"
+    # "chat": prompts through the tokenizer's chat template (instruct models); "raw": the
+    # ShopBench prefix and question as plain text, the answer and EOS after it (base models;
+    # the Shopping MMLU scripts' own protocol).
+    prompt_format: str = "chat"
 
 
 @dataclass
@@ -77,8 +82,9 @@ class DataConfig:
     # above it the run stops with the report. 0: any bad record stops the run.
     max_bad_fraction: float = 0.0
     rejects: str = "rejects.jsonl"  # JSON Lines of bad records (relative: to the working dir)
-    # Eval files (e.g. the KDD dev set) no training record may overlap: equal normalised
-    # input, or a shared word n-gram that is not prompt template. Overlapping ones are dropped.
+    # Eval files (e.g. the KDD dev set) or Shopping MMLU folders no training record may
+    # overlap: equal normalised input, or a shared word n-gram that is not prompt template.
+    # Overlapping ones are dropped.
     decontaminate: list[str] = field(default_factory=list)
     ngram: int = 13  # n of the word n-grams compared by decontamination
     # Mixture: p(task) ~ capability weight * task weight * min(n, max_per_task) ** (1/temperature),
@@ -130,8 +136,9 @@ class EvalConfig:
     batch_size: int = 16  # prompts per generate() call
     # Prepend the official ShopBench prompt prefix at training and evaluation time.
     prompt_prefix: bool = True
-    # Extra eval files (e.g. the KDD Cup dev set) every evaluation also scores, whole,
-    # reported as extra/score, extra/track/*, extra/task/*.
+    # Extra eval files or Shopping MMLU folders (e.g. the KDD Cup dev set) every evaluation
+    # also scores, whole, by each record's own labels (any task name; its track), reported
+    # as extra/score, extra/track/*, extra/task/*.
     extra_files: list[str] = field(default_factory=list)
     # Generation budget on the extra eval files: ShopBench's 100 by default, so their scores
     # compare with the leaderboard's (multiple choice always gets 1 token).
@@ -281,7 +288,8 @@ def yaml_mapping(text: str, where: str, empty_ok: bool = False) -> dict:
 
 def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
     """Read a YAML config (demo.yaml when None), apply `a.b=c` overrides, and check it:
-    types, choices, ranges, task names and sweep dimensions (files: `check_files`)."""
+    types, choices, ranges, task names and sweep dimensions (the files:
+    `data.sources.check_files`)."""
     path = config_path(path) if path else DEFAULT_CONFIG
     raw = read_config_file(path)
     for item in overrides:
@@ -297,6 +305,7 @@ def checked_config(raw: dict, source: str) -> Config:
 # Fields whose value must be one of a fixed set.
 CHOICES = {
     ("model", "attn_implementation"): ("sdpa", "flash_attention_2"),
+    ("model", "prompt_format"): PROMPT_FORMATS,
     ("train", "zero_stage"): (0, 1, 2, 3),
     ("train", "precision"): ("bf16", "fp16", "fp32"),
     ("wandb", "mode"): ("auto", "online", "offline", "disabled"),
@@ -396,22 +405,6 @@ def _check_tasks(cfg: Config, source: str) -> None:
                 f"{source}: data.capability_weights key {name!r}: unknown capability "
                 f"(known: {', '.join(CAPABILITIES)})"
             )
-
-
-def check_files(cfg: Config, source: str) -> None:
-    """Every corpus, decontamination and extra eval file exists (built-in corpora and hub
-    datasets aside). Entry points call it before starting Ray; `load_config` does not, so a
-    cluster's config (paths on the cluster's storage) loads anywhere."""
-    files = [(f"data.corpus[{i}]", p) for i, p in enumerate(cfg.data.corpus)]
-    files += [(f"data.decontaminate[{i}]", p) for i, p in enumerate(cfg.data.decontaminate)]
-    files += [(f"eval.extra_files[{i}]", p) for i, p in enumerate(cfg.eval.extra_files)]
-    for where, p in files:
-        if p.partition(":")[0] in BUILTIN_CORPORA or p.startswith("hf:"):
-            continue
-        if Path(p).is_dir():
-            raise ConfigError(f"{source}: {where}: {p} is a directory, not a file")
-        if not Path(p).is_file():
-            raise ConfigError(f"{source}: {where}: file not found: {p}")
 
 
 def _check_params(cfg: Config, source: str) -> None:

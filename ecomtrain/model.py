@@ -29,9 +29,16 @@ def load_tokenizer(path: str):
     tok = AutoTokenizer.from_pretrained(path)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
-    if tok.chat_template is None:
-        raise ValueError(f"{path}: tokenizer has no chat template; use an instruct/chat model")
     return tok
+
+
+def require_chat_template(tok) -> None:
+    """A chat prompt needs the tokenizer's chat template: a base model has none."""
+    if tok.chat_template is None:
+        raise ModelError(
+            f"{tok.name_or_path}: tokenizer has no chat template; use an instruct/chat model, "
+            "or model.prompt_format=raw (evaluate: --prompt-format raw) for a base model"
+        )
 
 
 def load_model(path: str, attn_implementation: str = "sdpa", precision: str = "fp32"):

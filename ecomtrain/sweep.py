@@ -27,7 +27,6 @@ from ecomtrain import console
 from ecomtrain.config import (
     Config,
     ConfigError,
-    check_files,
     checked_config,
     load_config,
     to_dict,
@@ -36,7 +35,7 @@ from ecomtrain.config import (
 from ecomtrain.connect import connect
 from ecomtrain.data.pipeline import check_scan
 from ecomtrain.data.scan import eval_index, scan_corpus
-from ecomtrain.data.sources import resolve_corpus
+from ecomtrain.data.sources import check_files, resolve_corpus
 from ecomtrain.evaluate.held_out import base_model_scores
 from ecomtrain.files import atomic_write, is_uri, read_text
 from ecomtrain.model import find_adapter

@@ -23,7 +23,15 @@ CASES = yaml.safe_load((BAD / "cases.yaml").read_text())
 CORPUS = sorted(f for f in CASES if not f.startswith(("responses_", "config_")))
 RESPONSES = sorted(f for f in CASES if f.startswith("responses_"))
 CONFIGS = sorted(f for f in CASES if f.startswith("config_"))
-SCORABLE = {"no_family.jsonl"}  # bad for training only
+# Bad for training only. The scorer goes by a record's own labels: it names a family-less
+# task after its metric, scores a task_name that is no built-in family as a task of its own,
+# and takes a record's task_type and capability over those of a family of the same name.
+SCORABLE = {
+    "no_family.jsonl",
+    "unknown_task_name.jsonl",
+    "capability_contradicts_family.jsonl",
+    "task_type_contradicts_family.jsonl",
+}
 
 
 def expected(name: str) -> str:
@@ -46,7 +54,7 @@ def test_corpus_file(name, capsys):
     assert [str(b) for b in bad] == [line]
     rows = [e for e in entries if not isinstance(e, Bad)]
     assert all(r["split"] in ("train", "eval") for r in rows)  # the good ones are all kept
-    if name in SCORABLE:  # no family: the scorer names the task after its metric
+    if name in SCORABLE:
         assert len(load_data(path)[0]) == 2
         return
     with pytest.raises((EvalError, ValueError)) as scored:  # the scorer's data loading

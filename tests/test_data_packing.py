@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from ecomtrain.config import ModelConfig
 from ecomtrain.data.__main__ import main
 from ecomtrain.data.demo import demo_records
-from ecomtrain.data.packing import IGNORE, encode, layout, pack, tokenize_records, truncate
+from ecomtrain.data.packing import IGNORE, Prompt, encode, layout, pack, tokenize_records, truncate
 from ecomtrain.model import load_model, load_tokenizer
 from ecomtrain.tiny_model import resolve_model
 from ecomtrain.train.inputs import (
@@ -55,7 +55,7 @@ def packed_batch(path: str, records: list[dict], max_len: int) -> dict:
         "task_family": ["x"] * len(records),
         "source": [f"demo:{i}" for i in range(len(records))],
     }
-    tok = tokenize_records(batch, path, max_len, prefix=False)
+    tok = tokenize_records(batch, path, max_len, Prompt(prefix=False))
     seqs = [
         (ids.tolist(), [IGNORE] * n + ids[n:].tolist())
         for ids, n in zip(tok["ids"], tok["n_prompt"], strict=True)
@@ -115,7 +115,7 @@ def reference_loss(model, tok, records) -> float:
     """Mean next-token loss over labelled tokens, one record per forward pass."""
     total, count = 0.0, 0
     for r in records:
-        ids, labels = encode(tok, r["input_field"], str(r["output_field"]), prefix=False)
+        ids, labels = encode(tok, r["input_field"], str(r["output_field"]), Prompt(prefix=False))
         logits = model(input_ids=torch.tensor([ids])).logits[0, :-1].float()
         target = torch.tensor(labels[1:])
         total += float(F.cross_entropy(logits, target, ignore_index=IGNORE, reduction="sum"))

@@ -141,6 +141,26 @@ def test_refdata_validates_clean(refdata, capsys):
     out = capsys.readouterr()
     assert code == 0 and out.out == "", out.out[:500]
     assert "22206 records, 0 bad, in 6 files" in out.err
+    # per file: what its records became
+    sentiment = refdata / "ecguide_mcq_sentiment.json"
+    at = out.err.index(f"{sentiment}: 3500 records, 0 bad\n")
+    assert out.err[at:].split("\n")[1:3] == [
+        "  families: review_rating 3500",
+        "  capabilities: user-behavior-alignment 3500",
+    ]
+
+
+def test_the_summary_counts_bad_records_by_field(report, capsys):
+    _, _, array = report
+    main(["validate", str(array)])
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == f"{array}: 3 records, 2 bad"
+    assert err[1:3] == [
+        "  families: attribute_inference_mcq 1",
+        "  capabilities: understanding-shopping-concepts 1",
+    ]
+    assert err[3].startswith("  bad output_field: 1 (first, line 9: 9 is not one of")
+    assert err[4].startswith("  bad json: 1 (first, line 10: ")
 
 
 def test_bad_fraction_stops_the_run_or_writes_rejects(tmp_path, ecomtrain_cache):

@@ -12,7 +12,7 @@ from test_metrics import _gold
 from wandb_files import runs as wandb_runs
 
 from ecomtrain.data.demo import demo_records
-from ecomtrain.data.packing import prompt_text
+from ecomtrain.data.packing import Prompt, prompt_text
 from ecomtrain.evaluate.__main__ import main
 from ecomtrain.evaluate.answer import respond
 from ecomtrain.evaluate.files import score_files
@@ -461,13 +461,18 @@ def test_responder_applies_adapter_and_token_budgets(adapter, tiny):
     got = Responder(settings)(batch)
     assert list(got["idx"]) == list(range(len(rows)))
     peft = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(path), str(adapter[1]))
-    assert list(got["response"]) == respond(peft, tok, rows, 8, 1, True)
+    assert list(got["response"]) == respond(peft, tok, rows, 8, 1, Prompt())
     base = Responder(Settings(model=path, max_new_tokens=8, backend="hf"))(batch)
     assert list(base["response"]) != list(got["response"])  # the adapter changes answers
     for r, text in zip(rows, got["response"], strict=True):
         if r["task_type"] == "multiple-choice":
             assert len(tok(text, add_special_tokens=False)["input_ids"]) <= 1
-    assert prompt_text(tok, "q", True) != prompt_text(tok, "q", False)
+    assert prompt_text(tok, "q", Prompt()) != prompt_text(tok, "q", Prompt(prefix=False))
+    raw = Settings(model=path, adapter=str(adapter[1]), max_new_tokens=8, backend="hf")
+    raw.prompt = Prompt(raw=True)  # the benchmark scripts' protocol: no chat template
+    got_raw = Responder(raw)(batch)
+    assert list(got_raw["response"]) == respond(peft, tok, rows, 8, 1, Prompt(raw=True))
+    assert list(got_raw["response"]) != list(got["response"])
 
 
 # ------------------------------------------------- generate / run through Ray Data
@@ -508,7 +513,7 @@ def test_generate_with_two_actors_keeps_input_order(ray_local, tiny, tmp_path, c
     rows = [{"input": r["input_field"], "task_type": r["task_type"]} for r in records]
     from transformers import AutoModelForCausalLM
 
-    expected = respond(AutoModelForCausalLM.from_pretrained(path), tok, rows, 8, 1, True)
+    expected = respond(AutoModelForCausalLM.from_pretrained(path), tok, rows, 8, 1, Prompt())
     assert len(got) == len(records) == 12
     assert got == expected  # each response is its own record's, in input order
     assert len(set(expected)) > 3  # distinct answers, so a shuffle would show
@@ -529,6 +534,8 @@ def test_run_with_adapter_prints_table(ray_local, adapter, tmp_path, capsys):
         "--max-new-tokens",
         "8",
         "--no-prompt-prefix",
+        "--prompt-format",
+        "raw",
         "--no-progress",
     ]
     assert main(argv) == 0
@@ -540,7 +547,7 @@ def test_run_with_adapter_prints_table(ray_local, adapter, tmp_path, capsys):
     assert scores == score_files(str(data), str(out_dir / "responses.jsonl"))
     stats = json.loads((out_dir / "generation.json").read_text())
     assert stats["records"] == 12 and stats["adapter"] == str(adapter[1].resolve())
-    assert stats["prompt_prefix"] is False
+    assert stats["prompt_prefix"] is False and stats["prompt_format"] == "raw"
 
 
 def test_actor_pool_larger_than_cluster_is_refused(ray_local, tmp_path, capsys):

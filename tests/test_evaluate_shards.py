@@ -10,6 +10,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from ecomtrain.config import Config, DataConfig, ModelConfig
+from ecomtrain.data.packing import Prompt
 from ecomtrain.data.records import Bad
 from ecomtrain.data.scan import parse_file
 from ecomtrain.data.sources import resolve_corpus
@@ -65,5 +66,5 @@ def test_sharded_evaluation_equals_one_process(tmp_path):
     model, tok = load_model(path), load_tokenizer(path)
     mine = answer_losses(model, tok, rows, cfg, share=(1, 2))
     assert [x is not None for x in mine] == [(i // 4) % 2 == 1 for i in range(len(rows))]
-    answered = respond(model, tok, rows, 6, 4, False, share=(1, 2))
+    answered = respond(model, tok, rows, 6, 4, Prompt(prefix=False), share=(1, 2))
     assert 0 < sum(x is not None for x in answered) < len(rows)

@@ -4,9 +4,16 @@ import pytest
 import torch
 
 from ecomtrain.config import Config, LoraConfig, ModelConfig, TrainConfig
-from ecomtrain.data.packing import IGNORE, encode, prompt_text, tokenize_records
+from ecomtrain.data.packing import (
+    IGNORE,
+    PROMPT_PREFIX,
+    Prompt,
+    encode,
+    prompt_text,
+    tokenize_records,
+)
 from ecomtrain.data.scan import is_eval
-from ecomtrain.model import add_lora, load_model, load_tokenizer
+from ecomtrain.model import ModelError, add_lora, load_model, load_tokenizer
 from ecomtrain.tiny_model import resolve_model
 from ecomtrain.train.engine import deepspeed_config, schedule
 
@@ -28,14 +35,32 @@ def test_tiny_model_is_cached_and_loads_like_any_local_model(tiny):
 
 def test_labels_cover_only_the_answer(tiny):
     _, tok = tiny
-    ids, labels = encode(tok, "Which color is it?\n0. red\n1. blue\nAnswer:", "1", prefix=True)
+    ids, labels = encode(tok, "Which color is it?\n0. red\n1. blue\nAnswer:", "1", Prompt())
     assert len(ids) == len(labels)
-    prompt = prompt_text(tok, "Which color is it?\n0. red\n1. blue\nAnswer:", True)
+    prompt = prompt_text(tok, "Which color is it?\n0. red\n1. blue\nAnswer:", Prompt())
     n_prompt = len(tok(prompt, add_special_tokens=False)["input_ids"])
     assert labels[:n_prompt] == [IGNORE] * n_prompt
     answer = tok.decode([t for t in labels if t != IGNORE])
     assert answer.startswith("1<|im_end|>")
     assert tok.decode(ids).startswith(prompt)
+
+
+def test_raw_prompts_are_plain_text_for_base_models(tiny):
+    """model.prompt_format=raw: BOS, the ShopBench prefix and the question as plain text,
+    the answer and EOS after it; no chat template needed (a base model has none)."""
+    path, tok = tiny
+    question = "Which color is it?\n0. red\n1. blue\nAnswer: "
+    raw = Prompt(raw=True)
+    assert prompt_text(tok, question, raw) == (tok.bos_token or "") + PROMPT_PREFIX + question
+    ids, labels = encode(tok, question, "1", raw)
+    n_prompt = labels.count(IGNORE)
+    assert tok.decode(ids[:n_prompt]) == prompt_text(tok, question, raw)
+    assert tok.decode(ids[n_prompt:]) == "1" + tok.eos_token
+    base = load_tokenizer(path)
+    base.chat_template = None
+    assert encode(base, question, "1", raw) == (ids, labels)
+    with pytest.raises(ModelError, match="no chat template.*prompt_format=raw"):
+        prompt_text(base, question, Prompt())
 
 
 def test_tokenize_records_flags_truncation(tiny):
@@ -46,7 +71,7 @@ def test_tokenize_records_flags_truncation(tiny):
         "task_family": ["review_rating", "review_rating"],
         "source": ["a:1", "a:2"],
     }
-    out = tokenize_records(batch, path, max_len=64, prefix=False)
+    out = tokenize_records(batch, path, max_len=64, prompt=Prompt(prefix=False))
     assert [len(x) for x in out["ids"]][1] == 64  # the long one is cut to fit
     assert out["truncated"].tolist() == [False, True] and list(out["source"]) == ["a:1", "a:2"]
     assert all(0 < n < len(x) for n, x in zip(out["n_prompt"], out["ids"], strict=True))

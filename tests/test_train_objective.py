@@ -14,7 +14,7 @@ import torch.multiprocessing as mp
 
 from ecomtrain.config import LoraConfig, ModelConfig, TrainConfig
 from ecomtrain.data.demo import demo_records
-from ecomtrain.data.packing import encode, layout
+from ecomtrain.data.packing import Prompt, encode, layout
 from ecomtrain.data.records import render_answer
 from ecomtrain.model import load_model, load_tokenizer, training_model
 from ecomtrain.tiny_model import resolve_model
@@ -38,7 +38,8 @@ def micro_batches(path: str) -> list[dict]:
         ("review_keyphrase_extraction", 2),
     ]:
         seqs = [
-            encode(tok, r["input_field"], render_answer(r), False) for r in by_family[family][:n]
+            encode(tok, r["input_field"], render_answer(r), Prompt(prefix=False))
+            for r in by_family[family][:n]
         ]
         rows = layout(seqs, MAX_LEN, tok.pad_token_id)
         out.append(

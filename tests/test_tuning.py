@@ -1,6 +1,7 @@
 """The search space, without running Ray."""
 
 import pickle
+from pathlib import Path
 
 import pytest
 
@@ -154,3 +155,39 @@ def test_dry_run_prints_every_trial_and_starts_nothing(capsys):
     assert "10 tasks over 4 capabilities" in trials[-1] and "training records" in trials[-1]
     assert not ray.is_initialized()
     assert main(["--dry-run", "train.num_workers=0"]) == 2  # the usual clear errors
+
+
+def test_the_paper_ladder_resolves_its_space_on_real_data(refdata, capsys):
+    """configs/paper-ladder.yaml: the four ladder steps at ranks 8-64 with two seeds, run
+    dry on the real EC-Guide files, decontaminated against the dev set and a Shopping MMLU
+    folder (the fixture stands in for the benchmark's data)."""
+    from ecomtrain.sweep import main
+
+    mmlu = Path(__file__).parent / "data" / "shopping_mmlu"
+    files = [
+        str(refdata / Path(p).name) for p in load_config("configs/paper-ladder.yaml").data.corpus
+    ]
+    dev = str(refdata / "kddcup24_development.json")
+    overrides = [
+        f"data.corpus=[{', '.join(files)}]",
+        f"data.decontaminate=[{dev}, {mmlu}]",
+        f"eval.extra_files=[{dev}]",
+    ]
+    assert main(["--config", "configs/paper-ladder.yaml", "--dry-run", *overrides]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("corpus: 22110 records in 5 file(s)")
+    trials = lines[1:]
+    assert len(trials) == 4 * 4 * 2  # ladder steps x ranks x seeds
+    assert trials[0].split("|")[0].split() == [
+        "1",
+        "ladder-1",
+        "rank",
+        "8",
+        "alpha",
+        "16",
+        "seed=0",
+    ]
+    assert "ladder-4  rank 64  alpha 128  seed=1" in trials[-1]
+    assert "over 4 capabilities" in trials[-1] and "over 1 capabilities" in trials[0]
+    for line in trials:  # every step trains on records of what it adds
+        assert int(line.rsplit("|", 1)[1].split()[0]) > 0

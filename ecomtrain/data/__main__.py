@@ -17,9 +17,9 @@ import sys
 from collections import Counter
 
 from ecomtrain import console
-from ecomtrain.config import DataConfig, ModelConfig
+from ecomtrain.config import PROMPT_FORMATS, DataConfig, ModelConfig
 from ecomtrain.data.mixture import stats as mixture_stats
-from ecomtrain.data.packing import encode, pack, tokenizer_at, truncate
+from ecomtrain.data.packing import Prompt, encode, pack, tokenizer_at, truncate
 from ecomtrain.data.records import Bad, CorpusError
 from ecomtrain.data.scan import parse_file
 from ecomtrain.tasks import FAMILIES
@@ -37,16 +37,40 @@ def _data_config(args) -> DataConfig:
 
 
 def validate(args) -> int:
-    """Print every bad record; exit status 1 when there is one."""
-    cfg, total, bad = _data_config(args), 0, 0
+    """Print every bad record (stdout), then per file what its records became (stderr):
+    records, the family and capability each got, bad records by field; exit status 1 when
+    there is a bad record."""
+    cfg, total, bad, summaries = _data_config(args), 0, 0, []
     for path in args.paths:
+        families, capabilities, reasons = Counter(), Counter(), {}
         for entry in console.bar(parse_file(path, None, cfg, None), desc=path, unit=" records"):
             total += 1
             if isinstance(entry, Bad):
                 bad += 1
                 print(entry, flush=True)
+                count, example = reasons.get(entry.field, (0, entry))
+                reasons[entry.field] = (count + 1, example)
+            else:
+                families[entry["task_family"]] += 1
+                capabilities[entry["capability"]] += 1
+        summaries.append(file_summary(path, families, capabilities, reasons))
+    for lines in summaries:
+        print("\n".join(lines), file=sys.stderr)
     print(f"{total} records, {bad} bad, in {len(args.paths)} files", file=sys.stderr)
     return 1 if bad else 0
+
+
+def file_summary(path: str, families: Counter, capabilities: Counter, reasons: dict) -> list:
+    """A file's lines of the validation summary."""
+    bad = sum(n for n, _ in reasons.values())
+    out = [f"{path}: {sum(families.values()) + bad} records, {bad} bad"]
+    if families:
+        out.append("  families: " + ", ".join(f"{f} {n}" for f, n in families.most_common()))
+        caps = ", ".join(f"{c} {n}" for c, n in capabilities.most_common())
+        out.append(f"  capabilities: {caps}")
+    for field, (n, first) in sorted(reasons.items(), key=lambda kv: -kv[1][0]):
+        out.append(f"  bad {field}: {n} (first, line {first.line}: {first.reason})")
+    return out
 
 
 def stats(args) -> int:
@@ -68,7 +92,8 @@ def stats(args) -> int:
     capabilities = Counter(r["capability"] for r in rows)
     random.Random(args.seed).shuffle(rows)  # a run packs shuffled records
     model = resolve_model(ModelConfig(args.model))
-    packed = packing(rows, model, args.max_seq_len, args.window, args.prefix)
+    prompt = Prompt(args.prefix, args.prompt_format == "raw")
+    packed = packing(rows, model, args.max_seq_len, args.window, prompt)
     out = {
         "records": len(rows) + bad,
         "bad": bad,
@@ -80,14 +105,14 @@ def stats(args) -> int:
     return 0
 
 
-def packing(rows: list[dict], model_path: str, max_len: int, window: int, prefix: bool) -> dict:
+def packing(rows: list[dict], model_path: str, max_len: int, window: int, prompt: Prompt) -> dict:
     """Tokenize and pack rows in windows as the pipeline does; count tokens and outcomes."""
     tok = tokenizer_at(model_path)
     status, tokens, sequences = Counter(), 0, 0
     for start in console.bar(range(0, len(rows), window), desc="tokenising and packing"):
         lengths = []
         for r in rows[start : start + window]:
-            ids, _, st = truncate(*encode(tok, r["input"], r["answer"], prefix), max_len)
+            ids, _, st = truncate(*encode(tok, r["input"], r["answer"], prompt), max_len)
             status[st] += 1
             if st != "dropped":
                 lengths.append(len(ids))
@@ -133,6 +158,12 @@ def main(argv: list[str] | None = None) -> int:
         dest="prefix",
         action="store_false",
         help="count tokens without the official ShopBench prompt prefix (eval.prompt_prefix)",
+    )
+    s.add_argument(
+        "--prompt-format",
+        choices=PROMPT_FORMATS,
+        default="chat",
+        help="the chat template, or raw text for a base model (model.prompt_format)",
     )
     args = parser.parse_args(argv)
     console.setup(args)

@@ -1,4 +1,9 @@
-"""Tokenisation with the chat template, over-long records, and sequence packing.
+"""Prompts (chat template or raw text), tokenisation, over-long records, and packing.
+
+- The prompt: the official ShopBench prefix (optional) and the question, through the
+  tokenizer's chat template (`model.prompt_format: chat`), or as plain text after the BOS
+  token with the answer and EOS appended (`raw`: a base model's format, and the protocol of
+  the benchmark's own scripts).
 
 - Loss only on the answer: prompt tokens are labelled IGNORE.
 - Over-long records (`truncate`): the prompt loses tokens from its middle (the instruction
@@ -15,10 +20,11 @@ from __future__ import annotations
 
 import functools
 import logging
+from dataclasses import dataclass
 
 import numpy as np
 
-from ecomtrain.model import load_tokenizer
+from ecomtrain.model import load_tokenizer, require_chat_template
 
 IGNORE = -100
 log = logging.getLogger("ecomtrain.data")
@@ -29,31 +35,51 @@ PROMPT_PREFIX = (
 )
 
 
+@dataclass(frozen=True)
+class Prompt:
+    """How a question becomes the text a model sees."""
+
+    prefix: bool = True  # the official ShopBench prompt prefix before the question
+    raw: bool = False  # plain text (base models), not the chat template
+
+    @classmethod
+    def of(cls, cfg) -> Prompt:
+        """The prompt of a run's config (eval.prompt_prefix, model.prompt_format)."""
+        return cls(cfg.eval.prompt_prefix, cfg.model.prompt_format == "raw")
+
+
 @functools.lru_cache(maxsize=4)
 def tokenizer_at(path: str):
     """The model's tokenizer, loaded once per process."""
     return load_tokenizer(path)
 
 
-def prompt_text(tokenizer, question: str, prefix: bool) -> str:
-    """The chat-formatted prompt the model sees, ending where the answer starts."""
-    content = (PROMPT_PREFIX if prefix else "") + question
+def prompt_text(tokenizer, question: str, prompt: Prompt) -> str:
+    """The prompt the model sees, ending where the answer starts (special tokens as text:
+    tokenise it with add_special_tokens=False)."""
+    content = (PROMPT_PREFIX if prompt.prefix else "") + question
+    if prompt.raw:
+        return (tokenizer.bos_token or "") + content
+    require_chat_template(tokenizer)
     messages = [{"role": "user", "content": content}]
     return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
 
-def encode(tokenizer, question: str, answer: str, prefix: bool) -> tuple[list[int], list[int]]:
+def encode(tokenizer, question: str, answer: str, prompt: Prompt) -> tuple[list[int], list[int]]:
     """Token ids of prompt+answer and labels that are IGNORE over the prompt."""
-    prompt = prompt_text(tokenizer, question, prefix)
-    content = (PROMPT_PREFIX if prefix else "") + question
-    full = tokenizer.apply_chat_template(
-        [{"role": "user", "content": content}, {"role": "assistant", "content": answer}],
-        tokenize=False,
-    )
-    if not full.startswith(prompt):
+    text = prompt_text(tokenizer, question, prompt)
+    if prompt.raw:
+        full = text + answer + (tokenizer.eos_token or "")
+    else:
+        content = (PROMPT_PREFIX if prompt.prefix else "") + question
+        full = tokenizer.apply_chat_template(
+            [{"role": "user", "content": content}, {"role": "assistant", "content": answer}],
+            tokenize=False,
+        )
+    if not full.startswith(text):
         raise ValueError("chat template renders the prompt differently with an answer")
-    p_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-    a_ids = tokenizer(full[len(prompt) :], add_special_tokens=False)["input_ids"]
+    p_ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    a_ids = tokenizer(full[len(text) :], add_special_tokens=False)["input_ids"]
     return p_ids + a_ids, [IGNORE] * len(p_ids) + a_ids
 
 
@@ -86,7 +112,7 @@ def pack(lengths: list[int], max_len: int) -> list[list[int]]:
     return rows
 
 
-def tokenize_records(batch: dict, model_path: str, max_len: int, prefix: bool) -> dict:
+def tokenize_records(batch: dict, model_path: str, max_len: int, prompt: Prompt) -> dict:
     """Records -> their token ids within max_len (a Ray Data UDF).
 
     Columns out, one row per kept record: ids (prompt + answer), n_prompt (prompt tokens,
@@ -100,7 +126,7 @@ def tokenize_records(batch: dict, model_path: str, max_len: int, prefix: bool) -
     for q, a, family, src in zip(
         batch["input"], batch["answer"], batch["task_family"], batch["source"], strict=True
     ):
-        ids, labels, status = truncate(*encode(tok, q, a, prefix), max_len)
+        ids, labels, status = truncate(*encode(tok, q, a, prompt), max_len)
         if status == "dropped":
             log.warning("%s: dropped: answer does not fit max_seq_len %d", src, max_len)
             continue

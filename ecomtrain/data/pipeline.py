@@ -22,7 +22,7 @@ import ray
 from ecomtrain.config import Config, DataConfig
 from ecomtrain.data.mixture import multiplicities, stats
 from ecomtrain.data.overlap import Decontaminator
-from ecomtrain.data.packing import tokenize_records
+from ecomtrain.data.packing import Prompt, tokenize_records
 from ecomtrain.data.records import Bad, CorpusError
 from ecomtrain.data.scan import eval_index, parse_file, scan_corpus
 from ecomtrain.data.sources import resolve_corpus
@@ -132,7 +132,7 @@ def train_dataset(cfg: Config, model_path: str, tasks: list[str], world: int) ->
             fn_kwargs={
                 "model_path": model_path,
                 "max_len": cfg.data.max_seq_len,
-                "prefix": cfg.eval.prompt_prefix,
+                "prompt": Prompt.of(cfg),
             },
             **SMALL_TASK,
         )

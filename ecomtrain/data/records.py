@@ -108,8 +108,10 @@ def numbered_items(text: str) -> tuple[int, int] | None:
 # --- checks -------------------------------------------------------------------------------------
 
 
-def problem(record, max_chars: int = DEFAULT_MAX_CHARS) -> Problem | None:
-    """The first reason `record` cannot be trained or scored on, as (field, reason)."""
+def problem(record, max_chars: int = DEFAULT_MAX_CHARS, any_task: bool = False) -> Problem | None:
+    """The first reason `record` cannot be trained or scored on, as (field, reason).
+    With `any_task`, a task_name that is no built-in family names a task of its own, scored
+    by the task_type and metric it declares (an evaluation file's, e.g. Shopping MMLU's)."""
     if not isinstance(record, dict):
         return "record", f"expected an object, got {type(record).__name__}"
     for key in REQUIRED:
@@ -118,7 +120,7 @@ def problem(record, max_chars: int = DEFAULT_MAX_CHARS) -> Problem | None:
     return (
         _check_text(record["input_field"], "input_field", max_chars)
         or _check_kind(record)
-        or check_labels(record)
+        or check_labels(record, any_task)
         or _check_output(record, max_chars)
     )
 
@@ -147,11 +149,15 @@ def _check_kind(record: dict) -> Problem | None:
     return None
 
 
-def check_labels(record: dict) -> Problem | None:
-    """task_name, capability and track, when present, must be known and agree."""
+def check_labels(record: dict, any_task: bool = False) -> Problem | None:
+    """task_name, capability and track, when present, must be known and agree (with
+    `any_task`, task_name names the record's own task, whatever the built-in families)."""
     name = record.get("task_name")
     family = None
-    if name is not None:
+    if any_task:  # the record's own labels decide; a built-in family of that name does not
+        if name is not None and not (isinstance(name, str) and name.strip()):
+            return "task_name", f"must be a non-empty string, got {name!r}"
+    elif name is not None:
         family = family_named(name) if isinstance(name, str) else None
         if family is None and not (isinstance(name, str) and _DEV_ID.fullmatch(name)):
             return "task_name", f"unknown task family {name!r}"
@@ -235,9 +241,12 @@ def _is_weight(x) -> bool:
     )
 
 
-def validate(record, where: str, max_chars: int = DEFAULT_MAX_CHARS) -> None:
-    """Raise CorpusError `where: field: reason` if a record cannot be trained or scored on."""
-    bad = problem(record, max_chars)
+def validate(
+    record, where: str, max_chars: int = DEFAULT_MAX_CHARS, any_task: bool = False
+) -> None:
+    """Raise CorpusError `where: field: reason` if a record cannot be trained or scored on
+    (`any_task`: see `problem`)."""
+    bad = problem(record, max_chars, any_task)
     if bad:
         raise CorpusError(f"{where}: {bad[0]}: {bad[1]}")
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import ray
 
 from ecomtrain.config import DataConfig
+from ecomtrain.data import shopping_mmlu
 from ecomtrain.data.overlap import Decontaminator, exact_key
 from ecomtrain.data.records import (
     Bad,
@@ -29,7 +30,7 @@ from ecomtrain.data.records import (
 )
 from ecomtrain.data.sources import iter_items
 from ecomtrain.files import atomic_write, cache_dir
-from ecomtrain.tasks import FAMILIES
+from ecomtrain.tasks import FAMILIES, family_named, track_of
 
 SCAN_VERSION = 1  # bump when parse_file's result changes for the same input
 MAX_INLINE_REJECTS = 100_000  # per file; beyond it the run stops whatever max_bad_fraction
@@ -47,16 +48,24 @@ def eval_index(cfg: DataConfig) -> Decontaminator | None:
     if not cfg.decontaminate:
         return None
     records = []
-    for path in cfg.decontaminate:
-        if not Path(path).is_file():
-            raise CorpusError(f"{path}: decontamination file not found (data.decontaminate)")
+    for path in [f for p in cfg.decontaminate for f in eval_files(p)]:
         for item in iter_items(path):
-            bad = item.error or problem(item.record)
+            bad = item.error or problem(item.record, any_task=True)
             if bad:
                 raise CorpusError(f"{Bad(path, item.line, item.index, *bad)} (data.decontaminate)")
             r = item.record
             records.append((f"{path}:{item.line}", r["input_field"], render_answer(r)))
     return Decontaminator(records, cfg.ngram)
+
+
+def eval_files(path: str, key: str = "data.decontaminate") -> list[str]:
+    """An eval entry's files (`key` names the setting): the file, or a Shopping MMLU
+    folder's files."""
+    if shopping_mmlu.is_folder(path):
+        return shopping_mmlu.files(path)
+    if not Path(path).is_file():
+        raise CorpusError(f"{path}: eval file not found ({key})")
+    return [path]
 
 
 def parse_file(
@@ -80,25 +89,44 @@ def parse_file(
             if item.fatal:
                 return
             continue
-        where = f"{path}:{item.line}" + ("" if item.index is None else f"#{item.index}")
-        yield _row(item.record, family, where, cfg, index)
+        text, answer = item.record["input_field"], render_answer(item.record)
+        split = "eval" if is_eval(text, cfg.eval_fraction) else "train"
+        if split == "train":
+            hit = index.check(text, answer) if index else None
+            split = hit[0] if hit else split
+        capability = FAMILIES[family].capability
+        yield _row(item.record, family, capability, _where(path, item), split)
 
 
-def _row(
-    record: dict, family: str, source: str, cfg: DataConfig, index: Decontaminator | None
-) -> dict:
-    text, answer = record["input_field"], render_answer(record)
-    split = "eval" if is_eval(text, cfg.eval_fraction) else "train"
-    if split == "train":
-        hit = index.check(text, answer) if index else None
-        split = hit[0] if hit else split
+def eval_rows(path: str, cfg: DataConfig) -> list[dict]:
+    """Rows of an eval-only file or Shopping MMLU folder (`eval.extra_files`), scored by each
+    record's own labels: a task_name that is no built-in family names its own task, a track
+    or capability is the record's track. The first bad record stops with `file:line`."""
+    rows = []
+    for file in eval_files(path, "eval.extra_files"):
+        for item in iter_items(file):
+            bad = item.error or problem(item.record, cfg.max_chars, any_task=True)
+            if bad:
+                raise CorpusError(str(Bad(file, item.line, item.index, *bad)))
+            record, name = item.record, item.record.get("task_name")
+            family = "" if name and not family_named(name) else assign_family(record, file, {})[0]
+            capability = track_of(record | {"task_name": family or name or ""})
+            rows.append(_row(record, family, capability, _where(file, item), "eval"))
+    return rows
+
+
+def _where(path: str, item) -> str:
+    return f"{path}:{item.line}" + ("" if item.index is None else f"#{item.index}")
+
+
+def _row(record: dict, family: str, capability: str, source: str, split: str) -> dict:
     return {
-        "input": text,
-        "answer": answer,
+        "input": record["input_field"],
+        "answer": render_answer(record),
         "output_json": json.dumps(record["output_field"], ensure_ascii=False),
-        "task_name": str(record.get("task_name") or family),
+        "task_name": str(record.get("task_name") or family or record["metric"]),
         "task_family": family,
-        "capability": FAMILIES[family].capability,
+        "capability": capability,
         "task_type": record["task_type"],
         "metric": record["metric"],
         "source": source,
@@ -152,7 +180,11 @@ def scan_key(paths: list[str], cfg: DataConfig) -> str:
     """Cache key: the files (path, size, mtime), the recognisers and every setting
     parse_file depends on."""
     stat = [(p, Path(p).stat().st_size, Path(p).stat().st_mtime_ns) for p in paths]
-    extra = [(p, Path(p).stat().st_size, Path(p).stat().st_mtime_ns) for p in cfg.decontaminate]
+    extra = [
+        (f, Path(f).stat().st_size, Path(f).stat().st_mtime_ns)
+        for p in cfg.decontaminate
+        for f in eval_files(p)
+    ]
     families = [
         (f.name, f.pattern.pattern, str(f.answer_pattern), f.fallback) for f in FAMILIES.values()
     ]

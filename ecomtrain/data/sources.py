@@ -1,9 +1,10 @@
 """Corpus sources: locate files (local, built-in, hub) and read their records with line numbers.
 
-Three sources share one record schema (ShopBench's): ShopBench/KDD JSON Lines, EC-Guide
-JSON arrays, and the files ecomtrain generates. Reading yields every element with its line
-(and, in arrays, its index); an element that cannot be decoded is an `Item` with an error,
-never a silent drop.
+Every source is read into one record schema (ShopBench's): ShopBench/KDD JSON Lines,
+EC-Guide JSON arrays, the files ecomtrain generates, and the Shopping MMLU benchmark's
+folders, CSV and JSON Lines files (data.shopping_mmlu). Reading yields every element with
+its line (and, in arrays, its index); an element that cannot be decoded is an `Item` with
+an error, never a silent drop.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from ecomtrain.config import BUILTIN_CORPORA
+from ecomtrain.config import BUILTIN_CORPORA, Config, ConfigError
+from ecomtrain.data import shopping_mmlu
 from ecomtrain.data.demo import fingerprint, write_demo_corpus
 from ecomtrain.data.records import Bad, CorpusError, validate
 from ecomtrain.data.world import DEFAULT_PRODUCTS, world_fingerprint, write_world_corpus
@@ -56,13 +58,36 @@ def resolve_corpus(paths: list[str]) -> list[str]:
             out.append(str(target if target.exists() else write(target, n)))
         elif p.startswith(HUB_PREFIX):
             out.append(str(hub_file(p)))
+        elif shopping_mmlu.is_folder(p):
+            out += shopping_mmlu.files(p)
         elif Path(p).is_dir():
-            raise CorpusError(f"{p}: is a directory, not a corpus file")
+            raise CorpusError(
+                f"{p}: is a directory, not a corpus file (nor a Shopping MMLU folder)"
+            )
         elif not Path(p).is_file():
             raise CorpusError(f"{p}: corpus file not found (or not readable)")
         else:
             out.append(str(Path(p).resolve()))
     return out
+
+
+def check_files(cfg: Config, source: str) -> None:
+    """Every corpus, decontamination and extra eval file exists (built-in corpora and hub
+    datasets aside; any entry may be a Shopping MMLU folder).
+    Entry points call it before starting Ray; `load_config` does not, so a cluster's config
+    (paths on the cluster's storage) loads anywhere."""
+    files = [(f"data.corpus[{i}]", p) for i, p in enumerate(cfg.data.corpus)]
+    files += [(f"data.decontaminate[{i}]", p) for i, p in enumerate(cfg.data.decontaminate)]
+    files += [(f"eval.extra_files[{i}]", p) for i, p in enumerate(cfg.eval.extra_files)]
+    for where, p in files:
+        if p.partition(":")[0] in BUILTIN_CORPORA or p.startswith(HUB_PREFIX):
+            continue
+        if shopping_mmlu.is_folder(p):
+            continue
+        if Path(p).is_dir():
+            raise ConfigError(f"{source}: {where}: {p} is a directory, not a file")
+        if not Path(p).is_file():
+            raise ConfigError(f"{source}: {where}: file not found: {p}")
 
 
 def hub_file(spec: str) -> Path:
@@ -91,7 +116,9 @@ BOM = b"\xef\xbb\xbf"
 
 
 def iter_items(path: str, data: bytes | None = None) -> Iterator[Item]:
-    """Every element of a JSON Lines or JSON array file (or of its bytes), with its line.
+    """Every record of a file (or of its bytes), with its line: the elements of a JSON Lines
+    or JSON array file, the rows of a Shopping MMLU multiple-choice CSV file; a Shopping
+    MMLU JSON file's elements become ShopBench records (data.shopping_mmlu).
 
     The file is opened once (a pipe or /dev/stdin works too). JSON Lines are read line by
     line; a JSON array is decoded element by element. A UTF-8 byte-order mark is skipped.
@@ -100,14 +127,32 @@ def iter_items(path: str, data: bytes | None = None) -> Iterator[Item]:
     JSON, nesting too deep, an integer too long) is an Item with an error; an empty file, or
     data after an array's end, is one too.
     """
+    if shopping_mmlu.is_multiple_choice_csv(path):
+        if data is None:
+            with _open(path) as f:
+                data = f.read()
+        for line, record, bad in shopping_mmlu.read_csv(path, data):
+            yield Item(line, None, record, bad)
+        return
+    convert = shopping_mmlu.converter(path)
+    for item in _elements(path, data):
+        if convert and item.error is None:
+            item.record, item.error = convert(item.record)
+        yield item
+
+
+def _open(path: str):
+    try:
+        return open(path, "rb")  # noqa: SIM115 (callers close it)
+    except IsADirectoryError:
+        raise CorpusError(f"{path}: is a directory, not a corpus file") from None
+    except OSError as e:
+        raise CorpusError(f"{path}: cannot read: {e.strerror or e}") from None
+
+
+def _elements(path: str, data: bytes | None) -> Iterator[Item]:
     if data is None:
-        try:
-            f = open(path, "rb")  # noqa: SIM115 (the with below closes it)
-        except IsADirectoryError:
-            raise CorpusError(f"{path}: is a directory, not a corpus file") from None
-        except OSError as e:
-            raise CorpusError(f"{path}: cannot read: {e.strerror or e}") from None
-        with f:
+        with _open(path) as f:
             head = f.read(4096).removeprefix(BOM)
             if head.lstrip().startswith(b"["):
                 yield from _array((head + f.read()).decode("utf-8", errors="surrogateescape"))

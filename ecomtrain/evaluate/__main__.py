@@ -4,6 +4,9 @@
     python -m ecomtrain.evaluate generate --model PATH [--adapter DIR] --data DEV.json --out R.jsonl
     python -m ecomtrain.evaluate run --model PATH [--adapter DIR] --data DEV.json --out-dir DIR
 
+--data also takes the Shopping MMLU benchmark's data folder (skill-wise or task-wise files;
+scores per skill and overall); `--prompt-format raw` runs its own protocol.
+
 Scores follow the official ShopBench rules (ecomtrain.evaluate.metrics). Bad input stops
 with a message naming file and line, and exit code 2.
 """
@@ -15,8 +18,9 @@ import sys
 from pathlib import Path
 
 from ecomtrain import console, tracking
-from ecomtrain.config import ModelConfig
+from ecomtrain.config import PROMPT_FORMATS, ModelConfig
 from ecomtrain.connect import connect
+from ecomtrain.data.packing import Prompt
 from ecomtrain.data.records import CorpusError, render_answer
 from ecomtrain.evaluate.answer import predictions
 from ecomtrain.evaluate.files import (
@@ -32,6 +36,8 @@ from ecomtrain.evaluate.metrics import ModelUnavailableError, record_scores
 from ecomtrain.evaluate.pool import InferenceError, Settings, gpus_per_actor, timed_generate
 from ecomtrain.model import ModelError, adapter_config, base_model_of, find_adapter
 from ecomtrain.tiny_model import resolve_model
+
+DATA_HELP = "ShopBench JSON Lines or JSON array, or a Shopping MMLU data folder or file"
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
@@ -50,7 +56,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         model=resolve_model(ModelConfig(name_or_path=model)),
         adapter=adapter,
         max_new_tokens=args.max_new_tokens,
-        prompt_prefix=args.prompt_prefix,
+        prompt=Prompt(args.prompt_prefix, args.prompt_format == "raw"),
         actors=args.actors,
         num_cpus=args.num_cpus,
         num_gpus=args.num_gpus,
@@ -68,7 +74,11 @@ def generate(args: argparse.Namespace) -> tuple[list[str], dict]:
     settings.num_gpus = gpus_per_actor(args.num_gpus)
     responses, stats = timed_generate(records, settings)
     stats |= {"model": settings.model, "adapter": settings.adapter, "data": args.data}
-    stats |= {"prompt_prefix": settings.prompt_prefix, "max_new_tokens": settings.max_new_tokens}
+    stats |= {
+        "prompt_prefix": settings.prompt.prefix,
+        "prompt_format": "raw" if settings.prompt.raw else "chat",
+        "max_new_tokens": settings.max_new_tokens,
+    }
     return responses, stats
 
 
@@ -85,8 +95,8 @@ def log_run(args: argparse.Namespace, result: dict, responses_file: str, out_dir
         if run is None:
             return
         run.summary.update(tracking.scalars(result))
-        records, lines = load_data(args.data)
-        responses = read_responses(responses_file, args.data, records, lines)
+        records, places = load_data(args.data)
+        responses = read_responses(responses_file, args.data, records, places)
         rows = [{"input": r["input_field"], "answer": render_answer(r)} for r in records]
         entries = [
             {"task": r["task_name"], "response": a, "score": s["score"]}
@@ -128,12 +138,19 @@ def _generation_args(p: argparse.ArgumentParser) -> None:
         "adapter's base_model_name_or_path)",
     )
     p.add_argument("--adapter", help="PEFT adapter directory (a checkpoint_* dir of a sweep)")
-    p.add_argument("--data", required=True, help="ShopBench JSON Lines or JSON array")
+    p.add_argument("--data", required=True, help=DATA_HELP)
     p.add_argument(
         "--prompt-prefix",
         action=argparse.BooleanOptionalAction,
         default=True,
         help="prepend the official ShopBench prompt prefix (default: on)",
+    )
+    p.add_argument(
+        "--prompt-format",
+        choices=PROMPT_FORMATS,
+        default="chat",
+        help="chat: the tokenizer's chat template; raw: BOS + prefix + question as plain "
+        "text, for base models and the Shopping MMLU scripts' own protocol",
     )
     p.add_argument(
         "--max-new-tokens",
@@ -173,7 +190,7 @@ def parser() -> argparse.ArgumentParser:
     )
     sub = root.add_subparsers(dest="command", required=True)
     p = sub.add_parser("score", help="score a responses file")
-    p.add_argument("--data", required=True, help="ShopBench JSON Lines or JSON array")
+    p.add_argument("--data", required=True, help=DATA_HELP)
     p.add_argument("--responses", required=True, help='JSON Lines of {"response": ...}')
     p.add_argument("--out", required=True, help="scores JSON to write")
     p.set_defaults(fn=cmd_score)

@@ -16,7 +16,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from ecomtrain.config import Config
-from ecomtrain.data.packing import IGNORE, encode, prompt_text, truncate
+from ecomtrain.data.packing import IGNORE, Prompt, encode, prompt_text, truncate
 from ecomtrain.evaluate.metrics import aggregate, record_scores, standard_error
 
 SCORES_FILE = "scores.jsonl"  # per-record entries of the held-out sample, in each checkpoint
@@ -64,7 +64,7 @@ def respond(
     rows: list[dict],
     max_new_tokens: int,
     batch_size: int,
-    prefix: bool,
+    prompt: Prompt,
     share: tuple[int, int] = (0, 1),
 ):
     """One response per row (rows carry `input` and `task_type`), in row order.
@@ -81,7 +81,7 @@ def respond(
         idx.sort(key=lambda i: -len(rows[i]["input"]))  # similar lengths share a batch
         batches += [(budget, idx[i : i + batch_size]) for i in range(0, len(idx), batch_size)]
     for budget, idx in batches[share[0] :: share[1]]:
-        prompts = [prompt_text(tokenizer, rows[i]["input"], prefix) for i in idx]
+        prompts = [prompt_text(tokenizer, rows[i]["input"], prompt) for i in idx]
         for i, text in zip(idx, generate(model, tokenizer, prompts, budget, len(idx)), strict=True):
             responses[i] = text
     return responses
@@ -114,7 +114,7 @@ def answer_losses(
     for i in starts[share[0] :: share[1]]:
         seqs = []
         for r in rows[i : i + cfg.eval.batch_size]:
-            ids, labels = encode(tokenizer, r["input"], r["answer"], cfg.eval.prompt_prefix)
+            ids, labels = encode(tokenizer, r["input"], r["answer"], Prompt.of(cfg))
             seqs.append(truncate(ids, labels, cfg.data.max_seq_len)[:2])
         width = max(len(ids) for ids, _ in seqs)
         ids = torch.full((len(seqs), width), tokenizer.pad_token_id)
@@ -154,7 +154,7 @@ def evaluate_rows(
     t = time.time()
     e = cfg.eval
     responses = respond(
-        model, tokenizer, rows, e.max_new_tokens, e.batch_size, e.prompt_prefix, share
+        model, tokenizer, rows, e.max_new_tokens, e.batch_size, Prompt.of(cfg), share
     )
     losses = answer_losses(model, tokenizer, rows, cfg, share)
     if share[1] > 1:

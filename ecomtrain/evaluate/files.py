@@ -10,6 +10,7 @@ import logging
 import re
 from pathlib import Path
 
+from ecomtrain.data import shopping_mmlu
 from ecomtrain.data.records import assign_family, validate
 from ecomtrain.data.sources import read_records
 from ecomtrain.evaluate.metrics import TASK_TYPE_BY_METRIC, aggregate
@@ -23,27 +24,34 @@ class EvalError(ValueError):
     """A data or responses file that cannot be scored; the message reads `PATH:LINE: reason`."""
 
 
-def load_data(path: str, need_truth: bool = True) -> tuple[list[dict], list[int]]:
-    """Records of a ShopBench file and their line numbers, with `task_name` and `track` filled
-    in. Validated for scoring, or with `need_truth=False` only for generation (a prompt and a
-    task_type), so files without answers can be generated for."""
-    if not Path(path).is_file():
+def load_data(path: str, need_truth: bool = True) -> tuple[list[dict], list[str]]:
+    """Records of a ShopBench file, or of a Shopping MMLU data folder or file, and where
+    each is (`file:line`), with `task_name` and `track` filled in. Validated for scoring
+    (a task_name that is no built-in family is a task of its own, scored by the metric it
+    declares), or with `need_truth=False` only for generation (a prompt and a task_type),
+    so files without answers can be generated for."""
+    if shopping_mmlu.is_folder(path):
+        paths = shopping_mmlu.files(path)
+    elif Path(path).is_file():
+        paths = [path]
+    else:
         raise EvalError(f"{path}: data file not found")
-    records, lines = [], []
-    for lineno, record in read_records(path):
-        where = f"{path}:{lineno}"
-        if need_truth:
-            metric = record.get("metric") if isinstance(record, dict) else None
-            if metric is not None and metric not in TASK_TYPE_BY_METRIC:
-                raise EvalError(f"{where}: metric: unknown {metric!r}")
-            validate(record, where)
-        else:
-            _check_prompt(record, where)
-        records.append(_labelled(record, path))
-        lines.append(lineno)
+    records, places = [], []
+    for file in paths:
+        for lineno, record in read_records(file):
+            where = f"{file}:{lineno}"
+            if need_truth:
+                metric = record.get("metric") if isinstance(record, dict) else None
+                if metric is not None and metric not in TASK_TYPE_BY_METRIC:
+                    raise EvalError(f"{where}: metric: unknown {metric!r}")
+                validate(record, where, any_task=True)
+            else:
+                _check_prompt(record, where)
+            records.append(_labelled(record, file))
+            places.append(where)
     if not records:
         raise EvalError(f"{path}: no records")
-    return records, lines
+    return records, places
 
 
 def _labelled(record: dict, path: str) -> dict:
@@ -65,7 +73,7 @@ def _check_prompt(record, where: str) -> None:
         raise EvalError(f"{where}: task_type: unknown {record.get('task_type')!r}")
 
 
-def read_responses(path: str, data_path: str, records: list[dict], lines: list[int]) -> list[str]:
+def read_responses(path: str, data_path: str, records: list[dict], places: list[str]) -> list[str]:
     """One response per data record, in record order, from a JSON Lines file of
     `{"index": i, "response": ...}` (i: the record's 0-based position in the data file) or
     `{"id": ..., "response": ...}` (the record's own `id`), matched by that key, so a shuffled
@@ -96,7 +104,7 @@ def read_responses(path: str, data_path: str, records: list[dict], lines: list[i
         objs.append((lineno, obj))
     keyed = {key for _, obj in objs for key in ("index", "id") if key in obj}
     if not keyed:
-        return _by_position(path, data_path, objs, lines)
+        return _by_position(path, data_path, objs, places)
     if len(keyed) > 1 or any(next(iter(keyed)) not in obj for _, obj in objs):
         raise EvalError(f"{path}: every response needs the same key, 'index' or 'id'")
     key = keyed.pop()
@@ -117,13 +125,13 @@ def read_responses(path: str, data_path: str, records: list[dict], lines: list[i
     if missing:
         raise EvalError(
             f"{path}: missing response for {len(missing)} record(s) of {data_path} "
-            f"(first unanswered: {data_path}:{lines[missing[0]]})"
+            f"(first unanswered: {places[missing[0]]})"
         )
     return out
 
 
-def _by_position(path: str, data_path: str, objs: list, lines: list[int]) -> list[str]:
-    n = len(lines)
+def _by_position(path: str, data_path: str, objs: list, places: list[str]) -> list[str]:
+    n = len(places)
     log.warning(
         f"warning: {path}: responses carry no 'index' or 'id'; matched to {data_path} by "
         "position (a shuffled or gapped file would score wrong)"
@@ -133,15 +141,15 @@ def _by_position(path: str, data_path: str, objs: list, lines: list[int]) -> lis
     if len(objs) < n:
         raise EvalError(
             f"{path}:{len(objs) + 1}: missing response: {path} has {len(objs)}, {data_path} "
-            f"has {n} records (first unanswered: {data_path}:{lines[len(objs)]})"
+            f"has {n} records (first unanswered: {places[len(objs)]})"
         )
     return [obj["response"] for _, obj in objs]
 
 
 def score_files(data: str, responses: str) -> dict:
     """ShopBench scores (overall, tracks, tasks) of a responses file against a data file."""
-    records, lines = load_data(data)
-    return aggregate(records, read_responses(responses, data, records, lines))
+    records, places = load_data(data)
+    return aggregate(records, read_responses(responses, data, records, places))
 
 
 def _natural(name: str) -> list:
@@ -155,10 +163,11 @@ def table(result: dict) -> str:
     out = [f"{'track':<34}{'tasks':>6}{'score':>9}", "-" * 49]
     out += [f"{t:<34}{counts[t]:>6}{result['tracks'][t]:>9.4f}" for t in tracks]
     out += ["-" * 49, f"{'overall':<40}{result['overall']:>9.4f}", ""]
-    out += [f"{'task':<30}{'track':<34}{'metric':<18}{'n':>5}{'score':>9}", "-" * 96]
+    w = max([30] + [len(name) + 2 for name in result["tasks"]])
+    out += [f"{'task':<{w}}{'track':<34}{'metric':<18}{'n':>5}{'score':>9}", "-" * (w + 66)]
     for name in sorted(result["tasks"], key=_natural):
         t = result["tasks"][name]
-        out.append(f"{name:<30}{t['track']:<34}{t['metric']:<18}{t['n']:>5}{t['score']:>9.4f}")
+        out.append(f"{name:<{w}}{t['track']:<34}{t['metric']:<18}{t['n']:>5}{t['score']:>9.4f}")
     return "\n".join(out)
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import ray
 
-from ecomtrain.data.packing import prompt_text
+from ecomtrain.data.packing import Prompt, prompt_text
 from ecomtrain.evaluate.answer import new_tokens_for, respond
 from ecomtrain.model import adapter_config, load_adapter, load_model, load_tokenizer
 
@@ -33,7 +33,7 @@ class Settings:
     model: str  # base model: local directory or hub id (already resolved)
     adapter: str = ""  # PEFT adapter directory; empty: the base model alone
     max_new_tokens: int = 100  # budget for non-multiple-choice tasks (multiple choice: 1)
-    prompt_prefix: bool = True  # prepend the official ShopBench prompt prefix
+    prompt: Prompt = Prompt()  # the ShopBench prefix; chat template or raw text
     actors: int = 2  # model replicas in the Ray Data actor pool
     num_cpus: float = 1.0  # CPUs reserved per actor (also its torch threads)
     num_gpus: float = 0.0  # GPUs per actor; > 0 runs on CUDA
@@ -74,7 +74,7 @@ class Responder:
         else:
             s = self.s
             texts = respond(
-                self.model, self.tokenizer, rows, s.max_new_tokens, s.batch_size, s.prompt_prefix
+                self.model, self.tokenizer, rows, s.max_new_tokens, s.batch_size, s.prompt
             )
         return {"idx": batch["idx"], "response": np.array(texts, dtype=object)}
 
@@ -84,7 +84,7 @@ class Responder:
         budget = self.s.max_new_tokens
         prompts = [  # token ids, so vLLM adds no second BOS to the chat-formatted text
             {"prompt_token_ids": self.tokenizer(p, add_special_tokens=False)["input_ids"]}
-            for p in (prompt_text(self.tokenizer, r["input"], self.s.prompt_prefix) for r in rows)
+            for p in (prompt_text(self.tokenizer, r["input"], self.s.prompt) for r in rows)
         ]
         params = [
             SamplingParams(temperature=0.0, max_tokens=new_tokens_for(r["task_type"], budget))

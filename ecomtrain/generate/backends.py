@@ -22,7 +22,7 @@ import requests
 
 from ecomtrain.connect import connect
 from ecomtrain.generate.spec import WorkItem
-from ecomtrain.model import load_model, load_tokenizer
+from ecomtrain.model import load_model, load_tokenizer, require_chat_template
 
 FATAL_STATUS = (401, 403, 404)  # every request would fail the same way: stop the run
 RETRY_STATUS = (408, 409, 429)  # and every 5xx: transient, retried with backoff
@@ -165,6 +165,7 @@ class LocalChat:
 
         self.torch = torch
         self.tok = load_tokenizer(model_path)
+        require_chat_template(self.tok)
         self.tok.padding_side = "left"
         self.model = load_model(model_path).eval()
         self.limit = getattr(self.model.config, "max_position_embeddings", 1 << 30)

@@ -8,8 +8,9 @@ import sys
 from pathlib import Path
 
 from ecomtrain import console, tracking
-from ecomtrain.config import ConfigError, check_files, load_config, to_dict
+from ecomtrain.config import ConfigError, load_config, to_dict
 from ecomtrain.connect import connect
+from ecomtrain.data.sources import check_files
 from ecomtrain.tasks import CAPABILITIES
 from ecomtrain.train.driver import ReportProgress, fit, trial_meta
 from ecomtrain.train.loop import STATE_FILE

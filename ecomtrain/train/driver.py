@@ -19,8 +19,7 @@ from ray.train.torch import TorchConfig, TorchTrainer
 from ecomtrain.config import Config, ConfigError, to_dict
 from ecomtrain.console import log, progress_line, verbose
 from ecomtrain.data.pipeline import SMALL_TASK, mixture_stats, train_dataset
-from ecomtrain.data.records import CorpusError
-from ecomtrain.data.scan import parse_file
+from ecomtrain.data.scan import eval_rows
 from ecomtrain.tasks import capabilities_of, expand
 from ecomtrain.tiny_model import resolve_model
 from ecomtrain.train.loop import train_fn_per_worker
@@ -111,11 +110,6 @@ def check_room(cfg: Config) -> None:
 
 
 def extra_eval_rows(cfg: Config) -> list[dict]:
-    """Rows of the extra eval files (small, e.g. the 96-record dev set); bad records stop."""
-    rows = []
-    for path in cfg.eval.extra_files:
-        for row in parse_file(path, None, cfg.data, None):
-            if not isinstance(row, dict):
-                raise CorpusError(f"{row.path}:{row.line}: {row.field}: {row.reason}")
-            rows.append(row)
-    return rows
+    """Rows of the extra eval files and folders (small, e.g. the 96-record dev set, or
+    Shopping MMLU); bad records stop."""
+    return [row for path in cfg.eval.extra_files for row in eval_rows(path, cfg.data)]
