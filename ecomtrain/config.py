@@ -68,11 +68,17 @@ class DataConfig:
     # Corpus files (ShopBench JSON Lines, JSON arrays such as EC-Guide's, generated files);
     # "demo" is the built-in corpus; "hf:owner/name[:split]" loads a hub dataset once.
     corpus: list[str] = field(default_factory=lambda: ["demo"])
-    # Task families or capabilities to train on; empty means every task in the corpus.
+    # Task families (built-in, or tasks of the user's own the corpus holds) or capabilities
+    # to train on; empty means every task in the corpus.
     tasks: list[str] = field(default_factory=list)
-    # File name or glob -> task family for records without task_name; unmatched records
-    # are assigned by the families' recognisers (ecomtrain/tasks.py) or rejected.
+    # File name or glob -> task family (built-in, or a name of the user's own) for records
+    # without task_name; unmatched records are assigned by the families' recognisers
+    # (ecomtrain/tasks.py), else make a task of their own named after their file.
     file_tasks: dict[str, str] = field(default_factory=dict)
+    # File name or glob -> capability of the records of tasks of the user's own (a task_name
+    # that is no built-in family, or a file's records no recogniser claims) that carry no
+    # capability or track; without one their capability is "unknown".
+    file_capabilities: dict[str, str] = field(default_factory=dict)
     eval_fraction: float = 0.15  # share of each task held out (by a hash of the normalised input)
     # Held-out records scored per task (the first in the order of a hash of their input);
     # 0: all of them. With eval.target_se set, an upper bound on what it asks for.
@@ -357,6 +363,7 @@ LIMITS = {
     ("sweep", "max_concurrent_trials"): _at_least(0),
 }
 _PATH_SAFE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+=-]*")  # becomes a folder name
+TASK_NAME = _PATH_SAFE  # a task of the user's own: its name is in metric names and W&B keys
 
 
 def check_values(cfg: Config, source: str) -> Config:
@@ -383,27 +390,43 @@ def check_values(cfg: Config, source: str) -> Config:
     return cfg
 
 
-def _check_tasks(cfg: Config, source: str) -> None:
-    """Every task family or capability named anywhere in the config exists."""
+def named_tasks(cfg: Config) -> list[tuple[str, str]]:
+    """(where, name) of every task or capability the config names for training, evaluation
+    and the sweep's subsets: each a capability, a built-in family, or a task of the user's
+    own, which the corpus must hold (checked once it is scanned: data.pipeline.check_names)."""
     named = [(f"data.tasks[{i}]", n) for i, n in enumerate(cfg.data.tasks)]
     named += [(f"eval.tasks[{i}]", n) for i, n in enumerate(cfg.eval.tasks)]
-    named += [(f"sweep.ladder[{i}]", n) for i, n in enumerate(cfg.sweep.ladder)]
-    named += [(f"sweep.leave_one_out[{i}]", n) for i, n in enumerate(cfg.sweep.leave_one_out)]
     for sid, names in cfg.sweep.subsets.items():
         named += [(f"sweep.subsets.{sid}[{i}]", n) for i, n in enumerate(names)]
-    named += [(f"data.file_tasks.{glob}", n) for glob, n in cfg.data.file_tasks.items()]
     named += [(f"data.task_weights key {n!r}", n) for n in cfg.data.task_weights]
-    for where, name in named:
+    return named
+
+
+def _check_tasks(cfg: Config, source: str) -> None:
+    """Every name of a task family or capability in the config is one, or could be a task
+    of the user's own; the ladder and leave-one-out take built-in ones only."""
+    known = f"(capabilities: {', '.join(CAPABILITIES)}; families: ecomtrain/tasks.py)"
+    builtin = [(f"sweep.ladder[{i}]", n) for i, n in enumerate(cfg.sweep.ladder)]
+    builtin += [(f"sweep.leave_one_out[{i}]", n) for i, n in enumerate(cfg.sweep.leave_one_out)]
+    for where, name in builtin:
         if name not in FAMILIES and name not in CAPABILITIES:
             raise ConfigError(
-                f"{source}: {where}: unknown task family or capability {name!r} "
-                f"(capabilities: {', '.join(CAPABILITIES)}; families: ecomtrain/tasks.py)"
+                f"{source}: {where}: unknown task family or capability {name!r} {known}"
             )
-    for name in cfg.data.capability_weights:
+    own = named_tasks(cfg)
+    own += [(f"data.file_tasks.{glob}", n) for glob, n in cfg.data.file_tasks.items()]
+    for where, name in own:
+        if not (isinstance(name, str) and TASK_NAME.fullmatch(name)):
+            raise ConfigError(
+                f"{source}: {where}: {name!r} is no task family or capability {known}, and a "
+                "task of your own needs a name of letters, digits and _ . + = - only"
+            )
+    weights = [("data.capability_weights key", n) for n in cfg.data.capability_weights]
+    weights += [(f"data.file_capabilities.{g}", c) for g, c in cfg.data.file_capabilities.items()]
+    for where, name in weights:
         if name not in CAPABILITIES:
             raise ConfigError(
-                f"{source}: data.capability_weights key {name!r}: unknown capability "
-                f"(known: {', '.join(CAPABILITIES)})"
+                f"{source}: {where} {name!r}: unknown capability (known: {', '.join(CAPABILITIES)})"
             )
 
 

@@ -33,7 +33,7 @@ from ecomtrain.config import (
     yaml_mapping,
 )
 from ecomtrain.connect import connect
-from ecomtrain.data.pipeline import check_scan
+from ecomtrain.data.pipeline import check_names, check_scan
 from ecomtrain.data.scan import eval_index, scan_corpus
 from ecomtrain.data.sources import check_files, resolve_corpus
 from ecomtrain.evaluate.held_out import base_model_scores
@@ -117,6 +117,7 @@ def setup(args: argparse.Namespace) -> tuple[Config, str]:
         return checked_config(yaml_mapping(text, saved), saved), args.resume
     cfg = load_config(args.config, args.overrides)
     check_files(cfg, args.config or "config")
+    check_names(cfg, args.config or "config")  # tasks of the user's own are in the corpus
     subsets(cfg)  # reject subsets outside the task set before starting Ray
     if cfg.sweep.seeds and cfg.sweep.search == "optuna":
         raise ConfigError("sweep.seeds: replicates need sweep.search grid or random, not optuna")

@@ -18,6 +18,7 @@ BEHAVIOR = "user-behavior-alignment"
 MULTILINGUAL = "multi-lingual-abilities"
 CAPABILITIES = (CONCEPT, KNOWLEDGE, BEHAVIOR, MULTILINGUAL)
 TRACK_PREFIX = "amazon-kdd-cup-24-"  # the KDD Cup files' track names are prefixed with this
+UNKNOWN = "unknown"  # the track of a record, or task of the user's own, that names none
 
 # task_type -> metrics ShopBench allows for it.
 METRICS_BY_TYPE = {
@@ -173,17 +174,14 @@ def family_named(name: str) -> Family | None:
 
 
 def expand(names: list[str]) -> list[str]:
-    """Resolve capability names to their families; keep family names; reject the rest."""
+    """Resolve capability names to their built-in families; keep every other name (a
+    built-in family, or a task of the user's own that the corpus holds)."""
     out: list[str] = []
     for name in names:
         if name in CAPABILITIES:
             out += [f.name for f in FAMILIES.values() if f.capability == name]
-        elif name in FAMILIES:
-            out.append(name)
         else:
-            raise KeyError(
-                f"unknown task or capability {name!r}; capabilities: {', '.join(CAPABILITIES)}"
-            )
+            out.append(name)
     return list(dict.fromkeys(out))
 
 
@@ -195,10 +193,11 @@ def track_of(record: dict) -> str:
     if record.get("capability"):
         return str(record["capability"])
     family = family_named(str(record.get("task_name") or ""))
-    return family.capability if family else "unknown"
+    return family.capability if family else UNKNOWN
 
 
 def capabilities_of(names: list[str]) -> list[str]:
-    """Capabilities covered by a list of families, in canonical order."""
-    covered = {FAMILIES[n].capability for n in names}
+    """Capabilities covered by the built-in families of a list, in canonical order (a task
+    of the user's own has its capability in the corpus scan: data.mixture)."""
+    covered = {FAMILIES[n].capability for n in names if n in FAMILIES}
     return [c for c in CAPABILITIES if c in covered]

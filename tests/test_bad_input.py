@@ -23,11 +23,10 @@ CASES = yaml.safe_load((BAD / "cases.yaml").read_text())
 CORPUS = sorted(f for f in CASES if not f.startswith(("responses_", "config_")))
 RESPONSES = sorted(f for f in CASES if f.startswith("responses_"))
 CONFIGS = sorted(f for f in CASES if f.startswith("config_"))
-# Bad for training only. The scorer goes by a record's own labels: it names a family-less
-# task after its metric, scores a task_name that is no built-in family as a task of its own,
-# and takes a record's task_type and capability over those of a family of the same name.
+# Bad for training only. The scorer goes by a record's own labels: it scores any task_name
+# as the name of a task, and takes a record's task_type and capability over those of a
+# family of the same name.
 SCORABLE = {
-    "no_family.jsonl",
     "unknown_task_name.jsonl",
     "capability_contradicts_family.jsonl",
     "task_type_contradicts_family.jsonl",

@@ -9,7 +9,7 @@ import pytest
 
 from ecomtrain.config import DataConfig
 from ecomtrain.data.demo import GENERATORS, demo_records
-from ecomtrain.data.records import Bad, CorpusError, assign_family, render_answer
+from ecomtrain.data.records import Bad, CorpusError, assign_family, problem, render_answer
 from ecomtrain.data.scan import parse_file
 from ecomtrain.data.sources import (
     iter_items,
@@ -51,7 +51,8 @@ def test_every_family_recognises_its_fixture_rows(name):
         validate(r, f"{FIXTURES}:{name}")
         unnamed = {k: v for k, v in r.items() if k != "task_name"}
         assert recognise(r["input_field"], r["task_type"], render_answer(r)) == [name]
-        assert assign_family(unnamed, str(FIXTURES), {}) == (name, "")
+        got = assign_family(unnamed, str(FIXTURES), {}, {})
+        assert got == (name, FAMILIES[name].capability, "")
 
 
 def test_taxonomy_size_and_dev_map():
@@ -70,8 +71,8 @@ def test_expand_capabilities_and_families():
     assert "query_ner" in concept and "review_rating" not in concept
     assert expand(["query_ner", "query_ner"]) == ["query_ner"]
     assert capabilities_of(["review_rating", "query_ner"]) == [CAPABILITIES[0], CAPABILITIES[2]]
-    with pytest.raises(KeyError, match="unknown task or capability 'nope'"):
-        expand(["nope"])
+    assert expand(["mine", "query_ner"]) == ["mine", "query_ner"]  # a task of the user's own
+    assert capabilities_of(["mine"]) == []  # its capability is the corpus scan's
 
 
 def test_assignment_order_name_then_file_then_recogniser(tmp_path):
@@ -81,14 +82,40 @@ def test_assignment_order_name_then_file_then_recogniser(tmp_path):
         "task_type": "multiple-choice",
         "metric": "accuracy",
     }
-    assert assign_family(r, "x.json", {}) == ("numeric_reasoning", "")
-    assert assign_family(r | {"task_name": "task9"}, "x.json", {})[0] == "commonsense_event"
-    assert assign_family(r, "/d/x.json", {"x.*": "review_rating"}) == ("review_rating", "")
-    family, reason = assign_family(r, "/d/x.json", {"*.json": "query_ner"})
+    knowledge, behavior = "shopping-knowledge-reasoning", "user-behavior-alignment"
+    assert assign_family(r, "x.json", {}, {}) == ("numeric_reasoning", knowledge, "")
+    assert assign_family(r | {"task_name": "task9"}, "x.json", {}, {})[0] == "commonsense_event"
+    got = assign_family(r, "/d/x.json", {"x.*": "review_rating"}, {})
+    assert got == ("review_rating", behavior, "")
+    family, _, reason = assign_family(r, "/d/x.json", {"*.json": "query_ner"}, {})
     assert not family and "maps '*.json' to query_ner" in reason
-    r["input_field"] = "Pick one.\n0. a\n1. b\nAnswer:"
-    family, reason = assign_family(r, "x.json", {})
-    assert not family and "no recogniser matches" in reason
+
+
+def test_records_of_no_built_in_family_make_tasks_of_their_own():
+    """A well-formed record is never rejected for want of a family: its own task_name, a
+    data.file_tasks name of the user's own, or its file's name; its capability from its
+    label, data.file_capabilities, else "unknown"."""
+    r = {
+        "input_field": "Pick one.\n0. a\n1. b\nAnswer:",
+        "output_field": 1,
+        "task_type": "multiple-choice",
+        "metric": "accuracy",
+    }
+    caps = {"*mine*": "user-behavior-alignment"}
+    assert assign_family(r, "/d/my-tasks.v2.json", {}, {}) == ("my-tasks", "unknown", "")
+    assert assign_family(r, "/d/mine.json", {}, caps) == ("mine", "user-behavior-alignment", "")
+    assert assign_family(r, "/d/x.json", {"x.json": "picks"}, {})[:2] == ("picks", "unknown")
+    named = r | {"task_name": "my_task", "capability": "multi-lingual-abilities"}
+    assert assign_family(named, "/d/mine.json", {}, caps) == (
+        "my_task",
+        "multi-lingual-abilities",
+        "",
+    )
+    tracked = r | {"task_name": "my_task", "track": "amazon-kdd-cup-24-user-behavior-alignment"}
+    assert assign_family(tracked, "/d/x.json", {}, {})[1] == "user-behavior-alignment"
+    assert assign_family(r, "/d/2024 data!.json", {}, {})[0] == "2024_data_"
+    assert assign_family(r, "/d/_x.json", {}, {})[0] == "file__x"
+    assert problem(r | {"task_name": "my task/1"})[0] == "task_name"
 
 
 def test_demo_corpus_covers_every_capability():
@@ -189,7 +216,7 @@ def test_refdata_files_read_validate_and_assign(refdata):
     assert len(families) >= 18 and sum(families.values()) == 22206
     for _, r in read_records(str(refdata / "kddcup24_development.json")):
         unnamed = {k: v for k, v in r.items() if k not in ("task_name", "track")}
-        assert assign_family(unnamed, "dev.json", {})[0] == DEV_TASKS[r["task_name"]]
+        assert assign_family(unnamed, "dev.json", {}, {})[0] == DEV_TASKS[r["task_name"]]
 
 
 def test_the_numeric_fallback_needs_a_sum_not_a_relation():

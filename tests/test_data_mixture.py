@@ -12,10 +12,11 @@ import ray
 from ecomtrain.config import Config, DataConfig, ModelConfig
 from ecomtrain.data.demo import demo_records
 from ecomtrain.data.mixture import copies, multiplicities, positions, stats, targets
-from ecomtrain.data.pipeline import mixture_stats, task_split, train_dataset
+from ecomtrain.data.pipeline import check_names, mixture_stats, task_split, train_dataset
 from ecomtrain.data.records import CorpusError
-from ecomtrain.data.scan import is_eval
+from ecomtrain.data.scan import is_eval, scan_corpus
 from ecomtrain.data.shard import Share, StreamStats, epoch_order, read_share, stream
+from ecomtrain.data.sources import resolve_corpus
 from ecomtrain.tiny_model import resolve_model
 
 COUNTS = {"query_ner": 900, "review_rating": 100, "title_translation": 0}
@@ -198,3 +199,36 @@ def test_pipeline_rejects_and_decontaminates(ray_local, tmp_path):
     not_held = sum(not is_eval(r["input_field"], cfg.data.eval_fraction) for r in records[:5])
     assert stats["decontaminated/exact"] == not_held > 0  # held-out ones never train anyway
     assert sum(len(share_of(s).source) for s in shares) == stats["records"]
+
+
+def test_tasks_of_the_users_own_train_and_weigh_by_their_capability(ray_local, tmp_path):
+    """Records of no built-in family are kept: a task_name of the user's own, or the file's
+    name; their capability from data.file_capabilities weighs them in the mixture; the
+    pipeline trains on them when data.tasks names them."""
+    own = [
+        {
+            "input_field": f"Is item {i} a shoe?\n0. no\n1. yes\nAnswer:",
+            "output_field": i % 2,
+            "task_type": "multiple-choice",
+            "metric": "accuracy",
+            "task_name": "shoe_check",
+        }
+        for i in range(40)
+    ]
+    cfg = small_cfg(tmp_path, demo_records(per_task=12) + own)
+    cfg.data.file_capabilities = {"corpus.jsonl": "user-behavior-alignment"}
+    scan = scan_corpus(resolve_corpus(cfg.data.corpus), cfg.data, use_ray=False)
+    assert scan["bad"] == 0 and list(scan["tasks"])[-1] == "shoe_check"
+    assert scan["capabilities"]["shoe_check"] == "user-behavior-alignment"
+    assert scan["tasks"]["shoe_check"]["train"] + scan["tasks"]["shoe_check"]["eval"] == 40
+    cfg.data.tasks = ["shoe_check", "query_ner"]
+    check_names(cfg, "config")  # the corpus holds it
+    mix = mixture_stats(cfg, cfg.data.tasks)
+    assert mix["n_tasks"] == 2 and mix["n_capabilities"] == 2
+    assert 0 < mix["capability_share/user-behavior-alignment"] < 1
+    cfg.data.capability_weights = {"user-behavior-alignment": 0.0}
+    assert mixture_stats(cfg, cfg.data.tasks)["capability_share/user-behavior-alignment"] == 0
+    cfg.data.capability_weights = {}
+    shares, _, mult = train_dataset(cfg, resolve_model(ModelConfig()), cfg.data.tasks, world=2)
+    trained = Counter(t for s in shares for t in share_of(s).family)
+    assert set(trained) == {"shoe_check", "query_ner"} and mult["shoe_check"] > 0

@@ -72,7 +72,7 @@ BAD = [
     (js(GEN | {"output_field": ""}), "output_field", "must be a non-empty string"),
     (js(GEN | {"input_field": "x" * 101}), "input_field", "101 characters, over the limit of 100"),
     (json.dumps(GEN | {"input_field": "bad \udcff escape"}), "input_field", "lone surrogate"),
-    (js(GEN | {"task_name": "shoe_sizes"}), "task_name", "unknown task family 'shoe_sizes'"),
+    (js(GEN | {"task_name": "shoe sizes"}), "task_name", "'shoe sizes' is no built-in family"),
     (js(GEN | {"task_name": "query_ner"}), "task_type", "family query_ner is named_entity"),
     (js(GEN | {"capability": "cooking"}), "capability", "unknown capability 'cooking'"),
     (js(GEN | {"track": "amazon-kdd-cup-24-multi-lingual-abilities"}), "track", "belongs to"),
@@ -80,7 +80,7 @@ BAD = [
     (
         js({k: v for k, v in GEN.items() if k != "task_name"} | {"input_field": "Say hi."}),
         "task_name",
-        "no recogniser matches",
+        "maps 'bad.*' to review_rating (multiple-choice)",
     ),
 ]
 
@@ -103,7 +103,8 @@ def report(tmp_path_factory):
 
 
 def run(capsys, *args) -> tuple[int, list[str]]:
-    code = main(["validate", "--max-chars", "100", *map(str, args)])
+    flags = ["--max-chars", "100", "--file-task", "bad.*=review_rating"]
+    code = main(["validate", *flags, *map(str, args)])
     return code, capsys.readouterr().out.splitlines()
 
 

@@ -380,8 +380,8 @@ def test_records_without_track_or_task_name(tmp_path):
     # the family is recognised from the prompt; its capability is the track
     assert result["tasks"]["review_rating"]["track"] == "user-behavior-alignment"
     assert result["tasks"]["review_rating"]["n"] == 2
-    # no family recognised: the metric names the task, the track is unknown
-    assert result["tasks"]["accuracy"] == {
+    # no family recognised: a task of its own named after its file, its track unknown
+    assert result["tasks"]["d"] == {
         "metric": "accuracy",
         "score": 1.0,
         "n": 1,

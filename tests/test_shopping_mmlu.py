@@ -191,7 +191,7 @@ def test_a_folder_is_an_extra_eval_set_scored_by_its_own_labels(tmp_path):
         "query_product_ranking": BEHAVIOR,
         "session_next_product": BEHAVIOR,
     }
-    assert {r["task_family"] for r in rows} == {""}  # no built-in family claims them
+    assert all(r["task_family"] == r["task_name"] for r in rows)  # tasks of their own
     assert rows[0]["source"].endswith("skill1_concept.json:1")
     dev = tmp_path / "dev.jsonl"
     record = {

@@ -1,11 +1,13 @@
 """The search space, without running Ray."""
 
+import json
 import pickle
 from pathlib import Path
 
 import pytest
 
 from ecomtrain.config import ConfigError, load_config
+from ecomtrain.data.pipeline import check_names
 from tuning.space import optuna_search, param_space, subsets, trial_config
 
 
@@ -28,8 +30,16 @@ def test_capability_names_expand_in_subsets():
 
 
 def test_unknown_task_in_subset_is_rejected_naming_key_and_file():
-    with pytest.raises(ConfigError, match=r"demo.yaml: sweep.subsets.bad\[0\]: .*'no_such_task'"):
-        load_config(None, ["sweep.subsets={bad: [no_such_task]}"])
+    """A name that is no built-in family may be a task of the user's own: the corpus must
+    hold it (checked before any cluster starts); a malformed one fails at once."""
+    from ecomtrain.sweep import main
+
+    with pytest.raises(ConfigError, match=r"demo.yaml: sweep.subsets.bad\[0\]: 'no task'"):
+        load_config(None, ["sweep.subsets={bad: [no task]}"])
+    cfg = load_config(None, ["sweep.subsets={bad: [no_such_task]}"])
+    with pytest.raises(ConfigError, match=r"config: sweep.subsets.bad\[0\]: unknown task"):
+        check_names(cfg, "config")
+    assert main(["--dry-run", "sweep.subsets={bad: [no_such_task]}"]) == 2
 
 
 def test_trial_config_sets_tasks_rank_alpha():
@@ -191,3 +201,22 @@ def test_the_paper_ladder_resolves_its_space_on_real_data(refdata, capsys):
     assert "over 4 capabilities" in trials[-1] and "over 1 capabilities" in trials[0]
     for line in trials:  # every step trains on records of what it adds
         assert int(line.rsplit("|", 1)[1].split()[0]) > 0
+
+
+def test_a_subset_can_name_a_task_of_the_users_own(tmp_path, capsys):
+    from ecomtrain.sweep import main
+
+    own = tmp_path / "mine.jsonl"
+    record = {
+        "input_field": "Is it a shoe?\n0. no\n1. yes\nAnswer:",
+        "task_type": "multiple-choice",
+        "metric": "accuracy",
+        "task_name": "shoe_check",
+        "capability": "user-behavior-alignment",
+    }
+    own.write_text("".join(json.dumps(record | {"output_field": i % 2}) + "\n" for i in range(30)))
+    args = [f"data.corpus=[demo, {own}]", "sweep.subsets={mine: [shoe_check, query_ner]}"]
+    assert main(["--dry-run", "sweep.ranks=[4]", *args]) == 0
+    (trial,) = capsys.readouterr().out.splitlines()[1:]
+    assert "mine  rank 4" in trial and ": shoe_check, query_ner |" in trial
+    assert int(trial.rsplit("|", 1)[1].split()[0]) > 30  # both tasks' training records

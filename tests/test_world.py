@@ -27,7 +27,7 @@ def test_twelve_families_over_four_capabilities_all_valid(records):
     assert len(GENERATORS) >= 12
     assert {FAMILIES[f].capability for f in GENERATORS} == set(CAPABILITIES)
     assert all(problem(r) is None for r in records)
-    assert all(assign_family(r, "world.jsonl", {})[0] == r["task_name"] for r in records)
+    assert all(assign_family(r, "world.jsonl", {}, {})[0] == r["task_name"] for r in records)
     per_family = Counter(r["task_name"] for r in records)
     assert set(per_family.values()) == {len(catalogue().products)}
 

@@ -19,8 +19,13 @@ from ecomtrain.tasks import CAPABILITIES, FAMILIES, capabilities_of, expand
 
 
 def universe(cfg: Config) -> list[str]:
-    """The full task set subsets are drawn from: data.tasks, else every family."""
-    return expand(cfg.data.tasks) if cfg.data.tasks else list(FAMILIES)
+    """The full task set subsets are drawn from: data.tasks, else every built-in family and
+    the tasks of the user's own that a subset names."""
+    if cfg.data.tasks:
+        return expand(cfg.data.tasks)
+    named = [n for names in cfg.sweep.subsets.values() for n in names]
+    own = [n for n in named if n not in FAMILIES and n not in CAPABILITIES]
+    return list(FAMILIES) + list(dict.fromkeys(own))
 
 
 def ladder(order: list[str]) -> dict[str, list[str]]:
@@ -40,7 +45,9 @@ def leave_one_out(capabilities: list[str], full: list[str]) -> dict[str, list[st
 def random_subsets(sweep: SweepConfig, full: list[str]) -> dict[str, list[str]]:
     """`sweep.random_subsets` distinct subsets, each with >= min families per capability."""
     rng = random.Random(sweep.seed)
-    by_cap = {c: [f for f in full if FAMILIES[f].capability == c] for c in CAPABILITIES}
+    by_cap = {
+        c: [f for f in full if f in FAMILIES and FAMILIES[f].capability == c] for c in CAPABILITIES
+    }
     by_cap = {c: fs for c, fs in by_cap.items() if fs}
     need = sweep.random_min_per_capability
     out: dict[str, list[str]] = {}

@@ -17,23 +17,29 @@ import sys
 from collections import Counter
 
 from ecomtrain import console
-from ecomtrain.config import PROMPT_FORMATS, DataConfig, ModelConfig
+from ecomtrain.config import PROMPT_FORMATS, ConfigError, DataConfig, ModelConfig, checked_config
 from ecomtrain.data.mixture import stats as mixture_stats
 from ecomtrain.data.packing import Prompt, encode, pack, tokenizer_at, truncate
+from ecomtrain.data.pipeline import unknown_capability
 from ecomtrain.data.records import Bad, CorpusError
 from ecomtrain.data.scan import parse_file
-from ecomtrain.tasks import FAMILIES
 from ecomtrain.tiny_model import resolve_model
 
 
 def _data_config(args) -> DataConfig:
-    file_tasks = {}
-    for item in args.file_task:
-        pattern, sep, family = item.partition("=")
-        if not sep or family not in FAMILIES:
-            raise CorpusError(f"--file-task {item!r}: expected GLOB=FAMILY with a known family")
-        file_tasks[pattern] = family
-    return DataConfig(max_chars=args.max_chars, file_tasks=file_tasks)
+    raw = {"max_chars": args.max_chars, "file_tasks": {}, "file_capabilities": {}}
+    flags = [("--file-task", "file_task", "file_tasks")]
+    flags += [("--file-capability", "file_capability", "file_capabilities")]
+    for flag, dest, key in flags:
+        for item in getattr(args, dest):
+            pattern, sep, value = item.partition("=")
+            if not sep:
+                raise CorpusError(f"{flag} {item!r}: expected GLOB=NAME")
+            raw[key][pattern] = value
+    try:
+        return checked_config({"data": raw}, "command line").data
+    except ConfigError as e:
+        raise CorpusError(str(e)) from None
 
 
 def validate(args) -> int:
@@ -42,7 +48,7 @@ def validate(args) -> int:
     there is a bad record."""
     cfg, total, bad, summaries = _data_config(args), 0, 0, []
     for path in args.paths:
-        families, capabilities, reasons = Counter(), Counter(), {}
+        families, capabilities, reasons, capability = Counter(), Counter(), {}, {}
         for entry in console.bar(parse_file(path, None, cfg, None), desc=path, unit=" records"):
             total += 1
             if isinstance(entry, Bad):
@@ -53,15 +59,18 @@ def validate(args) -> int:
             else:
                 families[entry["task_family"]] += 1
                 capabilities[entry["capability"]] += 1
-        summaries.append(file_summary(path, families, capabilities, reasons))
+                capability.setdefault(entry["task_family"], entry["capability"])
+        summaries.append(file_summary(path, families, capabilities, reasons, capability))
     for lines in summaries:
         print("\n".join(lines), file=sys.stderr)
     print(f"{total} records, {bad} bad, in {len(args.paths)} files", file=sys.stderr)
     return 1 if bad else 0
 
 
-def file_summary(path: str, families: Counter, capabilities: Counter, reasons: dict) -> list:
-    """A file's lines of the validation summary."""
+def file_summary(
+    path: str, families: Counter, capabilities: Counter, reasons: dict, capability: dict
+) -> list:
+    """A file's lines of the validation summary (`capability`: each family's)."""
     bad = sum(n for n, _ in reasons.values())
     out = [f"{path}: {sum(families.values()) + bad} records, {bad} bad"]
     if families:
@@ -70,6 +79,8 @@ def file_summary(path: str, families: Counter, capabilities: Counter, reasons: d
         out.append(f"  capabilities: {caps}")
     for field, (n, first) in sorted(reasons.items(), key=lambda kv: -kv[1][0]):
         out.append(f"  bad {field}: {n} (first, line {first.line}: {first.reason})")
+    if hint := unknown_capability(path, capability):
+        out.append(f"  {hint}")
     return out
 
 
@@ -99,7 +110,9 @@ def stats(args) -> int:
         "bad": bad,
         "tasks": dict(tasks.most_common()),
         "capabilities": dict(capabilities.most_common()),
-        "mixture": mixture_stats(dict(tasks), cfg),
+        "mixture": mixture_stats(
+            dict(tasks), cfg, {r["task_family"]: r["capability"] for r in rows}
+        ),
     } | packed
     print(json.dumps(out, indent=1, ensure_ascii=False))
     return 0
@@ -146,6 +159,13 @@ def main(argv: list[str] | None = None) -> int:
             default=[],
             metavar="GLOB=FAMILY",
             help="family of the records without task_name in matching files (data.file_tasks)",
+        )
+        p.add_argument(
+            "--file-capability",
+            action="append",
+            default=[],
+            metavar="GLOB=CAPABILITY",
+            help="capability of tasks of your own in matching files (data.file_capabilities)",
         )
         console.add_arguments(p)
     s = sub.choices["stats"]

@@ -4,6 +4,9 @@
     p(t)      ∝ capability_weight * task_weight * size(t) ** (1 / data.temperature)
     target(t) = p(t) * sum(size)                       records of t per epoch
 
+A task's capability comes from the corpus scan (`capability`: task -> capability), so a
+task of the user's own weighs by the capability its records declare (or "unknown").
+
 Each record is then kept floor(m) or floor(m) + 1 times in an epoch, m = target(t) / n_t.
 The extra copy is decided by a rotation: the records of a task get fixed positions u in
 [0, 1), evenly spaced in an order set by a hash of the seed and their locations; each epoch
@@ -24,18 +27,20 @@ import math
 import numpy as np
 
 from ecomtrain.config import DataConfig
-from ecomtrain.tasks import CAPABILITIES, FAMILIES, capabilities_of
+from ecomtrain.tasks import CAPABILITIES, FAMILIES, UNKNOWN
 
 
-def check_weights(cfg: DataConfig) -> None:
-    """Reject unknown names and impossible values in the mixture settings."""
+def check_weights(cfg: DataConfig, capability: dict[str, str] | None = None) -> None:
+    """Reject unknown names and impossible values in the mixture settings (`capability`:
+    the corpus' tasks of the user's own and their capabilities)."""
+    capability = capability or {}
     for name, w in cfg.capability_weights.items():
         if name not in CAPABILITIES:
             raise ValueError(f"data.capability_weights: unknown capability {name!r}")
         if w < 0:
             raise ValueError(f"data.capability_weights.{name}: weight {w} is negative")
     for name, w in cfg.task_weights.items():
-        if name not in FAMILIES:
+        if name not in FAMILIES and name not in capability:
             raise ValueError(f"data.task_weights: unknown task family {name!r}")
         if w < 0:
             raise ValueError(f"data.task_weights.{name}: weight {w} is negative")
@@ -45,12 +50,16 @@ def check_weights(cfg: DataConfig) -> None:
         raise ValueError(f"data.max_per_task: must be >= 0, got {cfg.max_per_task}")
 
 
-def targets(counts: dict[str, int], cfg: DataConfig) -> dict[str, float]:
-    """Records of each task per epoch (expected), from its training-record count."""
-    check_weights(cfg)
+def targets(
+    counts: dict[str, int], cfg: DataConfig, capability: dict[str, str] | None = None
+) -> dict[str, float]:
+    """Records of each task per epoch (expected), from its training-record count
+    (`capability`: as in `check_weights`; built-in families need no entry)."""
+    capability = capability or {}
+    check_weights(cfg, capability)
     sizes = {t: min(n, cfg.max_per_task) if cfg.max_per_task else n for t, n in counts.items()}
     weight = {
-        t: cfg.capability_weights.get(FAMILIES[t].capability, 1.0)
+        t: cfg.capability_weights.get(capability_of(t, capability), 1.0)
         * cfg.task_weights.get(t, 1.0)
         * (s ** (1.0 / cfg.temperature) if s else 0.0)
         for t, s in sizes.items()
@@ -62,9 +71,19 @@ def targets(counts: dict[str, int], cfg: DataConfig) -> dict[str, float]:
     return {t: epoch * w / total for t, w in weight.items()}
 
 
-def multiplicities(counts: dict[str, int], cfg: DataConfig) -> dict[str, float]:
+def capability_of(task: str, capability: dict[str, str]) -> str:
+    """A task's capability: the corpus' record of it, else the built-in family's."""
+    if task in capability:
+        return capability[task]
+    return FAMILIES[task].capability if task in FAMILIES else UNKNOWN
+
+
+def multiplicities(
+    counts: dict[str, int], cfg: DataConfig, capability: dict[str, str] | None = None
+) -> dict[str, float]:
     """Expected copies of each training record of a task per epoch."""
-    return {t: target / counts[t] for t, target in targets(counts, cfg).items() if counts[t]}
+    planned = targets(counts, cfg, capability)
+    return {t: target / counts[t] for t, target in planned.items() if counts[t]}
 
 
 def positions(sources: list[str], seed: int) -> np.ndarray:
@@ -81,15 +100,19 @@ def copies(position: float, multiplicity: float, epoch: int) -> int:
     return int(whole) + ((position + epoch * frac) % 1.0 < frac)
 
 
-def stats(counts: dict[str, int], cfg: DataConfig) -> dict:
+def stats(
+    counts: dict[str, int], cfg: DataConfig, capability: dict[str, str] | None = None
+) -> dict:
     """Diversity of a mixture (flat, JSON-able): tasks and capabilities covered, the entropy
     of its task distribution (nats; and normalised to [0, 1] by log of the task count),
     and the expected records per task per epoch."""
-    planned = {t: v for t, v in targets(counts, cfg).items() if v > 0}
+    capability = capability or {}
+    planned = {t: v for t, v in targets(counts, cfg, capability).items() if v > 0}
     total = sum(planned.values())
     probs = [v / total for v in planned.values()]
     entropy = -sum(p * math.log(p) for p in probs if p > 0)
-    caps = capabilities_of(list(planned))
+    covered = {capability_of(t, capability) for t in planned}
+    caps = [c for c in CAPABILITIES if c in covered]
     out = {
         "n_tasks": len(planned),
         "n_capabilities": len(caps),
@@ -99,7 +122,7 @@ def stats(counts: dict[str, int], cfg: DataConfig) -> dict:
         "records": round(total),
     }
     for cap in CAPABILITIES:
-        share = sum(v for t, v in planned.items() if FAMILIES[t].capability == cap) / total
+        share = sum(v for t, v in planned.items() if capability_of(t, capability) == cap) / total
         out[f"capability_share/{cap}"] = share
     out |= {f"records/{t}": round(v) for t, v in planned.items()}
     return out

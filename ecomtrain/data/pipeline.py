@@ -19,14 +19,14 @@ from pathlib import Path
 
 import ray
 
-from ecomtrain.config import Config, DataConfig
+from ecomtrain.config import Config, ConfigError, DataConfig, named_tasks
 from ecomtrain.data.mixture import multiplicities, stats
 from ecomtrain.data.overlap import Decontaminator
 from ecomtrain.data.packing import Prompt, tokenize_records
 from ecomtrain.data.records import Bad, CorpusError
 from ecomtrain.data.scan import eval_index, parse_file, scan_corpus
 from ecomtrain.data.sources import resolve_corpus
-from ecomtrain.tasks import expand
+from ecomtrain.tasks import CAPABILITIES, FAMILIES, UNKNOWN, expand
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +74,42 @@ def train_counts(scan: dict, tasks: list[str]) -> dict[str, int]:
     return {t: scan["tasks"].get(t, {}).get("train", 0) for t in names}
 
 
+def corpus_tasks(cfg: Config) -> list[str]:
+    """Every task of the corpus: built-in families, then tasks of the user's own."""
+    return list(scan_corpus(resolve_corpus(cfg.data.corpus), cfg.data)["tasks"])
+
+
+def check_names(cfg: Config, source: str) -> None:
+    """Every name in the config that is no built-in family or capability is a task of the
+    user's own that the corpus holds. Scans the corpus (without Ray, cached) only when the
+    config names such a task."""
+    own = [(w, n) for w, n in named_tasks(cfg) if n not in FAMILIES and n not in CAPABILITIES]
+    if not own:
+        return
+    scan = scan_corpus(resolve_corpus(cfg.data.corpus), cfg.data, use_ray=False)
+    for where, name in own:
+        if name not in scan["tasks"]:
+            mine = [t for t in scan["tasks"] if t not in FAMILIES]
+            raise ConfigError(
+                f"{source}: {where}: unknown task {name!r}: no built-in family or capability "
+                f"has that name, nor does any task of the corpus (capabilities: "
+                f"{', '.join(CAPABILITIES)}; families: ecomtrain/tasks.py; the corpus' own "
+                f"tasks: {', '.join(mine[:10]) or 'none'})"
+            )
+
+
+def unknown_capability(path: str, capabilities: dict[str, str]) -> str:
+    """What to set when a file's tasks of the user's own name no capability ("" if none)."""
+    tasks = [t for t, c in capabilities.items() if c == UNKNOWN]
+    if not tasks:
+        return ""
+    return (
+        f"{path}: capability unknown for {', '.join(tasks)}: set data.file_capabilities "
+        f"({Path(path).name!r}: <capability>) or a capability field in the records; "
+        f"capabilities: {', '.join(CAPABILITIES)}"
+    )
+
+
 def check_scan(scan: dict, cfg: DataConfig) -> str:
     """Stop the run when bad records exceed `max_bad_fraction`; else write them to the
     rejects file. Returns the one-line summary the run logs."""
@@ -96,6 +132,9 @@ def check_scan(scan: dict, cfg: DataConfig) -> str:
     exact = sum(t["exact"] for t in scan["tasks"].values())
     ngram = sum(t["ngram"] for t in scan["tasks"].values())
     where = f" (written to {Path(cfg.rejects).resolve()})" if rejects else ""
+    for f in scan["files"]:
+        if hint := unknown_capability(f["path"], f["capabilities"]):
+            log.warning("data: %s", hint)
     return (
         f"data: {scan['records']} records in {len(scan['files'])} files; bad {bad}{where}; "
         f"held out {held}; dropped as overlapping eval files: exact {exact}, ngram {ngram}"
@@ -107,7 +146,7 @@ def mixture_stats(cfg: Config, tasks: list[str]) -> dict:
     the corpus' bad and decontaminated record counts."""
     scan = scan_corpus(resolve_corpus(cfg.data.corpus), cfg.data, use_ray=ray.is_initialized())
     counts = train_counts(scan, tasks)
-    out = stats(counts, cfg.data)
+    out = stats(counts, cfg.data, scan["capabilities"])
     out["bad_records"] = scan["bad"]
     for kind in ("exact", "ngram"):
         out[f"decontaminated/{kind}"] = sum(scan["tasks"].get(t, {}).get(kind, 0) for t in counts)
@@ -124,7 +163,7 @@ def train_dataset(cfg: Config, model_path: str, tasks: list[str], world: int) ->
     missing = [t for t, n in counts.items() if n == 0]
     if missing and tasks:
         log.warning("data: no training records for %s", ", ".join(missing))
-    mult = multiplicities(counts, cfg.data)
+    mult = multiplicities(counts, cfg.data, scan["capabilities"])
     train, held_out = task_split(cfg, tasks, index)
     tokens = (
         train.map_batches(

@@ -18,11 +18,13 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from ecomtrain.config import TASK_NAME
 from ecomtrain.tasks import (
     CAPABILITIES,
     FAMILIES,
     METRICS_BY_TYPE,
     TRACK_PREFIX,
+    UNKNOWN,
     family_named,
     recognise,
 )
@@ -150,17 +152,22 @@ def _check_kind(record: dict) -> Problem | None:
 
 
 def check_labels(record: dict, any_task: bool = False) -> Problem | None:
-    """task_name, capability and track, when present, must be known and agree (with
-    `any_task`, task_name names the record's own task, whatever the built-in families)."""
+    """task_name, capability and track, when present, must be well formed and agree: a
+    built-in family's task_type and capability are its records' (with `any_task`, an
+    evaluation file's own labels decide, whatever the built-in families). A task_name that
+    is no built-in family names a task of the user's own."""
     name = record.get("task_name")
     family = None
-    if any_task:  # the record's own labels decide; a built-in family of that name does not
-        if name is not None and not (isinstance(name, str) and name.strip()):
-            return "task_name", f"must be a non-empty string, got {name!r}"
-    elif name is not None:
-        family = family_named(name) if isinstance(name, str) else None
-        if family is None and not (isinstance(name, str) and _DEV_ID.fullmatch(name)):
-            return "task_name", f"unknown task family {name!r}"
+    if name is not None and not (isinstance(name, str) and name.strip()):
+        return "task_name", f"must be a non-empty string, got {name!r}"
+    if name is not None and not any_task:
+        family = family_named(name)
+        if family is None and not TASK_NAME.fullmatch(name):
+            return (
+                "task_name",
+                f"{name!r} is no built-in family, and a task of its own needs a name of "
+                "letters, digits and _ . + = - only",
+            )
     if family and family.task_type != record["task_type"]:
         return (
             "task_type",
@@ -254,24 +261,60 @@ def validate(
 # --- families and answers ----------------------------------------------------------------------
 
 
-def assign_family(record: dict, path: str, file_tasks: dict[str, str]) -> tuple[str, str]:
-    """(family, "") for a valid record, or ("", reason): by its task_name, then by the
-    `data.file_tasks` entry matching its file, then by the families' recognisers."""
-    family = family_named(record.get("task_name") or "")
+def assign_family(
+    record: dict, path: str, file_tasks: dict[str, str], file_capabilities: dict[str, str]
+) -> tuple[str, str, str]:
+    """(family, capability, "") for a valid record, or ("", "", reason).
+
+    The family: the built-in one its task_name names; else a task of the user's own of that
+    name; else the `data.file_tasks` entry matching its file (a built-in family, or a name
+    of the user's own); else the built-in family a recogniser finds; else a task of its own
+    named after its file. A well-formed record is never rejected for want of a family.
+    The capability of a task of the user's own: the record's capability or track, else the
+    `data.file_capabilities` entry matching its file, else "unknown"."""
+    name = record.get("task_name") or ""
+    family = family_named(name)
     if family:
-        return family.name, ""
-    for pattern, name in file_tasks.items():
-        if fnmatch.fnmatch(path, pattern) or fnmatch.fnmatch(Path(path).name, pattern):
-            if FAMILIES[name].task_type != record["task_type"]:
+        return family.name, family.capability, ""
+    if name and not _DEV_ID.fullmatch(name):
+        return name, own_capability(record, path, file_capabilities), ""
+    for pattern, mapped in file_tasks.items():
+        if _matches(path, pattern):
+            family = FAMILIES.get(mapped)
+            if family is None:
+                return mapped, own_capability(record, path, file_capabilities), ""
+            if family.task_type != record["task_type"]:
                 return (
                     "",
-                    f"data.file_tasks maps {pattern!r} to {name} ({FAMILIES[name].task_type})",
+                    "",
+                    f"data.file_tasks maps {pattern!r} to {mapped} ({family.task_type})",
                 )
-            return name, ""
+            return mapped, family.capability, ""
     hits = recognise(record["input_field"], record["task_type"], render_answer(record))
     if hits:
-        return hits[0], ""
-    return "", "no task family: no task_name, no data.file_tasks entry, no recogniser matches"
+        return hits[0], FAMILIES[hits[0]].capability, ""
+    return file_task(path), own_capability(record, path, file_capabilities), ""
+
+
+def file_task(path: str) -> str:
+    """The task of the user's own that a file's unclaimed records make: the file's name."""
+    stem = re.sub(r"[^A-Za-z0-9_.+=-]", "_", Path(path).name.split(".")[0])
+    return stem if stem[:1].isalnum() else f"file_{stem}"
+
+
+def own_capability(record: dict, path: str, file_capabilities: dict[str, str]) -> str:
+    """The capability of a record of a task of the user's own (see `assign_family`)."""
+    for key, prefix in (("track", TRACK_PREFIX), ("capability", "")):
+        if record.get(key):
+            return str(record[key]).removeprefix(prefix)
+    for pattern, capability in file_capabilities.items():
+        if _matches(path, pattern):
+            return capability
+    return UNKNOWN
+
+
+def _matches(path: str, pattern: str) -> bool:
+    return fnmatch.fnmatch(path, pattern) or fnmatch.fnmatch(Path(path).name, pattern)
 
 
 def render_answer(record: dict) -> str:

@@ -25,14 +25,15 @@ from ecomtrain.data.records import (
     CorpusError,
     assign_family,
     check_labels,
+    own_capability,
     problem,
     render_answer,
 )
 from ecomtrain.data.sources import iter_items
 from ecomtrain.files import atomic_write, cache_dir
-from ecomtrain.tasks import FAMILIES, family_named, track_of
+from ecomtrain.tasks import FAMILIES
 
-SCAN_VERSION = 1  # bump when parse_file's result changes for the same input
+SCAN_VERSION = 2  # bump when parse_file's result changes for the same input
 MAX_INLINE_REJECTS = 100_000  # per file; beyond it the run stops whatever max_bad_fraction
 MAX_REJECT_CHARS = 10_000  # longer rejected records are stored as a truncated JSON string
 
@@ -78,9 +79,11 @@ def parse_file(
     """
     for item in iter_items(path, data):
         bad = item.error or problem(item.record, cfg.max_chars)
-        family = ""
+        family = capability = ""
         if not bad:
-            family, reason = assign_family(item.record, path, cfg.file_tasks)
+            family, capability, reason = assign_family(
+                item.record, path, cfg.file_tasks, cfg.file_capabilities
+            )
             bad = ("task_name", reason) if reason else None
         if not bad:  # an explicit capability or track must agree with the assigned family
             bad = check_labels(item.record | {"task_name": family})
@@ -94,23 +97,23 @@ def parse_file(
         if split == "train":
             hit = index.check(text, answer) if index else None
             split = hit[0] if hit else split
-        capability = FAMILIES[family].capability
         yield _row(item.record, family, capability, _where(path, item), split)
 
 
 def eval_rows(path: str, cfg: DataConfig) -> list[dict]:
     """Rows of an eval-only file or Shopping MMLU folder (`eval.extra_files`), scored by each
-    record's own labels: a task_name that is no built-in family names its own task, a track
-    or capability is the record's track. The first bad record stops with `file:line`."""
+    record's own labels (a track or capability is the record's track, whatever a built-in
+    family of its name says). The first bad record stops with `file:line`."""
     rows = []
     for file in eval_files(path, "eval.extra_files"):
         for item in iter_items(file):
             bad = item.error or problem(item.record, cfg.max_chars, any_task=True)
             if bad:
                 raise CorpusError(str(Bad(file, item.line, item.index, *bad)))
-            record, name = item.record, item.record.get("task_name")
-            family = "" if name and not family_named(name) else assign_family(record, file, {})[0]
-            capability = track_of(record | {"task_name": family or name or ""})
+            record = item.record
+            family, capability, _ = assign_family(record, file, {}, {})
+            if record.get("track") or record.get("capability"):  # its own label decides
+                capability = own_capability(record, file, {})
             rows.append(_row(record, family, capability, _where(file, item), "eval"))
     return rows
 
@@ -140,9 +143,11 @@ def _keep(record):
 
 
 def summarise(path: str, data: bytes | None, cfg: DataConfig, index: Decontaminator | None) -> dict:
-    """Counts of one file: records, bad records (kept for the rejects file), and per task
-    the train, eval and excluded (exact / ngram) records."""
+    """Counts of one file: records, bad records (kept for the rejects file), per task the
+    train, eval and excluded (exact / ngram) records, and each task's capability (the first
+    record's, for a task of the user's own)."""
     out = {"path": path, "records": 0, "bad": 0, "fatal": False, "rejects": [], "tasks": {}}
+    out["capabilities"] = {}
     for entry in parse_file(path, data, cfg, index):
         out["records"] += 1
         if isinstance(entry, Bad):
@@ -155,6 +160,7 @@ def summarise(path: str, data: bytes | None, cfg: DataConfig, index: Decontamina
             entry["task_family"], {"train": 0, "eval": 0, "exact": 0, "ngram": 0}
         )
         counts[entry["split"]] += 1
+        out["capabilities"].setdefault(entry["task_family"], entry["capability"])
     return out
 
 
@@ -162,16 +168,21 @@ def merge(files: list[dict]) -> dict:
     """Corpus-level counts from per-file summaries (files in path order)."""
     files = sorted(files, key=lambda f: f["path"])
     tasks: dict[str, dict] = {}
+    capabilities: dict[str, str] = {}
     for f in files:
         for name, counts in f["tasks"].items():
             total = tasks.setdefault(name, dict.fromkeys(counts, 0))
             for k, v in counts.items():
                 total[k] += v
+        for name, capability in f["capabilities"].items():
+            capabilities.setdefault(name, capability)
+    order = [k for k in FAMILIES if k in tasks] + sorted(k for k in tasks if k not in FAMILIES)
     return {
         "records": sum(f["records"] for f in files),
         "bad": sum(f["bad"] for f in files),
         "fatal": any(f["fatal"] or f["bad"] > len(f["rejects"]) for f in files),
-        "tasks": {k: tasks[k] for k in FAMILIES if k in tasks},
+        "tasks": {k: tasks[k] for k in order},
+        "capabilities": {k: capabilities[k] for k in order},
         "files": files,
     }
 
@@ -188,7 +199,8 @@ def scan_key(paths: list[str], cfg: DataConfig) -> str:
     families = [
         (f.name, f.pattern.pattern, str(f.answer_pattern), f.fallback) for f in FAMILIES.values()
     ]
-    settings = (cfg.max_chars, cfg.file_tasks, cfg.eval_fraction, cfg.ngram, families, SCAN_VERSION)
+    settings = (cfg.max_chars, cfg.file_tasks, cfg.file_capabilities, cfg.eval_fraction)
+    settings += (cfg.ngram, families, SCAN_VERSION)
     blob = json.dumps([stat, extra, settings], sort_keys=True, default=str)
     return hashlib.sha1(blob.encode()).hexdigest()[:16]
 

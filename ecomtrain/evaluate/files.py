@@ -55,12 +55,11 @@ def load_data(path: str, need_truth: bool = True) -> tuple[list[dict], list[str]
 
 
 def _labelled(record: dict, path: str) -> dict:
-    """A record without task_name gets its family's name (the metric's when none is
-    recognised); a record without track gets its capability's."""
+    """A record without task_name gets its family's name (as in training: a recognised
+    built-in family, else its file's name); a record without track gets its capability's."""
     name = record.get("task_name")
-    if not name and "output_field" in record:
-        name = assign_family(record, path, {})[0]
-    name = name or record.get("metric") or record["task_type"]
+    if not name:  # a file to generate for may hold no answers
+        name = assign_family(record, path, {}, {})[0] if "output_field" in record else "unnamed"
     return record | {"task_name": name, "track": track_of(record | {"task_name": name})}
 
 

@@ -10,8 +10,9 @@ from pathlib import Path
 from ecomtrain import console, tracking
 from ecomtrain.config import ConfigError, load_config, to_dict
 from ecomtrain.connect import connect
+from ecomtrain.data.pipeline import check_names, corpus_tasks
+from ecomtrain.data.records import CorpusError
 from ecomtrain.data.sources import check_files
-from ecomtrain.tasks import CAPABILITIES
 from ecomtrain.train.driver import ReportProgress, fit, trial_meta
 from ecomtrain.train.loop import STATE_FILE
 
@@ -54,11 +55,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_config(args.config, args.overrides)
         check_files(cfg, args.config or "config")
-        meta = trial_meta("train", "config", cfg.data.tasks or list(CAPABILITIES), cfg)
-    except (ConfigError, KeyError) as e:
+        check_names(cfg, args.config or "config")
+    except (ConfigError, CorpusError) as e:
         console.log.error("error: %s", e)
         return 2
     connect(args.address)
+    tasks = cfg.data.tasks or corpus_tasks(cfg)  # empty: every task of the corpus
+    meta = trial_meta("train", "config", tasks, cfg)
     callback = ReportProgress(meta["name"], cfg.train.max_steps)
     result = fit(cfg, meta, str(Path(args.output).resolve()), callbacks=[callback])
     log_run(cfg, result, Path(args.output))
