@@ -206,3 +206,12 @@ def test_a_folder_is_an_extra_eval_set_scored_by_its_own_labels(tmp_path):
     (row,) = eval_rows(str(dev), cfg.data)
     assert (row["task_name"], row["task_family"]) == ("task2", "category_attribute_mcq")
     assert row["capability"] == CONCEPT
+
+
+def test_training_on_the_benchmark_is_warned_against(caplog):
+    cfg = Config()
+    cfg.data.corpus = ["demo", str(MMLU / "skills")]
+    with caplog.at_level("WARNING", logger="ecomtrain"):
+        check_files(cfg, "config")
+    (record,) = caplog.records
+    assert "data.corpus[1]" in record.message and "is Shopping MMLU" in record.message

@@ -72,6 +72,14 @@ def is_folder(path: str | Path) -> bool:
     return any((p / d).is_dir() for d in (SKILLS_DIR, *TYPE_DIRS))
 
 
+def is_benchmark(path: str | Path) -> bool:
+    """A Shopping MMLU folder, or a file in one of its folders."""
+    p = Path(path)
+    return is_folder(p) or (
+        p.is_file() and (p.parent.name in TYPE_DIRS or p.parent.name == SKILLS_DIR)
+    )
+
+
 def files(folder: str | Path) -> list[str]:
     """The benchmark files of a data folder: its skill files when it has them, else its
     task files, in name order; a sub-folder gives its own files."""

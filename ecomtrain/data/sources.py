@@ -10,6 +10,7 @@ an error, never a silent drop.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ from ecomtrain.data.records import Bad, CorpusError, validate
 from ecomtrain.data.world import DEFAULT_PRODUCTS, world_fingerprint, write_world_corpus
 from ecomtrain.files import atomic_open, cache_dir
 
+log = logging.getLogger("ecomtrain")
 HUB_PREFIX = "hf:"  # corpus entry "hf:owner/name[:split]" loads a hub dataset
 
 
@@ -79,6 +81,15 @@ def check_files(cfg: Config, source: str) -> None:
     files = [(f"data.corpus[{i}]", p) for i, p in enumerate(cfg.data.corpus)]
     files += [(f"data.decontaminate[{i}]", p) for i, p in enumerate(cfg.data.decontaminate)]
     files += [(f"eval.extra_files[{i}]", p) for i, p in enumerate(cfg.eval.extra_files)]
+    for i, p in enumerate(cfg.data.corpus):
+        if shopping_mmlu.is_benchmark(p):
+            log.warning(
+                "warning: data.corpus[%d]: %s is Shopping MMLU, the benchmark's test data: a "
+                "model trained on it has no honest score there (use it in data.decontaminate "
+                "and eval.extra_files)",
+                i,
+                p,
+            )
     for where, p in files:
         if p.partition(":")[0] in BUILTIN_CORPORA or p.startswith(HUB_PREFIX):
             continue
