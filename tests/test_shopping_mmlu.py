@@ -215,3 +215,22 @@ def test_training_on_the_benchmark_is_warned_against(caplog):
         check_files(cfg, "config")
     (record,) = caplog.records
     assert "data.corpus[1]" in record.message and "is Shopping MMLU" in record.message
+
+
+def test_shopbench_records_in_folders_of_the_same_names_stay_as_they_are(tmp_path):
+    """A user's own ShopBench files in a `generation/` or `skills/` folder are read as they
+    are: only target_field records are converted, and a record's own track wins."""
+    record = {
+        "input_field": "Describe a red mug.",
+        "output_field": "A red mug.",
+        "task_type": "generation",
+        "metric": "rougel",
+        "task_name": "mug_notes",
+        "track": "amazon-kdd-cup-24-multi-lingual-abilities",
+    }
+    for folder in ("generation", "skills"):
+        path = tmp_path / folder / "skill1_concept.json"
+        path.parent.mkdir()
+        path.write_text(json.dumps(record) + "\n")
+        (item,) = items(path)
+        assert item.error is None and item.record == record

@@ -131,7 +131,10 @@ def converter(path: str) -> Callable[[object], tuple[object, Problem | None]] | 
     folder = p.parent.name
     if folder == SKILLS_DIR:
         track = skill_track(p)
-        return lambda r: (r | {"track": track} if track and isinstance(r, dict) else r, None)
+        return lambda r: (
+            {"track": track} | r if track and isinstance(r, dict) else r,  # its own first
+            None,
+        )
     if folder in TYPE_DIRS and folder != MULTIPLE_CHOICE_DIR:
         task_type, task = TYPE_DIRS[folder], task_of(p)
         metric = METRIC_OF_TYPE.get(task_type) or generation_metric(task)
@@ -140,8 +143,8 @@ def converter(path: str) -> Callable[[object], tuple[object, Problem | None]] | 
 
 
 def _task_record(element, task: str, task_type: str, metric: str):
-    if not isinstance(element, dict):
-        return element, None  # the record checks name what is wrong
+    if not isinstance(element, dict) or "output_field" in element:
+        return element, None  # a ShopBench record already; the record checks name any fault
     if "target_field" not in element:
         return element, ("target_field", "missing")
     record = {k: v for k, v in element.items() if k != "target_field"}
