@@ -234,3 +234,12 @@ def test_shopbench_records_in_folders_of_the_same_names_stay_as_they_are(tmp_pat
         path.write_text(json.dumps(record) + "\n")
         (item,) = items(path)
         assert item.error is None and item.record == record
+
+
+def test_data_validate_reads_a_folder(capsys):
+    from ecomtrain.data.__main__ import main as data_main
+
+    assert data_main(["validate", str(MMLU)]) == 0
+    err = capsys.readouterr().err
+    assert "5 records, 0 bad, in 2 files" in err
+    assert "  capabilities: user-behavior-alignment 2" in err

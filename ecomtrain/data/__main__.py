@@ -18,6 +18,7 @@ from collections import Counter
 
 from ecomtrain import console
 from ecomtrain.config import PROMPT_FORMATS, ConfigError, DataConfig, ModelConfig, checked_config
+from ecomtrain.data import shopping_mmlu
 from ecomtrain.data.mixture import stats as mixture_stats
 from ecomtrain.data.packing import Prompt, encode, pack, tokenizer_at, truncate
 from ecomtrain.data.pipeline import unknown_capability
@@ -42,12 +43,19 @@ def _data_config(args) -> DataConfig:
         raise CorpusError(str(e)) from None
 
 
+def _files(paths: list[str]) -> list[str]:
+    """The files to read: each path, or a Shopping MMLU folder's files."""
+    return [
+        f for p in paths for f in (shopping_mmlu.files(p) if shopping_mmlu.is_folder(p) else [p])
+    ]
+
+
 def validate(args) -> int:
     """Print every bad record (stdout), then per file what its records became (stderr):
     records, the family and capability each got, bad records by field; exit status 1 when
     there is a bad record."""
     cfg, total, bad, summaries = _data_config(args), 0, 0, []
-    for path in args.paths:
+    for path in _files(args.paths):
         families, capabilities, reasons, capability = Counter(), Counter(), {}, {}
         for entry in console.bar(parse_file(path, None, cfg, None), desc=path, unit=" records"):
             total += 1
@@ -63,7 +71,7 @@ def validate(args) -> int:
         summaries.append(file_summary(path, families, capabilities, reasons, capability))
     for lines in summaries:
         print("\n".join(lines), file=sys.stderr)
-    print(f"{total} records, {bad} bad, in {len(args.paths)} files", file=sys.stderr)
+    print(f"{total} records, {bad} bad, in {len(summaries)} files", file=sys.stderr)
     return 1 if bad else 0
 
 
@@ -88,7 +96,7 @@ def stats(args) -> int:
     """Print corpus, mixture and packing statistics as JSON."""
     cfg = _data_config(args)
     rows, bad = [], 0
-    for path in args.paths:
+    for path in _files(args.paths):
         for entry in console.bar(parse_file(path, None, cfg, None), desc=path, unit=" records"):
             if isinstance(entry, Bad):
                 bad += 1
@@ -151,7 +159,9 @@ def main(argv: list[str] | None = None) -> int:
     default = DataConfig()
     for name in ("validate", "stats"):
         p = sub.add_parser(name)
-        p.add_argument("paths", nargs="+", metavar="PATH")
+        p.add_argument(
+            "paths", nargs="+", metavar="PATH", help="corpus files, or Shopping MMLU folders"
+        )
         p.add_argument("--max-chars", type=int, default=default.max_chars)
         p.add_argument(
             "--file-task",
