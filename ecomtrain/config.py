@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from ecomtrain.tasks import CAPABILITIES, FAMILIES
+from ecomtrain.tasks import CAPABILITIES, FAMILIES, METRICS_BY_TYPE
 
 BUILTIN_CORPORA = ("demo", "world")  # data.corpus names that are not files ("demo:N" too)
 PROMPT_FORMATS = ("chat", "raw")  # model.prompt_format
@@ -64,6 +64,26 @@ class LoraConfig:
 
 
 @dataclass
+class SourceConfig:
+    """A data set of another shape, mapped to ShopBench records (`data.sources`)."""
+
+    path: str = ""  # a file (JSON Lines, JSON array, CSV, Parquet) or "hf:owner/name[:split]"
+    format: str = ""  # "jsonl", "json", "csv" or "parquet"; empty: from the file's extension
+    # The question: a column, or a template over the columns ("Query: {query}\nTitle: {title}")
+    input: str = ""
+    output: str = ""  # the answer's column (not for multiple choice with `answer`)
+    # Multiple choice: the column with the list of choices, or "a|b|c" for the same choices
+    # in every row (rendered numbered from 0)
+    options: str = ""
+    answer: str = ""  # multiple choice: the right choice's column (its index, or its text)
+    task: str = ""  # the task: a built-in family, or a name of your own
+    task_type: str = ""  # a task of your own: its task type (a built-in family has its own)
+    metric: str = ""  # empty: the family's, else the task type's first
+    capability: str = ""  # a task of your own: its capability
+    limit: int = 0  # at most this many records from the source (0: all)
+
+
+@dataclass
 class DataConfig:
     # Corpus files (ShopBench JSON Lines, JSON arrays such as EC-Guide's, generated files);
     # "demo" is the built-in corpus; "hf:owner/name[:split]" loads a hub dataset once.
@@ -75,6 +95,9 @@ class DataConfig:
     # without task_name; unmatched records are assigned by the families' recognisers
     # (ecomtrain/tasks.py), else make a task of their own named after their file.
     file_tasks: dict[str, str] = field(default_factory=dict)
+    # Data sets of other shapes (instruction sets, session logs, query-product relevance),
+    # each mapped to ShopBench records by column names or a template (SourceConfig).
+    sources: list[SourceConfig] = field(default_factory=list)
     # File name or glob -> capability of the records of tasks of the user's own (a task_name
     # that is no built-in family, or a file's records no recogniser claims) that carry no
     # capability or track; without one their capability is "unknown".
@@ -386,8 +409,47 @@ def check_values(cfg: Config, source: str) -> Config:
                 "_ . + = - only, no '..'"
             )
     _check_tasks(cfg, source)
+    for i, s in enumerate(cfg.data.sources):
+        _check_source(s, f"{source}: data.sources[{i}]")
     _check_params(cfg, source)
     return cfg
+
+
+def _check_source(s: SourceConfig, where: str) -> None:
+    """A mapped source names its file, its task and enough columns to make a record."""
+    family = FAMILIES.get(s.task)
+    task_type = family.task_type if family else s.task_type
+    problems = [
+        ("path", not s.path, "the file or hf: data set to read"),
+        (
+            "format",
+            s.format not in ("", "jsonl", "json", "csv", "parquet"),
+            "jsonl, json, csv or parquet",
+        ),
+        ("task", not TASK_NAME.fullmatch(s.task), "a built-in family or a name of your own"),
+        ("input", not s.input, "a column, or a template over the columns"),
+        (
+            "task_type",
+            task_type not in METRICS_BY_TYPE,
+            f"one of {', '.join(METRICS_BY_TYPE)} (a task of your own)",
+        ),
+        (
+            "output",
+            not s.output and not (s.options and s.answer),
+            "the answer's column, or options and answer",
+        ),
+        (
+            "capability",
+            bool(s.capability) and s.capability not in CAPABILITIES,
+            f"one of {', '.join(CAPABILITIES)}",
+        ),
+        ("limit", s.limit < 0, ">= 0"),
+    ]
+    for key, wrong, what in problems:
+        if wrong:
+            raise ConfigError(f"{where}.{key}: {getattr(s, key)!r}: expected {what}")
+    if s.metric and s.metric not in METRICS_BY_TYPE[task_type]:
+        raise ConfigError(f"{where}.metric: {s.metric!r} is not allowed for {task_type}")
 
 
 def named_tasks(cfg: Config) -> list[tuple[str, str]]:
@@ -499,6 +561,8 @@ def check_type(value, hint, source: str, where: str):
             )
             for k, v in value.items()
         }
+    if dataclasses.is_dataclass(hint):  # an entry of a list of sections (data.sources)
+        return build(hint, value, source, f"{where}.")
     if origin is None and _is(value, hint):
         return float(value) if hint is float else value
     if hint is float and isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string

@@ -34,8 +34,8 @@ from ecomtrain.config import (
 )
 from ecomtrain.connect import connect
 from ecomtrain.data.pipeline import check_names, check_scan
-from ecomtrain.data.scan import eval_index, scan_corpus
-from ecomtrain.data.sources import check_files, resolve_corpus
+from ecomtrain.data.scan import corpus_files, eval_index, scan_corpus
+from ecomtrain.data.sources import check_files
 from ecomtrain.evaluate.held_out import base_model_scores
 from ecomtrain.files import atomic_write, is_uri, read_text
 from ecomtrain.model import find_adapter
@@ -73,7 +73,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def dry_run(cfg: Config) -> str:
     """The sweep's trials, one line each, and the training records each would read."""
-    scan = scan_corpus(resolve_corpus(cfg.data.corpus), cfg.data, use_ray=False)
+    scan = scan_corpus(corpus_files(cfg.data), cfg.data, use_ray=False)
     train = {t: c["train"] for t, c in scan["tasks"].items()}
     held = sum(c["eval"] for c in scan["tasks"].values())
     lines = [
@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     link_logs(logs, local)
     t0 = time.time()
     model_path = resolve_model(cfg.model)  # build the tiny model once here, not per trial
-    scan = scan_corpus(resolve_corpus(cfg.data.corpus), cfg.data, index=eval_index(cfg.data))
+    scan = scan_corpus(corpus_files(cfg.data), cfg.data, index=eval_index(cfg.data))
     console.log.info(check_scan(scan, cfg.data))
     if not (local / BASELINE_FILE).exists():
         score_baseline(cfg, model_path, local / BASELINE_FILE)

@@ -1,6 +1,7 @@
 """Corpus data: from task files to the packed, mixed stream a trial trains on.
 
     sources    locate corpus files (local, built-in, hub) and read them with line numbers
+    mapped     data sets of other shapes (data.sources), mapped to ShopBench records
     shopping_mmlu  the Shopping MMLU benchmark's folders and files as ShopBench records
     records    what a record must hold (checks), its task family, its answer text
     overlap    exact and near duplicates, decontamination against eval sets

@@ -24,8 +24,7 @@ from ecomtrain.data.mixture import multiplicities, stats
 from ecomtrain.data.overlap import Decontaminator
 from ecomtrain.data.packing import Prompt, tokenize_records
 from ecomtrain.data.records import Bad, CorpusError
-from ecomtrain.data.scan import eval_index, parse_file, scan_corpus
-from ecomtrain.data.sources import resolve_corpus
+from ecomtrain.data.scan import corpus_files, eval_index, parse_file, scan_corpus
 from ecomtrain.tasks import CAPABILITIES, FAMILIES, UNKNOWN, expand
 
 log = logging.getLogger(__name__)
@@ -41,7 +40,7 @@ def _rows(row: dict, cfg: DataConfig, index: Decontaminator | None) -> list[dict
 
 def read_corpus(cfg: DataConfig, index: Decontaminator | None = None) -> ray.data.Dataset:
     """Every valid record of the configured corpus files as a Ray Dataset of string rows."""
-    paths = resolve_corpus(cfg.corpus)
+    paths = corpus_files(cfg)
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False  # one bar per operator per worker floods trial logs
     context.execution_options.preserve_order = True  # same seed, same stream (loop.striped)
@@ -76,7 +75,7 @@ def train_counts(scan: dict, tasks: list[str]) -> dict[str, int]:
 
 def corpus_tasks(cfg: Config) -> list[str]:
     """Every task of the corpus: built-in families, then tasks of the user's own."""
-    return list(scan_corpus(resolve_corpus(cfg.data.corpus), cfg.data)["tasks"])
+    return list(scan_corpus(corpus_files(cfg.data), cfg.data)["tasks"])
 
 
 def check_names(cfg: Config, source: str) -> None:
@@ -86,7 +85,7 @@ def check_names(cfg: Config, source: str) -> None:
     own = [(w, n) for w, n in named_tasks(cfg) if n not in FAMILIES and n not in CAPABILITIES]
     if not own:
         return
-    scan = scan_corpus(resolve_corpus(cfg.data.corpus), cfg.data, use_ray=False)
+    scan = scan_corpus(corpus_files(cfg.data), cfg.data, use_ray=False)
     for where, name in own:
         if name not in scan["tasks"]:
             mine = [t for t in scan["tasks"] if t not in FAMILIES]
@@ -144,7 +143,7 @@ def check_scan(scan: dict, cfg: DataConfig) -> str:
 def mixture_stats(cfg: Config, tasks: list[str]) -> dict:
     """Diversity statistics of a trial's mixture (flat, JSON-able; see mixture.stats) plus
     the corpus' bad and decontaminated record counts."""
-    scan = scan_corpus(resolve_corpus(cfg.data.corpus), cfg.data, use_ray=ray.is_initialized())
+    scan = scan_corpus(corpus_files(cfg.data), cfg.data, use_ray=ray.is_initialized())
     counts = train_counts(scan, tasks)
     out = stats(counts, cfg.data, scan["capabilities"])
     out["bad_records"] = scan["bad"]
@@ -157,7 +156,7 @@ def train_dataset(cfg: Config, model_path: str, tasks: list[str], world: int) ->
     """(one tokenised share of the training records per rank, the raw held-out split, the
     mixture's multiplicity per task) for one trial."""
     index = eval_index(cfg.data)
-    scan = scan_corpus(resolve_corpus(cfg.data.corpus), cfg.data, index=index)
+    scan = scan_corpus(corpus_files(cfg.data), cfg.data, index=index)
     log.info(check_scan(scan, cfg.data))
     counts = train_counts(scan, tasks)
     missing = [t for t, n in counts.items() if n == 0]

@@ -9,6 +9,7 @@ keyed by the files' sizes and mtimes and the settings that change its result.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from collections.abc import Iterator
@@ -19,6 +20,8 @@ import ray
 
 from ecomtrain.config import DataConfig
 from ecomtrain.data import shopping_mmlu
+from ecomtrain.data.mapped import items as mapped_items
+from ecomtrain.data.mapped import source_for, source_path
 from ecomtrain.data.overlap import Decontaminator, exact_key
 from ecomtrain.data.records import (
     Bad,
@@ -29,7 +32,7 @@ from ecomtrain.data.records import (
     problem,
     render_answer,
 )
-from ecomtrain.data.sources import iter_items
+from ecomtrain.data.sources import iter_items, resolve_corpus
 from ecomtrain.files import atomic_write, cache_dir
 from ecomtrain.tasks import FAMILIES
 
@@ -59,6 +62,11 @@ def eval_index(cfg: DataConfig) -> Decontaminator | None:
     return Decontaminator(records, cfg.ngram)
 
 
+def corpus_files(cfg: DataConfig) -> list[str]:
+    """Every file the corpus reads: `data.corpus` resolved, then `data.sources`."""
+    return resolve_corpus(cfg.corpus) + [source_path(s) for s in cfg.sources]
+
+
 def eval_files(path: str, key: str = "data.decontaminate") -> list[str]:
     """An eval entry's files (`key` names the setting): the file, or a Shopping MMLU
     folder's files."""
@@ -77,7 +85,8 @@ def parse_file(
     A row's `split` is "eval" (held out), "train", or "exact"/"ngram" for a training record
     excluded because it overlaps a `data.decontaminate` file.
     """
-    for item in iter_items(path, data):
+    source = source_for(cfg, path)
+    for item in mapped_items(path, data, source) if source else iter_items(path, data):
         bad = item.error or problem(item.record, cfg.max_chars)
         family = capability = ""
         if not bad:
@@ -200,7 +209,7 @@ def scan_key(paths: list[str], cfg: DataConfig) -> str:
         (f.name, f.pattern.pattern, str(f.answer_pattern), f.fallback) for f in FAMILIES.values()
     ]
     settings = (cfg.max_chars, cfg.file_tasks, cfg.file_capabilities, cfg.eval_fraction)
-    settings += (cfg.ngram, families, SCAN_VERSION)
+    settings += (cfg.ngram, [dataclasses.asdict(s) for s in cfg.sources], families, SCAN_VERSION)
     blob = json.dumps([stat, extra, settings], sort_keys=True, default=str)
     return hashlib.sha1(blob.encode()).hexdigest()[:16]
 

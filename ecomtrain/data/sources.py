@@ -81,6 +81,7 @@ def check_files(cfg: Config, source: str) -> None:
     files = [(f"data.corpus[{i}]", p) for i, p in enumerate(cfg.data.corpus)]
     files += [(f"data.decontaminate[{i}]", p) for i, p in enumerate(cfg.data.decontaminate)]
     files += [(f"eval.extra_files[{i}]", p) for i, p in enumerate(cfg.eval.extra_files)]
+    files += [(f"data.sources[{i}].path", s.path) for i, s in enumerate(cfg.data.sources)]
     for i, p in enumerate(cfg.data.corpus):
         if shopping_mmlu.is_benchmark(p):
             log.warning(
@@ -146,7 +147,7 @@ def iter_items(path: str, data: bytes | None = None) -> Iterator[Item]:
             yield Item(line, None, record, bad)
         return
     convert = shopping_mmlu.converter(path)
-    for item in _elements(path, data):
+    for item in elements(path, data):
         if convert and item.error is None:
             item.record, item.error = convert(item.record)
         yield item
@@ -161,7 +162,8 @@ def _open(path: str):
         raise CorpusError(f"{path}: cannot read: {e.strerror or e}") from None
 
 
-def _elements(path: str, data: bytes | None) -> Iterator[Item]:
+def elements(path: str, data: bytes | None) -> Iterator[Item]:
+    """The elements of a JSON Lines or JSON array file (or of its bytes), with their lines."""
     if data is None:
         with _open(path) as f:
             head = f.read(4096).removeprefix(BOM)
