@@ -62,7 +62,11 @@ def _rows(path: str, data: bytes | None, source: SourceConfig) -> Iterator[Item]
         yield from elements(path, data)
         return
     if data is None:
-        data = Path(path).read_bytes()
+        try:
+            data = Path(path).read_bytes()
+        except OSError as e:
+            yield Item(1, None, error=("file", f"cannot read: {e.strerror or e}"), fatal=True)
+            return
     if fmt == "csv":
         text = data.decode("utf-8", errors="surrogateescape").removeprefix("\ufeff")
         reader = csv.DictReader(io.StringIO(text, newline=""))
