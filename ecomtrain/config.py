@@ -18,6 +18,7 @@ from ecomtrain.tasks import CAPABILITIES, FAMILIES, METRICS_BY_TYPE
 
 BUILTIN_CORPORA = ("demo", "world")  # data.corpus names that are not files ("demo:N" too)
 PROMPT_FORMATS = ("chat", "raw")  # model.prompt_format
+SOURCE_FORMATS = ("jsonl", "json", "csv", "parquet")  # data.sources[].format
 # What a sweep can rank trials on (sweep.metric).
 METRICS = ["score", "extra/score"] + [
     f"{prefix}track/{c}" for prefix in ("", "extra/") for c in CAPABILITIES
@@ -423,7 +424,7 @@ def _check_source(s: SourceConfig, where: str) -> None:
         ("path", not s.path, "the file or hf: data set to read"),
         (
             "format",
-            s.format not in ("", "jsonl", "json", "csv", "parquet"),
+            s.format not in ("", *SOURCE_FORMATS),
             "jsonl, json, csv or parquet",
         ),
         ("task", not TASK_NAME.fullmatch(s.task), "a built-in family or a name of your own"),

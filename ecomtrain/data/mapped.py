@@ -20,13 +20,10 @@ import string
 from collections.abc import Iterator
 from pathlib import Path
 
-from ecomtrain.config import DataConfig, SourceConfig
-from ecomtrain.data.records import render_options
+from ecomtrain.config import SOURCE_FORMATS, DataConfig, SourceConfig
+from ecomtrain.data.records import Problem, render_options
 from ecomtrain.data.sources import HUB_PREFIX, Item, elements, hub_file
 from ecomtrain.tasks import FAMILIES, METRICS_BY_TYPE
-
-FORMATS = ("jsonl", "json", "csv", "parquet")
-Problem = tuple[str, str]
 
 
 def source_path(source: SourceConfig) -> str:
@@ -91,9 +88,7 @@ def _rows(path: str, data: bytes | None, source: SourceConfig) -> Iterator[Item]
 
 def _format_of(path: str) -> str:
     suffix = Path(path).suffix.lower().lstrip(".")
-    return {"jsonl": "jsonl", "json": "json", "csv": "csv", "parquet": "parquet"}.get(
-        suffix, "jsonl"
-    )
+    return suffix if suffix in SOURCE_FORMATS else "jsonl"
 
 
 def to_record(row, source: SourceConfig) -> tuple[object, Problem | None]:

@@ -136,7 +136,7 @@ def _row(record: dict, family: str, capability: str, source: str, split: str) ->
         "input": record["input_field"],
         "answer": render_answer(record),
         "output_json": json.dumps(record["output_field"], ensure_ascii=False),
-        "task_name": str(record.get("task_name") or family or record["metric"]),
+        "task_name": str(record.get("task_name") or family),
         "task_family": family,
         "capability": capability,
         "task_type": record["task_type"],

@@ -27,7 +27,7 @@ import io
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from ecomtrain.data.records import CorpusError
+from ecomtrain.data.records import CorpusError, Problem
 from ecomtrain.tasks import BEHAVIOR, CONCEPT, KNOWLEDGE, MULTILINGUAL
 
 SKILLS_DIR = "skills"
@@ -58,8 +58,6 @@ SKILL_TRACKS = {
 }
 RATING_TASK = "review_rating_prediction"  # its options sit in the question; answers are 1-5
 N_CHOICES = 4
-
-Problem = tuple[str, str]  # (field, reason)
 
 
 def is_folder(path: str | Path) -> bool:
