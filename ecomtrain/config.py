@@ -14,10 +14,11 @@ from pathlib import Path
 
 import yaml
 
-from ecomtrain.tasks import CAPABILITIES, FAMILIES, METRICS_BY_TYPE
+from ecomtrain.tasks import CAPABILITIES, FAMILIES, LABELS, METRICS_BY_TYPE
 
-BUILTIN_CORPORA = ("demo", "world")  # data.corpus names that are not files ("demo:N" too)
+BUILTIN_CORPORA = ("demo", "world", "ood")  # data.corpus names that are not files ("demo:N" too)
 PROMPT_FORMATS = ("chat", "raw")  # model.prompt_format
+PROVENANCES = ("curated", "synthetic")  # where a record comes from (data.provenance)
 SOURCE_FORMATS = ("jsonl", "json", "csv", "parquet")  # data.sources[].format
 # What a sweep can rank trials on (sweep.metric).
 METRICS = ["score", "extra/score"] + [
@@ -123,6 +124,17 @@ class DataConfig:
     max_per_task: int = 0  # cap on a task's size in the mixture; 0: no cap
     capability_weights: dict[str, float] = field(default_factory=dict)  # capability -> weight
     task_weights: dict[str, float] = field(default_factory=dict)  # family -> weight (default 1)
+    # Share of every epoch drawn from the out-of-domain tasks (capability "ood": the built-in
+    # "ood" corpus, or files and records labelled so); the epoch's size stays that of the
+    # e-commerce tasks alone. 0: out-of-domain tasks are not trained on. Never evaluated.
+    ood_fraction: float = 0.0
+    # Training records kept by provenance: "curated", "synthetic" (written by
+    # ecomtrain.generate, or labelled so) or "both"; with data.max_per_task it compares the
+    # two at an equal record budget per task. Held-out records are kept whatever it says.
+    provenance: str = "both"
+    # File name or glob -> provenance ("curated" or "synthetic") of its records that carry
+    # none (e.g. a GPT-written instruction set: synthetic); unmatched ones are curated.
+    file_provenance: dict[str, str] = field(default_factory=dict)
     # Tokens per packed training sequence; an over-long record loses the start of its prompt,
     # one whose answer alone does not fit is dropped (counted and logged).
     max_seq_len: int = 2048
@@ -336,6 +348,7 @@ def checked_config(raw: dict, source: str) -> Config:
 CHOICES = {
     ("model", "attn_implementation"): ("sdpa", "flash_attention_2"),
     ("model", "prompt_format"): PROMPT_FORMATS,
+    ("data", "provenance"): (*PROVENANCES, "both"),
     ("train", "zero_stage"): (0, 1, 2, 3),
     ("train", "precision"): ("bf16", "fp16", "fp32"),
     ("wandb", "mode"): ("auto", "online", "offline", "disabled"),
@@ -361,6 +374,7 @@ LIMITS = {
     ("data", "ngram"): _at_least(1),
     ("data", "max_seq_len"): _at_least(8),
     ("data", "pack_window"): _at_least(1),
+    ("data", "ood_fraction"): (lambda v: 0 <= v < 1, "must be in [0, 1)"),
     ("train", "num_workers"): _at_least(1),
     ("train", "cpus_per_worker"): (lambda v: v > 0, "must be > 0"),
     ("train", "micro_batch_size"): _at_least(1),
@@ -441,8 +455,8 @@ def _check_source(s: SourceConfig, where: str) -> None:
         ),
         (
             "capability",
-            bool(s.capability) and s.capability not in CAPABILITIES,
-            f"one of {', '.join(CAPABILITIES)}",
+            bool(s.capability) and s.capability not in LABELS,
+            f"one of {', '.join(LABELS)}",
         ),
         ("limit", s.limit < 0, ">= 0"),
     ]
@@ -484,13 +498,16 @@ def _check_tasks(cfg: Config, source: str) -> None:
                 f"{source}: {where}: {name!r} is no task family or capability {known}, and a "
                 "task of your own needs a name of letters, digits and _ . + = - only"
             )
-    weights = [("data.capability_weights key", n) for n in cfg.data.capability_weights]
-    weights += [(f"data.file_capabilities.{g}", c) for g, c in cfg.data.file_capabilities.items()]
-    for where, name in weights:
-        if name not in CAPABILITIES:
-            raise ConfigError(
-                f"{source}: {where} {name!r}: unknown capability (known: {', '.join(CAPABILITIES)})"
-            )
+    labels = [("data.capability_weights key", n, CAPABILITIES) for n in cfg.data.capability_weights]
+    labels += [
+        (f"data.file_capabilities.{g}", c, LABELS) for g, c in cfg.data.file_capabilities.items()
+    ]
+    labels += [
+        (f"data.file_provenance.{g}", p, PROVENANCES) for g, p in cfg.data.file_provenance.items()
+    ]
+    for where, name, known in labels:
+        if name not in known:
+            raise ConfigError(f"{source}: {where} {name!r}: expected one of {', '.join(known)}")
 
 
 def _check_params(cfg: Config, source: str) -> None:

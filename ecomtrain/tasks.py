@@ -17,6 +17,10 @@ KNOWLEDGE = "shopping-knowledge-reasoning"
 BEHAVIOR = "user-behavior-alignment"
 MULTILINGUAL = "multi-lingual-abilities"
 CAPABILITIES = (CONCEPT, KNOWLEDGE, BEHAVIOR, MULTILINGUAL)
+# Outside e-commerce: records of this capability (the built-in "ood" corpus, or files and
+# records labelled so) are trained on only as `data.ood_fraction` of an epoch, never scored.
+OOD = "ood"
+LABELS = (*CAPABILITIES, OOD)  # what a record's capability, or data.file_capabilities, may say
 TRACK_PREFIX = "amazon-kdd-cup-24-"  # the KDD Cup files' track names are prefixed with this
 UNKNOWN = "unknown"  # the track of a record, or task of the user's own, that names none
 

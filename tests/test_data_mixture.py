@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import ray
 
-from ecomtrain.config import Config, DataConfig, ModelConfig
+from ecomtrain.config import Config, ConfigError, DataConfig, ModelConfig
 from ecomtrain.data.demo import demo_records
 from ecomtrain.data.mixture import copies, multiplicities, positions, stats, targets
 from ecomtrain.data.pipeline import check_names, mixture_stats, task_split, train_dataset
 from ecomtrain.data.records import CorpusError
-from ecomtrain.data.scan import is_eval, scan_corpus
+from ecomtrain.data.scan import is_eval, parse_file, scan_corpus
 from ecomtrain.data.shard import Share, StreamStats, epoch_order, read_share, stream
 from ecomtrain.data.sources import resolve_corpus
 from ecomtrain.tiny_model import resolve_model
@@ -232,3 +232,89 @@ def test_tasks_of_the_users_own_train_and_weigh_by_their_capability(ray_local, t
     shares, _, mult = train_dataset(cfg, resolve_model(ModelConfig()), cfg.data.tasks, world=2)
     trained = Counter(t for s in shares for t in share_of(s).family)
     assert set(trained) == {"shoe_check", "query_ner"} and mult["shoe_check"] > 0
+
+
+def test_an_ood_fraction_takes_its_share_of_an_epoch_of_unchanged_size():
+    counts = COUNTS | {"ood_arithmetic": 30, "ood_general_knowledge": 10}
+    caps = {"ood_arithmetic": "ood", "ood_general_knowledge": "ood"}
+    plain = targets(counts, DataConfig(), caps)
+    assert plain["ood_arithmetic"] == plain["ood_general_knowledge"] == 0
+    assert plain["query_ner"] == pytest.approx(900)  # as without the ood tasks
+    mixed = targets(counts, DataConfig(ood_fraction=0.3), caps)
+    assert sum(mixed.values()) == pytest.approx(1000)  # the e-commerce epoch's size
+    assert mixed["ood_arithmetic"] + mixed["ood_general_knowledge"] == pytest.approx(300)
+    assert mixed["ood_arithmetic"] / mixed["ood_general_knowledge"] == pytest.approx(3)
+    assert mixed["query_ner"] / mixed["review_rating"] == pytest.approx(9)
+    s = stats(counts, DataConfig(ood_fraction=0.3), caps)
+    assert s["ood_share"] == pytest.approx(0.3) and (s["n_tasks"], s["records"]) == (2, 1000)
+    assert s["records/ood_arithmetic"] == 225
+    with pytest.raises(
+        ValueError, match="no out-of-domain training records.*corpus: \\[..., ood\\]"
+    ):
+        targets(COUNTS, DataConfig(ood_fraction=0.1))
+
+
+def test_ood_tasks_train_at_their_share_and_are_never_evaluated(ray_local, tmp_path):
+    cfg = small_cfg(tmp_path, demo_records(per_task=20))
+    tasks = ["query_ner", "review_rating", "numeric_reasoning"]
+    cfg.data.ood_fraction = 0.25
+    with pytest.raises(ConfigError, match="holds no out-of-domain task"):
+        check_names(cfg, "config")
+    cfg.data.corpus.append("ood:40")
+    check_names(cfg, "config")
+    model = resolve_model(ModelConfig())
+    shares, held_out, mult = train_dataset(cfg, model, tasks, world=2)
+    assert set(mult) == {*tasks, "ood_arithmetic", "ood_general_knowledge"}
+    assert not {r["capability"] for r in held_out.take_all()} & {"ood"}
+    mix = mixture_stats(cfg, tasks)
+    for epoch in range(3):
+        got = Counter()
+        for rank, s in enumerate(shares):
+            share = share_of(s)
+            got += Counter(share.family[i] for i in epoch_order(share, mult, 0, epoch, rank))
+        ood = got["ood_arithmetic"] + got["ood_general_knowledge"]
+        assert abs(ood - 0.25 * mix["records"]) <= 4, (got, mix)  # one record per task, rank
+        assert sum(got.values()) == pytest.approx(mix["records"], abs=12)
+    cfg.data.ood_fraction = 0.0
+    shares, _, mult = train_dataset(cfg, model, [], world=2)
+    trained = {t for s in shares for t in share_of(s).family}
+    assert trained and not trained & {"ood_arithmetic", "ood_general_knowledge"}
+
+
+def test_provenance_keeps_synthetic_or_curated_training_records(ray_local, tmp_path):
+    """Records ecomtrain.generate wrote (a provenance object), or labelled synthetic by
+    themselves or their file, are synthetic; the filter keeps one kind for training, the
+    held-out split whatever it says; a malformed label is a bad record."""
+    records = demo_records(per_task=24)
+    for i, r in enumerate(records):
+        if i % 2:
+            r["provenance"] = {"spec": "s", "backend": "local"} if i % 4 == 1 else "synthetic"
+    labelled = tmp_path / "gpt_written.jsonl"
+    extra = [dict(r, task_name="query_ner") for r in demo_records(per_task=8)]
+    labelled.write_text(
+        "".join(json.dumps(r) + "\n" for r in extra if r["task_name"] == "query_ner")
+    )
+    cfg = small_cfg(tmp_path, records, max_per_task=6)
+    cfg.data.corpus.append(str(labelled))
+    cfg.data.file_provenance = {"gpt_*.jsonl": "synthetic"}
+    scan = scan_corpus(resolve_corpus(cfg.data.corpus), cfg.data, use_ray=False)
+    ner = scan["tasks"]["query_ner"]
+    held = {}
+    for provenance in ("curated", "synthetic", "both"):
+        cfg.data.provenance = provenance
+        train, held_out = task_split(cfg, [])
+        rows = train.take_all()
+        assert provenance == "both" or {r["provenance"] for r in rows} == {provenance}
+        n_ner = sum(r["task_family"] == "query_ner" for r in rows)
+        want = {"curated": ner["train"] - ner["synthetic"], "synthetic": ner["synthetic"]}
+        assert n_ner == want.get(provenance, ner["train"]) > 0
+        held[provenance] = sorted(r["source"] for r in held_out.take_all())
+        mix = mixture_stats(cfg, [])
+        assert mix["records/query_ner"] == 6  # the equal budget per task
+    assert held["curated"] == held["synthetic"] == held["both"]
+    cfg.data.provenance = "both"
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps(dict(records[0], provenance="gpt")) + "\n")
+    cfg.data.corpus, cfg.data.file_provenance = [str(bad)], {}
+    (entry,) = parse_file(str(bad), None, cfg.data, None)
+    assert (entry.field, entry.line) == ("provenance", 1) and "got 'gpt'" in entry.reason

@@ -10,10 +10,8 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-from pathlib import Path
 
 from ecomtrain.data.records import render_options
-from ecomtrain.files import atomic_open
 from ecomtrain.tasks import FAMILIES
 
 # English product -> (German, Spanish, French, complementary product).
@@ -37,7 +35,8 @@ PRAISE = ["terrible", "poor", "okay", "good", "excellent"]  # rating 1..5
 LANGUAGES = {"German": 0, "Spanish": 1, "French": 2}
 
 
-def _mcq(rng: random.Random, question: str, answer: str, pool: list[str], k: int = 4):
+def mcq(rng: random.Random, question: str, answer: str, pool: list[str], k: int = 4):
+    """A multiple-choice prompt: `answer` and k-1 others of `pool` (distinct), shuffled."""
     options = rng.sample([p for p in pool if p != answer], k - 1) + [answer]
     rng.shuffle(options)
     return f"{question}\n{render_options(options)}\nAnswer:", options.index(answer)
@@ -50,7 +49,7 @@ def _title(rng: random.Random) -> tuple[str, str, str]:
 def attribute_inference_mcq(rng):
     brand, color, product = _title(rng)
     q = f"Product title: {brand} {color} {product}. Which color is the product?"
-    return _mcq(rng, q, color, list(COLORS))
+    return mcq(rng, q, color, list(COLORS))
 
 
 def query_ner(rng):
@@ -71,20 +70,20 @@ def numeric_reasoning(rng):
     price, off = rng.choice([20, 40, 60, 80, 100]), rng.choice([10, 25, 50])
     q = f"A {product} costs ${price}. With a {off}% discount, what does it cost?"
     answer = f"${price * (100 - off) // 100}"
-    return _mcq(rng, q, answer, [f"${p}" for p in range(5, 100, 5)])
+    return mcq(rng, q, answer, [f"${p}" for p in range(5, 100, 5)])
 
 
 def complementary_category(rng):
     product = rng.choice(list(PRODUCTS))
     q = f"Which item is most often bought together with a {product}?"
-    return _mcq(rng, q, PRODUCTS[product][3], COMPLEMENTS)
+    return mcq(rng, q, PRODUCTS[product][3], COMPLEMENTS)
 
 
 def review_rating(rng):
     _, _, product = _title(rng)
     stars = rng.randint(1, 5)
     q = f"Review: The {product} is {PRAISE[stars - 1]}. What rating (1-5) did the user give?"
-    return _mcq(rng, q, str(stars), ["1", "2", "3", "4", "5"], k=5)
+    return mcq(rng, q, str(stars), ["1", "2", "3", "4", "5"], k=5)
 
 
 def _numbered(items: list[str]) -> str:
@@ -119,7 +118,7 @@ def multilingual_keyword_mcq(rng):
     lang = rng.choice(list(LANGUAGES))
     word = PRODUCTS[product][LANGUAGES[lang]]
     q = f"Which English word means the {lang} keyword '{word}'?"
-    return _mcq(rng, q, product, list(PRODUCTS))
+    return mcq(rng, q, product, list(PRODUCTS))
 
 
 def title_translation(rng):
@@ -169,11 +168,3 @@ def fingerprint() -> str:
     """Short hash of the demo corpus: cache keys change whenever the corpus does."""
     blob = json.dumps(demo_records(), sort_keys=True, ensure_ascii=False).encode("utf-8")
     return hashlib.sha1(blob).hexdigest()[:10]
-
-
-def write_demo_corpus(path: Path, per_task: int = 60, seed: int = 0) -> Path:
-    """Write the demo corpus as ShopBench JSON Lines (atomically)."""
-    with atomic_open(path) as f:
-        for r in demo_records(per_task, seed):
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
-    return path

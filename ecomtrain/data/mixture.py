@@ -1,9 +1,14 @@
 """The task mixture of a trial: how many records of each task one epoch holds.
 
     size(t)   = min(n_t, data.max_per_task)            (n_t: the task's training records)
-    p(t)      ∝ capability_weight * task_weight * size(t) ** (1 / data.temperature)
-    target(t) = p(t) * sum(size)                       records of t per epoch
+    w(t)      = capability_weight * task_weight * size(t) ** (1 / data.temperature)
+    E         = sum of size(t) over the e-commerce tasks    (records per epoch)
+    target(t) = (1 - f) * E * w(t) / sum(w)  for an e-commerce task,
+                f * E * w(t) / sum(w)        for an out-of-domain task (capability "ood"),
+    each sum over the tasks of the same kind, f = data.ood_fraction
 
+So an epoch holds E records whatever f is, of which a share f is out of domain: at a fixed
+step budget, out-of-domain records take the place of e-commerce ones.
 A task's capability comes from the corpus scan (`capability`: task -> capability), so a
 task of the user's own weighs by the capability its records declare (or "unknown").
 
@@ -27,7 +32,7 @@ import math
 import numpy as np
 
 from ecomtrain.config import DataConfig
-from ecomtrain.tasks import CAPABILITIES, FAMILIES, UNKNOWN
+from ecomtrain.tasks import CAPABILITIES, FAMILIES, OOD, UNKNOWN
 
 
 def check_weights(cfg: DataConfig, capability: dict[str, str] | None = None) -> None:
@@ -64,11 +69,24 @@ def targets(
         * (s ** (1.0 / cfg.temperature) if s else 0.0)
         for t, s in sizes.items()
     }
-    total = sum(weight.values())
-    if total <= 0:
-        raise ValueError("data: the mixture is empty (no training records, or all weights 0)")
-    epoch = sum(sizes.values())
-    return {t: epoch * w / total for t, w in weight.items()}
+    ood = {t for t in sizes if capability_of(t, capability) == OOD}
+    epoch = sum(s for t, s in sizes.items() if t not in ood)
+    out = {}
+    for part, share in ((set(sizes) - ood, 1.0 - cfg.ood_fraction), (ood, cfg.ood_fraction)):
+        total = sum(weight[t] for t in part)
+        if share > 0 and total <= 0:
+            kind = "out-of-domain" if part is ood else "e-commerce"
+            raise ValueError(
+                f"data: no {kind} training records to draw {share:.0%} of the epoch from "
+                + (
+                    "(add the built-in corpus: data.corpus: [..., ood], or label files "
+                    "data.file_capabilities {<file>: ood})"
+                    if part is ood
+                    else "(the mixture is empty, or all its weights are 0)"
+                )
+            )
+        out |= {t: epoch * share * weight[t] / total if share > 0 else 0.0 for t in part}
+    return {t: out[t] for t in sizes}
 
 
 def capability_of(task: str, capability: dict[str, str]) -> str:
@@ -103,11 +121,12 @@ def copies(position: float, multiplicity: float, epoch: int) -> int:
 def stats(
     counts: dict[str, int], cfg: DataConfig, capability: dict[str, str] | None = None
 ) -> dict:
-    """Diversity of a mixture (flat, JSON-able): tasks and capabilities covered, the entropy
-    of its task distribution (nats; and normalised to [0, 1] by log of the task count),
-    and the expected records per task per epoch."""
+    """Diversity of a mixture (flat, JSON-able): e-commerce tasks and capabilities covered,
+    the entropy of their task distribution (nats; and normalised to [0, 1] by log of the
+    task count), the out-of-domain share, and the expected records per task per epoch."""
     capability = capability or {}
-    planned = {t: v for t, v in targets(counts, cfg, capability).items() if v > 0}
+    every = {t: v for t, v in targets(counts, cfg, capability).items() if v > 0}
+    planned = {t: v for t, v in every.items() if capability_of(t, capability) != OOD}
     total = sum(planned.values())
     probs = [v / total for v in planned.values()]
     entropy = -sum(p * math.log(p) for p in probs if p > 0)
@@ -119,10 +138,11 @@ def stats(
         "capability_coverage": len(caps) / len(CAPABILITIES),
         "task_entropy": entropy,
         "task_entropy_norm": entropy / math.log(len(planned)) if len(planned) > 1 else 0.0,
-        "records": round(total),
+        "records": round(sum(every.values())),
+        "ood_share": 1 - total / sum(every.values()),
     }
     for cap in CAPABILITIES:
         share = sum(v for t, v in planned.items() if capability_of(t, capability) == cap) / total
         out[f"capability_share/{cap}"] = share
-    out |= {f"records/{t}": round(v) for t, v in planned.items()}
+    out |= {f"records/{t}": round(v) for t, v in every.items()}
     return out

@@ -5,7 +5,9 @@ records up to `data.max_bad_fraction` go to the rejects file, more stop the run;
 per-task counts set the mixture. The pipeline then parses the files again inside Ray tasks
 (never on the driver), keeps the trial's tasks, holds out a fixed per-task split (by a
 hash of the normalised input, so it never changes between trials), drops training records
-that overlap the `data.decontaminate` files, tokenises the rest once, shuffles them with
+that overlap the `data.decontaminate` files or are of another provenance than
+`data.provenance` asks for, keeps out-of-domain tasks for training only (and only with
+`data.ood_fraction`), tokenises the rest once, shuffles them with
 the data seed and cuts them into one share per rank, computed once into the object store.
 Each rank then resamples, shuffles and packs its own share anew every epoch
 (ecomtrain.data.shard).
@@ -25,7 +27,7 @@ from ecomtrain.data.overlap import Decontaminator
 from ecomtrain.data.packing import Prompt, tokenize_records
 from ecomtrain.data.records import Bad, CorpusError
 from ecomtrain.data.scan import corpus_files, eval_index, parse_file, scan_corpus
-from ecomtrain.tasks import CAPABILITIES, FAMILIES, UNKNOWN, expand
+from ecomtrain.tasks import CAPABILITIES, FAMILIES, OOD, UNKNOWN, expand
 
 log = logging.getLogger(__name__)
 
@@ -49,15 +51,25 @@ def read_corpus(cfg: DataConfig, index: Decontaminator | None = None) -> ray.dat
 
 
 def task_split(cfg: Config, tasks: list[str], index: Decontaminator | None = None) -> tuple:
-    """(train, eval): train on `tasks`; evaluate on `cfg.eval.tasks` (all tasks if empty).
+    """(train, eval): train on `tasks` (every e-commerce task if empty), the out-of-domain
+    ones when `data.ood_fraction` > 0, records of `data.provenance`; evaluate on
+    `cfg.eval.tasks` (every e-commerce task if empty).
 
     Every trial of a sweep scores on the same held-out records whatever it trains on,
     so trials are comparable and unseen tasks show what diversity buys.
     """
     ds = read_corpus(cfg.data, index)
-    train = _keep(ds.filter(lambda r: r["split"] == "train", **SMALL_TASK), tasks)
-    held_out = _keep(ds.filter(lambda r: r["split"] == "eval", **SMALL_TASK), cfg.eval.tasks)
-    return train, held_out
+    keep = set(expand(tasks))
+    ood, provenance = cfg.data.ood_fraction > 0, cfg.data.provenance
+
+    def trained(r: dict) -> bool:
+        if r["split"] != "train" or provenance not in ("both", r["provenance"]):
+            return False
+        return ood if r["capability"] == OOD else not keep or r["task_family"] in keep
+
+    train = ds.filter(trained, **SMALL_TASK)
+    held = ds.filter(lambda r: r["split"] == "eval" and r["capability"] != OOD, **SMALL_TASK)
+    return train, _keep(held, cfg.eval.tasks)
 
 
 def _keep(ds: ray.data.Dataset, tasks: list[str]) -> ray.data.Dataset:
@@ -67,25 +79,45 @@ def _keep(ds: ray.data.Dataset, tasks: list[str]) -> ray.data.Dataset:
     return ds.filter(lambda r: r["task_family"] in keep, **SMALL_TASK)
 
 
-def train_counts(scan: dict, tasks: list[str]) -> dict[str, int]:
-    """Training records per task of the trial (every task in the corpus when empty)."""
-    names = expand(tasks) if tasks else list(scan["tasks"])
-    return {t: scan["tasks"].get(t, {}).get("train", 0) for t in names}
+def train_counts(scan: dict, tasks: list[str], cfg: DataConfig) -> dict[str, int]:
+    """Training records of `data.provenance` per task of the trial: `tasks` (every
+    e-commerce task in the corpus when empty), then the out-of-domain tasks when
+    `data.ood_fraction` > 0."""
+    ood = [t for t, c in scan["capabilities"].items() if c == OOD]
+    names = [t for t in (expand(tasks) if tasks else scan["tasks"]) if t not in ood]
+    names += ood if cfg.ood_fraction > 0 else []
+    out = {}
+    for t in names:
+        counts = scan["tasks"].get(t, {})
+        train, synthetic = counts.get("train", 0), counts.get("synthetic", 0)
+        out[t] = {"both": train, "synthetic": synthetic, "curated": train - synthetic}[
+            cfg.provenance
+        ]
+    return out
 
 
 def corpus_tasks(cfg: Config) -> list[str]:
-    """Every task of the corpus: built-in families, then tasks of the user's own."""
-    return list(scan_corpus(corpus_files(cfg.data), cfg.data)["tasks"])
+    """Every e-commerce task of the corpus: built-in families, then tasks of the user's own."""
+    scan = scan_corpus(corpus_files(cfg.data), cfg.data)
+    return [t for t in scan["tasks"] if scan["capabilities"].get(t) != OOD]
 
 
 def check_names(cfg: Config, source: str) -> None:
     """Every name in the config that is no built-in family or capability is a task of the
-    user's own that the corpus holds. Scans the corpus (without Ray, cached) only when the
-    config names such a task."""
+    user's own that the corpus holds, and an out-of-domain share (data.ood_fraction, or its
+    values in sweep.params) has out-of-domain tasks to draw from. Scans the corpus (without
+    Ray, cached) only when the config names such a task or share."""
     own = [(w, n) for w, n in named_tasks(cfg) if n not in FAMILIES and n not in CAPABILITIES]
-    if not own:
+    fractions = [cfg.data.ood_fraction, *cfg.sweep.params.get("data.ood_fraction", [])]
+    if not own and not any(fractions):
         return
     scan = scan_corpus(corpus_files(cfg.data), cfg.data, use_ray=False)
+    if any(fractions) and OOD not in scan["capabilities"].values():
+        raise ConfigError(
+            f"{source}: data.ood_fraction: {max(fractions)} of each epoch would be out of "
+            "domain, but the corpus holds no out-of-domain task: add the built-in one "
+            "(data.corpus: [..., ood]) or label files (data.file_capabilities {<file>: ood})"
+        )
     for where, name in own:
         if name not in scan["tasks"]:
             mine = [t for t in scan["tasks"] if t not in FAMILIES]
@@ -144,7 +176,7 @@ def mixture_stats(cfg: Config, tasks: list[str]) -> dict:
     """Diversity statistics of a trial's mixture (flat, JSON-able; see mixture.stats) plus
     the corpus' bad and decontaminated record counts."""
     scan = scan_corpus(corpus_files(cfg.data), cfg.data, use_ray=ray.is_initialized())
-    counts = train_counts(scan, tasks)
+    counts = train_counts(scan, tasks, cfg.data)
     out = stats(counts, cfg.data, scan["capabilities"])
     out["bad_records"] = scan["bad"]
     for kind in ("exact", "ngram"):
@@ -158,10 +190,25 @@ def train_dataset(cfg: Config, model_path: str, tasks: list[str], world: int) ->
     index = eval_index(cfg.data)
     scan = scan_corpus(corpus_files(cfg.data), cfg.data, index=index)
     log.info(check_scan(scan, cfg.data))
-    counts = train_counts(scan, tasks)
+    counts = train_counts(scan, tasks, cfg.data)
     missing = [t for t, n in counts.items() if n == 0]
-    if missing and tasks:
+    if missing and (tasks or cfg.data.provenance != "both"):
         log.warning("data: no training records for %s", ", ".join(missing))
+    budget = cfg.data.max_per_task
+    if cfg.data.provenance != "both" and budget:
+        short = [f"{t} ({n})" for t, n in counts.items() if 0 < n < budget]
+        if short:
+            log.warning(
+                "data: provenance %s: under data.max_per_task=%d training records for %s: "
+                "their budget is not equal across provenances",
+                cfg.data.provenance,
+                budget,
+                ", ".join(short),
+            )
+    if cfg.data.ood_fraction == 0 and (
+        ood := [t for t, c in scan["capabilities"].items() if c == OOD]
+    ):
+        log.info("data: out-of-domain tasks %s not trained on (data.ood_fraction 0)", ood)
     mult = multiplicities(counts, cfg.data, scan["capabilities"])
     train, held_out = task_split(cfg, tasks, index)
     tokens = (

@@ -18,10 +18,10 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from ecomtrain.config import TASK_NAME
+from ecomtrain.config import PROVENANCES, TASK_NAME
 from ecomtrain.tasks import (
-    CAPABILITIES,
     FAMILIES,
+    LABELS,
     METRICS_BY_TYPE,
     TRACK_PREFIX,
     UNKNOWN,
@@ -152,10 +152,10 @@ def _check_kind(record: dict) -> Problem | None:
 
 
 def check_labels(record: dict, any_task: bool = False) -> Problem | None:
-    """task_name, capability and track, when present, must be well formed and agree: a
-    built-in family's task_type and capability are its records' (with `any_task`, an
-    evaluation file's own labels decide, whatever the built-in families). A task_name that
-    is no built-in family names a task of the user's own."""
+    """task_name, capability, track and provenance, when present, must be well formed and
+    agree: a built-in family's task_type and capability are its records' (with `any_task`,
+    an evaluation file's own labels decide, whatever the built-in families). A task_name
+    that is no built-in family names a task of the user's own."""
     name = record.get("task_name")
     family = None
     if name is not None and not (isinstance(name, str) and name.strip()):
@@ -178,10 +178,17 @@ def check_labels(record: dict, any_task: bool = False) -> Problem | None:
         if value is None:
             continue
         cap = value.removeprefix(prefix) if isinstance(value, str) else None
-        if cap not in CAPABILITIES:
-            return key, f"unknown capability {value!r} (known: {', '.join(CAPABILITIES)})"
+        if cap not in LABELS:
+            return key, f"unknown capability {value!r} (known: {', '.join(LABELS)})"
         if family and cap != family.capability:
             return key, f"{cap!r} but family {family.name} belongs to {family.capability}"
+    value = record.get("provenance")
+    if value is not None and not (value in PROVENANCES or isinstance(value, dict)):
+        return (
+            "provenance",
+            f"expected {' or '.join(PROVENANCES)}, or the object ecomtrain.generate writes; "
+            f"got {value!r}",
+        )
     return None
 
 
@@ -311,6 +318,21 @@ def own_capability(record: dict, path: str, file_capabilities: dict[str, str]) -
         if _matches(path, pattern):
             return capability
     return UNKNOWN
+
+
+def provenance_of(record: dict, path: str, file_provenance: dict[str, str]) -> str:
+    """A valid record's provenance: synthetic when ecomtrain.generate wrote it (it carries a
+    provenance object) or it is labelled so, by its own provenance or its file's
+    `data.file_provenance` entry; else curated."""
+    value = record.get("provenance")
+    if isinstance(value, dict):
+        return "synthetic"
+    if value:
+        return value
+    for pattern, label in file_provenance.items():
+        if _matches(path, pattern):
+            return label
+    return "curated"
 
 
 def _matches(path: str, pattern: str) -> bool:

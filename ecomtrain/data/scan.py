@@ -30,13 +30,14 @@ from ecomtrain.data.records import (
     check_labels,
     own_capability,
     problem,
+    provenance_of,
     render_answer,
 )
 from ecomtrain.data.sources import iter_items, resolve_corpus
 from ecomtrain.files import atomic_write, cache_dir
 from ecomtrain.tasks import FAMILIES
 
-SCAN_VERSION = 2  # bump when parse_file's result changes for the same input
+SCAN_VERSION = 3  # bump when parse_file's result changes for the same input
 MAX_INLINE_REJECTS = 100_000  # per file; beyond it the run stops whatever max_bad_fraction
 MAX_REJECT_CHARS = 10_000  # longer rejected records are stored as a truncated JSON string
 
@@ -106,7 +107,8 @@ def parse_file(
         if split == "train":
             hit = index.check(text, answer) if index else None
             split = hit[0] if hit else split
-        yield _row(item.record, family, capability, _where(path, item), split)
+        row = _row(item.record, family, capability, _where(path, item), split)
+        yield row | {"provenance": provenance_of(item.record, path, cfg.file_provenance)}
 
 
 def eval_rows(path: str, cfg: DataConfig) -> list[dict]:
@@ -153,8 +155,9 @@ def _keep(record):
 
 def summarise(path: str, data: bytes | None, cfg: DataConfig, index: Decontaminator | None) -> dict:
     """Counts of one file: records, bad records (kept for the rejects file), per task the
-    train, eval and excluded (exact / ngram) records, and each task's capability (the first
-    record's, for a task of the user's own)."""
+    train, eval and excluded (exact / ngram) records and the synthetic ones among its train
+    records, and each task's capability (the first record's, for a task of the user's
+    own)."""
     out = {"path": path, "records": 0, "bad": 0, "fatal": False, "rejects": [], "tasks": {}}
     out["capabilities"] = {}
     for entry in parse_file(path, data, cfg, index):
@@ -166,9 +169,10 @@ def summarise(path: str, data: bytes | None, cfg: DataConfig, index: Decontamina
                 out["rejects"].append(asdict(entry))
             continue
         counts = out["tasks"].setdefault(
-            entry["task_family"], {"train": 0, "eval": 0, "exact": 0, "ngram": 0}
+            entry["task_family"], {"train": 0, "eval": 0, "exact": 0, "ngram": 0, "synthetic": 0}
         )
         counts[entry["split"]] += 1
+        counts["synthetic"] += entry["split"] == "train" and entry["provenance"] == "synthetic"
         out["capabilities"].setdefault(entry["task_family"], entry["capability"])
     return out
 
@@ -209,6 +213,7 @@ def scan_key(paths: list[str], cfg: DataConfig) -> str:
         (f.name, f.pattern.pattern, str(f.answer_pattern), f.fallback) for f in FAMILIES.values()
     ]
     settings = (cfg.max_chars, cfg.file_tasks, cfg.file_capabilities, cfg.eval_fraction)
+    settings += (cfg.file_provenance,)
     settings += (cfg.ngram, [dataclasses.asdict(s) for s in cfg.sources], families, SCAN_VERSION)
     blob = json.dumps([stat, extra, settings], sort_keys=True, default=str)
     return hashlib.sha1(blob.encode()).hexdigest()[:16]

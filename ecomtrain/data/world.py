@@ -30,10 +30,8 @@ import hashlib
 import json
 import random
 from dataclasses import dataclass
-from pathlib import Path
 
 from ecomtrain.data.records import render_options
-from ecomtrain.files import atomic_open
 from ecomtrain.tasks import FAMILIES
 
 DEFAULT_PRODUCTS = 240
@@ -264,11 +262,3 @@ def world_fingerprint(n_products: int = DEFAULT_PRODUCTS) -> str:
     """Short hash of the world corpus: cache keys change whenever the generator does."""
     blob = json.dumps(world_records(n_products), sort_keys=True, ensure_ascii=False)
     return hashlib.sha1(blob.encode("utf-8")).hexdigest()[:10]
-
-
-def write_world_corpus(path: Path, n_products: int = DEFAULT_PRODUCTS) -> Path:
-    """Write the world corpus as ShopBench JSON Lines (atomically)."""
-    with atomic_open(path) as f:
-        for r in world_records(n_products):
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
-    return path
