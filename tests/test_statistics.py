@@ -15,7 +15,8 @@ import pytest
 
 from ecomtrain.evaluate.metrics import aggregate
 from ecomtrain.report import statistics
-from ecomtrain.report.analysis import analyze
+from ecomtrain.report.analysis import analyze, fit_interaction
+from ecomtrain.report.charts import extra_charts
 from ecomtrain.report.pages import report_sections
 
 TRACKS, TASKS_PER_TRACK, PER_TASK, SEEDS = 4, 3, 60, 3
@@ -158,6 +159,45 @@ def test_analyze_writes_cells_comparisons_interaction_and_baseline():
     )  # fmt: skip
     parts = {(x["subset"], x["rank"], x["part"]) for x in out["seen_unseen"]}
     assert ("hi", 4, "seen") in parts and ("hi", 4, "unseen") in parts
-    heads = [block[1] for block in report_sections(rows, "x", out) if block[0] == "h2"]
+    heads = [block[1] for block in report_sections(rows, "x", out, []) if block[0] == "h2"]
     assert "Comparisons" in heads  # and no per-capability ladder section: there is no ladder
     assert "Per capability, between ladder steps" not in heads
+
+
+def test_a_swept_setting_is_compared_task_by_task_and_charted(tmp_path):
+    """Each value of a `sweep.params` setting is compared with its first value in an
+    otherwise equal cell, per task with intervals; numeric settings and trainable
+    parameters get their charts."""
+    rng = np.random.default_rng(5)
+    trials = simulate(rng, 0.2)  # three trials without the difference, three with it
+    plan = [(0.0, 4), (0.0, 4), (0.0, 8), (0.3, 4), (0.3, 4), (0.3, 8)]
+    rows, per_record = [], {}
+    for i, (fraction, rank) in enumerate(plan):
+        rows.append({"trial": f"t{i}", "subset": "all", "rank": rank, "score": 0.5, "error": "",
+                     "tasks": ["t0"], "n_capabilities": 4, "data.ood_fraction": fraction,
+                     "trainable_params": 1000 * rank})  # fmt: skip
+        per_record[f"t{i}"] = trials[i]
+    out = analyze(rows, per_record, n_boot=300)
+    swept = [c for c in out["comparisons"] if c["kind"] == "data.ood_fraction"]
+    assert [(c["a"], c["b"]) for c in swept] == [
+        ("all data.ood_fraction=0.3 r4", "all data.ood_fraction=0.0 r4"),
+        ("all data.ood_fraction=0.3 r8", "all data.ood_fraction=0.0 r8"),
+    ]
+    assert all(c["clear"] and c["diff"] > 0.1 for c in swept)
+    assert len(swept[0]["tasks"]) == TRACKS * TASKS_PER_TRACK
+    assert fit_interaction(rows)["capacity"] == "log2(trainable params)"
+    charts = extra_charts(rows, out, tmp_path)
+    assert [name for name, _ in charts] == ["capacity.png", "setting-data-ood_fraction.png"]
+    assert all((tmp_path / name).read_bytes()[:4] == b"\x89PNG" for name, _ in charts)
+    blocks = report_sections(rows, "x", out, charts)
+    (i,) = [
+        k for k, b in enumerate(blocks) if b[:2] == ("h2", "Per task, along each swept setting")
+    ]
+    head, body = blocks[i + 2][1:]
+    assert head[-1] == "better" and len(body) == 2 * TRACKS * TASKS_PER_TRACK
+    better = [r[-1] for r in body]
+    assert (
+        better.count("all data.ood_fraction=0.3 r4") >= 4
+        and "all data.ood_fraction=0.0 r4" not in better
+    )
+    assert ("img", "setting-data-ood_fraction.png", charts[1][1]) in blocks

@@ -1,8 +1,10 @@
 """What the trials say: views of typed trials (ecomtrain.report.trials) and the interaction model.
 
 The report answers the sweep's question: does task diversity need adapter capacity? It fits
-score ~ b0 + b1*diversity + b2*log2(rank) + b3*diversity*log2(rank) by ordinary least
-squares and reports only the uncertainty the trials can support.
+score ~ b0 + b1*diversity + b2*capacity + b3*diversity*capacity by ordinary least squares
+and reports only the uncertainty the trials can support. Capacity is log2 of the trainable
+parameters (so rank, target modules, DoRA and adapter shapes sit on one axis), or log2(rank)
+for trials that did not record them.
 """
 
 from __future__ import annotations
@@ -15,7 +17,18 @@ from ecomtrain.report.trials import swept_keys
 from ecomtrain.tasks import CAPABILITIES
 
 SHORT = dict(zip(CAPABILITIES, ("concept", "knowledge", "behavior", "multilingual"), strict=True))
-TERMS = ("b0 intercept", "b1 diversity", "b2 log2(rank)", "b3 diversity x log2(rank)")
+
+
+def capacity(rows: list[dict]) -> tuple[str, np.ndarray]:
+    """(name, values) of the capacity axis: log2 of the trainable parameters when every trial
+    has them, else log2(rank)."""
+    if rows and all(r.get("trainable_params") for r in rows):
+        return "log2(trainable params)", np.log2([float(r["trainable_params"]) for r in rows])
+    return "log2(rank)", np.log2([float(r["rank"]) for r in rows])
+
+
+def terms(axis: str) -> tuple[str, ...]:
+    return ("b0 intercept", "b1 diversity", f"b2 {axis}", f"b3 diversity x {axis}")
 
 
 # --- views of the trials -----------------------------------------------------------------------
@@ -115,14 +128,15 @@ def fit_interaction(rows: list[dict]) -> dict:
     """
     dkey = diversity_key(rows)
     ok = [r for r in rows if not is_failed(r) and r.get(dkey) is not None]
-    fit: dict = {"diversity": dkey, "n": len(ok), "notes": [], "terms": []}
+    axis, lr = capacity(ok)
+    names = terms(axis)
+    fit: dict = {"diversity": dkey, "capacity": axis, "n": len(ok), "notes": [], "terms": []}
     if len(ok) < len(rows):
         fit["notes"].append(f"{len(rows) - len(ok)} trial(s) left out: failed or no {dkey}.")
     if not ok:
         fit["notes"].append("No scored trials: nothing to fit.")
         return fit
     d = np.array([r[dkey] for r in ok], float)
-    lr = np.log2([float(r["rank"]) for r in ok])
     x = np.column_stack([np.ones_like(d), d, lr, d * lr])
     keep = _identifiable(x)
     n, p = len(ok), len(keep)
@@ -132,12 +146,12 @@ def fit_interaction(rows: list[dict]) -> dict:
             "freedom, so no standard errors or confidence intervals are reported."
         )
     if p < 4:
-        dropped = ", ".join(TERMS[i] for i in range(4) if i not in keep)
+        dropped = ", ".join(names[i] for i in range(4) if i not in keep)
         fit["notes"].append(f"Not identifiable from these trials, left out: {dropped}.")
     elif n == 4:
         fit["notes"].append("Four trials, four parameters: the fit is exact (saturated).")
     fit |= ols(x[:, keep], np.array([r["score"] for r in ok], float))
-    fit["terms"] = [TERMS[i] for i in keep]
+    fit["terms"] = [names[i] for i in keep]
     fit["did"] = diff_in_diff(ok, dkey)
     return fit
 
@@ -206,9 +220,9 @@ def cell_mean(cells: list, cell) -> np.ndarray:
 
 def interaction_weights(rows: list[dict], dkey: str) -> np.ndarray | None:
     """Weights w such that w . scores is the OLS interaction coefficient b3 of
-    score ~ b0 + b1 d + b2 log2(rank) + b3 d log2(rank); None when b3 is not identifiable."""
+    score ~ b0 + b1 d + b2 c + b3 d c (c: `capacity`); None when b3 is not identifiable."""
     d = np.array([r[dkey] for r in rows], float)
-    lr = np.log2([float(r["rank"]) for r in rows])
+    lr = capacity(rows)[1]
     x = np.column_stack([np.ones_like(d), d, lr, d * lr])
     if _identifiable(x) != [0, 1, 2, 3]:
         return None
@@ -306,6 +320,7 @@ def analyze(
         e = overall.estimate(w)
         out["interaction"] = {
             "diversity": dkey,
+            "capacity": capacity(ok)[0],
             "estimate": e.estimate,
             "ci": list(e.ci),
             "se": e.se,
@@ -330,8 +345,9 @@ def _name(cell: tuple[str, int]) -> str:
 
 def _comparisons(rows: list[dict], order: list, by_cell: dict) -> list[tuple]:
     """The comparisons a reader makes from the table: neighbouring ladder steps at one rank,
-    each rank against the next one for the same subset, and the best cell against the
-    runner-up."""
+    each rank against the next one for the same subset, each value of a swept setting
+    (`sweep.params`) against its first one in an otherwise equal cell (kind: the setting's
+    path, e.g. data.ood_fraction), and the best cell against the runner-up."""
     out = []
     steps = {cell_key(r): r.get("ladder_step") for r in rows}
     settings = {cell_key(r): setting(r) for r in rows}
@@ -347,10 +363,25 @@ def _comparisons(rows: list[dict], order: list, by_cell: dict) -> list[tuple]:
     for line in dict.fromkeys(c[0] for c in order):
         rks = sorted(c[1] for c in order if c[0] == line)
         out += [((line, hi), (line, lo), "rank") for lo, hi in zip(rks, rks[1:], strict=False)]
+    for key in swept_keys(rows[0]):
+        first = rows[0][key]  # the first value launched: the sweep.params list's first
+        value = {cell_key(r): r[key] for r in rows}
+        rest = {cell_key(r): (r["subset"], r["rank"], _without(r, key)) for r in rows}
+        out += [
+            (a, b, key)
+            for a in order
+            if value[a] != first
+            for b in order
+            if value[b] == first and rest[b] == rest[a]
+        ]
     ranked = sorted(order, key=lambda c: -by_cell[c]["mean"])
     if len(ranked) > 1:
         out.append((ranked[0], ranked[1], "best vs runner-up"))
     return out
+
+
+def _without(row: dict, key: str) -> tuple:
+    return tuple((k, row[k]) for k in swept_keys(row) if k != key)
 
 
 def _seen_unseen(s, rows, cells, order, point_tasks, boot_tasks) -> list[dict]:

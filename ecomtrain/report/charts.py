@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from ecomtrain.report.analysis import (
@@ -16,6 +17,7 @@ from ecomtrain.report.analysis import (
     subsets,
     tracks,
 )
+from ecomtrain.report.trials import swept_keys
 from ecomtrain.tasks import CAPABILITIES
 
 
@@ -120,4 +122,87 @@ def plot_diversity(rows: list[dict], path: Path) -> Path:
     ax.set_title("Score by capabilities trained on")
     if ax.lines:
         ax.legend(fontsize="small")
+    return _save(fig, path)
+
+
+def extra_charts(rows: list[dict], found: dict, folder: Path) -> list[tuple[str, str]]:
+    """The charts only some sweeps have, drawn into `folder`: score against trainable
+    parameters (when trials recorded them and differ in them), and against each numeric
+    swept setting (`sweep.params`, e.g. data.ood_fraction). Returns (file, caption) pairs."""
+    out = []
+    scored = [r for r in rows if not is_failed(r)]
+    if len({r.get("trainable_params") for r in scored} - {None}) > 1:
+        out.append(
+            (
+                plot_capacity(rows, found, folder / "capacity.png").name,
+                "Score against trainable parameters (log scale), one line per task subset; "
+                "bars: 95 % intervals where per-record scores exist.",
+            )
+        )
+    for key in swept_keys(scored[0]) if scored else []:
+        values = {r[key] for r in scored}
+        if len(values) > 1 and all(isinstance(v, (int, float)) for v in values):
+            name = f"setting-{key.replace('.', '-')}.png"
+            plot_setting(rows, found, key, folder / name)
+            out.append((name, f"Score against {key}, one line per rank and subset; bars: 95 % "
+                        "intervals where per-record scores exist."))  # fmt: skip
+    return out
+
+
+def _points(
+    rows: list[dict], found: dict, x_of: Callable, line: Callable
+) -> dict[str, list[tuple]]:
+    """Per chart line: (x, cell mean, interval low, high) of each cell, sorted by x; the
+    mean and interval from the analysis when it has the cell, else the trials' mean."""
+    cells = {(c["subset"], c["rank"]): c for c in (found or {}).get("cells", [])}
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        if not is_failed(r) and x_of(r) is not None:
+            groups.setdefault((line_of(r), r["rank"]), []).append(r)
+    out: dict[str, list[tuple]] = {}
+    for key, members in groups.items():
+        c = cells.get(key)
+        mean = c["mean"] if c else sum(r["score"] for r in members) / len(members)
+        lo, hi = c["ci"] if c else (mean, mean)
+        out.setdefault(line(members[0]), []).append((x_of(members[0]), mean, lo, hi))
+    return {k: sorted(v) for k, v in out.items()}
+
+
+def _lines(ax, points: dict[str, list[tuple]]) -> None:
+    for name, pts in points.items():
+        xs, ys, lo, hi = (list(v) for v in zip(*pts, strict=True))
+        err = [
+            [y - a for y, a in zip(ys, lo, strict=True)],
+            [b - y for y, b in zip(ys, hi, strict=True)],
+        ]
+        ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=name)
+    if points:
+        ax.legend(fontsize="small")
+
+
+def plot_capacity(rows: list[dict], found: dict, path: Path) -> Path:
+    """Score against trainable parameters (log x), one line per table line (subset and any
+    other swept values), 95 % intervals from the analysis."""
+    fig, ax = _pyplot().subplots(figsize=(5.8, 3.8))
+    _lines(ax, _points(rows, found, lambda r: r.get("trainable_params"), line_of))
+    ax.set_xscale("log")
+    ax.set_xlabel("trainable parameters")
+    ax.set_ylabel("ShopBench score (held-out)")
+    ax.set_title("Score by adapter capacity")
+    return _save(fig, path)
+
+
+def plot_setting(rows: list[dict], found: dict, key: str, path: Path) -> Path:
+    """Score against a numeric swept setting, one line per rank and subset (and the other
+    swept values), 95 % intervals from the analysis."""
+
+    def line(r: dict) -> str:
+        rest = " ".join(f"{k}={r[k]}" for k in swept_keys(r) if k != key)
+        return " ".join(filter(None, (r["subset"], f"r{r['rank']}", rest)))
+
+    fig, ax = _pyplot().subplots(figsize=(5.8, 3.8))
+    _lines(ax, _points(rows, found, lambda r: r.get(key), line))
+    ax.set_xlabel(key)
+    ax.set_ylabel("ShopBench score (held-out)")
+    ax.set_title(f"Score by {key}")
     return _save(fig, path)

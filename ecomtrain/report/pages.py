@@ -31,7 +31,13 @@ from ecomtrain.report.analysis import (
     subsets,
     tracks,
 )
-from ecomtrain.report.charts import plot_capabilities, plot_diversity, plot_heatmap, plot_scores
+from ecomtrain.report.charts import (
+    extra_charts,
+    plot_capabilities,
+    plot_diversity,
+    plot_heatmap,
+    plot_scores,
+)
 from ecomtrain.report.trials import load_trials
 
 CHARTS = {  # file -> (how it is drawn, its caption in the report)
@@ -71,7 +77,8 @@ def write_report(output: str | Path) -> Path:
         atomic_write(output / ANALYSIS_FILE, json.dumps(found, indent=1) + "\n")
     for name, (draw, _) in CHARTS.items():
         draw(rows, output / name)
-    return write_pages(rows, output, found)
+    charts = [(name, caption) for name, (_, caption) in CHARTS.items()]
+    return write_pages(rows, output, found, charts + extra_charts(rows, found, output))
 
 
 def per_record_scores(rows: list[dict], metric: str) -> dict[str, dict[str, dict]]:
@@ -111,17 +118,23 @@ def console_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def write_pages(rows: list[dict], output: Path, found: dict | None = None) -> Path:
-    """report.md and report.html under `output` (the charts must be there); returns report.md.
-    `found`: the analysis with uncertainty (analysis.json), when per-record scores exist."""
-    sections = report_sections(rows, output.resolve().name, found or {})
+def write_pages(
+    rows: list[dict], output: Path, found: dict | None, charts: list[tuple[str, str]]
+) -> Path:
+    """report.md and report.html under `output` (the charts, (file, caption), must be
+    there); returns report.md. `found`: the analysis with uncertainty (analysis.json), when
+    per-record scores exist."""
+    sections = report_sections(rows, output.resolve().name, found or {}, charts)
     atomic_write(output / "report.html", to_html(sections, output))
     path = atomic_write(output / "report.md", to_markdown(sections))
     return path
 
 
-def report_sections(rows: list[dict], name: str, found: dict) -> list[tuple]:
-    """The report as (kind, ...) blocks, rendered to Markdown and to HTML alike."""
+def report_sections(
+    rows: list[dict], name: str, found: dict, charts: list[tuple[str, str]]
+) -> list[tuple]:
+    """The report as (kind, ...) blocks, rendered to Markdown and to HTML alike; `charts`:
+    (file, caption) of each chart drawn."""
     n_failed = sum(is_failed(r) for r in rows)
     out = [
         ("h1", f"Sweep report: {name}"),
@@ -150,6 +163,18 @@ def report_sections(rows: list[dict], name: str, found: dict) -> list[tuple]:
         head, body = _track_comparison_table(found)
         if body:  # a sweep with a capability ladder
             out += [("h2", "Per capability, between ladder steps"), ("table", head, body)]
+        head, body = _setting_table(found)
+        if body:  # a sweep of sweep.params settings
+            out += [
+                ("h2", "Per task, along each swept setting"),
+                (
+                    "p",
+                    "Each value of a swept setting against its first value in an otherwise "
+                    "equal cell, task by task (a - b, 95 % intervals); the better side where "
+                    "the interval excludes 0.",
+                ),
+                ("table", head, body),
+            ]
         out += [
             ("h2", "Trained tasks and the others"),
             (
@@ -170,7 +195,7 @@ def report_sections(rows: list[dict], name: str, found: dict) -> list[tuple]:
         ("h2", "Best trial"),
         ("p", _best_text(rows)),
         ("h2", "Charts"),
-        *[("img", file, caption) for file, (_, caption) in CHARTS.items()],
+        *[("img", file, caption) for file, caption in charts],
         ("h2", "Diversity x capacity: interaction model"),
         *_interaction_blocks(found),
         *_model_blocks(fit_interaction(rows)),
@@ -246,6 +271,19 @@ def _track_comparison_table(found: dict) -> tuple[list, list]:
     return ["a", "b", "capability", "difference [95 % CI]", "verdict"], body
 
 
+def _setting_table(found: dict) -> tuple[list, list]:
+    fixed = ("ladder step", "rank", "best vs runner-up")
+    body = []
+    for c in found["comparisons"]:
+        if c["kind"] in fixed:
+            continue
+        for task, d in c["tasks"].items():
+            if d is not None:
+                better = (c["a"] if d["diff"] > 0 else c["b"]) if d["clear"] else "not clear"
+                body.append([c["kind"], c["a"], c["b"], task, _ci(d, "diff"), better])
+    return ["setting", "a", "b", "task", "difference [95 % CI]", "better"], body
+
+
 def _seen_table(found: dict) -> tuple[list, list]:
     parts: dict[tuple, dict] = {}
     for x in found["seen_unseen"]:
@@ -265,7 +303,8 @@ def _interaction_blocks(found: dict) -> list[tuple]:
     return [
         (
             "p",
-            f"Interaction b3 (diversity = {inter['diversity']} x log2(rank)), from every trial "
+            f"Interaction b3 (diversity = {inter['diversity']} x {inter['capacity']}), from "
+            "every trial "
             f"with held-out and seed noise: {inter['estimate']:+.4f}, 95 % interval "
             f"[{lo:+.4f}, {hi:+.4f}]: {_verdict(inter)}.",
         )
@@ -329,9 +368,9 @@ def _model_blocks(fit: dict) -> list[tuple]:
     out = [
         (
             "p",
-            "score = b0 + b1*diversity + b2*log2(rank) + b3*diversity*log2(rank), "
-            f"diversity = {fit['diversity']} ({what[fit['diversity']]}); ordinary least "
-            f"squares on {fit['n']} scored trial(s).",
+            f"score = b0 + b1*diversity + b2*capacity + b3*diversity*capacity, diversity = "
+            f"{fit['diversity']} ({what[fit['diversity']]}), capacity = {fit['capacity']}; "
+            f"ordinary least squares on {fit['n']} scored trial(s).",
         )
     ]
     out += [("p", note) for note in fit["notes"]]
@@ -351,7 +390,11 @@ def _model_blocks(fit: dict) -> list[tuple]:
         lo, hi = fit["ci"][-1]
         sign = "excludes" if lo > 0 or hi < 0 else "includes"
         out.append(
-            ("p", f"b3 > 0 means a higher rank helps more as diversity grows; its 95% CI {sign} 0.")
+            (
+                "p",
+                "b3 > 0 means more adapter capacity helps more as diversity grows; its 95% CI "
+                f"{sign} 0.",
+            )
         )
     if fit.get("did"):
         out.append(("p", _did_text(fit["did"], fit["diversity"])))

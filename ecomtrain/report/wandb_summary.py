@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ecomtrain.report.analysis import best, diversity_lines, label
-from ecomtrain.report.pages import CHARTS
 from ecomtrain.tracking import wandb_run
 
 if TYPE_CHECKING:
@@ -60,13 +59,12 @@ def log_summary(
     """Log the sweep summary run "<group>-summary" (job_type "summary"); return its run folder.
 
     `rows` are typed trials (`ecomtrain.report.trials.load_trials`); `images` maps a name to a PNG and
-    defaults to the report's charts found in `dir`; `config` is the sweep's resolved config;
+    defaults to the report's charts (every PNG in `dir`); `config` is the sweep's resolved config;
     `adapter` the best trial's adapter folder, logged as the artifact "<group>-best-adapter".
     Nothing is logged when `mode` is "disabled".
     """
     if images is None:
-        found = [Path(dir) / name for name in CHARTS]
-        images = {p.stem: p for p in found if p.is_file()}
+        images = {p.stem: p for p in sorted(Path(dir).glob("*.png"))}
     top = best(rows)
     with wandb_run(
         "summary",
