@@ -16,7 +16,8 @@ import yaml
 
 from ecomtrain.tasks import CAPABILITIES, FAMILIES, LABELS, METRICS_BY_TYPE
 
-BUILTIN_CORPORA = ("demo", "world", "ood")  # data.corpus names that are not files ("demo:N" too)
+# data.corpus names that are not files ("demo:N" too): data.sources.BUILTIN
+BUILTIN_CORPORA = ("demo", "world", "world-synthetic", "ood")
 PROMPT_FORMATS = ("chat", "raw")  # model.prompt_format
 PROVENANCES = ("curated", "synthetic")  # where a record comes from (data.provenance)
 SOURCE_FORMATS = ("jsonl", "json", "csv", "parquet")  # data.sources[].format
@@ -170,6 +171,9 @@ class TrainConfig:
 class EvalConfig:
     # Task families or capabilities every trial is scored on (held-out split); empty: all.
     tasks: list[str] = field(default_factory=list)
+    # Held-out records scored, by provenance: "curated" scores against curated answers only
+    # (a data.provenance comparison should), "synthetic", or "both".
+    provenance: str = "both"
     max_new_tokens: int = 24  # generation budget for non-multiple-choice tasks
     # Size the held-out sample so the score's standard error is at most this for any
     # per-record scores in [0, 1], where the data allow (0: data.max_eval_per_task records
@@ -349,6 +353,7 @@ CHOICES = {
     ("model", "attn_implementation"): ("sdpa", "flash_attention_2"),
     ("model", "prompt_format"): PROMPT_FORMATS,
     ("data", "provenance"): (*PROVENANCES, "both"),
+    ("eval", "provenance"): (*PROVENANCES, "both"),
     ("train", "zero_stage"): (0, 1, 2, 3),
     ("train", "precision"): ("bf16", "fp16", "fp32"),
     ("wandb", "mode"): ("auto", "online", "offline", "disabled"),

@@ -17,9 +17,9 @@ import torch
 
 from ecomtrain import console
 from ecomtrain.config import ModelConfig
-from ecomtrain.data.demo import demo_records, fingerprint
-from ecomtrain.data.records import render_answer
-from ecomtrain.data.world import world_fingerprint, world_records
+from ecomtrain.data.demo import demo_records
+from ecomtrain.data.records import fingerprint, render_answer
+from ecomtrain.data.world import world_records
 from ecomtrain.files import atomic_dir, cache_dir
 
 log = logging.getLogger(__name__)
@@ -37,7 +37,8 @@ def resolve_model(cfg: ModelConfig) -> str:
     if cfg.name_or_path not in TINY_MODELS:
         return cfg.name_or_path
     root = Path(cfg.cache_dir) if cfg.cache_dir else cache_dir() / "models"
-    target = root / f"{TINY_MODELS[cfg.name_or_path]}-{fingerprint()}-{world_fingerprint()}"
+    stamps = f"{fingerprint(demo_records())}-{fingerprint(world_records())}"
+    target = root / f"{TINY_MODELS[cfg.name_or_path]}-{stamps}"
     return str(atomic_dir(target, build_tiny_llama))
 
 

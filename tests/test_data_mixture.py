@@ -308,10 +308,15 @@ def test_provenance_keeps_synthetic_or_curated_training_records(ray_local, tmp_p
         n_ner = sum(r["task_family"] == "query_ner" for r in rows)
         want = {"curated": ner["train"] - ner["synthetic"], "synthetic": ner["synthetic"]}
         assert n_ner == want.get(provenance, ner["train"]) > 0
-        held[provenance] = sorted(r["source"] for r in held_out.take_all())
+        held_rows = held_out.take_all()
+        held[provenance] = sorted(r["source"] for r in held_rows)
         mix = mixture_stats(cfg, [])
         assert mix["records/query_ner"] == 6  # the equal budget per task
     assert held["curated"] == held["synthetic"] == held["both"]
+    cfg.eval.provenance = "curated"  # score against curated answers only
+    scored = task_split(cfg, [])[1].take_all()
+    assert {r["provenance"] for r in scored} == {"curated"}
+    assert len(scored) == sum(r["provenance"] == "curated" for r in held_rows)
     cfg.data.provenance = "both"
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps(dict(records[0], provenance="gpt")) + "\n")

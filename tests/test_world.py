@@ -6,14 +6,16 @@ from collections import Counter
 import pytest
 
 from ecomtrain.data.overlap import exact_key
-from ecomtrain.data.records import assign_family, problem, render_answer
+from ecomtrain.data.records import assign_family, problem, provenance_of, render_answer
 from ecomtrain.data.world import (
     CONTROL,
     GENERATORS,
     MIN_PRODUCTS,
+    SYNTHETIC_NOISE,
     TRANSFER,
     catalogue,
     world_records,
+    world_synthetic_records,
 )
 from ecomtrain.tasks import CAPABILITIES, FAMILIES
 
@@ -69,3 +71,14 @@ def test_the_control_needs_only_its_own_input(records):
         word = next(w for w in stars if f"it is {w}." in r["input_field"])
         options = r["input_field"].split("\n")[1:-1]
         assert options[r["output_field"]].endswith(str(stars.index(word) + 1))
+
+
+def test_the_synthetic_twin_is_valid_generated_and_wrong_at_its_rate(records):
+    twin = world_synthetic_records()
+    assert len(twin) == len(records) and all(problem(r) is None for r in twin)
+    assert all(provenance_of(r, "x.jsonl", {}) == "synthetic" for r in twin)
+    assert not {r["input_field"] for r in twin} & {r["input_field"] for r in records}
+    for family in GENERATORS:
+        pairs = [(a, b) for a, b in zip(twin, records, strict=True) if b["task_name"] == family]
+        wrong = sum(a["output_field"] != b["output_field"] for a, b in pairs) / len(pairs)
+        assert abs(wrong - SYNTHETIC_NOISE) < 0.1, (family, wrong)

@@ -7,8 +7,6 @@ from the input (copying, a fixed mapping, arithmetic), so a sweep shows real sig
 
 from __future__ import annotations
 
-import hashlib
-import json
 import random
 
 from ecomtrain.data.records import render_options
@@ -162,9 +160,3 @@ def demo_records(per_task: int = 60, seed: int = 0) -> list[dict]:
             seen.add(prompt)
             records.append(family.record(prompt, answer))
     return records
-
-
-def fingerprint() -> str:
-    """Short hash of the demo corpus: cache keys change whenever the corpus does."""
-    blob = json.dumps(demo_records(), sort_keys=True, ensure_ascii=False).encode("utf-8")
-    return hashlib.sha1(blob).hexdigest()[:10]

@@ -11,8 +11,6 @@ other part of ecomtrain.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import random
 
 from ecomtrain.data.demo import mcq
@@ -95,9 +93,3 @@ def ood_records(per_task: int = 60, seed: int = 0) -> list[dict]:
                 }
             )
     return records
-
-
-def ood_fingerprint() -> str:
-    """Short hash of the out-of-domain corpus: cache keys change whenever it does."""
-    blob = json.dumps(ood_records(), sort_keys=True, ensure_ascii=False).encode("utf-8")
-    return hashlib.sha1(blob).hexdigest()[:10]

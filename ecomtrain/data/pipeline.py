@@ -53,7 +53,7 @@ def read_corpus(cfg: DataConfig, index: Decontaminator | None = None) -> ray.dat
 def task_split(cfg: Config, tasks: list[str], index: Decontaminator | None = None) -> tuple:
     """(train, eval): train on `tasks` (every e-commerce task if empty), the out-of-domain
     ones when `data.ood_fraction` > 0, records of `data.provenance`; evaluate on
-    `cfg.eval.tasks` (every e-commerce task if empty).
+    `cfg.eval.tasks` (every e-commerce task if empty), records of `eval.provenance`.
 
     Every trial of a sweep scores on the same held-out records whatever it trains on,
     so trials are comparable and unseen tasks show what diversity buys.
@@ -67,9 +67,15 @@ def task_split(cfg: Config, tasks: list[str], index: Decontaminator | None = Non
             return False
         return ood if r["capability"] == OOD else not keep or r["task_family"] in keep
 
+    def scored(r: dict) -> bool:
+        return (
+            r["split"] == "eval"
+            and r["capability"] != OOD
+            and cfg.eval.provenance in ("both", r["provenance"])
+        )
+
     train = ds.filter(trained, **SMALL_TASK)
-    held = ds.filter(lambda r: r["split"] == "eval" and r["capability"] != OOD, **SMALL_TASK)
-    return train, _keep(held, cfg.eval.tasks)
+    return train, _keep(ds.filter(scored, **SMALL_TASK), cfg.eval.tasks)
 
 
 def _keep(ds: ray.data.Dataset, tasks: list[str]) -> ray.data.Dataset:

@@ -12,6 +12,7 @@ field, never a silent drop.
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import json
 import math
 import re
@@ -337,6 +338,12 @@ def provenance_of(record: dict, path: str, file_provenance: dict[str, str]) -> s
 
 def _matches(path: str, pattern: str) -> bool:
     return fnmatch.fnmatch(path, pattern) or fnmatch.fnmatch(Path(path).name, pattern)
+
+
+def fingerprint(records: list[dict]) -> str:
+    """Short hash of a generated corpus: cache keys change whenever its generator does."""
+    blob = json.dumps(records, sort_keys=True, ensure_ascii=False).encode("utf-8")
+    return hashlib.sha1(blob).hexdigest()[:10]
 
 
 def render_answer(record: dict) -> str:

@@ -17,10 +17,10 @@ from pathlib import Path
 
 from ecomtrain.config import BUILTIN_CORPORA, Config, ConfigError
 from ecomtrain.data import shopping_mmlu
-from ecomtrain.data.demo import demo_records, fingerprint
-from ecomtrain.data.ood import ood_fingerprint, ood_records
-from ecomtrain.data.records import Bad, CorpusError, validate
-from ecomtrain.data.world import DEFAULT_PRODUCTS, world_fingerprint, world_records
+from ecomtrain.data.demo import demo_records
+from ecomtrain.data.ood import ood_records
+from ecomtrain.data.records import Bad, CorpusError, fingerprint, validate
+from ecomtrain.data.world import DEFAULT_PRODUCTS, world_records, world_synthetic_records
 from ecomtrain.files import atomic_open, cache_dir
 
 log = logging.getLogger("ecomtrain")
@@ -38,27 +38,31 @@ class Item:
     fatal: bool = False  # the rest of the file cannot be read after this error
 
 
-# Built-in corpora (config.BUILTIN_CORPORA): name -> (default size, fingerprint, records).
+# Built-in corpora (config.BUILTIN_CORPORA): name -> (default size, records of a size).
 BUILTIN = {
-    "demo": (60, fingerprint, demo_records),  # "demo:N": N records per family
-    "world": (DEFAULT_PRODUCTS, world_fingerprint, world_records),  # "world:N": N products
-    "ood": (60, ood_fingerprint, ood_records),  # "ood:N": N records per out-of-domain family
+    "demo": (60, demo_records),  # "demo:N": N records per family
+    "world": (DEFAULT_PRODUCTS, world_records),  # "world:N": N products
+    "world-synthetic": (DEFAULT_PRODUCTS, world_synthetic_records),  # its simulated twin
+    "ood": (60, ood_records),  # "ood:N": N records per out-of-domain family
 }
 assert set(BUILTIN) == set(BUILTIN_CORPORA)
 
 
 def resolve_corpus(paths: list[str]) -> list[str]:
-    """Absolute paths of the corpus files; built-in corpora ("demo", "world", "ood", with
-    ":N" for their size) and hub datasets are written to the cache."""
+    """Absolute paths of the corpus files; built-in corpora (BUILTIN, with ":N" for their
+    size) and hub datasets are written to the cache."""
     out = []
     for p in paths:
         name, _, size = p.partition(":")
         if name in BUILTIN:
-            default, stamp, records = BUILTIN[name]
+            default, records = BUILTIN[name]
             if size and not size.isdigit():
                 raise CorpusError(f"{p}: expected {name} or {name}:N with N a positive number")
             n = int(size or default)
-            target = cache_dir() / f"{name}-corpus-{stamp()}{f'-{n}' if n != default else ''}.jsonl"
+            target = (
+                cache_dir()
+                / f"{name}-corpus-{fingerprint(records())}{f'-{n}' if n != default else ''}.jsonl"
+            )
             if not target.exists():
                 with atomic_open(target) as f:
                     f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in records(n))

@@ -19,6 +19,11 @@ price; category accessories; a second language, "Vellish", from a generated lexi
   the answer. Adding or removing other families should not change its score.
 - **Self-contained families.** `query_ner` (copy the category out of a query) and
   `numeric_reasoning` (a discount) use only their own input.
+- **A synthetic twin** (`data.corpus: [world, world-synthetic]`): the same families over the
+  same catalogue as a simulated generator writes them, in its own style (a preamble line)
+  and with a known share of wrong answers (`SYNTHETIC_NOISE`), each record carrying a
+  provenance object as ecomtrain.generate's do. A `data.provenance` sweep must find
+  curated ahead where the noise bites.
 - **Facts grow with families.** Each family that is added brings facts of its own (3 per
   product for the summaries, the lexicon, accessories, ratings), so a small adapter can run
   out of capacity as the task set grows.
@@ -26,12 +31,10 @@ price; category accessories; a second language, "Vellish", from a generated lexi
 
 from __future__ import annotations
 
-import hashlib
-import json
 import random
 from dataclasses import dataclass
 
-from ecomtrain.data.records import render_options
+from ecomtrain.data.records import problem, render_options
 from ecomtrain.tasks import FAMILIES
 
 DEFAULT_PRODUCTS = 240
@@ -258,7 +261,28 @@ def world_records(n_products: int = DEFAULT_PRODUCTS, seed: int = 0) -> list[dic
     return records
 
 
-def world_fingerprint(n_products: int = DEFAULT_PRODUCTS) -> str:
-    """Short hash of the world corpus: cache keys change whenever the generator does."""
-    blob = json.dumps(world_records(n_products), sort_keys=True, ensure_ascii=False)
-    return hashlib.sha1(blob.encode("utf-8")).hexdigest()[:10]
+SYNTHETIC_NOISE = 0.3  # share of the simulated generator's answers that are wrong
+SYNTHETIC_STYLE = "Answer the shopper's question.\n"
+
+
+def world_synthetic_records(n_products: int = DEFAULT_PRODUCTS, seed: int = 0) -> list[dict]:
+    """The world's records as a simulated generator writes them: its preamble before each
+    input, and for a share SYNTHETIC_NOISE of them the answer of another product's record of
+    the family (one that is valid for this input and differs from the right answer)."""
+    clean = world_records(n_products, seed)
+    rng = random.Random(f"world-synthetic-{seed}")
+    peers: dict[str, list[dict]] = {}
+    for r in clean:
+        peers.setdefault(r["task_name"], []).append(r)
+    out = []
+    for r in clean:
+        r = dict(r, input_field=SYNTHETIC_STYLE + r["input_field"])
+        if rng.random() < SYNTHETIC_NOISE:
+            for other in rng.sample(peers[r["task_name"]], 8):
+                wrong = dict(r, output_field=other["output_field"])
+                if other["output_field"] != r["output_field"] and problem(wrong) is None:
+                    r = wrong
+                    break
+        r["provenance"] = {"generator": "world-simulated", "label_noise": SYNTHETIC_NOISE}
+        out.append(r)
+    return out
