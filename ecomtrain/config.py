@@ -129,9 +129,14 @@ class DataConfig:
     # "ood" corpus, or files and records labelled so); the epoch's size stays that of the
     # e-commerce tasks alone. 0: out-of-domain tasks are not trained on. Never evaluated.
     ood_fraction: float = 0.0
+    # A task kept below its size (max_per_task, weights): "rotate" keeps another part of it
+    # each epoch, so every record comes round; "fixed" the same part every epoch, so its
+    # unique records are its share of an epoch (an equal record budget per task).
+    downsample: str = "rotate"
     # Training records kept by provenance: "curated", "synthetic" (written by
     # ecomtrain.generate, or labelled so) or "both"; with data.max_per_task it compares the
-    # two at an equal record budget per task. Held-out records are kept whatever it says.
+    # two at an equal record budget per task (with data.downsample: fixed, in unique
+    # records). Held-out records are kept whatever it says (see eval.provenance).
     provenance: str = "both"
     # File name or glob -> provenance ("curated" or "synthetic") of its records that carry
     # none (e.g. a GPT-written instruction set: synthetic); unmatched ones are curated.
@@ -353,6 +358,7 @@ CHOICES = {
     ("model", "attn_implementation"): ("sdpa", "flash_attention_2"),
     ("model", "prompt_format"): PROMPT_FORMATS,
     ("data", "provenance"): (*PROVENANCES, "both"),
+    ("data", "downsample"): ("rotate", "fixed"),
     ("eval", "provenance"): (*PROVENANCES, "both"),
     ("train", "zero_stage"): (0, 1, 2, 3),
     ("train", "precision"): ("bf16", "fp16", "fp32"),

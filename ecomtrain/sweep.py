@@ -33,8 +33,8 @@ from ecomtrain.config import (
     yaml_mapping,
 )
 from ecomtrain.connect import connect
-from ecomtrain.data.pipeline import check_names, check_scan
-from ecomtrain.data.scan import corpus_files, eval_index, scan_corpus
+from ecomtrain.data.pipeline import check_names, check_scan, train_counts
+from ecomtrain.data.scan import corpus_files, eval_index, scan_corpus, split_count
 from ecomtrain.data.sources import check_files
 from ecomtrain.evaluate.held_out import base_model_scores
 from ecomtrain.files import atomic_write, is_uri, read_text
@@ -44,9 +44,10 @@ from ecomtrain.report.card import adapter_only
 from ecomtrain.report.pages import BASELINE_FILE, console_table, write_report
 from ecomtrain.report.trials import load_trials, trial_rows, write_csv
 from ecomtrain.report.wandb_summary import log_summary
+from ecomtrain.tasks import OOD
 from ecomtrain.tiny_model import resolve_model
 from tuning.run import concurrency, n_trials, run_sweep
-from tuning.space import grid_points, subsets
+from tuning.space import grid_points, subsets, trial_config
 
 CONFIG_FILE = "config.yaml"  # the resolved config, saved so --resume needs nothing else
 
@@ -72,10 +73,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def dry_run(cfg: Config) -> str:
-    """The sweep's trials, one line each, and the training records each would read."""
+    """The sweep's trials, one line each, and the training records each would read (of its
+    data.provenance; with its out-of-domain tasks when its data.ood_fraction is set)."""
     scan = scan_corpus(corpus_files(cfg.data), cfg.data, use_ray=False)
-    train = {t: c["train"] for t, c in scan["tasks"].items()}
-    held = sum(c["eval"] for c in scan["tasks"].values())
+    held = sum(
+        split_count(c, "eval", cfg.eval.provenance)
+        for t, c in scan["tasks"].items()
+        if scan["capabilities"][t] != OOD
+    )
     lines = [
         f"corpus: {scan['records']} records in {len(scan['files'])} file(s), {scan['bad']} bad; "
         f"{held} held out (every trial is scored on them)"
@@ -90,7 +95,7 @@ def dry_run(cfg: Config) -> str:
         points * (cfg.sweep.num_samples if cfg.sweep.search == "grid" else 1)
     ):
         subset = point["subset"]
-        records = sum(train.get(t, 0) for t in subset["tasks"])
+        records = sum(train_counts(scan, subset["tasks"], trial_config(cfg, point).data).values())
         swept = [f"{k}={v}" for k, v in point.items() if k not in ("subset", "rank", "alpha")]
         head = [f"{i + 1:>4}", subset["id"], f"rank {point['rank']}", f"alpha {point['alpha']:g}"]
         lines.append(

@@ -306,7 +306,10 @@ def test_provenance_keeps_synthetic_or_curated_training_records(ray_local, tmp_p
         rows = train.take_all()
         assert provenance == "both" or {r["provenance"] for r in rows} == {provenance}
         n_ner = sum(r["task_family"] == "query_ner" for r in rows)
-        want = {"curated": ner["train"] - ner["synthetic"], "synthetic": ner["synthetic"]}
+        want = {
+            "curated": ner["train"] - ner["train_synthetic"],
+            "synthetic": ner["train_synthetic"],
+        }
         assert n_ner == want.get(provenance, ner["train"]) > 0
         held_rows = held_out.take_all()
         held[provenance] = sorted(r["source"] for r in held_rows)
@@ -323,3 +326,23 @@ def test_provenance_keeps_synthetic_or_curated_training_records(ray_local, tmp_p
     cfg.data.corpus, cfg.data.file_provenance = [str(bad)], {}
     (entry,) = parse_file(str(bad), None, cfg.data, None)
     assert (entry.field, entry.line) == ("provenance", 1) and "got 'gpt'" in entry.reason
+
+
+def test_fixed_downsampling_trains_on_the_same_records_every_epoch():
+    """data.downsample: fixed: a capped task keeps the same records each epoch, as many as
+    its target (to one record), in a new order; rotate keeps another part."""
+    sources = [f"a.jsonl:{i}" for i in range(100)] + [f"b.jsonl:{i}" for i in range(30)]
+    family = ["query_ner"] * 100 + ["review_rating"] * 30
+    share = Share([np.zeros(1)] * 130, np.zeros(130), family, sources)
+    counts = Counter(family)
+    cfg = DataConfig(max_per_task=20)
+    mult, want = multiplicities(dict(counts), cfg), targets(dict(counts), cfg)
+    kept = {}
+    for fixed in (False, True):
+        orders = [epoch_order(share, mult, 0, e, 0, fixed) for e in range(4)]
+        kept[fixed] = [frozenset(o) for o in orders]
+        for order in orders:
+            got = Counter(family[i] for i in order)
+            assert all(abs(got[t] - n) <= 1 for t, n in want.items())
+        assert list(orders[0]) != list(orders[1])  # shuffled anew either way
+    assert len(set(kept[True])) == 1 and len(set(kept[False])) == 4

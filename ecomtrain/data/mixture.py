@@ -18,7 +18,9 @@ The extra copy is decided by a rotation: the records of a task get fixed positio
 every position moves by frac(m), and a record gets its copy when its position falls below
 frac(m). So every epoch holds the task's target share (to one record), every epoch keeps a
 different part of a downsampled task, and within ceil(1 / frac(m)) epochs every record has
-been kept at least once: no record is left out for good, whatever the seed.
+been kept at least once: no record is left out for good, whatever the seed. With
+`data.downsample: fixed` every epoch keeps epoch 0's records instead: a downsampled task
+then trains on exactly its target's worth of unique records (an equal budget per task).
 `Dataset.mix` was not used: it interleaves whole blocks, each input would re-run the read
 and parse of every file (families are known only after parsing), and its stopping rules
 either ignore the weights for content or truncate large tasks to the same head each epoch.

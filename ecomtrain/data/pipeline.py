@@ -26,7 +26,7 @@ from ecomtrain.data.mixture import multiplicities, stats
 from ecomtrain.data.overlap import Decontaminator
 from ecomtrain.data.packing import Prompt, tokenize_records
 from ecomtrain.data.records import Bad, CorpusError
-from ecomtrain.data.scan import corpus_files, eval_index, parse_file, scan_corpus
+from ecomtrain.data.scan import corpus_files, eval_index, parse_file, scan_corpus, split_count
 from ecomtrain.tasks import CAPABILITIES, FAMILIES, OOD, UNKNOWN, expand
 
 log = logging.getLogger(__name__)
@@ -92,14 +92,7 @@ def train_counts(scan: dict, tasks: list[str], cfg: DataConfig) -> dict[str, int
     ood = [t for t, c in scan["capabilities"].items() if c == OOD]
     names = [t for t in (expand(tasks) if tasks else scan["tasks"]) if t not in ood]
     names += ood if cfg.ood_fraction > 0 else []
-    out = {}
-    for t in names:
-        counts = scan["tasks"].get(t, {})
-        train, synthetic = counts.get("train", 0), counts.get("synthetic", 0)
-        out[t] = {"both": train, "synthetic": synthetic, "curated": train - synthetic}[
-            cfg.provenance
-        ]
-    return out
+    return {t: split_count(scan["tasks"].get(t, {}), "train", cfg.provenance) for t in names}
 
 
 def corpus_tasks(cfg: Config) -> list[str]:

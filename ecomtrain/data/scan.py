@@ -37,9 +37,16 @@ from ecomtrain.data.sources import iter_items, resolve_corpus
 from ecomtrain.files import atomic_write, cache_dir
 from ecomtrain.tasks import FAMILIES
 
-SCAN_VERSION = 3  # bump when parse_file's result changes for the same input
+SCAN_VERSION = 4  # bump when parse_file's result changes for the same input
 MAX_INLINE_REJECTS = 100_000  # per file; beyond it the run stops whatever max_bad_fraction
 MAX_REJECT_CHARS = 10_000  # longer rejected records are stored as a truncated JSON string
+COUNTS = ("train", "eval", "exact", "ngram", "train_synthetic", "eval_synthetic")  # per task
+
+
+def split_count(counts: dict, split: str, provenance: str) -> int:
+    """A task's records of a split ("train" or "eval") and provenance (or "both")."""
+    total, synthetic = counts.get(split, 0), counts.get(f"{split}_synthetic", 0)
+    return {"both": total, "synthetic": synthetic, "curated": total - synthetic}[provenance]
 
 
 def is_eval(text: str, fraction: float) -> bool:
@@ -156,8 +163,8 @@ def _keep(record):
 def summarise(path: str, data: bytes | None, cfg: DataConfig, index: Decontaminator | None) -> dict:
     """Counts of one file: records, bad records (kept for the rejects file), per task the
     train, eval and excluded (exact / ngram) records and the synthetic ones among its train
-    records, and each task's capability (the first record's, for a task of the user's
-    own)."""
+    and eval records (COUNTS), and each task's capability (the first record's, for a task
+    of the user's own)."""
     out = {"path": path, "records": 0, "bad": 0, "fatal": False, "rejects": [], "tasks": {}}
     out["capabilities"] = {}
     for entry in parse_file(path, data, cfg, index):
@@ -168,11 +175,10 @@ def summarise(path: str, data: bytes | None, cfg: DataConfig, index: Decontamina
             if len(out["rejects"]) < MAX_INLINE_REJECTS:
                 out["rejects"].append(asdict(entry))
             continue
-        counts = out["tasks"].setdefault(
-            entry["task_family"], {"train": 0, "eval": 0, "exact": 0, "ngram": 0, "synthetic": 0}
-        )
+        counts = out["tasks"].setdefault(entry["task_family"], dict.fromkeys(COUNTS, 0))
         counts[entry["split"]] += 1
-        counts["synthetic"] += entry["split"] == "train" and entry["provenance"] == "synthetic"
+        if entry["provenance"] == "synthetic" and entry["split"] in ("train", "eval"):
+            counts[f"{entry['split']}_synthetic"] += 1
         out["capabilities"].setdefault(entry["task_family"], entry["capability"])
     return out
 

@@ -69,14 +69,17 @@ def read_share(batches: Iterator[dict]) -> Share:
     return share
 
 
-def epoch_order(share: Share, mult: dict[str, float], seed: int, epoch: int, rank: int):
-    """Record indices of one epoch: each record as often as the mixture says, shuffled."""
+def epoch_order(
+    share: Share, mult: dict[str, float], seed: int, epoch: int, rank: int, fixed: bool = False
+):
+    """Record indices of one epoch: each record as often as the mixture says, shuffled.
+    `fixed` (data.downsample): the records kept are epoch 0's in every epoch."""
     reps = np.zeros(len(share.source), dtype=np.int64)
     for family in dict.fromkeys(share.family):
         members = [i for i, f in enumerate(share.family) if f == family]
         u = positions([share.source[i] for i in members], seed)
         for i, position in zip(members, u, strict=True):
-            reps[i] = copies(position, mult.get(family, 0.0), epoch)
+            reps[i] = copies(position, mult.get(family, 0.0), 0 if fixed else epoch)
     order = np.repeat(np.arange(len(reps)), reps)
     np.random.default_rng([seed, epoch, rank]).shuffle(order)
     return order
@@ -102,7 +105,7 @@ def stream(
     pending: list[list[int]] = []  # rows (record indices) not yet dealt out
     seen = 0
     for epoch in range(2**62):
-        order = epoch_order(share, mult, d.seed, epoch, rank)
+        order = epoch_order(share, mult, d.seed, epoch, rank, d.downsample == "fixed")
         stats.epochs, stats.per_epoch = epoch + 1, stats.per_epoch + [len(order)]
         for start in range(0, len(order), d.pack_window):
             window = order[start : start + d.pack_window]
