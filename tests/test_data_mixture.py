@@ -249,7 +249,7 @@ def test_an_ood_fraction_takes_its_share_of_an_epoch_of_unchanged_size():
     assert s["ood_share"] == pytest.approx(0.3) and (s["n_tasks"], s["records"]) == (2, 1000)
     assert s["records/ood_arithmetic"] == 225
     with pytest.raises(
-        ValueError, match="no out-of-domain training records.*corpus: \\[..., ood\\]"
+        ValueError, match="no out-of-domain training records.*data.corpus: \\[..., ood\\]"
     ):
         targets(COUNTS, DataConfig(ood_fraction=0.1))
 

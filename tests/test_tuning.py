@@ -220,3 +220,23 @@ def test_a_subset_can_name_a_task_of_the_users_own(tmp_path, capsys):
     (trial,) = capsys.readouterr().out.splitlines()[1:]
     assert "mine  rank 4" in trial and ": shoe_check, query_ner |" in trial
     assert int(trial.rsplit("|", 1)[1].split()[0]) > 30  # both tasks' training records
+
+
+@pytest.mark.parametrize(
+    "config, trials, records",
+    [
+        # the e-commerce records, then with 2 x ~51 out-of-domain training records added
+        ("configs/ood.yaml", 12, {2464, 2561}),
+        # curated, synthetic (a record or two more or fewer held out), and both
+        ("configs/provenance.yaml", 6, {2464, 2461, 4925}),
+    ],
+)
+def test_the_question_configs_resolve_their_space(config, trials, records, capsys):
+    """configs/ood.yaml and configs/provenance.yaml, dry: every trial reads the records of
+    its own out-of-domain share or provenance, and both are scored on the curated world."""
+    from ecomtrain.sweep import main
+
+    assert main(["--config", config, "--dry-run"]) == 0
+    head, *lines = capsys.readouterr().out.splitlines()
+    assert "416 held out" in head and len(lines) == trials
+    assert {int(line.split("| ")[-1].split()[0]) for line in lines} == records

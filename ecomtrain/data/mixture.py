@@ -73,19 +73,18 @@ def targets(
     }
     ood = {t for t in sizes if capability_of(t, capability) == OOD}
     epoch = sum(s for t, s in sizes.items() if t not in ood)
+    parts = {
+        "e-commerce": (set(sizes) - ood, 1.0 - cfg.ood_fraction, "the mixture is empty, or "
+                       "all its weights are 0"),
+        "out-of-domain": (ood, cfg.ood_fraction, "add the built-in corpus, data.corpus: "
+                          "[..., ood], or label files, data.file_capabilities {<file>: ood}"),
+    }  # fmt: skip
     out = {}
-    for part, share in ((set(sizes) - ood, 1.0 - cfg.ood_fraction), (ood, cfg.ood_fraction)):
+    for kind, (part, share, hint) in parts.items():
         total = sum(weight[t] for t in part)
         if share > 0 and total <= 0:
-            kind = "out-of-domain" if part is ood else "e-commerce"
             raise ValueError(
-                f"data: no {kind} training records to draw {share:.0%} of the epoch from "
-                + (
-                    "(add the built-in corpus: data.corpus: [..., ood], or label files "
-                    "data.file_capabilities {<file>: ood})"
-                    if part is ood
-                    else "(the mixture is empty, or all its weights are 0)"
-                )
+                f"data: no {kind} training records to draw {share:.0%} of the epoch from ({hint})"
             )
         out |= {t: epoch * share * weight[t] / total if share > 0 else 0.0 for t in part}
     return {t: out[t] for t in sizes}

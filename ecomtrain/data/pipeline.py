@@ -204,9 +204,8 @@ def train_dataset(cfg: Config, model_path: str, tasks: list[str], world: int) ->
                 budget,
                 ", ".join(short),
             )
-    if cfg.data.ood_fraction == 0 and (
-        ood := [t for t, c in scan["capabilities"].items() if c == OOD]
-    ):
+    ood = [t for t, c in scan["capabilities"].items() if c == OOD]
+    if ood and cfg.data.ood_fraction == 0:
         log.info("data: out-of-domain tasks %s not trained on (data.ood_fraction 0)", ood)
     mult = multiplicities(counts, cfg.data, scan["capabilities"])
     train, held_out = task_split(cfg, tasks, index)
