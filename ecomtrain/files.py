@@ -31,6 +31,19 @@ def read_text(path: str | Path) -> str:
         return f.read().decode("utf-8")
 
 
+def write_text(path: str | Path, text: str) -> None:
+    """Write a text file to a local path (atomically) or a cloud URI (one upload: readers
+    see the old object or the new one, never a part)."""
+    if not is_uri(str(path)):
+        atomic_write(path, text)
+        return
+    import pyarrow.fs
+
+    fs, inner = pyarrow.fs.FileSystem.from_uri(str(path))
+    with fs.open_output_stream(inner) as f:
+        f.write(text.encode("utf-8"))
+
+
 def cache_dir() -> Path:
     """Where ecomtrain caches what it builds (tiny models, built-in corpora, scans)."""
     return Path(os.environ.get("ECOMTRAIN_CACHE", Path.home() / ".cache" / "ecomtrain"))

@@ -37,7 +37,7 @@ from ecomtrain.data.pipeline import check_names, check_scan, train_counts
 from ecomtrain.data.scan import corpus_files, eval_index, scan_corpus, split_count
 from ecomtrain.data.sources import check_files
 from ecomtrain.evaluate.held_out import base_model_scores
-from ecomtrain.files import atomic_write, is_uri, read_text
+from ecomtrain.files import atomic_write, is_uri, read_text, write_text
 from ecomtrain.model import find_adapter
 from ecomtrain.report.analysis import best
 from ecomtrain.report.card import adapter_only
@@ -167,10 +167,14 @@ def link_logs(logs: str, local: Path) -> None:
 
 
 def publish(local_dir: Path, output: str) -> None:
-    """Copy the report files to a cloud output (checkpoints are already there)."""
+    """Copy the report files to a cloud output (checkpoints are already there); the link to
+    the Ray session's logs stays local."""
     import pyarrow.fs
 
-    pyarrow.fs.copy_files(str(local_dir), output, destination_filesystem=None)
+    for path in sorted(local_dir.rglob("*")):
+        rel = path.relative_to(local_dir)
+        if path.is_file() and not path.is_symlink() and rel.parts[0] != "ray-logs":
+            pyarrow.fs.copy_files(str(path), f"{output}/{rel.as_posix()}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -186,7 +190,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     local = Path(tempfile.mkdtemp(prefix="ecomtrain-sweep-")) if is_uri(output) else Path(output)
     local.mkdir(parents=True, exist_ok=True)
-    atomic_write(local / CONFIG_FILE, yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    saved = yaml.safe_dump(to_dict(cfg), sort_keys=False)
+    atomic_write(local / CONFIG_FILE, saved)
+    if is_uri(output):  # there from the start, so `--resume URI` works after a driver is lost
+        write_text(f"{output}/{CONFIG_FILE}", saved)
 
     logs = connect(args.address, log_to_driver=console.verbose())
     link_logs(logs, local)
@@ -208,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         console.log.error("sweep %r failed: %s: %s", cfg.sweep.name, type(e).__name__, e)
         ray.shutdown()
         return 1
-    write_csv(trial_rows(results, cfg.sweep.metric), local / "trials.csv")
+    write_csv(trial_rows(results, cfg.sweep.metric, output), local / "trials.csv")
     rows = load_trials(local / "trials.csv")
     print(console_table(rows))
     report = write_report(local)

@@ -15,7 +15,13 @@ from ecomtrain.report.__main__ import main
 from ecomtrain.report.analysis import fit_interaction
 from ecomtrain.report.charts import plot_scores
 from ecomtrain.report.pages import console_table, write_report
-from ecomtrain.report.trials import ReportError, load_trials, trial_rows, write_csv
+from ecomtrain.report.trials import (
+    ReportError,
+    checkpoint_uri,
+    load_trials,
+    trial_rows,
+    write_csv,
+)
 
 
 def _result(subset, rank, score, error=None):
@@ -264,3 +270,12 @@ def test_the_sweep_metric_is_the_score_column_and_picks_the_records(tmp_path):
     entries = {"a": {"track": "x"}, "b": {"track": "y"}}
     assert only("extra/track/x", entries) == {"a": {"track": "x"}}
     assert only("score", entries) == entries
+
+
+def test_checkpoints_on_cloud_storage_are_uris():
+    """Ray Train reports a cloud checkpoint's path inside its filesystem; trials.csv holds
+    the URI the report and a reader open."""
+    assert checkpoint_uri("b/p/train/t/ckpt_1", "s3://b/p") == "s3://b/p/train/t/ckpt_1"
+    assert checkpoint_uri("/runs/x/train/t/ckpt_1", "/runs/x") == "/runs/x/train/t/ckpt_1"
+    assert checkpoint_uri("gs://b/p/ckpt", "gs://b/p") == "gs://b/p/ckpt"
+    assert checkpoint_uri("", "s3://b/p") == ""

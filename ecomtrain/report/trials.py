@@ -43,9 +43,17 @@ def swept_keys(row: dict) -> list[str]:
     return sorted(k for k in row if "." in k and not k.startswith(("track/", "task/", "extra/")))
 
 
-def trial_rows(results, metric: str = "score") -> list[dict]:
+def checkpoint_uri(path: str, storage: str) -> str:
+    """A checkpoint's location as readers need it: Ray Train reports the path inside its
+    filesystem ("bucket/prefix/...") for cloud storage, so the storage's scheme goes back on."""
+    scheme, sep, _ = storage.partition("://")
+    return f"{scheme}://{path}" if sep and path and "://" not in path else path
+
+
+def trial_rows(results, metric: str = "score", storage: str = "") -> list[dict]:
     """One row per trial of a Tune ResultGrid (failed trials included, score empty). `score`
-    is the sweep's objective (`metric`, e.g. extra/score), named in the `metric` column."""
+    is the sweep's objective (`metric`, e.g. extra/score), named in the `metric` column;
+    checkpoints are URIs when the sweep's `storage` is one."""
     rows = []
     for r in results:
         cfg, m = r.config or {}, r.metrics or {}
@@ -62,7 +70,7 @@ def trial_rows(results, metric: str = "score") -> list[dict]:
             "loss": m.get("loss", ""),
             "wall_s": round(m.get("time_total_s", 0.0), 1),
             # the last checkpoint: its scores.jsonl holds every held-out record's score
-            "checkpoint": m.get("checkpoint_path", ""),
+            "checkpoint": checkpoint_uri(m.get("checkpoint_path", ""), storage),
         }
         for key in OPTIONAL:
             value = subset.get(key, cfg.get(key, m.get(key)))
