@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import json
 import math
+import time
 
 import pytest
 import torch
@@ -517,6 +518,57 @@ def test_generate_with_two_actors_keeps_input_order(ray_local, tiny, tmp_path, c
     assert len(got) == len(records) == 12
     assert got == expected  # each response is its own record's, in input order
     assert len(set(expected)) > 3  # distinct answers, so a shuffle would show
+
+
+def _kill_one_actor(name: str, after_s: float, killed: list) -> None:
+    """SIGKILL a process of a Ray actor whose title names `name` and that started from now
+    on, `after_s` seconds after one shows up (no cleanup: as when its machine goes)."""
+    import psutil
+
+    since, found_at = time.time() - 1, None
+    for _ in range(6000):
+        procs = [
+            p
+            for p in psutil.process_iter(["cmdline", "create_time"])
+            if name in " ".join(p.info["cmdline"] or []) and p.info["create_time"] >= since
+        ]
+        if procs and found_at is None:
+            found_at = time.time()
+        if procs and time.time() - found_at >= after_s:
+            procs[0].kill()
+            killed.append(time.time())
+            return
+        time.sleep(0.1)
+
+
+@pytest.mark.slow
+def test_a_lost_actor_still_gives_every_record_one_response_in_order(ray_local, tiny, adapter):
+    """An actor of the generation pool killed mid-run: Ray Data restarts it and retries its
+    batch; every record still gets exactly one response, its own, in input order (greedy
+    answers equal an undisturbed run's)."""
+    import threading
+
+    from ecomtrain.evaluate.pool import generate_responses
+
+    path, _ = tiny
+    by_family = demo_records(per_task=8)  # 10 families x 8, family after family
+    records = [by_family[f * 8 + k] for k in range(8) for f in range(10)]  # round robin
+    assert len(records) == 80  # 40 batches of 2
+    settings = Settings(model=path, adapter=str(adapter[1]), max_new_tokens=8, backend="hf",
+                        actors=2, batch_size=2, progress=False)  # fmt: skip
+    t0 = time.time()
+    want = generate_responses(records, settings)
+    mid = 0.4 * (time.time() - t0)  # well inside the second run, after its actors started
+    killed: list[float] = []
+    killer = threading.Thread(target=_kill_one_actor, args=("Responder", mid, killed))
+    killer.start()
+    got = generate_responses(records, settings)
+    done = time.time()
+    killer.join()
+    assert killed and killed[0] < done  # an actor died while the run went on
+    assert got == want and len(got) == 80
+    changes = sum(a != b for a, b in zip(want, want[1:], strict=False))
+    assert changes > 10, changes  # answers vary along the records, so a shuffle would show
 
 
 def test_run_with_adapter_prints_table(ray_local, adapter, tmp_path, capsys):
