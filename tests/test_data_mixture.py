@@ -248,6 +248,10 @@ def test_an_ood_fraction_takes_its_share_of_an_epoch_of_unchanged_size():
     s = stats(counts, DataConfig(ood_fraction=0.3), caps)
     assert s["ood_share"] == pytest.approx(0.3) and (s["n_tasks"], s["records"]) == (2, 1000)
     assert s["records/ood_arithmetic"] == 225
+    entropy = {
+        stats(counts, DataConfig(ood_fraction=f), caps)["task_entropy"] for f in (0, 0.1, 0.3)
+    }
+    assert len(entropy) == 1  # the same e-commerce diversity whatever the share
     with pytest.raises(
         ValueError, match="no out-of-domain training records.*data.corpus: \\[..., ood\\]"
     ):

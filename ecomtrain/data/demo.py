@@ -144,19 +144,22 @@ GENERATORS = {
 }
 
 
+def distinct(make, rng: random.Random, n: int) -> list[tuple[str, object]]:
+    """(prompt, answer) pairs from a generator, `n` with distinct prompts (fewer when its
+    tables run out within 20 n draws)."""
+    out: dict[str, object] = {}
+    for _ in range(n * 20):
+        if len(out) == n:
+            break
+        prompt, answer = make(rng)
+        out.setdefault(prompt, answer)
+    return list(out.items())
+
+
 def demo_records(per_task: int = 60, seed: int = 0) -> list[dict]:
     """Generate the demo corpus: `per_task` records for each demo family."""
-    records = []
-    for name, make in GENERATORS.items():
-        rng = random.Random(f"{seed}-{name}")
-        family = FAMILIES[name]
-        seen: set[str] = set()
-        for _ in range(per_task * 20):
-            if len(seen) == per_task:
-                break
-            prompt, answer = make(rng)
-            if prompt in seen:
-                continue
-            seen.add(prompt)
-            records.append(family.record(prompt, answer))
-    return records
+    return [
+        FAMILIES[name].record(prompt, answer)
+        for name, make in GENERATORS.items()
+        for prompt, answer in distinct(make, random.Random(f"{seed}-{name}"), per_task)
+    ]

@@ -130,7 +130,9 @@ def stats(
     planned = {t: v for t, v in every.items() if capability_of(t, capability) != OOD}
     total = sum(planned.values())
     probs = [v / total for v in planned.values()]
-    entropy = -sum(p * math.log(p) for p in probs if p > 0)
+    # rounded: mixtures equal but for their out-of-domain share must have equal diversity
+    # in the report's model, not values a last bit apart
+    entropy = round(-sum(p * math.log(p) for p in probs if p > 0), 10)
     covered = {capability_of(t, capability) for t in planned}
     caps = [c for c in CAPABILITIES if c in covered]
     out = {

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import random
 
-from ecomtrain.data.demo import mcq
+from ecomtrain.data.demo import distinct, mcq
 from ecomtrain.tasks import OOD
 
 CAPITALS = {
@@ -71,25 +71,15 @@ GENERATORS = {f.__name__: f for f in (ood_arithmetic, ood_general_knowledge)}
 def ood_records(per_task: int = 60, seed: int = 0) -> list[dict]:
     """`per_task` distinct records of each out-of-domain family (fewer where its table
     runs out)."""
-    records = []
-    for name, make in GENERATORS.items():
-        rng = random.Random(f"{seed}-{name}")
-        seen: set[str] = set()
-        for _ in range(per_task * 20):
-            if len(seen) == per_task:
-                break
-            prompt, answer = make(rng)
-            if prompt in seen:
-                continue
-            seen.add(prompt)
-            records.append(
-                {
-                    "input_field": prompt,
-                    "output_field": answer,
-                    "task_type": "multiple-choice",
-                    "metric": "accuracy",
-                    "task_name": name,
-                    "capability": OOD,
-                }
-            )
-    return records
+    return [
+        {
+            "input_field": prompt,
+            "output_field": answer,
+            "task_type": "multiple-choice",
+            "metric": "accuracy",
+            "task_name": name,
+            "capability": OOD,
+        }
+        for name, make in GENERATORS.items()
+        for prompt, answer in distinct(make, random.Random(f"{seed}-{name}"), per_task)
+    ]
