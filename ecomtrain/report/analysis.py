@@ -3,7 +3,7 @@
 The report answers the sweep's question: does task diversity need adapter capacity? It fits
 score ~ b0 + b1*diversity + b2*capacity + b3*diversity*capacity by ordinary least squares
 and reports only the uncertainty the trials can support. Capacity is log2 of the trainable
-parameters (so rank, target modules, DoRA and adapter shapes sit on one axis), or log2(rank)
+parameters (so rank, target modules and DoRA sit on one axis), or log2(rank)
 for trials that did not record them.
 """
 
