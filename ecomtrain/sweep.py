@@ -167,14 +167,14 @@ def link_logs(logs: str, local: Path) -> None:
 
 
 def publish(local_dir: Path, output: str) -> None:
-    """Copy the report files to a cloud output (checkpoints are already there); the link to
-    the Ray session's logs stays local."""
+    """Copy the report files to a cloud output (checkpoints are already there); links (the
+    `ray-logs` one to the Ray session's logs) stay local: rglob does not follow them."""
     import pyarrow.fs
 
     for path in sorted(local_dir.rglob("*")):
-        rel = path.relative_to(local_dir)
-        if path.is_file() and not path.is_symlink() and rel.parts[0] != "ray-logs":
-            pyarrow.fs.copy_files(str(path), f"{output}/{rel.as_posix()}")
+        if path.is_file() and not path.is_symlink():
+            rel = path.relative_to(local_dir).as_posix()
+            pyarrow.fs.copy_files(str(path), f"{output}/{rel}")
 
 
 def main(argv: list[str] | None = None) -> int:

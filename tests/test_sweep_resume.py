@@ -26,7 +26,7 @@ def _read(fs, path: str) -> str | None:
     try:
         with fs.open_input_stream(path) as f:
             return f.read().decode()
-    except (FileNotFoundError, OSError):
+    except OSError:  # not found, or unreadable
         return None
 
 
