@@ -7,7 +7,8 @@ house, bottom to top (a module imports only from the lines above it, or its own 
     console     -v/-q, quiet Ray workers, progress lines and bars
     tracking    W&B runs of every entry point (job types, tags, predictions tables)
     tasks       capabilities (ShopBench tracks) and task families
-    model       base models, tokenizers, LoRA adapters
+    experts     routed LoRA shapes: an expert per capability, a mixture of experts
+    model       base models, tokenizers, LoRA adapters (single or routed)
     connect     joining a Ray cluster, or starting a local one
     files       the cache folder and atomic writes
     data/       corpus files to the packed, mixed stream a trial trains on

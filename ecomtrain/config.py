@@ -18,6 +18,7 @@ from ecomtrain.tasks import CAPABILITIES, FAMILIES, LABELS, METRICS_BY_TYPE
 
 # data.corpus names that are not files ("demo:N" too): data.sources.BUILTIN
 BUILTIN_CORPORA = ("demo", "world", "world-synthetic", "ood")
+LORA_SHAPES = ("single", "per-capability", "per-task", "moe")  # lora.shape
 PROMPT_FORMATS = ("chat", "raw")  # model.prompt_format
 PROVENANCES = ("curated", "synthetic")  # where a record comes from (data.provenance)
 SOURCE_FORMATS = ("jsonl", "json", "csv", "parquet")  # data.sources[].format
@@ -64,6 +65,16 @@ class LoraConfig:
     )
     use_rslora: bool = False  # rank-stabilised scaling alpha / sqrt(rank) instead of alpha / rank
     use_dora: bool = False  # weight-decomposed LoRA (DoRA): magnitude + direction
+    # How the capacity is laid out (ecomtrain.experts): "single", one LoRA; "per-capability"
+    # or "per-task", one LoRA per capability (or task family) the trial trains, each record
+    # routed to its own by its label; "moe", `experts` LoRA experts mixed per token by a
+    # learned router.
+    shape: str = "single"
+    experts: int = 4  # moe: the number of LoRA experts
+    # Split `rank` among the experts (rank // experts each, at least 1), so a routed shape
+    # has the trainable parameters of one LoRA of rank `rank` (moe: plus a router of
+    # `rank` weights per module, under 1 % at real widths); false: every expert has `rank`.
+    match_params: bool = False
 
 
 @dataclass
@@ -153,6 +164,12 @@ class TrainConfig:
     num_workers: int = 2  # Ray Train workers per trial
     use_gpu: bool = False  # one GPU per worker, NCCL; else CPU workers with gloo
     cpus_per_worker: float = 1.0
+    # Custom Ray resources each worker also takes (e.g. {trainer: 1} with one `trainer` per
+    # node: one worker per node, on the nodes that offer it)
+    worker_resources: dict[str, float] = field(default_factory=dict)
+    # How a trial's workers spread over nodes: PACK (fewest nodes), SPREAD, STRICT_SPREAD
+    # (one per node) or STRICT_PACK (one node)
+    placement_strategy: str = "PACK"
     zero_stage: int = 2  # DeepSpeed ZeRO stage (0, 1, 2 or 3)
     micro_batch_size: int = 8  # sequences per worker per step
     grad_accum: int = 1  # micro-batches per optimizer step
@@ -254,6 +271,10 @@ class SweepConfig:
     grace_period: int = 100  # ASHA: steps before a trial can be stopped (align with eval_every)
     reduction_factor: int = 2  # ASHA: keep the top 1/reduction_factor at each rung
     max_concurrent_trials: int = 1  # trials running at once (0: as many as resources allow)
+    # Custom Ray resources each trial's driver (and so its Ray Train controller) also takes,
+    # e.g. {driver: 0.01} with `--resources '{"driver": 100}'` on an on-demand head only:
+    # losing a spot node then never takes a trial's driver with it
+    driver_resources: dict[str, float] = field(default_factory=dict)
     output: str = "runs"  # where the sweep writes everything (overridden by --output)
 
 
@@ -358,9 +379,11 @@ CHOICES = {
     ("model", "attn_implementation"): ("sdpa", "flash_attention_2"),
     ("model", "prompt_format"): PROMPT_FORMATS,
     ("data", "provenance"): (*PROVENANCES, "both"),
+    ("lora", "shape"): LORA_SHAPES,
     ("data", "downsample"): ("rotate", "fixed"),
     ("eval", "provenance"): (*PROVENANCES, "both"),
     ("train", "zero_stage"): (0, 1, 2, 3),
+    ("train", "placement_strategy"): ("PACK", "SPREAD", "STRICT_SPREAD", "STRICT_PACK"),
     ("train", "precision"): ("bf16", "fp16", "fp32"),
     ("wandb", "mode"): ("auto", "online", "offline", "disabled"),
     ("sweep", "alpha_rule"): ("scale", "fixed", "rslora"),
@@ -378,6 +401,7 @@ def _at_least(low):
 LIMITS = {
     ("lora", "rank"): _at_least(1),
     ("lora", "dropout"): (lambda v: 0 <= v < 1, "must be in [0, 1)"),
+    ("lora", "experts"): _at_least(2),
     ("data", "eval_fraction"): (lambda v: 0 < v < 1, "must be in (0, 1)"),
     ("data", "max_eval_per_task"): _at_least(0),
     ("data", "max_chars"): _at_least(1),
@@ -435,6 +459,11 @@ def check_values(cfg: Config, source: str) -> Config:
                 "_ . + = - only, no '..'"
             )
     _check_tasks(cfg, source)
+    if cfg.lora.use_dora and cfg.lora.shape != "single":
+        raise ConfigError(
+            f"{source}: lora.use_dora: DoRA is for lora.shape single only (its magnitude "
+            f"vector belongs to one adapter), not {cfg.lora.shape}"
+        )
     for i, s in enumerate(cfg.data.sources):
         _check_source(s, f"{source}: data.sources[{i}]")
     _check_params(cfg, source)

@@ -1,8 +1,11 @@
 """Base models, tokenizers, LoRA adapters, and what an adapter directory says about itself.
 
 The one place a causal LM is loaded (`load_model`), prepared for training (gradient
-checkpointing + PEFT LoRA: `training_model`), and an adapter's base model is read
-(`base_model_of`). A hub id and a local directory go through the same `from_pretrained`.
+checkpointing + PEFT LoRA, or the routed shapes of ecomtrain.experts: `training_model`), an
+adapter saved and applied (`save_adapter`, `load_adapter`), and an adapter's base model is
+read (`base_model_of`). A hub id and a local directory go through the same `from_pretrained`.
+An adapter directory is a PEFT one (adapter_config.json) or a routed one
+(routed_adapter.json); both hold safetensors weights and name their base model.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from ecomtrain import experts
 from ecomtrain.config import LoraConfig
 
 ADAPTER_CONFIG = "adapter_config.json"  # what makes a folder a PEFT adapter
@@ -66,25 +70,43 @@ def add_lora(model, cfg: LoraConfig):
     return get_peft_model(model, peft_cfg)
 
 
-def training_model(base, lora: LoraConfig, gradient_checkpointing: bool):
+def training_model(base, lora: LoraConfig, gradient_checkpointing: bool, routes=None):
     """`base` ready for LoRA training: activations recomputed in backward when asked, and
-    wrapped with the adapter (only its weights trainable)."""
+    wrapped with the adapter of `lora.shape` (only its weights trainable). `routes`: the
+    trial's expert labels, for the label-routed shapes (ecomtrain.experts.spec)."""
     if gradient_checkpointing:
         base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         base.enable_input_require_grads()
-    return add_lora(base, lora)
+    if lora.shape == "single":
+        return add_lora(base, lora)
+    return experts.add_experts(base, experts.spec(lora, routes))
+
+
+def save_adapter(model, path: str | Path) -> None:
+    """The adapter of a training model (PEFT or routed) in `path`, safetensors only."""
+    if experts.config_of(model):
+        experts.save(model, path)
+    else:
+        model.save_pretrained(path)
 
 
 def find_adapter(path: str | Path) -> Path:
-    """The PEFT adapter directory `path`, or an error listing the adapters found below it."""
+    """The adapter directory `path` (PEFT or routed), or an error listing the adapters found
+    below it."""
     root = Path(path)
-    if (root / ADAPTER_CONFIG).is_file():
+    if is_routed(root) or (root / ADAPTER_CONFIG).is_file():
         return root
     if not root.is_dir():
         raise ModelError(f"{path}: adapter directory not found")
-    found = sorted(p.parent for p in root.glob(f"**/{ADAPTER_CONFIG}"))
+    found = sorted(
+        p.parent
+        for name in (ADAPTER_CONFIG, experts.ROUTED_CONFIG)
+        for p in root.glob(f"**/{name}")
+    )
     if not found:
-        raise ModelError(f"{path}: no {ADAPTER_CONFIG} in or below it; not a PEFT adapter")
+        raise ModelError(
+            f"{path}: no {ADAPTER_CONFIG} or {experts.ROUTED_CONFIG} in or below it; not an adapter"
+        )
     listed = "\n  ".join(str(p) for p in found[:10])
     more = f"\n  ... and {len(found) - 10} more" if len(found) > 10 else ""
     raise ModelError(
@@ -92,9 +114,22 @@ def find_adapter(path: str | Path) -> Path:
     )
 
 
+def is_routed(adapter: str | Path) -> bool:
+    """Whether `adapter` is a routed adapter (ecomtrain.experts), not a PEFT one."""
+    return (Path(adapter) / experts.ROUTED_CONFIG).is_file()
+
+
+def adapter_files(adapter: str | Path) -> tuple[str, str]:
+    """The names of the adapter's config and weights files."""
+    if is_routed(adapter):
+        return experts.ROUTED_CONFIG, experts.ROUTED_WEIGHTS
+    return ADAPTER_CONFIG, ADAPTER_WEIGHTS
+
+
 def adapter_config(adapter: str | Path) -> dict:
-    """The adapter's adapter_config.json, with a clear error when it is missing or unreadable."""
-    path = Path(adapter) / ADAPTER_CONFIG
+    """The adapter's config (adapter_config.json, or a routed adapter's), with a clear error
+    when it is missing or unreadable."""
+    path = Path(adapter) / adapter_files(adapter)[0]
     if not path.is_file():
         raise ModelError(f"{path}: not found; is {adapter} a PEFT adapter directory?")
     try:
@@ -104,20 +139,28 @@ def adapter_config(adapter: str | Path) -> dict:
 
 
 def load_adapter(model, adapter: str | Path):
-    """`model` with the PEFT adapter in `adapter` applied and merged. Only safetensors
-    weights are loaded: a pickled adapter_model.bin could run code."""
+    """`model` with the adapter in `adapter` applied: a PEFT adapter merged into it, a routed
+    one wrapped around it (its gates depend on each record or token; route its inputs with
+    ecomtrain.experts.route_rows). Only safetensors weights are loaded: a pickled
+    adapter_model.bin could run code."""
     from peft import PeftModel
 
     require_safetensors(adapter)
+    if is_routed(adapter):
+        try:
+            return experts.load(model, adapter)
+        except (KeyError, ValueError) as e:
+            raise ModelError(f"{adapter}: cannot load the routed adapter: {e}") from None
     return PeftModel.from_pretrained(model, adapter, use_safetensors=True).merge_and_unload()
 
 
 def require_safetensors(adapter: str | Path) -> Path:
     """The adapter's safetensors weights; ecomtrain neither loads nor ships any other kind."""
-    path = Path(adapter) / ADAPTER_WEIGHTS
+    weights = adapter_files(adapter)[1]
+    path = Path(adapter) / weights
     if not path.is_file():
         raise ModelError(
-            f"{adapter}: no {ADAPTER_WEIGHTS}; only safetensors adapters are used (a pickled "
+            f"{adapter}: no {weights}; only safetensors adapters are used (a pickled "
             "adapter_model.bin could run code)"
         )
     return path
@@ -125,7 +168,7 @@ def require_safetensors(adapter: str | Path) -> Path:
 
 def base_model_of(adapter: str | Path) -> str:
     """The base model an adapter was trained on (its config's base_model_name_or_path)."""
-    where = Path(adapter) / ADAPTER_CONFIG
+    where = Path(adapter) / adapter_files(adapter)[0]
     base = adapter_config(adapter).get("base_model_name_or_path")
     if not base:
         raise ModelError(

@@ -7,6 +7,11 @@ when it reports and when it writes a checkpoint, and kills itself (SIGKILL, no c
     {"rank": 1, "after_step": 5, "marker": PATH}        after reporting step 5's metrics
     {"rank": 1, "in_checkpoint": 6, "marker": PATH}     halfway through step 6's checkpoint
 
+or, for a test that takes the worker's whole node away, writes its node id into the marker
+and waits there (for the node to go):
+
+    {"rank": 1, "hold_at_step": 5, "marker": PATH}      before reporting step 5's metrics
+
 The marker file makes it happen once per run, however often the run is retried.
 """
 
@@ -15,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import time
 from pathlib import Path
 
 PLAN = "ECOMTRAIN_FAULT_PLAN"
@@ -48,6 +54,9 @@ def install() -> None:
         rank = ray.train.get_context().get_world_rank()
         if plan.get("after_step") == metrics.get("step") and plan["rank"] == rank and _once(plan):
             os.kill(os.getpid(), signal.SIGKILL)
+        if plan.get("hold_at_step") == metrics.get("step") and plan["rank"] == rank and _once(plan):
+            Path(plan["marker"]).write_text(ray.get_runtime_context().get_node_id())
+            time.sleep(600)  # until the test removes this node
         return report(metrics, *args, **kwargs)
 
     def faulty_save(path, eng, tokenizer, trial, state, rank, *rest):

@@ -156,18 +156,32 @@ def test_a_resumed_sweep_reads_its_config_safely(tmp_path, capsys):
 
 
 def test_workers_that_take_every_cpu_fail_fast():
-    """2 workers x 1 CPU on a 2-CPU cluster leave the data tasks no room: an error naming the
-    key, not a hang."""
+    """2 workers x 1 CPU on a 2-CPU cluster leave the data tasks no room, and 2 workers that
+    each need a resource the cluster has once never start: errors naming the key, not a
+    hang."""
     import ray
 
     from ecomtrain.config import load_config
     from ecomtrain.train.driver import check_room
 
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(
+        address="local",
+        num_cpus=2,
+        resources={"trainer": 1},
+        include_dashboard=False,
+        log_to_driver=False,
+    )
     try:
         with pytest.raises(ValueError, match="lower train.cpus_per_worker"):
             check_room(load_config(None, ["train.cpus_per_worker=1.0"]))
         check_room(load_config(None, ["train.cpus_per_worker=0.5"]))
+        # a custom resource too few nodes offer
+        with pytest.raises(ValueError, match=r"2 workers x 1 'trainer' but the cluster has 1"):
+            check_room(
+                load_config(
+                    None, ["train.cpus_per_worker=0.5", "train.worker_resources={trainer: 1}"]
+                )
+            )
     finally:
         ray.shutdown()
 

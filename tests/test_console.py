@@ -76,6 +76,7 @@ def test_duration():
 
 def trial(status: str, subset: str = "pair", rank: int = 2, **result):
     config = {"subset": {"id": subset, "n_tasks": 2, "n_capabilities": 1}, "rank": rank, "seed": 0}
+    config["lora.shape"] = "moe"  # a sweep.params value: named in the label
     return types.SimpleNamespace(
         status=status, config=config, last_result=result, error_file=None, local_path="/x"
     )
@@ -95,7 +96,11 @@ def test_sweep_progress_lines(caplog):
     finally:
         console.log.removeHandler(caplog.handler)
     start, report, stopped = [r.getMessage() for r in caplog.records]
-    assert start.startswith("start   pair r8 s0  (2 tasks over 1 capabilities)  [1/4 done")
-    assert report.strip() == "pair r8 s0  step 40/100  score 0.2000"
+    assert start.startswith(
+        "start   pair r8 shape=moe s0  (2 tasks over 1 capabilities)  [1/4 done"
+    )
+    assert report.strip() == "pair r8 shape=moe s0  step 40/100  score 0.2000"
     # an early-stopped trial says so, and counts as done
-    assert stopped.startswith("stopped pair r8 s0  at step 40  score=0.2000  [2/4 done, 1 pending")
+    assert stopped.startswith(
+        "stopped pair r8 shape=moe s0  at step 40  score=0.2000  [2/4 done, 1 pending"
+    )

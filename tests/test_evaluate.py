@@ -17,7 +17,7 @@ from ecomtrain.data.packing import Prompt, prompt_text
 from ecomtrain.evaluate.__main__ import main
 from ecomtrain.evaluate.answer import respond
 from ecomtrain.evaluate.files import score_files
-from ecomtrain.evaluate.pool import Responder, Settings
+from ecomtrain.evaluate.pool import Responder, Settings, labels
 from ecomtrain.model import base_model_of, find_adapter
 
 DEV = "kddcup24_development.json"
@@ -457,6 +457,8 @@ def test_responder_applies_adapter_and_token_budgets(adapter, tiny):
         "idx": np.arange(len(rows)),
         "input": np.array([r["input"] for r in rows]),
         "task_type": np.array([r["task_type"] for r in rows]),
+        "capability": np.array([labels(r)["capability"] for r in records]),
+        "task_family": np.array([labels(r)["task_family"] for r in records]),
     }
     settings = Settings(model=path, adapter=str(adapter[1]), max_new_tokens=8, backend="hf")
     got = Responder(settings)(batch)

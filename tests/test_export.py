@@ -48,7 +48,8 @@ def test_adapter_loads_with_peft(adapter):
 
 def test_cli_errors_on_a_non_adapter(tmp_path, capsys):
     assert main(["--adapter", str(tmp_path), "--out", str(tmp_path / "x")]) == 2
-    assert "no adapter_config.json in or below it; not a PEFT adapter" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "no adapter_config.json or routed_adapter.json in or below it; not an adapter" in err
 
 
 def test_adapter_only_export_ships_weights_and_a_model_card(adapter, tmp_path):

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("ecomtrain", "tuning")
 # The bottom of the house: they import nothing of the project above them.
 BOTTOM = {"ecomtrain.config", "ecomtrain.tasks", "ecomtrain.model", "ecomtrain.connect"}
-BOTTOM |= {"ecomtrain.files", "ecomtrain.console"}
+BOTTOM |= {"ecomtrain.files", "ecomtrain.console", "ecomtrain.experts"}
 # Entry points: the only modules that may import `tuning` (besides tuning itself) or a CLI.
 TUNING_USERS = {"ecomtrain.sweep", "ecomtrain.bench"}
 

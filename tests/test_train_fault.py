@@ -1,17 +1,27 @@
-"""Ray Train runs on a local cluster: exact resume after a killed worker (with dropout, and
-with a worker killed while writing a checkpoint), the NaN guard, ZeRO-3, nothing left in
-the temporary folder. Each test fine-tunes the tiny model with 2 gloo workers for a few
-steps; faults are injected from tests/faults.py."""
+"""Ray Train runs on a 3-node cluster on this machine (Ray's own `cluster_utils.Cluster`: a
+head and two worker nodes, each worker on its own node): exact resume after a killed worker
+(with dropout; killed after a step, and while writing a checkpoint; the routed shapes of
+ecomtrain.experts) and after a whole node is lost (a single LoRA), under ZeRO-2 and ZeRO-3;
+the NaN guard; nothing left in the temporary folder; extra eval files. Each test fine-tunes
+the tiny model with 2 gloo workers for a few steps; faults are injected from
+tests/faults.py."""
 
 import json
 import os
+import shutil
+import threading
+import time
 from pathlib import Path
 
 import pytest
 import ray
 from faults import PLAN
+from peft import PeftModel
+from ray.cluster_utils import Cluster
 
 from ecomtrain.config import load_config
+from ecomtrain.experts import experts_of
+from ecomtrain.model import base_model_of, load_adapter, load_model
 from ecomtrain.train.driver import extra_eval_rows, fit, trial_meta
 
 pytestmark = pytest.mark.slow
@@ -25,7 +35,9 @@ FAST = [
     "data.max_eval_per_task=1",
     f"eval.tasks=[{', '.join(TASKS)}]",
     "eval.max_new_tokens=4",
+    "train.worker_resources={trainer: 1}",  # one worker on each worker node
 ]
+NODE = {"num_cpus": 1, "resources": {"trainer": 1}}  # a worker node
 
 
 @pytest.fixture(scope="module")
@@ -35,19 +47,24 @@ def workdirs(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def local_ray(workdirs):
+def cluster(workdirs):
+    """The cluster: a head (the driver, the trials' data tasks) and two worker nodes."""
     plan, tmp = workdirs
     path = os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")]))
     env = {"PYTHONPATH": path, PLAN: str(plan), "TMPDIR": str(tmp)}
+    nodes = Cluster(
+        initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False}
+    )
+    for _ in range(2):
+        nodes.add_node(**NODE)
     ray.init(
-        address="local",
-        num_cpus=2,
-        include_dashboard=False,
+        address=nodes.address,
         log_to_driver=False,
         runtime_env={"env_vars": env, "worker_process_setup_hook": "faults.install"},
     )
-    yield
+    yield nodes
     ray.shutdown()
+    nodes.shutdown()
 
 
 def inject(workdirs, tmp_path, **fault) -> None:
@@ -68,27 +85,9 @@ def history(result) -> list:
     return state(result)["history"]
 
 
-DROPOUT = "lora.dropout=0.1"  # resuming must restore every rank's random generators too
-
-
-@pytest.mark.parametrize(
-    "fault, starts",
-    [
-        ({"rank": 1, "after_step": 5}, [0, 3]),  # resumes from the step-3 checkpoint
-        ({"rank": 1, "in_checkpoint": 6}, [0, 3]),  # the step-6 one was never complete
-    ],
-    ids=["after-step", "in-checkpoint"],
-)
-def test_killed_worker_resumes_exactly(local_ray, workdirs, tmp_path, fault, starts):
-    clean = history(run(tmp_path, "clean", DROPOUT))
-    inject(workdirs, tmp_path, **fault)
-    # max_failures 2: under heavy load Ray can also fail a health check while recovering
-    resumed = run(tmp_path, "killed", DROPOUT, "train.max_failures=2")
-    workdirs[0].unlink()
-    assert (tmp_path / "fault-done").exists()  # the fault did happen
-    steps = [s for s, _ in history(resumed)]
-    assert steps == list(range(1, 9))  # every step once: none repeated, none skipped
-    assert state(resumed)["starts"][:2] == starts  # resumed from the last complete checkpoint
+def assert_same_curve(clean: list, resumed) -> None:
+    """Every step once, none repeated or skipped, each loss equal to the undisturbed run's."""
+    assert [s for s, _ in history(resumed)] == list(range(1, 9))
     for (s, a), (_, b) in zip(clean, history(resumed), strict=True):
         assert abs(a - b) < 1e-5, f"step {s}: {a} vs {b}"
     gap = max(abs(a - b) for (_, a), (_, b) in zip(clean, history(resumed), strict=True))
@@ -96,19 +95,110 @@ def test_killed_worker_resumes_exactly(local_ray, workdirs, tmp_path, fault, sta
     assert resumed.metrics["step"] == 8 and "score" in resumed.metrics
 
 
-def test_a_run_leaves_nothing_in_the_temporary_folder(local_ray, workdirs, tmp_path):
-    """(A worker killed by SIGKILL, as in the tests above, cannot clean up after itself.)"""
+DROPOUT = "lora.dropout=0.1"  # resuming must restore every rank's random generators too
+ZERO3 = "train.zero_stage=3"
+
+
+def extra_eval_file(tmp_path: Path) -> tuple[Path, int]:
+    """A small extra eval file (demo records of the trial's tasks) and its record count."""
+    from ecomtrain.data.demo import demo_records
+
+    extra = tmp_path / "extra.jsonl"
+    records = [r for r in demo_records(per_task=3) if r["task_name"] in TASKS]
+    extra.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return extra, len(records)
+
+
+# A worker killed: of a routed adapter (ecomtrain.experts); a single LoRA's worker is lost
+# with its whole node in the next test.
+ROUTED = ("lora.match_params=true", "lora.target_modules=[q_proj, v_proj]")
+
+
+@pytest.mark.parametrize(
+    "fault, starts, shape",
+    [
+        # the step-6 checkpoint was never complete; a per-capability adapter (ZeRO-2)
+        ({"rank": 1, "in_checkpoint": 6}, [0, 3], ("lora.shape=per-capability", *ROUTED)),
+        (
+            {"rank": 1, "after_step": 5},
+            [0, 3],
+            ("lora.shape=moe", ZERO3, *ROUTED),  # a mixture of experts, ZeRO-3
+        ),  # resumes from the step-3 checkpoint
+    ],
+    ids=["in-checkpoint-per-capability", "after-step-moe-zero3"],
+)
+def test_killed_worker_resumes_exactly(cluster, workdirs, tmp_path, fault, starts, shape):
+    """Also: an undisturbed run leaves nothing in the workers' temporary folder (a worker
+    killed by SIGKILL cannot clean up after itself), and an extra eval file is scored with
+    every evaluation."""
+    extra = extra_eval_file(tmp_path)
+    shape = (*shape, f"eval.extra_files=[{extra[0]}]")
     before = set(workdirs[1].iterdir())
-    run(tmp_path, "tidy", "train.max_steps=6")  # two checkpoints, on both ranks
+    clean = history(run(tmp_path, "clean", DROPOUT, *shape))
     left = sorted(p.name for p in set(workdirs[1].iterdir()) - before)
     assert not left, f"left in the workers' TMPDIR: {left}"
+    inject(workdirs, tmp_path, **fault)
+    # max_failures 2: under heavy load Ray can also fail a health check while recovering
+    resumed = run(tmp_path, "killed", DROPOUT, "train.max_failures=2", *shape)
+    workdirs[0].unlink()
+    assert (tmp_path / "fault-done").exists()  # the fault did happen
+    assert state(resumed)["starts"][:2] == starts  # resumed from the last complete checkpoint
+    assert_same_curve(clean, resumed)
+    m = resumed.metrics
+    assert 0.0 <= m["extra/score"] <= 1.0 and m["extra/eval_records"] == extra[1]
+    assert {f"extra/task/{t}" for t in TASKS} <= set(m)
+    # the routed adapter was saved whole (gathered under ZeRO-3), trained, and loads
+    adapter = Path(resumed.checkpoint.path)
+    model = load_adapter(load_model(base_model_of(adapter)), adapter)
+    assert model.ecomtrain_experts["shape"] == shape[0].partition("=")[2]
+    assert all(m.lora_B.abs().sum() > 0 for m in experts_of(model))
 
 
-def test_non_finite_loss_stops_the_run(local_ray, tmp_path):
+def test_a_lost_node_resumes_on_a_node_added_afterwards(cluster, workdirs, tmp_path):
+    """The node of rank 1 is removed (its processes killed, not shut down) once it has taken
+    step 5, with the step-3 checkpoint in the run's storage. The run waits for a node that offers a
+    `trainer`; one is added, and the run resumes on it from step 3 with the same loss curve
+    as an undisturbed run. While the node is gone, the workers' local temporary folder (the
+    only disk a worker writes a checkpoint to before Ray Train copies it to the storage) is
+    emptied: nothing the resume needs may be there. A single LoRA under ZeRO-3: the adapter
+    saved is gathered whole from the partitions."""
+    clean = history(run(tmp_path, "clean", DROPOUT, ZERO3))
+    inject(workdirs, tmp_path, rank=1, hold_at_step=5)
+    out: dict = {}
+    overrides = (DROPOUT, ZERO3, "train.max_failures=2")
+    trainer = threading.Thread(target=lambda: out.update(result=run(tmp_path, "lost", *overrides)))
+    trainer.start()
+    marker = tmp_path / "fault-done"  # rank 1 writes its node's id there, then waits
+    deadline = time.time() + 600
+    while not (marker.exists() and marker.read_text()) and time.time() < deadline:
+        time.sleep(0.5)
+    node = next(n for n in cluster.worker_nodes if n.node_id == marker.read_text())
+    cluster.remove_node(node, allow_graceful=False)
+    while ray.cluster_resources().get("trainer", 0) > 1:  # the cluster knows it is gone
+        time.sleep(0.5)
+    for child in workdirs[1].iterdir():
+        shutil.rmtree(child, ignore_errors=True)
+    time.sleep(5)  # the run cannot resume with one node offering a trainer
+    assert trainer.is_alive() and "result" not in out
+    cluster.add_node(**NODE)
+    trainer.join(timeout=900)
+    workdirs[0].unlink()
+    resumed = out["result"]
+    assert state(resumed)["starts"][:2] == [0, 3]
+    assert_same_curve(clean, resumed)
+    adapter = Path(resumed.checkpoint.path)
+    assert json.loads((adapter / "ecomtrain_trial.json").read_text())["name"] == "lost"
+    model = PeftModel.from_pretrained(load_model(base_model_of(adapter)), adapter)
+    lora = [p for n, p in model.named_parameters() if "lora_B" in n]
+    assert lora and all(p.numel() > 0 for p in lora)  # gathered, not ZeRO-3 placeholders
+    assert any(p.abs().sum() > 0 for p in lora)  # trained (lora_B starts at zero)
+
+
+def test_non_finite_loss_stops_the_run(cluster, tmp_path):
     import torch
 
     from ecomtrain.config import ModelConfig
-    from ecomtrain.model import load_model, load_tokenizer
+    from ecomtrain.model import load_tokenizer
     from ecomtrain.tiny_model import resolve_model
 
     tiny = resolve_model(ModelConfig())
@@ -119,37 +209,6 @@ def test_non_finite_loss_stops_the_run(local_ray, tmp_path):
     load_tokenizer(tiny).save_pretrained(tmp_path / "nan-model")
     with pytest.raises(Exception, match=r"trial nan: non-finite loss at step 1"):
         run(tmp_path, "nan", f"model.name_or_path={tmp_path / 'nan-model'}")
-
-
-def test_zero3_trains_and_saves_a_full_adapter(local_ray, tmp_path):
-    from peft import PeftModel
-
-    from ecomtrain.model import load_model
-
-    result = run(tmp_path, "zero3", "train.zero_stage=3", "train.max_steps=4")
-    assert result.metrics["step"] == 4 and 0.0 <= result.metrics["score"] <= 1.0
-    adapter = Path(result.checkpoint.path)
-    meta = json.loads((adapter / "ecomtrain_trial.json").read_text())
-    base = load_model(
-        json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"]
-    )
-    model = PeftModel.from_pretrained(base, adapter)
-    lora = [p for n, p in model.named_parameters() if "lora_B" in n]
-    assert lora and all(p.numel() > 0 for p in lora)  # gathered, not ZeRO-3 placeholders
-    assert any(p.abs().sum() > 0 for p in lora)  # trained (lora_B starts at zero)
-    assert meta["name"] == "zero3"
-
-
-def test_extra_eval_file_is_scored_with_every_evaluation(local_ray, tmp_path):
-    from ecomtrain.data.demo import demo_records
-
-    extra = tmp_path / "extra.jsonl"
-    records = [r for r in demo_records(per_task=3) if r["task_name"] in TASKS]
-    extra.write_text("".join(json.dumps(r) + "\n" for r in records))
-    result = run(tmp_path, "extra", "train.max_steps=3", f"eval.extra_files=[{extra}]")
-    m = result.metrics
-    assert 0.0 <= m["extra/score"] <= 1.0 and m["extra/eval_records"] == len(records)
-    assert {f"extra/task/{t}" for t in TASKS} <= set(m)
 
 
 def test_bad_extra_eval_file_is_named(tmp_path):

@@ -229,14 +229,27 @@ def test_a_subset_can_name_a_task_of_the_users_own(tmp_path, capsys):
         ("configs/ood.yaml", 12, {2464, 2561}),
         # curated, synthetic (a record or two more or fewer held out), and both
         ("configs/provenance.yaml", 6, {2464, 2461, 4925}),
+        # three adapter shapes, every one on the same records
+        ("configs/capacity-shape.yaml", 12, {2464}),
     ],
 )
 def test_the_question_configs_resolve_their_space(config, trials, records, capsys):
-    """configs/ood.yaml and configs/provenance.yaml, dry: every trial reads the records of
-    its own out-of-domain share or provenance, and both are scored on the curated world."""
+    """configs/ood.yaml, provenance.yaml and capacity-shape.yaml, dry: every trial reads the
+    records of its own out-of-domain share or provenance, and all are scored on the curated
+    world."""
     from ecomtrain.sweep import main
 
     assert main(["--config", config, "--dry-run"]) == 0
     head, *lines = capsys.readouterr().out.splitlines()
     assert "416 held out" in head and len(lines) == trials
     assert {int(line.split("| ")[-1].split()[0]) for line in lines} == records
+
+
+def test_trial_drivers_take_the_driver_resources():
+    """`sweep.driver_resources` pins each trial's driver (and Ray Train controller) to the
+    nodes that offer them, e.g. an on-demand head."""
+    from tuning.run import trainable
+
+    cfg = load_config(None, ["sweep.driver_resources={driver: 0.01}"])
+    assert trainable(cfg, "/tmp/x")._resources.bundles == [{"CPU": 0.01, "driver": 0.01}]
+    assert trainable(load_config(None, []), "/tmp/x")._resources.bundles == [{"CPU": 0.01}]

@@ -32,9 +32,11 @@ def status_table(cfg: Config) -> tune.CLIReporter:
 
 
 def trial_label(config: dict) -> str:
-    """subset id, rank and (replicates) seed of a trial: `ladder-2 r8 s1`."""
+    """subset id, rank, each `sweep.params` value (by its last key) and (replicates) seed
+    of a trial: `ladder-2 r8 shape=moe s1`."""
+    params = "".join(f" {k.rpartition('.')[2]}={v}" for k, v in config.items() if "." in k)
     seed = f" s{config['seed']}" if "seed" in config else ""
-    return f"{config['subset']['id']} r{config['rank']}{seed}"
+    return f"{config['subset']['id']} r{config['rank']}{params}{seed}"
 
 
 class Progress(tune.Callback):

@@ -121,18 +121,19 @@ def trainable(cfg: Config, storage: str):
         meta = trial_meta(name, point["subset"]["id"], point["subset"]["tasks"], run_cfg)
         fit(run_cfg, meta, f"{storage}/train", callbacks=[TuneReportCallback()])
 
-    return tune.with_resources(trial, {"CPU": 0.01})
+    return tune.with_resources(trial, {"CPU": 0.01, **cfg.sweep.driver_resources})
 
 
-def run_sweep(cfg: Config, storage: str, local_dir: str, resume: bool = False):
+def run_sweep(cfg: Config, storage: str, local_dir: str, resume: bool = False, fn=None):
     """Run (or resume) the sweep; checkpoints under `storage`, W&B files under `local_dir`.
+    `fn`: another trainable for each point (`ecomtrain.bench scale` simulates trials).
 
     Training steps report loss only and evaluations add `score` and `eval_loss`; Tune's
     strict check that every result holds the metric is off, and ASHA decides at the
     evaluations (on `sweep.stop_metric`).
     """
     os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
-    fn = trainable(cfg, storage)
+    fn = fn or trainable(cfg, storage)
     run_config = tune.RunConfig(
         name=cfg.sweep.name,
         storage_path=storage,

@@ -27,7 +27,8 @@ from ecomtrain.data.overlap import Decontaminator
 from ecomtrain.data.packing import Prompt, tokenize_records
 from ecomtrain.data.records import Bad, CorpusError
 from ecomtrain.data.scan import corpus_files, eval_index, parse_file, scan_corpus, split_count
-from ecomtrain.tasks import CAPABILITIES, FAMILIES, OOD, UNKNOWN, expand
+from ecomtrain.experts import ROUTE_KEYS
+from ecomtrain.tasks import CAPABILITIES, FAMILIES, LABELS, OOD, UNKNOWN, expand
 
 log = logging.getLogger(__name__)
 
@@ -181,6 +182,27 @@ def mixture_stats(cfg: Config, tasks: list[str]) -> dict:
     for kind in ("exact", "ngram"):
         out[f"decontaminated/{kind}"] = sum(scan["tasks"].get(t, {}).get(kind, 0) for t in counts)
     return out
+
+
+def route_table(cfg: Config, tasks: list[str]) -> dict | None:
+    """The experts of a label-routed adapter (`lora.shape` per-capability or per-task): one
+    per capability (task) the trial trains on, in canonical order, and the expert of every
+    corpus task that has one; None for the other shapes."""
+    key = ROUTE_KEYS.get(cfg.lora.shape)
+    if key is None:
+        return None
+    scan = scan_corpus(corpus_files(cfg.data), cfg.data, use_ray=ray.is_initialized())
+    capabilities = scan["capabilities"]
+
+    def label(task: str) -> str:
+        return capabilities.get(task, UNKNOWN) if key == "capability" else task
+
+    trained = [t for t, n in train_counts(scan, tasks, cfg.data).items() if n > 0]
+    names = list(dict.fromkeys(label(t) for t in trained))
+    if key == "capability":
+        names.sort(key=lambda c: LABELS.index(c) if c in LABELS else len(LABELS))
+    of_family = {t: names.index(label(t)) for t in scan["tasks"] if label(t) in names}
+    return {"names": names, "of_family": of_family}
 
 
 def train_dataset(cfg: Config, model_path: str, tasks: list[str], world: int) -> tuple:

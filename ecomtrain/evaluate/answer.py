@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from ecomtrain.config import Config
 from ecomtrain.data.packing import IGNORE, Prompt, encode, prompt_text, truncate
 from ecomtrain.evaluate.metrics import aggregate, record_scores, standard_error
+from ecomtrain.experts import route_rows
 
 SCORES_FILE = "scores.jsonl"  # per-record entries of the held-out sample, in each checkpoint
 EXTRA_SCORES_FILE = "extra_scores.jsonl"  # and of the extra eval files
@@ -81,6 +82,7 @@ def respond(
         idx.sort(key=lambda i: -len(rows[i]["input"]))  # similar lengths share a batch
         batches += [(budget, idx[i : i + batch_size]) for i in range(0, len(idx), batch_size)]
     for budget, idx in batches[share[0] :: share[1]]:
+        route_rows(model, [rows[i] for i in idx])
         prompts = [prompt_text(tokenizer, rows[i]["input"], prompt) for i in idx]
         for i, text in zip(idx, generate(model, tokenizer, prompts, budget, len(idx)), strict=True):
             responses[i] = text
@@ -113,6 +115,7 @@ def answer_losses(
     starts = range(0, len(rows), cfg.eval.batch_size)
     for i in starts[share[0] :: share[1]]:
         seqs = []
+        route_rows(model, rows[i : i + cfg.eval.batch_size])
         for r in rows[i : i + cfg.eval.batch_size]:
             ids, labels = encode(tokenizer, r["input"], r["answer"], Prompt.of(cfg))
             seqs.append(truncate(ids, labels, cfg.data.max_seq_len)[:2])

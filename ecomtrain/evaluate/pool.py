@@ -19,7 +19,8 @@ import ray
 
 from ecomtrain.data.packing import Prompt, prompt_text
 from ecomtrain.evaluate.answer import new_tokens_for, respond
-from ecomtrain.model import adapter_config, load_adapter, load_model, load_tokenizer
+from ecomtrain.model import adapter_config, is_routed, load_adapter, load_model, load_tokenizer
+from ecomtrain.tasks import family_named, track_of
 
 log = logging.getLogger(__name__)
 
@@ -42,14 +43,21 @@ class Settings:
     progress: bool = True  # Ray Data progress bars on the driver
 
 
-def _vllm_wanted(backend: str) -> bool:
-    """Whether this actor should use vLLM (decided inside the actor, where its GPU is visible)."""
+def _vllm_wanted(backend: str, adapter: str) -> bool:
+    """Whether this actor should use vLLM (decided inside the actor, where its GPU is visible).
+    A routed adapter (ecomtrain.experts) is no PEFT LoRA: vLLM cannot serve it."""
     import torch
 
     available = importlib.util.find_spec("vllm") is not None and torch.cuda.is_available()
+    routed = bool(adapter) and is_routed(adapter)
+    if backend == "vllm" and routed:
+        raise InferenceError(
+            f"{adapter}: a routed adapter (lora.shape) runs on backend 'hf' only; export a "
+            "per-capability one as PEFT adapters (ecomtrain.export --adapter-only) for vLLM"
+        )
     if backend == "vllm" and not available:
         raise InferenceError("backend 'vllm' needs `pip install vllm` and a GPU on each actor")
-    return backend == "vllm" or (backend == "auto" and available)
+    return backend == "vllm" or (backend == "auto" and available and not routed)
 
 
 class Responder:
@@ -59,15 +67,21 @@ class Responder:
         self.s = settings
         self.tokenizer = load_tokenizer(settings.model)
         self.llm = self.model = self.lora = None
-        if _vllm_wanted(settings.backend):
+        if _vllm_wanted(settings.backend, settings.adapter):
             self.llm, self.lora = _load_vllm(settings)
         else:
             self.model = _load_hf(settings)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        rows = [
-            {"input": str(q), "task_type": str(t)}
-            for q, t in zip(batch["input"], batch["task_type"], strict=True)
+        rows = [  # capability and task family route a routed adapter's records
+            {"input": str(q), "task_type": str(t), "capability": str(c), "task_family": str(f)}
+            for q, t, c, f in zip(
+                batch["input"],
+                batch["task_type"],
+                batch["capability"],
+                batch["task_family"],
+                strict=True,
+            )
         ]
         if self.llm is not None:
             texts = self._vllm_respond(rows)
@@ -139,13 +153,20 @@ def check_resources(s: Settings) -> None:
             )
 
 
+def labels(record: dict) -> dict:
+    """A record's capability and task family (what a routed adapter routes it by)."""
+    name = str(record.get("task_name") or "")
+    family = family_named(name)
+    return {"capability": track_of(record), "task_family": family.name if family else name}
+
+
 def generate_responses(records: list[dict], s: Settings) -> list[str]:
     """One greedy response per record (`input_field`, `task_type`), in record order."""
     if s.actors < 1 or s.batch_size < 1 or s.max_new_tokens < 1:
         raise InferenceError("actors, batch size and max new tokens must be >= 1")
     check_resources(s)
     items = [
-        {"idx": i, "input": r["input_field"], "task_type": r["task_type"]}
+        {"idx": i, "input": r["input_field"], "task_type": r["task_type"], **labels(r)}
         for i, r in enumerate(records)
     ]
     # Similar budgets and lengths share a batch: less padding; the index restores the order.

@@ -11,15 +11,22 @@ from pathlib import Path
 
 from ecomtrain.evaluate.answer import SCORES_FILE
 from ecomtrain.evaluate.metrics import standard_error
+from ecomtrain.experts import ROUTED_SHAPES
 from ecomtrain.files import atomic_write
 from ecomtrain.model import (
-    ADAPTER_CONFIG,
-    ADAPTER_WEIGHTS,
     adapter_config,
+    adapter_files,
     load_tokenizer,
     require_safetensors,
 )
 from ecomtrain.train.loop import TRIAL_FILE
+
+ROUTED_USAGE = """```python
+from ecomtrain.experts import route_rows
+from ecomtrain.model import load_adapter, load_model
+model = load_adapter(load_model("{base}"), "PATH")
+route_rows(model, rows)  # before each batch: every row's capability / task_family
+```"""
 
 
 def adapter_only(adapter: Path, out: Path) -> Path:
@@ -27,7 +34,7 @@ def adapter_only(adapter: Path, out: Path) -> Path:
     config = adapter_config(adapter)
     require_safetensors(adapter)
     out.mkdir(parents=True, exist_ok=True)
-    for name in (ADAPTER_CONFIG, ADAPTER_WEIGHTS, TRIAL_FILE):
+    for name in (*adapter_files(adapter), TRIAL_FILE):
         if (adapter / name).is_file():
             shutil.copy2(adapter / name, out / name)
     if (adapter / "tokenizer_config.json").is_file():
@@ -42,18 +49,27 @@ def model_card(adapter: Path, config: dict) -> str:
         json.loads((adapter / TRIAL_FILE).read_text()) if (adapter / TRIAL_FILE).is_file() else {}
     )
     base = config.get("base_model_name_or_path", "?")
+    routed = config.get("shape") in ROUTED_SHAPES
+    modules = ", ".join(sorted(config.get("target_modules") or []))
+    if not routed:
+        what = f"A LoRA adapter (rank {config.get('r')}"
+    elif config["route_by"] == "token":
+        what = f"A mixture of {config['experts']} LoRA experts mixed per token by a learned "
+        what += f"router (rank {config['r']} each"
+    else:
+        what = f"One LoRA expert per {config['route_by']} ({', '.join(config['routes'])}; "
+        what += f"rank {config['r']} each, a record routed by its {config['route_by']}"
     lines = [
         "---",
         f"base_model: {base}",
-        "library_name: peft",
+        f"library_name: {'ecomtrain' if routed else 'peft'}",
         "tags: [lora, ecomtrain, e-commerce, shopbench]",
         "---",
         "",
         f"# {trial.get('name') or adapter.name}",
         "",
-        f"A LoRA adapter (rank {config.get('r')}, alpha {config.get('lora_alpha')}, modules "
-        f"{', '.join(sorted(config.get('target_modules') or []))}) for `{base}`, trained with "
-        "ecomtrain.",
+        f"{what}, alpha {config.get('lora_alpha')}, modules {modules}) for `{base}`, trained "
+        "with ecomtrain.",
         "",
     ]
     if trial.get("tasks"):
@@ -75,6 +91,8 @@ def model_card(adapter: Path, config: dict) -> str:
             *[f"| {t} | {len(v)} | {sum(v) / len(v):.4f} |" for t, v in sorted(tasks.items())],
             "",
         ]
+    if routed:
+        return "\n".join([*lines, *ROUTED_USAGE.format(base=base).splitlines()]) + "\n"
     lines += [
         "```python",
         "from peft import PeftModel",

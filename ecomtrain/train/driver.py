@@ -18,7 +18,7 @@ from ray.train.torch import TorchConfig, TorchTrainer
 
 from ecomtrain.config import Config, ConfigError, to_dict
 from ecomtrain.console import log, progress_line, verbose
-from ecomtrain.data.pipeline import SMALL_TASK, mixture_stats, train_dataset
+from ecomtrain.data.pipeline import SMALL_TASK, mixture_stats, route_table, train_dataset
 from ecomtrain.data.scan import eval_rows
 from ecomtrain.tasks import capabilities_of, expand
 from ecomtrain.tiny_model import resolve_model
@@ -36,6 +36,7 @@ def trial_meta(name: str, subset: str, tasks: list[str], cfg: Config) -> dict:
         "n_capabilities": len(capabilities_of(families)),
         "rank": cfg.lora.rank,
         "alpha": cfg.lora.alpha,
+        "shape": cfg.lora.shape,
         "base_model": cfg.model.name_or_path,
     }
 
@@ -48,7 +49,11 @@ def fit(cfg: Config, meta: dict, storage_path: str, callbacks: list = ()) -> ray
     ray.data.DataContext.get_current().execution_options.preserve_order = True
     world = cfg.train.num_workers
     shares, eval_ds, mult = train_dataset(cfg, model_path, meta["tasks"], world)
-    meta = {**meta, "mixture": mixture_stats(cfg, meta["tasks"])}  # logged with every evaluation
+    meta = {
+        **meta,
+        "mixture": mixture_stats(cfg, meta["tasks"]),  # logged with every evaluation
+        "routes": route_table(cfg, meta["tasks"]),  # a label-routed adapter's experts
+    }
     trainer = TorchTrainer(
         train_fn_per_worker,
         train_loop_config={
@@ -61,7 +66,8 @@ def fit(cfg: Config, meta: dict, storage_path: str, callbacks: list = ()) -> ray
         scaling_config=ScalingConfig(
             num_workers=cfg.train.num_workers,
             use_gpu=cfg.train.use_gpu,
-            resources_per_worker={"CPU": cfg.train.cpus_per_worker},
+            resources_per_worker={"CPU": cfg.train.cpus_per_worker, **cfg.train.worker_resources},
+            placement_strategy=cfg.train.placement_strategy,
         ),
         torch_config=TorchConfig(backend="nccl" if cfg.train.use_gpu else "gloo"),
         # Rank r reads only "train_r", its share; nothing is split again by Ray Train.
@@ -97,16 +103,25 @@ class ReportProgress(ray.train.UserCallback):
 
 def check_room(cfg: Config) -> None:
     """Fail now, not hang later: the trial's Ray Data tasks need a little CPU beside the
-    training workers, which hold theirs for the whole run."""
-    cpus = ray.cluster_resources().get("CPU", 0.0)
-    need = cfg.train.num_workers * cfg.train.cpus_per_worker + SMALL_TASK["num_cpus"]
+    training workers, which hold theirs for the whole run, and every custom resource the
+    workers take must be there for all of them."""
+    have = ray.cluster_resources()
+    cpus, workers = have.get("CPU", 0.0), cfg.train.num_workers
+    need = workers * cfg.train.cpus_per_worker + SMALL_TASK["num_cpus"]
     if need > cpus:
         raise ConfigError(
-            f"train.num_workers ({cfg.train.num_workers}) x train.cpus_per_worker "
+            f"train.num_workers ({workers}) x train.cpus_per_worker "
             f"({cfg.train.cpus_per_worker}) leaves no room for the data tasks "
             f"({SMALL_TASK['num_cpus']} CPU) on a cluster of {cpus:g} CPUs: lower "
             "train.cpus_per_worker (e.g. 0.5) or train.num_workers, or add CPUs"
         )
+    for name, each in cfg.train.worker_resources.items():
+        if workers * each > have.get(name, 0.0):
+            raise ConfigError(
+                f"train.worker_resources: {workers} workers x {each:g} {name!r} but the "
+                f"cluster has {have.get(name, 0.0):g}; start nodes with --resources "
+                f"'{{\"{name}\": N}}' or lower train.num_workers"
+            )
 
 
 def extra_eval_rows(cfg: Config) -> list[dict]:

@@ -21,6 +21,7 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import sdpa_mask
 
 from ecomtrain.data.packing import IGNORE
+from ecomtrain.experts import set_routes
 
 PACKED_SDPA = "packed_sdpa"  # the attention function below, as transformers knows it
 GROUP_SLACK = 1.5  # packed_sdpa batches records whose lengths are within this factor
@@ -29,11 +30,15 @@ GROUP_SLACK = 1.5  # packed_sdpa batches records whose lengths are within this f
 SHAPE_FREE_KERNELS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 
 
-def model_inputs(batch: dict, attn_implementation: str = "sdpa") -> dict:
+def model_inputs(
+    batch: dict, attn_implementation: str = "sdpa", record_routes: torch.Tensor | None = None
+) -> dict:
     """Packed rows (torch tensors) -> kwargs of `packed_loss`: one flat row of real tokens.
 
     `targets` are the next-token labels at the `logits_to_keep` positions; a record's last
-    token never predicts the next record's first.
+    token never predicts the next record's first. `record_routes`: the expert of each record
+    in row order (label-routed adapters, ecomtrain.experts), spread over its tokens as
+    `routes`.
     """
     seg = batch["segment_ids"].long()
     real = (seg > 0).reshape(-1)
@@ -57,6 +62,8 @@ def model_inputs(batch: dict, attn_implementation: str = "sdpa") -> dict:
         "logits_to_keep": keep,
         "targets": targets[keep],
     }
+    if record_routes is not None:
+        out["routes"] = torch.repeat_interleave(record_routes, lengths)[None]
     if attn_implementation == "flash_attention_2":
         cu = torch.cat([begins, torch.tensor([n])]).int()
         longest = int(lengths.max()) if n else 0
@@ -132,9 +139,12 @@ def packed_sdpa(module, query, key, value, attention_mask, scaling=None, dropout
     return torch.cat(outputs)[scatter][None], None
 
 
-def packed_loss(model, targets: torch.Tensor, **inputs) -> torch.Tensor:
+def packed_loss(model, targets: torch.Tensor, routes=None, **inputs) -> torch.Tensor:
     """Next-token cross-entropy summed over the batch's labelled tokens (the caller divides
-    by the number of tokens it averages over: see ecomtrain.train.loop.optimizer_step)."""
+    by the number of tokens it averages over: see ecomtrain.train.loop.optimizer_step).
+    `routes`: each token's expert (label-routed adapters), kept set through the backward."""
+    if routes is not None:
+        set_routes(model, routes)
     logits = model(**inputs).logits[0].float()
     return F.cross_entropy(logits, targets, reduction="sum")
 

@@ -25,10 +25,11 @@ import torch
 import torch.distributed as dist
 
 from ecomtrain.config import Config, from_dict
-from ecomtrain.data.shard import StreamStats, read_share, stream
+from ecomtrain.data.shard import Share, StreamStats, read_share, stream
 from ecomtrain.evaluate.answer import EXTRA_SCORES_FILE, SCORES_FILE, evaluate_rows, predictions
 from ecomtrain.evaluate.held_out import held_out_sample
-from ecomtrain.model import load_model, load_tokenizer, training_model
+from ecomtrain.experts import UNROUTED
+from ecomtrain.model import load_model, load_tokenizer, save_adapter, training_model
 from ecomtrain.train.engine import gathered, initialize, load_state, save_state, zero3_loading
 from ecomtrain.train.inputs import model_inputs, packed_loss, to_device, training_attention
 
@@ -51,7 +52,8 @@ def train_fn_per_worker(loop_config: dict) -> None:
     zero3 = zero3_loading(cfg.train)  # noqa: F841  (must outlive the model)
     attn = training_attention(cfg.model.attn_implementation)
     base = load_model(model_path, attn, cfg.train.precision)
-    model = training_model(base, cfg.lora, cfg.train.gradient_checkpointing)
+    routes = trial.get("routes")  # the experts of a label-routed adapter (ecomtrain.experts)
+    model = training_model(base, cfg.lora, cfg.train.gradient_checkpointing, routes)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     engine, schedule = initialize(model, cfg.train)
     device = engine.device
@@ -70,7 +72,7 @@ def train_fn_per_worker(loop_config: dict) -> None:
     window_loss, window_steps, window_tokens = 0.0, 0, 0
     for step in range(state["step"] + 1, cfg.train.max_steps + 1):
         micro = [
-            to_device(inputs(next(batches), cfg.model.attn_implementation), device)
+            to_device(inputs(next(batches), cfg.model.attn_implementation, share, routes), device)
             for _ in range(cfg.train.grad_accum)
         ]
         loss_value, tokens = optimizer_step(engine, micro, world)
@@ -129,10 +131,17 @@ def train_fn_per_worker(loop_config: dict) -> None:
         window_loss, window_steps, window_tokens, window_t0 = 0.0, 0, 0, time.time()
 
 
-def inputs(batch: dict, attn_implementation: str) -> dict:
-    """A micro-batch of the stream (numpy) as model inputs."""
+def inputs(batch: dict, attn_implementation: str, share: Share, routes: dict | None) -> dict:
+    """A micro-batch of the stream (numpy) as model inputs; with a label-routed adapter,
+    each record's expert by its task family (`routes["of_family"]`)."""
     rows = {k: torch.from_numpy(batch[k]) for k in ("input_ids", "labels", "segment_ids")}
-    return model_inputs(rows, attn_implementation)
+    record_routes = None
+    if routes:
+        of_family = routes["of_family"]
+        record_routes = torch.tensor(
+            [of_family.get(share.family[i], UNROUTED) for i in batch["records"]]
+        )
+    return model_inputs(rows, attn_implementation, record_routes)
 
 
 def optimizer_step(engine, micro_batches: list[dict], world: int) -> tuple[float, int]:
@@ -180,7 +189,7 @@ def save_checkpoint(
     torch.save(rng_state(), path / RNG_FILE.format(rank=rank))
     with gathered(engine):
         if rank == 0:
-            engine.module.save_pretrained(path)
+            save_adapter(engine.module, path)
     if rank == 0:
         tokenizer.save_pretrained(path)
         (path / TRIAL_FILE).write_text(json.dumps(trial, indent=1))
