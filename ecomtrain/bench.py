@@ -4,6 +4,7 @@
     python -m ecomtrain.bench throughput [--config FILE] [a.b=c ...]
     python -m ecomtrain.bench mfu --shape 1b|7b [--config FILE] [a.b=c ...]   (CUDA GPU)
     python -m ecomtrain.bench data --workers 1 2 4 8 [--json FILE] [a.b=c ...]
+    python -m ecomtrain.bench scale [--trials 500] [--gpus 64] [--nodes 4] [a.b=c ...]
 
 Every benchmark also writes its figures as JSON with `--json FILE`.
 
@@ -26,6 +27,16 @@ the records each rank read, the steps each took and each rank's rate; the goal i
 per rank in proportion to 1 / world size, with the same number of steps on every rank. Its
 corpus, unless overridden: the demo corpus at 300 records per family.
 
+`scale` runs a sweep of `--trials` simulated trials on a simulated cluster (Ray's
+`cluster_utils.Cluster`: `--nodes` nodes sharing `--gpus` fake GPUs) through the sweep's
+own Tuner, ASHA, trials.csv, report and W&B summary run. Each trial takes the GPUs of
+`train.num_workers` workers, sleeps `--step-s` per evaluation interval and reports a
+synthetic learning curve (its score rising with rank and capabilities) with a checkpoint of
+per-record scores, as a real trial does. It prints the driver's memory (RSS growth and
+peak), the scheduling overhead per trial (the sweep's wall time beyond the trials' own
+sleep at full concurrency, divided by the trials) and the time to build trials.csv, the report and the
+summary run. Per-trial W&B runs are off unless `wandb.mode` is set.
+
 `mfu` runs ecomtrain's training step (packed inputs, DeepSpeed, LoRA) on one GPU on a
 random-initialised model of a real model's shape, fed packed rows of random tokens whose
 record lengths spread like EC-Guide's, and prints tokens/s, model FLOPs utilisation and
@@ -44,6 +55,7 @@ import copy
 import dataclasses
 import json
 import os
+import resource
 import sys
 import tempfile
 import time
@@ -53,6 +65,8 @@ import numpy as np
 import ray.train
 import torch
 import torch.distributed as dist
+from ray import tune
+from ray.cluster_utils import Cluster
 from ray.train import DataConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
 from transformers import (
@@ -71,15 +85,19 @@ from ecomtrain.data.pipeline import train_dataset
 from ecomtrain.data.records import render_answer
 from ecomtrain.data.shard import read_share, stream
 from ecomtrain.data.sources import load_corpus, resolve_corpus
+from ecomtrain.evaluate.answer import SCORES_FILE
 from ecomtrain.files import atomic_write
 from ecomtrain.model import DTYPES, add_lora, load_model, load_tokenizer, training_model
+from ecomtrain.report.pages import write_report
+from ecomtrain.report.trials import load_trials, trial_rows, write_csv
+from ecomtrain.report.wandb_summary import log_summary
 from ecomtrain.tasks import CAPABILITIES
 from ecomtrain.tiny_model import resolve_model
 from ecomtrain.train.driver import fit, trial_meta
 from ecomtrain.train.engine import initialize
 from ecomtrain.train.inputs import model_inputs, to_device, training_attention
 from ecomtrain.train.loop import optimizer_step
-from tuning.run import run_sweep
+from tuning.run import n_trials, run_sweep
 
 SHAPES = {  # random-initialised Llama-architecture models for `mfu`
     "1b": {  # Llama-3.2-1B
@@ -369,28 +387,145 @@ def data_work(cfg: Config, worlds: list[int]) -> dict:
     return {"rows": rows}
 
 
+SCALE_SPACE = [
+    "sweep.subsets={}",
+    "sweep.ladder=[understanding-shopping-concepts, user-behavior-alignment,"
+    " shopping-knowledge-reasoning, multi-lingual-abilities]",
+    "sweep.ranks=[2, 4, 8, 16, 32]",  # 4 subsets x 5 ranks x seeds = the trials
+    "sweep.max_concurrent_trials=0",  # as many as the GPUs hold
+    "sweep.scheduler=asha",
+    "sweep.grace_period=50",
+    "sweep.reduction_factor=3",
+    "train.use_gpu=true",
+    "train.max_steps=200",
+    "train.eval_every=50",
+    "wandb.mode=disabled",
+]
+SCALE_RECORDS = 200  # held-out records each simulated evaluation scores
+
+
+def simulated_trainable(cfg: Config, step_s: float):
+    """A trial that trains nothing: per evaluation interval it sleeps `step_s` and reports
+    a learning curve whose level rises with rank and capabilities, with a checkpoint of
+    per-record scores (Bernoulli draws), so the report reads what it reads for real trials."""
+
+    def trial(point: dict) -> None:
+        rank, caps = int(point["rank"]), int(point["subset"]["n_capabilities"])
+        rng = np.random.default_rng([rank, caps, int(point.get("seed", 0))])
+        level = 0.3 + 0.05 * caps + 0.02 * np.log2(rank)
+        every, steps = cfg.train.eval_every, cfg.train.max_steps
+        for step in range(every, steps + 1, every):
+            time.sleep(step_s)
+            p = level * (1 - np.exp(-step / every))
+            hits = rng.random(SCALE_RECORDS) < p
+            entries = [
+                {
+                    "id": f"r{i}",
+                    "task": f"task{i % 8}",
+                    "track": CAPABILITIES[i % 4],
+                    "metric": "accuracy",
+                    "score": float(hit),
+                    "loss": 1.0,
+                    "tokens": 1,
+                }
+                for i, hit in enumerate(hits)
+            ]
+            metrics = {
+                "step": step,
+                "loss": float(2 * (1 - p)),
+                "eval_loss": float(2 * (1 - p)),
+                "score": float(hits.mean()),
+                "score_se": float(hits.std() / np.sqrt(len(hits))),
+                "trainable_params": rank * 10_000,
+            }
+            with tempfile.TemporaryDirectory(prefix="ecomtrain-sim-") as tmp:
+                scores = "".join(json.dumps(e) + "\n" for e in entries)
+                (Path(tmp) / SCORES_FILE).write_text(scores)
+                tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
+
+    return tune.with_resources(trial, {"CPU": 0.01, "GPU": cfg.train.num_workers})
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident memory so far (Linux: ru_maxrss is in KiB)."""
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def scale(cfg: Config, trials: int, gpus: int, nodes: int, step_s: float) -> dict:
+    """The simulated sweep (see the module's docstring); returns its figures."""
+    per_grid = 4 * len(cfg.sweep.ranks)
+    cfg.sweep.seeds = list(range(max(1, -(-trials // per_grid))))
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 4, "num_gpus": 0})
+    for _ in range(nodes):
+        cluster.add_node(num_cpus=4, num_gpus=gpus // nodes)
+    ray.init(address=cluster.address, log_to_driver=False, include_dashboard=False)
+    out = Path(tempfile.mkdtemp(prefix="ecomtrain-scale-"))
+    rss0 = peak_rss_mib()
+    try:
+        concurrent = min(gpus // cfg.train.num_workers, n_trials(cfg))
+        t0 = time.time()
+        results = run_sweep(cfg, str(out), str(out), fn=simulated_trainable(cfg, step_s))
+        sweep_s = time.time() - t0
+        rss_sweep = peak_rss_mib()
+        reports = sum(int(r.metrics.get("step", 0)) // cfg.train.eval_every for r in results)
+        t0 = time.time()
+        write_csv(trial_rows(results, cfg.sweep.metric, str(out)), out / "trials.csv")
+        rows = load_trials(out / "trials.csv")
+        write_report(out)
+        report_s = time.time() - t0
+        t0 = time.time()
+        log_summary(rows, cfg.wandb.project, cfg.sweep.name, "offline", out)
+        summary_s = time.time() - t0
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+    busy = reports * step_s / concurrent  # the sweep's wall time were scheduling free
+    return {
+        "trials": len(results),
+        "errors": len(results.errors),
+        "simulated_gpus": gpus,
+        "nodes": nodes,
+        "concurrent_trials": concurrent,
+        "evaluations_reported": reports,
+        "sweep_s": round(sweep_s, 1),
+        "overhead_per_trial_s": round((sweep_s - busy) / len(results), 2),
+        "driver_peak_rss_before_mib": rss0,
+        "driver_peak_rss_after_sweep_mib": rss_sweep,
+        "driver_peak_rss_mib": peak_rss_mib(),
+        "report_s": round(report_s, 1),
+        "summary_run_s": round(summary_s, 1),
+        "output": str(out),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m ecomtrain.bench",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("which", choices=["asha", "throughput", "mfu", "data"])
+    parser.add_argument("which", choices=["asha", "throughput", "mfu", "data", "scale"])
     parser.add_argument("--shape", choices=sorted(SHAPES), default="1b", help="mfu's model")
     parser.add_argument("--steps", type=int, default=10, help="mfu's timed steps")
     parser.add_argument(
         "--workers", type=int, nargs="+", default=[1, 2, 4, 8], help="data's world sizes"
     )
+    parser.add_argument("--trials", type=int, default=500, help="scale's simulated trials")
+    parser.add_argument("--gpus", type=int, default=64, help="scale's simulated GPUs")
+    parser.add_argument("--nodes", type=int, default=4, help="scale's simulated GPU nodes")
+    parser.add_argument("--step-s", type=float, default=1.0, help="scale's sleep per interval")
     parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     parser.add_argument("--config", help="YAML config (default: configs/demo.yaml)")
     parser.add_argument("overrides", nargs="*", help="a.b=c config overrides")
     console.add_arguments(parser)
     args = parser.parse_intermixed_args(argv)
     console.setup(args)
-    space = {"asha": ASHA_SPACE, "data": DATA_SPACE}.get(args.which, [])
+    space = {"asha": ASHA_SPACE, "data": DATA_SPACE, "scale": SCALE_SPACE}.get(args.which, [])
     cfg = load_config(args.config, space + args.overrides)
     if args.which == "mfu":
         figures = mfu(cfg, args.shape, args.steps)
+    elif args.which == "scale":
+        figures = scale(cfg, args.trials, args.gpus, args.nodes, args.step_s)
     else:
         connect(log_to_driver=console.verbose())
         run = {"asha": asha_payoff, "throughput": throughput, "data": None}[args.which]

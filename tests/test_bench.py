@@ -1,6 +1,7 @@
 """The benchmarks' own arithmetic and their CPU path (the figures themselves are not tested)."""
 
 import json
+from pathlib import Path
 
 import pytest
 import ray
@@ -60,3 +61,19 @@ def test_data_bench_shares_the_work_and_the_steps(local_ray):
     assert sum(two["records_per_rank"]) == one["records_per_rank"][0]
     assert max(two["records_per_rank"]) - min(two["records_per_rank"]) <= 1
     assert one["steps_per_rank"] == [3] and two["steps_per_rank"] == [3, 3]
+
+
+@pytest.mark.slow
+def test_scale_bench_runs_simulated_trials_through_the_sweep_path(tmp_path):
+    """`bench scale`, short: 20 simulated trials on 2 simulated nodes of 4 GPUs, through the
+    Tuner, ASHA, trials.csv, the report and an offline W&B summary run."""
+    overrides = ["wandb.project=scale-test", f"sweep.output={tmp_path}"]
+    cfg = load_config(None, bench.SCALE_SPACE + overrides)
+    out = bench.scale(cfg, trials=20, gpus=8, nodes=2, step_s=0.05)
+    json.dumps(out)
+    assert out["trials"] == 20 and out["errors"] == 0 and out["concurrent_trials"] == 4
+    assert 20 <= out["evaluations_reported"] < 80  # ASHA stopped some trials early
+    rows = (Path(out["output"]) / "trials.csv").read_text().splitlines()
+    assert len(rows) == 21
+    report = (Path(out["output"]) / "report.md").read_text()
+    assert "ladder-4" in report and out["driver_peak_rss_mib"] > 0
