@@ -97,7 +97,7 @@ from ecomtrain.train.driver import fit, trial_meta
 from ecomtrain.train.engine import initialize
 from ecomtrain.train.inputs import model_inputs, to_device, training_attention
 from ecomtrain.train.loop import optimizer_step
-from tuning.run import n_trials, run_sweep
+from tuning.run import concurrency, n_trials, run_sweep
 
 SHAPES = {  # random-initialised Llama-architecture models for `mfu`
     "1b": {  # Llama-3.2-1B
@@ -462,7 +462,7 @@ def scale(cfg: Config, trials: int, gpus: int, nodes: int, step_s: float) -> dic
     out = Path(tempfile.mkdtemp(prefix="ecomtrain-scale-"))
     rss0 = peak_rss_mib()
     try:
-        concurrent = min(gpus // cfg.train.num_workers, n_trials(cfg))
+        concurrent = min(concurrency(cfg), n_trials(cfg))
         t0 = time.time()
         results = run_sweep(cfg, str(out), str(out), fn=simulated_trainable(cfg, step_s))
         sweep_s = time.time() - t0

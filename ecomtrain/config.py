@@ -77,6 +77,11 @@ class LoraConfig:
     match_params: bool = False
 
 
+def peft_targets(modules: list[str]) -> str | list[str]:
+    """`lora.target_modules` as PEFT takes them: ["all-linear"] is its string "all-linear"."""
+    return "all-linear" if modules == ["all-linear"] else modules
+
+
 @dataclass
 class SourceConfig:
     """A data set of another shape, mapped to ShopBench records (`data.sources`)."""

@@ -36,6 +36,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ecomtrain.config import peft_targets
+
 ROUTED_CONFIG = "routed_adapter.json"  # what makes a folder a routed adapter
 ROUTED_WEIGHTS = "routed_adapter.safetensors"
 ROUTED_SHAPES = ("per-capability", "per-task", "moe")
@@ -159,12 +161,17 @@ def set_routes(model: nn.Module, routes: torch.Tensor | None) -> None:
         m.routes = routes
 
 
+def route_label(route_by: str, row: dict) -> str | None:
+    """What a record (a held-out row or a record's fields) is routed by: its capability, or
+    its task family (else task name)."""
+    if route_by == "capability":
+        return row.get("capability")
+    return row.get("task_family") or row.get("task_name")
+
+
 def route_index(config: dict, row: dict) -> int:
-    """The expert of a record (a held-out row or a record's fields) under `config`."""
-    if config["route_by"] == "capability":
-        label = row.get("capability")
-    else:
-        label = row.get("task_family") or row.get("task_name")
+    """The expert of a record under `config`."""
+    label = route_label(config["route_by"], row)
     return config["routes"].index(label) if label in config["routes"] else UNROUTED
 
 
@@ -176,8 +183,8 @@ def route_rows(model: nn.Module, rows: list[dict]) -> None:
         set_routes(model, torch.tensor([[route_index(config, r)] for r in rows]))
 
 
-def weights(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The adapter's tensors by name (under ZeRO-3, call inside a gather of them)."""
+def adapter_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
+    """The adapter's parameters by name: each wrapped layer's lora_A, lora_B and router."""
     out = {}
     for name, m in model.named_modules():
         if isinstance(m, ExpertsLinear):
@@ -185,7 +192,12 @@ def weights(model: nn.Module) -> dict[str, torch.Tensor]:
             out[f"{name}.lora_B"] = m.lora_B
             if m.router is not None:
                 out[f"{name}.router"] = m.router
-    return {k: v.detach().cpu().contiguous().clone() for k, v in out.items()}
+    return out
+
+
+def weights(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The adapter's tensors by name, on the CPU (under ZeRO-3, call inside a gather)."""
+    return {k: v.detach().cpu().contiguous().clone() for k, v in adapter_parameters(model).items()}
 
 
 def save(model: nn.Module, path: str | Path) -> None:
@@ -210,15 +222,14 @@ def load(model: nn.Module, adapter: str | Path) -> nn.Module:
 
     add_experts(model, read_config(adapter))
     stored = load_file(Path(adapter) / ROUTED_WEIGHTS)
-    expected = weights(model)
-    if set(stored) != set(expected):
-        missing = sorted(set(expected) - set(stored))[:3]
-        extra = sorted(set(stored) - set(expected))[:3]
+    params = adapter_parameters(model)
+    if set(stored) != set(params):
+        missing = sorted(set(params) - set(stored))[:3]
+        extra = sorted(set(stored) - set(params))[:3]
         raise ValueError(
             f"{Path(adapter) / ROUTED_WEIGHTS}: does not fit the model (missing {missing}, "
             f"unexpected {extra})"
         )
-    params = dict(model.named_parameters())
     with torch.no_grad():
         for name, tensor in stored.items():
             if params[name].shape != tensor.shape:
@@ -253,9 +264,7 @@ def peft_adapter(adapter: str | Path, route: str, out: Path) -> Path:
     LoraConfig(
         r=r,
         lora_alpha=config["lora_alpha"],
-        target_modules=(
-            "all-linear" if config["target_modules"] == ["all-linear"] else config["target_modules"]
-        ),
+        target_modules=peft_targets(config["target_modules"]),
         use_rslora=config["use_rslora"],
         task_type="CAUSAL_LM",
         base_model_name_or_path=config["base_model_name_or_path"],

@@ -17,7 +17,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from ecomtrain import experts
-from ecomtrain.config import LoraConfig
+from ecomtrain.config import LoraConfig, peft_targets
 
 ADAPTER_CONFIG = "adapter_config.json"  # what makes a folder a PEFT adapter
 ADAPTER_WEIGHTS = "adapter_model.safetensors"  # the only adapter weights ecomtrain loads
@@ -57,12 +57,11 @@ def add_lora(model, cfg: LoraConfig):
     from peft import LoraConfig as PeftLoraConfig
     from peft import get_peft_model
 
-    targets = cfg.target_modules
     peft_cfg = PeftLoraConfig(
         r=cfg.rank,
         lora_alpha=cfg.alpha,
         lora_dropout=cfg.dropout,
-        target_modules="all-linear" if targets == ["all-linear"] else targets,
+        target_modules=peft_targets(cfg.target_modules),
         use_rslora=cfg.use_rslora,
         use_dora=cfg.use_dora,
         task_type="CAUSAL_LM",

@@ -27,7 +27,7 @@ from ecomtrain.data.overlap import Decontaminator
 from ecomtrain.data.packing import Prompt, tokenize_records
 from ecomtrain.data.records import Bad, CorpusError
 from ecomtrain.data.scan import corpus_files, eval_index, parse_file, scan_corpus, split_count
-from ecomtrain.experts import ROUTE_KEYS
+from ecomtrain.experts import ROUTE_KEYS, route_label
 from ecomtrain.tasks import CAPABILITIES, FAMILIES, LABELS, OOD, UNKNOWN, expand
 
 log = logging.getLogger(__name__)
@@ -195,7 +195,9 @@ def route_table(cfg: Config, tasks: list[str]) -> dict | None:
     capabilities = scan["capabilities"]
 
     def label(task: str) -> str:
-        return capabilities.get(task, UNKNOWN) if key == "capability" else task
+        return route_label(
+            key, {"capability": capabilities.get(task, UNKNOWN), "task_family": task}
+        )
 
     trained = [t for t, n in train_counts(scan, tasks, cfg.data).items() if n > 0]
     names = list(dict.fromkeys(label(t) for t in trained))

@@ -21,6 +21,11 @@ from ecomtrain.model import (
 )
 from ecomtrain.train.loop import TRIAL_FILE
 
+PEFT_USAGE = """```python
+from peft import PeftModel
+from transformers import AutoModelForCausalLM
+model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained("{base}"), "PATH_OR_HUB_ID")
+```"""
 ROUTED_USAGE = """```python
 from ecomtrain.experts import route_rows
 from ecomtrain.model import load_adapter, load_model
@@ -91,14 +96,5 @@ def model_card(adapter: Path, config: dict) -> str:
             *[f"| {t} | {len(v)} | {sum(v) / len(v):.4f} |" for t, v in sorted(tasks.items())],
             "",
         ]
-    if routed:
-        return "\n".join([*lines, *ROUTED_USAGE.format(base=base).splitlines()]) + "\n"
-    lines += [
-        "```python",
-        "from peft import PeftModel",
-        "from transformers import AutoModelForCausalLM",
-        f'model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained("{base}"), '
-        '"PATH_OR_HUB_ID")',
-        "```",
-    ]
+    lines += (ROUTED_USAGE if routed else PEFT_USAGE).format(base=base).splitlines()
     return "\n".join(lines) + "\n"
