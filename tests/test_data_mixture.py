@@ -11,7 +11,14 @@ import ray
 
 from ecomtrain.config import Config, ConfigError, DataConfig, ModelConfig
 from ecomtrain.data.demo import demo_records
-from ecomtrain.data.mixture import copies, multiplicities, positions, stats, targets
+from ecomtrain.data.mixture import (
+    copies,
+    multiplicities,
+    positions,
+    source_keys,
+    stats,
+    targets,
+)
 from ecomtrain.data.pipeline import check_names, mixture_stats, task_split, train_dataset
 from ecomtrain.data.records import CorpusError
 from ecomtrain.data.scan import is_eval, parse_file, scan_corpus
@@ -50,10 +57,10 @@ def test_caps_and_weights():
 
 
 def test_positions_are_even_and_follow_the_seed():
-    u = positions([f"a.jsonl:{i}" for i in range(1000)], seed=0)
+    u = positions(source_keys([f"a.jsonl:{i}" for i in range(1000)]), seed=0)
     assert sorted(u) == pytest.approx((np.arange(1000) + 0.5) / 1000)
-    assert list(u) == list(positions([f"a.jsonl:{i}" for i in range(1000)], seed=0))
-    assert list(u) != list(positions([f"a.jsonl:{i}" for i in range(1000)], seed=1))
+    assert list(u) == list(positions(source_keys([f"a.jsonl:{i}" for i in range(1000)]), seed=0))
+    assert list(u) != list(positions(source_keys([f"a.jsonl:{i}" for i in range(1000)]), seed=1))
 
 
 @pytest.mark.parametrize("multiplicity", [0.3, 0.5, 0.77, 1.4, 2.4])
@@ -61,7 +68,7 @@ def test_every_epoch_keeps_its_share_another_part_and_every_record_comes_round(m
     """A downsampled task keeps its target share each epoch (to one record), a different part
     each epoch, and every record at least once within ceil(1 / fraction) epochs."""
     whole, frac = divmod(multiplicity, 1.0)
-    u = positions([f"a.jsonl:{i}" for i in range(500)], seed=7)
+    u = positions(source_keys([f"a.jsonl:{i}" for i in range(500)]), seed=7)
     epochs = [[copies(x, multiplicity, e) for x in u] for e in range(math.ceil(1 / frac))]
     for kept in epochs:
         assert set(kept) <= {int(whole), int(whole) + 1}
@@ -109,11 +116,11 @@ def test_pipeline_shares_the_trial_deterministically(ray_local, tmp_path):
     shares, held_out, mult = train_dataset(cfg, model, tasks, world=2)
     got = [share_of(s) for s in shares]
     again = [share_of(s) for s in train_dataset(cfg, model, tasks, world=2)[0]]
-    assert [g.source for g in got] == [a.source for a in again]  # reproducible
-    assert abs(len(got[0].source) - len(got[1].source)) <= 1  # one share per rank, even
-    sources = got[0].source + got[1].source
-    assert len(set(sources)) == len(sources) == mixture_stats(cfg, tasks)["records"]
-    assert {f for g in got for f in g.family} == set(tasks) and set(mult) == set(tasks)
+    assert [list(g.key) for g in got] == [list(a.key) for a in again]  # reproducible
+    assert abs(len(got[0]) - len(got[1])) <= 1  # one share per rank, even
+    keys = [*got[0].key, *got[1].key]
+    assert len(set(keys)) == len(keys) == mixture_stats(cfg, tasks)["records"]
+    assert {f for g in got for f in g.tasks} == set(tasks) and set(mult) == set(tasks)
     batch = next(stream(got[0], cfg, mult, rank=0))
     assert batch["input_ids"].shape == (2, 128) == batch["segment_ids"].shape
     assert len(batch["records"]) > 2  # records share rows
@@ -134,11 +141,13 @@ def test_epochs_follow_temperature_and_caps(ray_local, tmp_path):
     rows = train.take_all()
     counts = Counter(r["task_family"] for r in rows)
     mult = multiplicities(dict(counts), cfg.data)
-    share = Share([np.zeros(1)] * len(rows), np.zeros(len(rows)), [r["task_family"] for r in rows],
-                  [r["source"] for r in rows])  # fmt: skip
+    family = [r["task_family"] for r in rows]
+    share = Share.of(
+        [[0]] * len(rows), [0] * len(rows), family, source_keys([r["source"] for r in rows])
+    )
     want = targets(dict(counts), cfg.data)
     for epoch in range(3):
-        got = Counter(share.family[i] for i in epoch_order(share, mult, 0, epoch, rank=0))
+        got = Counter(share.family(i) for i in epoch_order(share, mult, 0, epoch, rank=0))
         assert got["query_ner"] > counts["query_ner"]  # the small task is upsampled
         for t, n in want.items():
             assert abs(got[t] - n) <= 1, (t, got[t], n)
@@ -158,9 +167,9 @@ def test_stream_trains_on_every_record_and_resumes_across_epochs(ray_local, tmp_
     first = [next(endless) for _ in range(40)]
     assert stats.epochs >= 4
     seen = {int(i) for b in first for i in b["records"]}
-    assert seen == set(range(len(share.source)))  # every record, though each epoch keeps ~1/3
+    assert seen == set(range(len(share)))  # every record, though each epoch keeps ~1/3
     per_epoch = stats.per_epoch[0]
-    assert per_epoch < 0.5 * len(share.source)
+    assert per_epoch < 0.5 * len(share)
     skipped = stream(share, cfg, mult, rank=0, skip=25)
     for want in first[25:]:
         got = next(skipped)
@@ -173,7 +182,7 @@ def test_a_share_shorter_than_one_step_repeats_and_too_few_records_fail(ray_loca
     model = resolve_model(ModelConfig())
     shares, _, mult = train_dataset(cfg, model, ["query_ner", "review_rating"], world=2)
     share = share_of(shares[1])
-    assert len(share.source) < 8  # fewer records than rows of one micro-batch
+    assert len(share) < 8  # fewer records than rows of one micro-batch
     endless = stream(share, cfg, mult, rank=1)
     batches = [next(endless) for _ in range(3)]  # epochs repeat; no hang
     assert all(b["input_ids"].shape == (8, 128) for b in batches)
@@ -198,7 +207,7 @@ def test_pipeline_rejects_and_decontaminates(ray_local, tmp_path):
     assert stats["bad_records"] == 1
     not_held = sum(not is_eval(r["input_field"], cfg.data.eval_fraction) for r in records[:5])
     assert stats["decontaminated/exact"] == not_held > 0  # held-out ones never train anyway
-    assert sum(len(share_of(s).source) for s in shares) == stats["records"]
+    assert sum(len(share_of(s)) for s in shares) == stats["records"]
 
 
 def test_tasks_of_the_users_own_train_and_weigh_by_their_capability(ray_local, tmp_path):
@@ -230,7 +239,7 @@ def test_tasks_of_the_users_own_train_and_weigh_by_their_capability(ray_local, t
     assert mixture_stats(cfg, cfg.data.tasks)["capability_share/user-behavior-alignment"] == 0
     cfg.data.capability_weights = {}
     shares, _, mult = train_dataset(cfg, resolve_model(ModelConfig()), cfg.data.tasks, world=2)
-    trained = Counter(t for s in shares for t in share_of(s).family)
+    trained = Counter(t for s in map(share_of, shares) for t in s.tasks)
     assert set(trained) == {"shoe_check", "query_ner"} and mult["shoe_check"] > 0
 
 
@@ -275,13 +284,13 @@ def test_ood_tasks_train_at_their_share_and_are_never_evaluated(ray_local, tmp_p
         got = Counter()
         for rank, s in enumerate(shares):
             share = share_of(s)
-            got += Counter(share.family[i] for i in epoch_order(share, mult, 0, epoch, rank))
+            got += Counter(share.family(i) for i in epoch_order(share, mult, 0, epoch, rank))
         ood = got["ood_arithmetic"] + got["ood_general_knowledge"]
         assert abs(ood - 0.25 * mix["records"]) <= 4, (got, mix)  # one record per task, rank
         assert sum(got.values()) == pytest.approx(mix["records"], abs=12)
     cfg.data.ood_fraction = 0.0
     shares, _, mult = train_dataset(cfg, model, [], world=2)
-    trained = {t for s in shares for t in share_of(s).family}
+    trained = {t for s in shares for t in share_of(s).tasks}
     assert trained and not trained & {"ood_arithmetic", "ood_general_knowledge"}
 
 
@@ -337,7 +346,7 @@ def test_fixed_downsampling_trains_on_the_same_records_every_epoch():
     its target (to one record), in a new order; rotate keeps another part."""
     sources = [f"a.jsonl:{i}" for i in range(100)] + [f"b.jsonl:{i}" for i in range(30)]
     family = ["query_ner"] * 100 + ["review_rating"] * 30
-    share = Share([np.zeros(1)] * 130, np.zeros(130), family, sources)
+    share = Share.of([[0]] * 130, [0] * 130, family, source_keys(sources))
     counts = Counter(family)
     cfg = DataConfig(max_per_task=20)
     mult, want = multiplicities(dict(counts), cfg), targets(dict(counts), cfg)

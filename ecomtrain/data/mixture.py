@@ -105,16 +105,37 @@ def multiplicities(
     return {t: target / counts[t] for t, target in planned.items() if counts[t]}
 
 
-def positions(sources: list[str], seed: int) -> np.ndarray:
-    """Fixed positions in [0, 1) of a task's records: evenly spaced, in hash order."""
-    keys = [hashlib.blake2b(f"{seed}:{src}".encode(), digest_size=8).digest() for src in sources]
-    u = np.empty(len(sources))
-    u[sorted(range(len(keys)), key=keys.__getitem__)] = (np.arange(len(keys)) + 0.5) / len(keys)
+def source_keys(sources) -> np.ndarray:
+    """A record's fixed key (uint64) from its location (file:line), for `positions`."""
+    return np.fromiter(
+        (int.from_bytes(hashlib.blake2b(s.encode(), digest_size=8).digest(), "little")
+         for s in sources),
+        dtype=np.uint64,
+        count=len(sources),
+    )  # fmt: skip
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser: a bijection of uint64 that scrambles every bit."""
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+def positions(keys: np.ndarray, seed: int) -> np.ndarray:
+    """Fixed positions in [0, 1) of a task's records (`keys`: their source_keys): evenly
+    spaced, in an order set by a hash of the seed and the keys."""
+    with np.errstate(over="ignore"):  # uint64 arithmetic wraps by design
+        salt = _mix(np.array([seed], dtype=np.uint64) + np.uint64(0x9E3779B97F4A7C15))
+        order = np.argsort(_mix(np.asarray(keys, dtype=np.uint64) ^ salt), kind="stable")
+    u = np.empty(len(order))
+    u[order] = (np.arange(len(order)) + 0.5) / max(len(order), 1)
     return u
 
 
-def copies(position: float, multiplicity: float, epoch: int) -> int:
-    """How many times a record at `position` appears in `epoch`."""
+def copies(position, multiplicity: float, epoch: int):
+    """How many times a record at `position` (a float, or an array of them) appears in
+    `epoch`."""
     whole, frac = divmod(multiplicity, 1.0)
     return int(whole) + ((position + epoch * frac) % 1.0 < frac)
 

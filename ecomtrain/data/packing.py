@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ecomtrain.data.mixture import source_keys
 from ecomtrain.model import load_tokenizer, require_chat_template
 
 IGNORE = -100
@@ -67,20 +68,32 @@ def prompt_text(tokenizer, question: str, prompt: Prompt) -> str:
 
 def encode(tokenizer, question: str, answer: str, prompt: Prompt) -> tuple[list[int], list[int]]:
     """Token ids of prompt+answer and labels that are IGNORE over the prompt."""
-    text = prompt_text(tokenizer, question, prompt)
-    if prompt.raw:
-        full = text + answer + (tokenizer.eos_token or "")
-    else:
-        content = (PROMPT_PREFIX if prompt.prefix else "") + question
-        full = tokenizer.apply_chat_template(
-            [{"role": "user", "content": content}, {"role": "assistant", "content": answer}],
-            tokenize=False,
-        )
-    if not full.startswith(text):
-        raise ValueError("chat template renders the prompt differently with an answer")
-    p_ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-    a_ids = tokenizer(full[len(text) :], add_special_tokens=False)["input_ids"]
-    return p_ids + a_ids, [IGNORE] * len(p_ids) + a_ids
+    return encode_many(tokenizer, [question], [answer], prompt)[0]
+
+
+def encode_many(tokenizer, questions, answers, prompt: Prompt) -> list[tuple[list, list]]:
+    """`encode` of many records, with one tokenizer call for their prompts and one for their
+    answers (a fast tokenizer encodes a batch in parallel, without a call's overhead each)."""
+    texts, rests = [], []
+    for question, answer in zip(questions, answers, strict=True):
+        text = prompt_text(tokenizer, question, prompt)
+        if prompt.raw:
+            full = text + answer + (tokenizer.eos_token or "")
+        else:
+            content = (PROMPT_PREFIX if prompt.prefix else "") + question
+            full = tokenizer.apply_chat_template(
+                [{"role": "user", "content": content}, {"role": "assistant", "content": answer}],
+                tokenize=False,
+            )
+        if not full.startswith(text):
+            raise ValueError("chat template renders the prompt differently with an answer")
+        texts.append(text)
+        rests.append(full[len(text) :])
+    if not texts:
+        return []
+    p_ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    a_ids = tokenizer(rests, add_special_tokens=False)["input_ids"]
+    return [(p + a, [IGNORE] * len(p) + a) for p, a in zip(p_ids, a_ids, strict=True)]
 
 
 def truncate(ids: list[int], labels: list[int], max_len: int) -> tuple[list, list, str]:
@@ -116,17 +129,19 @@ def tokenize_records(batch: dict, model_path: str, max_len: int, prompt: Prompt)
     """Records -> their token ids within max_len (a Ray Data UDF).
 
     Columns out, one row per kept record: ids (prompt + answer), n_prompt (prompt tokens,
-    masked from the loss), truncated, task_family, source. A record whose answer does not
+    masked from the loss), truncated, task_family, key (its source's key, for the
+    mixture's rotation: ecomtrain.data.mixture.positions). A record whose answer does not
     fit is left out and logged with its file and line; the caller counts what is missing.
     """
     tok = tokenizer_at(model_path)
     out: dict[str, list] = {
         k: [] for k in ("ids", "n_prompt", "truncated", "task_family", "source")
     }
-    for q, a, family, src in zip(
-        batch["input"], batch["answer"], batch["task_family"], batch["source"], strict=True
+    encoded = encode_many(tok, list(batch["input"]), list(batch["answer"]), prompt)
+    for (ids, labels), family, src in zip(
+        encoded, batch["task_family"], batch["source"], strict=True
     ):
-        ids, labels, status = truncate(*encode(tok, q, a, prompt), max_len)
+        ids, labels, status = truncate(ids, labels, max_len)
         if status == "dropped":
             log.warning("%s: dropped: answer does not fit max_seq_len %d", src, max_len)
             continue
@@ -140,7 +155,7 @@ def tokenize_records(batch: dict, model_path: str, max_len: int, prompt: Prompt)
         "n_prompt": np.array(out["n_prompt"], dtype=np.int64),
         "truncated": np.array(out["truncated"], dtype=bool),
         "task_family": np.array(out["task_family"], dtype=object),
-        "source": np.array(out["source"], dtype=object),
+        "key": source_keys(out["source"]),
     }
 
 

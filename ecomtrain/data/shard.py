@@ -2,8 +2,10 @@
 
 The driver tokenises a trial's training records once, shuffles them with the data seed and
 cuts them into one share per rank (ecomtrain.data.pipeline); a rank reads only its own
-share, so the data work per rank falls as 1 / world size. From its share a rank makes an
-endless, deterministic stream of packed micro-batches, epoch after epoch:
+share, so the data work per rank falls as 1 / world size. It holds the share in flat arrays
+(`Share`: 4 bytes a token, 22 a record), so memory follows the share's tokens, not a
+Python object per record. From its share a rank makes an endless, deterministic stream of
+packed micro-batches, epoch after epoch:
 
 1. resample each task to the mixture, reseeded by the epoch (ecomtrain.data.mixture.copies:
    every epoch keeps another part of a downsampled task, and every record comes round);
@@ -32,12 +34,48 @@ from ecomtrain.data.packing import IGNORE, layout, pack
 
 @dataclass
 class Share:
-    """The tokenised training records one rank holds."""
+    """The tokenised training records one rank holds, in flat arrays: 4 bytes a token and
+    22 a record, with no Python object per record, so a share of millions of records costs
+    about its tokens' size."""
 
-    ids: list[np.ndarray]  # prompt + answer token ids of each record
-    n_prompt: np.ndarray  # prompt tokens of each record (masked from the loss)
-    family: list[str]
-    source: list[str]
+    tokens: np.ndarray  # int32: every record's prompt + answer ids, one after the other
+    offsets: np.ndarray  # int64 [n + 1]: record i is tokens[offsets[i]:offsets[i + 1]]
+    n_prompt: np.ndarray  # int32: prompt tokens of each record (masked from the loss)
+    task: np.ndarray  # int16: each record's task family, an index into `tasks`
+    tasks: list[str]  # the task families, in order of first appearance
+    key: np.ndarray  # uint64: each record's source key (mixture.source_keys)
+
+    @classmethod
+    def of(cls, ids, n_prompt, family, key, tasks: list[str] | None = None) -> Share:
+        """A share from per-record token ids, prompt lengths, task families and keys
+        (`tasks`: a list the families' indices are taken from, extended as needed)."""
+        tasks = [] if tasks is None else tasks
+        index = {t: i for i, t in enumerate(tasks)}
+        codes = [index.setdefault(str(f), len(index)) for f in family]
+        tasks += list(index)[len(tasks) :]
+        lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
+        tokens = [np.asarray(x, dtype=np.int32) for x in ids]
+        return cls(
+            np.concatenate(tokens) if tokens else np.zeros(0, np.int32),
+            np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
+            np.asarray(n_prompt, dtype=np.int32),
+            np.asarray(codes, dtype=np.int16),
+            tasks,
+            np.asarray(key, dtype=np.uint64),
+        )
+
+    def __len__(self) -> int:
+        return len(self.n_prompt)
+
+    def ids(self, i: int) -> np.ndarray:
+        return self.tokens[self.offsets[i] : self.offsets[i + 1]]
+
+    def family(self, i: int) -> str:
+        return self.tasks[self.task[i]]
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
 
 
 @dataclass
@@ -57,16 +95,21 @@ class StreamStats:
 
 
 def read_share(batches: Iterator[dict]) -> Share:
-    """A share from the batches of its dataset (ecomtrain.data.packing.tokenize_records)."""
-    share = Share([], np.zeros(0, np.int64), [], [])
-    n_prompt = []
-    for b in batches:
-        share.ids += [np.asarray(x, dtype=np.int64) for x in b["ids"]]
-        n_prompt += list(b["n_prompt"])
-        share.family += [str(x) for x in b["task_family"]]
-        share.source += [str(x) for x in b["source"]]
-    share.n_prompt = np.asarray(n_prompt, dtype=np.int64)
-    return share
+    """A share from the batches of its dataset (ecomtrain.data.packing.tokenize_records),
+    one batch at a time."""
+    tasks: list[str] = []
+    parts = [Share.of(b["ids"], b["n_prompt"], b["task_family"], b["key"], tasks) for b in batches]
+    if not parts:
+        return Share.of([], [], [], [])
+    lengths = np.concatenate([p.lengths for p in parts])
+    return Share(
+        np.concatenate([p.tokens for p in parts]),
+        np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
+        np.concatenate([p.n_prompt for p in parts]),
+        np.concatenate([p.task for p in parts]),
+        tasks,
+        np.concatenate([p.key for p in parts]),
+    )
 
 
 def epoch_order(
@@ -74,12 +117,11 @@ def epoch_order(
 ):
     """Record indices of one epoch: each record as often as the mixture says, shuffled.
     `fixed` (data.downsample): the records kept are epoch 0's in every epoch."""
-    reps = np.zeros(len(share.source), dtype=np.int64)
-    for family in dict.fromkeys(share.family):
-        members = [i for i, f in enumerate(share.family) if f == family]
-        u = positions([share.source[i] for i in members], seed)
-        for i, position in zip(members, u, strict=True):
-            reps[i] = copies(position, mult.get(family, 0.0), 0 if fixed else epoch)
+    reps = np.zeros(len(share), dtype=np.int64)
+    for code, family in enumerate(share.tasks):
+        members = np.flatnonzero(share.task == code)
+        u = positions(share.key[members], seed)
+        reps[members] = copies(u, mult.get(family, 0.0), 0 if fixed else epoch)
     order = np.repeat(np.arange(len(reps)), reps)
     np.random.default_rng([seed, epoch, rank]).shuffle(order)
     return order
@@ -97,7 +139,7 @@ def stream(
     """Endless packed micro-batches of a share (numpy): input_ids, labels, segment_ids
     [micro_batch_size, max_seq_len], and `records`, the share's index of each record in it.
     The first `skip` micro-batches are passed over (packed, not laid out)."""
-    if not share.ids:
+    if not len(share):
         raise ValueError(f"rank {rank}: its share of the training records is empty")
     d, size = cfg.data, cfg.train.micro_batch_size
     stats = stats if stats is not None else StreamStats()
@@ -109,11 +151,12 @@ def stream(
         stats.epochs, stats.per_epoch = epoch + 1, stats.per_epoch + [len(order)]
         for start in range(0, len(order), d.pack_window):
             window = order[start : start + d.pack_window]
-            rows = pack([len(share.ids[i]) for i in window], d.max_seq_len)
+            lengths = share.lengths[window]
+            rows = pack(lengths.tolist(), d.max_seq_len)
             pending += [[int(window[j]) for j in row] for row in rows]
             stats.records += len(window)
             stats.rows += len(rows)
-            stats.tokens += sum(len(share.ids[i]) for i in window)
+            stats.tokens += int(lengths.sum())
             while len(pending) >= size:
                 rows, pending = pending[:size], pending[size:]
                 if seen >= skip:
@@ -126,7 +169,7 @@ def micro_batch(share: Share, rows: list[list[int]], max_len: int, pad: int) -> 
     members = [i for row in rows for i in row]
     seqs = []
     for i in members:
-        ids, n = share.ids[i], int(share.n_prompt[i])
+        ids, n = share.ids(i), int(share.n_prompt[i])
         seqs.append((ids, np.concatenate([np.full(n, IGNORE), ids[n:]])))
     spans, k = [], 0
     for row in rows:

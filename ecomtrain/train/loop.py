@@ -137,10 +137,8 @@ def inputs(batch: dict, attn_implementation: str, share: Share, routes: dict | N
     rows = {k: torch.from_numpy(batch[k]) for k in ("input_ids", "labels", "segment_ids")}
     record_routes = None
     if routes:
-        of_family = routes["of_family"]
-        record_routes = torch.tensor(
-            [of_family.get(share.family[i], UNROUTED) for i in batch["records"]]
-        )
+        expert = np.array([routes["of_family"].get(t, UNROUTED) for t in share.tasks])
+        record_routes = torch.from_numpy(expert[share.task[batch["records"]]])
     return model_inputs(rows, attn_implementation, record_routes)
 
 
