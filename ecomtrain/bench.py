@@ -5,6 +5,8 @@
     python -m ecomtrain.bench mfu --shape 1b|7b [--config FILE] [a.b=c ...]   (CUDA GPU)
     python -m ecomtrain.bench data --workers 1 2 4 8 [--json FILE] [a.b=c ...]
     python -m ecomtrain.bench scale [--trials 500] [--gpus 64] [--nodes 4] [a.b=c ...]
+    python -m ecomtrain.bench corpus [--records 10000000] [--files 100] [--world 2]
+                                     [--words W] [--object-store-mib M] [a.b=c ...]
 
 Every benchmark also writes its figures as JSON with `--json FILE`.
 
@@ -37,6 +39,18 @@ peak), the scheduling overhead per trial (the sweep's wall time beyond the trial
 sleep at full concurrency, divided by the trials) and the time to build trials.csv, the report and the
 summary run. Per-trial W&B runs are off unless `wandb.mode` is set.
 
+`corpus` writes a generated corpus of `--records` JSON Lines records in `--files` files
+(demo records, each made unique by a number and lengthened by `--words` words of a product
+description; in each file one bad record, without its answer) and runs the data path on it stage by stage, on a local Ray instance of this
+machine's cores (`--object-store-mib` caps its object store, so the tokenised mixture
+spills to disk): the scan (parse, validate, split, count; bad records found against bad
+records written), tokenising, mixing, shuffling and cutting the shares (every held-out
+split and training record as a trial sees them), then one process per rank that reads its
+share and packs one epoch of it, checking that every record is packed as often as the
+mixture says (once, for this corpus' even mixture). Per stage it prints the seconds,
+records/s per core and the peak resident memory of the driver, of the largest Ray worker
+and of all processes together, and per rank the bytes its share holds per record.
+
 `mfu` runs ecomtrain's training step (packed inputs, DeepSpeed, LoRA) on one GPU on a
 random-initialised model of a real model's shape, fed packed rows of random tokens whose
 record lengths spread like EC-Guide's, and prints tokens/s, model FLOPs utilisation and
@@ -51,17 +65,22 @@ adds the forward pass recomputed under gradient checkpointing (hardware FLOPs).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import dataclasses
 import json
+import logging
 import os
 import resource
+import shutil
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 import numpy as np
+import psutil
 import ray.train
 import torch
 import torch.distributed as dist
@@ -80,10 +99,12 @@ from transformers import (
 from ecomtrain import console
 from ecomtrain.config import Config, from_dict, load_config, to_dict
 from ecomtrain.connect import connect
+from ecomtrain.data.demo import demo_records
 from ecomtrain.data.packing import IGNORE, Prompt, encode, layout
-from ecomtrain.data.pipeline import train_dataset
+from ecomtrain.data.pipeline import check_scan, train_dataset
 from ecomtrain.data.records import render_answer
-from ecomtrain.data.shard import read_share, stream
+from ecomtrain.data.scan import scan_corpus
+from ecomtrain.data.shard import StreamStats, epoch_order, read_share, stream
 from ecomtrain.data.sources import load_corpus, resolve_corpus
 from ecomtrain.evaluate.answer import SCORES_FILE
 from ecomtrain.files import atomic_write
@@ -98,6 +119,8 @@ from ecomtrain.train.engine import initialize
 from ecomtrain.train.inputs import model_inputs, to_device, training_attention
 from ecomtrain.train.loop import optimizer_step
 from tuning.run import concurrency, n_trials, run_sweep
+
+log = logging.getLogger("ecomtrain.bench")
 
 SHAPES = {  # random-initialised Llama-architecture models for `mfu`
     "1b": {  # Llama-3.2-1B
@@ -339,7 +362,7 @@ def data_fn_per_worker(loop_config: dict) -> None:
     batches = stream(share, cfg, loop_config["mult"], rank)
     micro = [next(batches) for _ in range(cfg.train.max_steps * cfg.train.grad_accum)]
     mine = {
-        "records": len(share.source),
+        "records": len(share),
         "steps": len(micro) // cfg.train.grad_accum,
         "records_trained": sum(len(b["records"]) for b in micro),
         "read_s": read_s,
@@ -385,6 +408,206 @@ def data_work(cfg: Config, worlds: list[int]) -> dict:
     for row in rows:
         row["share_of_records_per_rank"] = [round(n / total, 4) for n in row["records_per_rank"]]
     return {"rows": rows}
+
+
+CORPUS_SPACE = [
+    "data.corpus=[]",  # the generated files are the corpus
+    "data.max_bad_fraction=0.01",  # the bench writes a bad record into every file
+    "data.max_seq_len=256",
+    "data.eval_fraction=0.01",
+]
+
+
+def _write_corpus_file(path: str, first: int, count: int, templates: list[str]) -> int:
+    """`count` records numbered from `first`, each a demo record made unique by its number,
+    and at the middle line a record without output_field. Returns the bad records written."""
+    with open(path, "w", encoding="utf-8") as f:
+        for i in range(first, first + count):
+            if i == first + count // 2:
+                f.write(f'{{"input_field": "Listing {i}.", "task_type": "generation"}}\n')
+            else:
+                f.write(templates[i % len(templates)].replace("@N@", str(i), 1) + "\n")
+    return 1 if count else 0
+
+
+FILLER = [
+    "soft",
+    "durable",
+    "cotton",
+    "blend",
+    "with",
+    "reinforced",
+    "seams",
+    "and",
+    "a",
+    "relaxed",
+    "fit",
+]
+
+
+def write_corpus(folder: Path, records: int, files: int, words: int) -> tuple[list[str], int]:
+    """A generated corpus of `records` JSON Lines records in `files` files, each input
+    lengthened by `words` words of a product description, written in Ray tasks: (paths,
+    bad records among them)."""
+    templates = []
+    filler = "".join(f"{FILLER[j % len(FILLER)]} " for j in range(words))
+    for r in demo_records(per_task=100):
+        r["input_field"] = f"Listing @N@. {filler}" + r["input_field"]
+        templates.append(json.dumps(r, ensure_ascii=False))
+    write = ray.remote(num_cpus=1)(_write_corpus_file)
+    bounds = [round(k * records / files) for k in range(files + 1)]
+    paths = [str(folder / f"part-{k:05d}.jsonl") for k in range(files)]
+    jobs = [
+        write.remote(p, a, b - a, templates)
+        for p, a, b in zip(paths, bounds, bounds[1:], strict=False)
+    ]
+    return paths, sum(ray.get(jobs))
+
+
+class PeakRSS:
+    """Peak resident memory, sampled every `every` s while open: of this process (`driver`),
+    of the largest process under it (Ray's workers, when it started Ray) and of all."""
+
+    def __init__(self, every: float = 0.2):
+        self.me, self.every = psutil.Process(), every
+        self.driver = self.largest = self.total = 0.0
+        self._stop = threading.Event()
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            sizes = []
+            for proc in self.me.children(recursive=True):
+                with contextlib.suppress(psutil.Error):
+                    sizes.append(proc.memory_info().rss)
+            driver = self.me.memory_info().rss
+            self.driver = max(self.driver, driver / 2**20)
+            self.largest = max(self.largest, max(sizes, default=0) / 2**20)
+            self.total = max(self.total, (driver + sum(sizes)) / 2**20)
+            self._stop.wait(self.every)
+
+    def __enter__(self) -> PeakRSS:
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def figures(self) -> dict:
+        return {
+            "driver_peak_rss_mib": round(self.driver, 1),
+            "largest_worker_peak_rss_mib": round(self.largest, 1),
+            "all_processes_peak_rss_mib": round(self.total, 1),
+        }
+
+
+@ray.remote(num_cpus=1)
+def pack_share(share, cfg: Config, mult: dict, rank: int) -> dict:
+    """A rank's side of the data path, in a process of its own: read its share, then pack
+    one epoch of it. Counts every record the epoch packs, against the mixture's copies."""
+    rss0 = psutil.Process().memory_info().rss
+    with PeakRSS() as peak:
+        t0 = time.perf_counter()
+        mine = read_share(share.iter_batches(batch_size=4096))
+        read_s = time.perf_counter() - t0
+        arrays = (mine.tokens, mine.offsets, mine.n_prompt, mine.task, mine.key)
+        held = sum(a.nbytes for a in arrays)
+        stats = StreamStats()
+        reps = np.bincount(epoch_order(mine, mult, cfg.data.seed, 0, rank), minlength=len(mine))
+        want, seen, packed = int(reps.sum()), np.zeros(len(mine), dtype=np.int64), 0
+        t0 = time.perf_counter()
+        for batch in stream(mine, cfg, mult, rank, stats=stats):
+            take = batch["records"][: want - packed]  # the next epoch's records come after
+            np.add.at(seen, take, 1)
+            packed += len(take)
+            if packed == want:
+                break
+        pack_s = time.perf_counter() - t0
+    return {
+        "records": len(mine),
+        "tokens": int(len(mine.tokens)),
+        "epoch_records": want,
+        "packed_as_mixed": bool(np.array_equal(seen, reps)),  # none lost, none twice
+        "each_once": bool((reps == 1).all()),
+        "read_s": round(read_s, 1),
+        "pack_s": round(pack_s, 1),
+        "rows": stats.rows,
+        "share_mib": round(held / 2**20, 1),
+        "share_bytes_per_record": round(held / max(len(mine), 1), 1),
+        "rss_before_mib": round(rss0 / 2**20, 1),
+        "peak_rss_mib": round(peak.driver, 1),
+    }
+
+
+def corpus_path(
+    cfg: Config, records: int, files: int, world: int, store_mib: int = 0, words: int = 0
+) -> dict:
+    """The data path on a generated corpus (see the module's docstring); returns its figures."""
+    cpus = os.cpu_count() or 1
+    store = {"object_store_memory": store_mib * 2**20} if store_mib else {}
+    ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False, **store)
+    folder = Path(tempfile.mkdtemp(prefix="ecomtrain-corpus-"))
+    out: dict = {"records": records, "files": files, "world": world, "cpus": cpus}
+    try:
+        model_path = resolve_model(cfg.model)
+        t0 = time.perf_counter()
+        paths, bad = write_corpus(folder, records, files, words)
+        out["write_s"] = round(time.perf_counter() - t0, 1)
+        cfg.data.corpus, cfg.data.rejects = paths, str(folder / "rejects.jsonl")
+        with PeakRSS() as peak:
+            t0 = time.perf_counter()
+            scan = scan_corpus(paths, cfg.data)
+            log.info(check_scan(scan, cfg.data))
+            seconds = time.perf_counter() - t0
+        out["scan"] = {
+            "seconds": round(seconds, 1),
+            "records_per_s_per_core": round(records / seconds / cpus),
+            "bad_found": scan["bad"],
+            "bad_written": bad,
+            "records_counted": scan["records"],
+            "held_out": sum(t["eval"] for t in scan["tasks"].values()),
+        } | peak.figures()
+        with PeakRSS() as peak:
+            t0 = time.perf_counter()
+            shares, _, mult = train_dataset(cfg, model_path, [], world)
+            seconds = time.perf_counter() - t0
+        train = sum(t["train"] for t in scan["tasks"].values())
+        out["tokenise_mix_share"] = {
+            "seconds": round(seconds, 1),
+            "records_per_s_per_core": round(train / seconds / cpus),
+            "training_records": train,
+        } | peak.figures()
+        with PeakRSS() as peak:
+            t0 = time.perf_counter()
+            ranks = ray.get([pack_share.remote(s, cfg, mult, r) for r, s in enumerate(shares)])
+            seconds = time.perf_counter() - t0
+        packed = sum(r["records"] for r in ranks)
+        out["read_and_pack"] = {
+            "seconds": round(seconds, 1),
+            "records_per_s_per_core": round(packed / seconds / min(cpus, world)),
+            "records_in_shares": packed,
+            "every_record_packed_as_mixed": all(r["packed_as_mixed"] for r in ranks),
+            "every_record_once_per_epoch": all(r["each_once"] for r in ranks),
+            "ranks": ranks,
+        } | peak.figures()
+        out["object_store_spilled"] = spilled()
+    finally:
+        ray.shutdown()
+        shutil.rmtree(folder, ignore_errors=True)
+    return out
+
+
+def spilled() -> str:
+    """What the object store spilled to disk (Ray's memory summary line), "none", or "" if
+    Ray would not say."""
+    try:
+        from ray._private.internal_api import memory_summary
+
+        text = memory_summary(address=ray.get_runtime_context().gcs_address, stats_only=True)
+    except Exception:  # an internal API: the figure is optional
+        return ""
+    return next((line.strip() for line in text.splitlines() if "Spilled" in line), "none")
 
 
 SCALE_SPACE = [
@@ -504,7 +727,7 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("which", choices=["asha", "throughput", "mfu", "data", "scale"])
+    parser.add_argument("which", choices=["asha", "throughput", "mfu", "data", "scale", "corpus"])
     parser.add_argument("--shape", choices=sorted(SHAPES), default="1b", help="mfu's model")
     parser.add_argument("--steps", type=int, default=10, help="mfu's timed steps")
     parser.add_argument(
@@ -514,18 +737,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gpus", type=int, default=64, help="scale's simulated GPUs")
     parser.add_argument("--nodes", type=int, default=4, help="scale's simulated GPU nodes")
     parser.add_argument("--step-s", type=float, default=1.0, help="scale's sleep per interval")
+    parser.add_argument("--records", type=int, default=10_000_000, help="corpus' records")
+    parser.add_argument("--files", type=int, default=100, help="corpus' files")
+    parser.add_argument("--world", type=int, default=2, help="corpus' ranks")
+    parser.add_argument(
+        "--object-store-mib", type=int, default=0, help="corpus' object store (default: Ray's)"
+    )
+    parser.add_argument("--words", type=int, default=0, help="corpus' words added to inputs")
     parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     parser.add_argument("--config", help="YAML config (default: configs/demo.yaml)")
     parser.add_argument("overrides", nargs="*", help="a.b=c config overrides")
     console.add_arguments(parser)
     args = parser.parse_intermixed_args(argv)
     console.setup(args)
-    space = {"asha": ASHA_SPACE, "data": DATA_SPACE, "scale": SCALE_SPACE}.get(args.which, [])
+    spaces = {"asha": ASHA_SPACE, "data": DATA_SPACE, "scale": SCALE_SPACE, "corpus": CORPUS_SPACE}
+    space = spaces.get(args.which, [])
     cfg = load_config(args.config, space + args.overrides)
     if args.which == "mfu":
         figures = mfu(cfg, args.shape, args.steps)
     elif args.which == "scale":
         figures = scale(cfg, args.trials, args.gpus, args.nodes, args.step_s)
+    elif args.which == "corpus":
+        figures = corpus_path(
+            cfg, args.records, args.files, args.world, args.object_store_mib, args.words
+        )
     else:
         connect(log_to_driver=console.verbose())
         run = {"asha": asha_payoff, "throughput": throughput, "data": None}[args.which]
