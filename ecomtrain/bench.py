@@ -459,7 +459,7 @@ def write_corpus(folder: Path, records: int, files: int, words: int) -> tuple[li
     paths = [str(folder / f"part-{k:05d}.jsonl") for k in range(files)]
     jobs = [
         write.remote(p, a, b - a, templates)
-        for p, a, b in zip(paths, bounds, bounds[1:], strict=False)
+        for p, a, b in zip(paths, bounds[:-1], bounds[1:], strict=True)
     ]
     return paths, sum(ray.get(jobs))
 
