@@ -117,7 +117,7 @@ from ecomtrain.tiny_model import resolve_model
 from ecomtrain.train.driver import fit, trial_meta
 from ecomtrain.train.engine import initialize
 from ecomtrain.train.inputs import model_inputs, to_device, training_attention
-from ecomtrain.train.loop import optimizer_step
+from ecomtrain.train.loop import Micro, optimizer_step
 from tuning.run import concurrency, n_trials, run_sweep
 
 log = logging.getLogger("ecomtrain.bench")
@@ -324,7 +324,7 @@ def mfu(cfg: Config, shape: str, steps: int = 10, warmup: int = 3, device: str =
             if gpu:
                 torch.cuda.reset_peak_memory_stats()
             t0 = time.perf_counter()
-        loss, _ = optimizer_step(engine, [to_device(batch, device)], world=1)
+        loss, _ = optimizer_step(engine, [Micro(to_device(batch, device))], world=1)
     sync()
     seconds = time.perf_counter() - t0
     timed = batches[warmup:]

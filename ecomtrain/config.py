@@ -166,7 +166,14 @@ class DataConfig:
 
 @dataclass
 class TrainConfig:
-    num_workers: int = 2  # Ray Train workers per trial
+    # Ray Train workers per trial. `[min, max]` makes the trial elastic: it starts with as
+    # many as the cluster offers (at least min), goes on with fewer when a node is lost
+    # instead of waiting, and grows back when capacity returns (cluster/README.md, "Elastic
+    # workers"); it is read into `min_workers` and `num_workers` (the max).
+    num_workers: int = 2
+    min_workers: int = 0  # elastic: the fewest workers a trial runs with; 0: fixed at num_workers
+    # elastic: how often (seconds) Ray Train looks for room to grow a running trial back
+    resize_check_s: float = 60.0
     use_gpu: bool = False  # one GPU per worker, NCCL; else CPU workers with gloo
     cpus_per_worker: float = 1.0
     # Custom Ray resources each worker also takes (e.g. {trainer: 1} with one `trainer` per
@@ -192,6 +199,11 @@ class TrainConfig:
     gradient_checkpointing: bool = False  # recompute activations in backward to save memory
     keep_checkpoints: int = 2  # checkpoints (taken at each evaluation) kept per run, best by score
     max_failures: int = 0  # worker failures to recover from, resuming from the last checkpoint
+
+    @property
+    def elastic(self) -> bool:
+        """Whether the number of workers may change during a trial (num_workers: [min, max])."""
+        return 0 < self.min_workers < self.num_workers
 
 
 @dataclass
@@ -376,7 +388,26 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Co
 
 def checked_config(raw: dict, source: str) -> Config:
     """A Config built from a mapping and checked (types, choices, ranges, task names)."""
-    return check_values(build(Config, raw, source, ""), source)
+    return check_values(build(Config, elastic_spelling(raw, source), source, ""), source)
+
+
+def elastic_spelling(raw: dict, source: str) -> dict:
+    """`train.num_workers: [min, max]` read into train.min_workers and train.num_workers."""
+    train = raw.get("train")
+    workers = train.get("num_workers") if isinstance(train, dict) else None
+    if not isinstance(workers, list):
+        return raw
+    if len(workers) != 2 or not all(_is(w, int) and w >= 1 for w in workers):
+        raise ConfigError(
+            f"{source}: train.num_workers: expected a number of workers or [min, max] "
+            f"(elastic, min >= 1), got {workers!r}"
+        )
+    if "min_workers" in train:
+        raise ConfigError(
+            f"{source}: train.num_workers {workers!r} and train.min_workers both set the "
+            "fewest workers: keep one"
+        )
+    return raw | {"train": train | {"min_workers": workers[0], "num_workers": workers[1]}}
 
 
 # Fields whose value must be one of a fixed set.
@@ -416,6 +447,8 @@ LIMITS = {
     ("data", "pack_window"): _at_least(1),
     ("data", "ood_fraction"): (lambda v: 0 <= v < 1, "must be in [0, 1)"),
     ("train", "num_workers"): _at_least(1),
+    ("train", "min_workers"): _at_least(0),
+    ("train", "resize_check_s"): (lambda v: v >= 0, "must be >= 0"),
     ("train", "cpus_per_worker"): (lambda v: v > 0, "must be > 0"),
     ("train", "micro_batch_size"): _at_least(1),
     ("train", "grad_accum"): _at_least(1),
@@ -464,6 +497,7 @@ def check_values(cfg: Config, source: str) -> Config:
                 "_ . + = - only, no '..'"
             )
     _check_tasks(cfg, source)
+    _check_elastic(cfg.train, source)
     if cfg.lora.use_dora and cfg.lora.shape != "single":
         raise ConfigError(
             f"{source}: lora.use_dora: DoRA is for lora.shape single only (its magnitude "
@@ -473,6 +507,24 @@ def check_values(cfg: Config, source: str) -> Config:
         _check_source(s, f"{source}: data.sources[{i}]")
     _check_params(cfg, source)
     return cfg
+
+
+def _check_elastic(t: TrainConfig, source: str) -> None:
+    """An elastic trial's range of workers, and a ZeRO stage whose checkpoints any number of
+    workers can load."""
+    if t.min_workers > t.num_workers:
+        raise ConfigError(
+            f"{source}: train.num_workers: [{t.min_workers}, {t.num_workers}]: the fewest "
+            "workers must not exceed the most"
+        )
+    if t.elastic and t.zero_stage != 0:
+        raise ConfigError(
+            f"{source}: train.num_workers: [{t.min_workers}, {t.num_workers}] (elastic) needs "
+            f"train.zero_stage 0, not {t.zero_stage}: DeepSpeed reloads a ZeRO checkpoint "
+            "only at the number of workers that saved it (its optimizer state is cut into one "
+            "part per worker). A LoRA adapter's optimizer state is small, so ZeRO-1/2 save "
+            "little memory; ZeRO-3 (the frozen base cut up too) cannot be elastic"
+        )
 
 
 def _check_source(s: SourceConfig, where: str) -> None:

@@ -8,11 +8,13 @@ when it reports and when it writes a checkpoint, and kills itself (SIGKILL, no c
     {"rank": 1, "in_checkpoint": 6, "marker": PATH}     halfway through step 6's checkpoint
 
 or, for a test that takes the worker's whole node away, writes its node id into the marker
-and waits there (for the node to go):
+and waits there (for the node to go, or for Ray Train to replace its worker group):
 
     {"rank": 1, "hold_at_step": 5, "marker": PATH}      before reporting step 5's metrics
 
-The marker file makes it happen once per run, however often the run is retried.
+A plan may also be a list of such faults, each with its own marker, and a fault may add
+"world": N to happen only in a worker group of N workers. The marker file makes each happen
+once per run, however often the run is retried.
 """
 
 from __future__ import annotations
@@ -23,14 +25,21 @@ import signal
 import time
 from pathlib import Path
 
+import ray
+import ray.train
+
 PLAN = "ECOMTRAIN_FAULT_PLAN"
 
 
-def _plan() -> dict:
+def _plan() -> list[dict]:
     try:
-        return json.loads(Path(os.environ[PLAN]).read_text())
+        plan = json.loads(Path(os.environ[PLAN]).read_text())
     except (KeyError, FileNotFoundError):
-        return {}
+        return []
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    faults = plan if isinstance(plan, list) else [plan]
+    return [f for f in faults if f["rank"] == rank and f.get("world", world) == world]
 
 
 def _once(plan: dict) -> bool:
@@ -43,27 +52,24 @@ def _once(plan: dict) -> bool:
 
 def install() -> None:
     """Wrap ray.train.report and the loop's save_checkpoint with the plan's faults."""
-    import ray.train
-
     from ecomtrain.train import engine, loop
 
     report, save = ray.train.report, loop.save_checkpoint
 
     def faulty_report(metrics, *args, **kwargs):
-        plan = _plan()
-        rank = ray.train.get_context().get_world_rank()
-        if plan.get("after_step") == metrics.get("step") and plan["rank"] == rank and _once(plan):
-            os.kill(os.getpid(), signal.SIGKILL)
-        if plan.get("hold_at_step") == metrics.get("step") and plan["rank"] == rank and _once(plan):
-            Path(plan["marker"]).write_text(ray.get_runtime_context().get_node_id())
-            time.sleep(600)  # until the test removes this node
+        for fault in _plan():
+            if fault.get("after_step") == metrics.get("step") and _once(fault):
+                os.kill(os.getpid(), signal.SIGKILL)
+            if fault.get("hold_at_step") == metrics.get("step") and _once(fault):
+                Path(fault["marker"]).write_text(ray.get_runtime_context().get_node_id())
+                time.sleep(600)  # until the test removes this node, or Ray Train this worker
         return report(metrics, *args, **kwargs)
 
     def faulty_save(path, eng, tokenizer, trial, state, rank, *rest):
-        plan = _plan()
-        if plan.get("in_checkpoint") == state["step"] and plan["rank"] == rank and _once(plan):
-            engine.save_state(eng, str(path), client_state={"step": state["step"]})  # a part
-            os.kill(os.getpid(), signal.SIGKILL)
+        for fault in _plan():
+            if fault.get("in_checkpoint") == state["step"] and _once(fault):
+                engine.save_state(eng, str(path), client_state={"step": state["step"]})  # a part
+                os.kill(os.getpid(), signal.SIGKILL)
         return save(path, eng, tokenizer, trial, state, rank, *rest)
 
     ray.train.report = faulty_report

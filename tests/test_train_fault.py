@@ -1,8 +1,8 @@
 """Ray Train runs on a 3-node cluster on this machine (Ray's own `cluster_utils.Cluster`: a
 head and two worker nodes, each worker on its own node): exact resume after a killed worker
 (with dropout) of a routed adapter (ecomtrain.experts) killed while writing a checkpoint,
-and of a single LoRA after a whole node is lost, both under ZeRO-3;
-the NaN guard; nothing left in the temporary folder; extra eval files. Each test fine-tunes
+and of a single LoRA after a whole node is lost, both under ZeRO-3; an elastic run that
+goes on with one worker when a node is lost and grows back to two; the NaN guard; nothing left in the temporary folder; extra eval files. Each test fine-tunes
 the tiny model with 2 gloo workers for a few steps; faults are injected from
 tests/faults.py."""
 
@@ -52,6 +52,9 @@ def cluster(workdirs):
     plan, tmp = workdirs
     path = os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")]))
     env = {"PYTHONPATH": path, PLAN: str(plan), "TMPDIR": str(tmp)}
+    # After a node is lost, Ray Train's view of the free resources lags: an elastic run first
+    # tries its old size and waits this long for it (60 s by default) before going smaller.
+    env["RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"] = "30"
     nodes = Cluster(
         initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False}
     )
@@ -97,6 +100,7 @@ def assert_same_curve(clean: list, resumed) -> None:
 
 DROPOUT = "lora.dropout=0.1"  # resuming must restore every rank's random generators too
 ZERO3 = "train.zero_stage=3"
+ZERO0 = "train.zero_stage=0"  # elastic runs need it (a ZeRO checkpoint reloads at one world size)
 
 
 def extra_eval_file(tmp_path: Path) -> tuple[Path, int]:
@@ -159,11 +163,8 @@ def test_a_lost_node_resumes_on_a_node_added_afterwards(cluster, workdirs, tmp_p
     overrides = (DROPOUT, ZERO3, "train.max_failures=2")
     trainer = threading.Thread(target=lambda: out.update(result=run(tmp_path, "lost", *overrides)))
     trainer.start()
-    marker = tmp_path / "fault-done"  # rank 1 writes its node's id there, then waits
-    deadline = time.time() + 600
-    while not (marker.exists() and marker.read_text()) and time.time() < deadline:
-        time.sleep(0.5)
-    node = next(n for n in cluster.worker_nodes if n.node_id == marker.read_text())
+    # rank 1 writes its node's id into the marker, then waits
+    node = cluster_node(cluster, wait_for_text(tmp_path / "fault-done"))
     cluster.remove_node(node, allow_graceful=False)
     while ray.cluster_resources().get("trainer", 0) > 1:  # the cluster knows it is gone
         time.sleep(0.5)
@@ -183,6 +184,53 @@ def test_a_lost_node_resumes_on_a_node_added_afterwards(cluster, workdirs, tmp_p
     lora = [p for n, p in model.named_parameters() if "lora_B" in n]
     assert lora and all(p.numel() > 0 for p in lora)  # gathered, not ZeRO-3 placeholders
     assert any(p.abs().sum() > 0 for p in lora)  # trained (lora_B starts at zero)
+
+
+def test_an_elastic_run_goes_on_with_fewer_workers_and_grows_back(cluster, workdirs, tmp_path):
+    """`train.num_workers: [1, 2]`: the node of rank 1 is removed once it has taken step 5;
+    the run does not wait for another node but resumes from step 3 with one worker (which
+    then trains both shares, with twice the gradient accumulation), and when a node is
+    added while that worker holds at step 7, Ray Train grows the run back to two workers,
+    from step 6. Every step trains on the records and tokens of an undisturbed fixed run of
+    two workers (the state's records ledger), and its loss is that run's (dropout masks are
+    drawn per micro-batch, not per worker). ZeRO-0, as elastic runs need."""
+    clean = run(tmp_path, "clean", DROPOUT, ZERO0)
+    shrink, grow = tmp_path / "shrink", tmp_path / "grow"
+    plan = [
+        {"rank": 1, "world": 2, "hold_at_step": 5, "marker": str(shrink)},
+        {"rank": 0, "world": 1, "hold_at_step": 7, "marker": str(grow)},
+    ]
+    workdirs[0].write_text(json.dumps(plan))
+    elastic = (ZERO0, "train.num_workers=[1, 2]", "train.resize_check_s=1", "train.max_failures=2")
+    out: dict = {}
+    trainer = threading.Thread(
+        target=lambda: out.update(result=run(tmp_path, "elastic", DROPOUT, *elastic))
+    )
+    trainer.start()
+    node = cluster_node(cluster, wait_for_text(shrink))
+    cluster.remove_node(node, allow_graceful=False)
+    wait_for_text(grow)  # one worker has gone on to step 7 on the node that remained
+    assert ray.cluster_resources().get("trainer", 0) == 1
+    cluster.add_node(**NODE)
+    trainer.join(timeout=900)
+    workdirs[0].unlink()
+    resumed = out["result"]
+    assert state(resumed)["starts"] == [0, 3, 6]
+    assert state(resumed)["workers"] == [2, 1, 2]
+    assert state(resumed)["ledger"] == state(clean)["ledger"]  # same records, every step
+    assert_same_curve(history(clean), resumed)
+
+
+def wait_for_text(path: Path, timeout: float = 600) -> str:
+    """The text a held worker writes into its marker (its node's id)."""
+    deadline = time.time() + timeout
+    while not (path.exists() and path.read_text()) and time.time() < deadline:
+        time.sleep(0.5)
+    return path.read_text()
+
+
+def cluster_node(cluster, node_id: str):
+    return next(n for n in cluster.worker_nodes if n.node_id == node_id)
 
 
 def test_non_finite_loss_stops_the_run(cluster, tmp_path):

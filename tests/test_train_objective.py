@@ -1,6 +1,7 @@
 """The training objective does not depend on how a step is cut up: every supervised token of
 an optimizer step weighs the same, whether the step runs on 1, 2 or 4 workers with 4, 2 or
-1 accumulation steps (DeepSpeed ZeRO-2, gloo, the tiny model)."""
+1 accumulation steps, or unevenly over 2 workers, one padded with zero-weight micro-batches
+as an elastic trial's smaller world pads (DeepSpeed ZeRO-2, gloo, the tiny model)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from ecomtrain.model import load_model, load_tokenizer, training_model
 from ecomtrain.tiny_model import resolve_model
 from ecomtrain.train.engine import initialize
 from ecomtrain.train.inputs import model_inputs, training_attention
-from ecomtrain.train.loop import optimizer_step
+from ecomtrain.train.loop import Micro, optimizer_step
 
 MAX_LEN = 256
 
@@ -50,7 +51,9 @@ def micro_batches(path: str) -> list[dict]:
     return out
 
 
-def _worker(rank: int, world: int, accum: int, path: str, port: int, out: str) -> None:
+def _worker(rank: int, world: int, split: list, path: str, port: int, out: str) -> None:
+    """Rank `rank` takes micro-batches split[rank] (indices), padded to the longest split
+    with zero-weight repeats."""
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank))
     os.environ.update(LOCAL_RANK=str(rank), WORLD_SIZE=str(world))
     torch.set_num_threads(1)
@@ -62,9 +65,12 @@ def _worker(rank: int, world: int, accum: int, path: str, port: int, out: str) -
     for name, p in model.named_parameters():
         if p.requires_grad:
             p.register_hook(lambda g, n=name: grads.__setitem__(n, grads.get(n, 0) + g.detach()))
+    accum = max(len(part) for part in split)
     cfg = TrainConfig(zero_stage=2, micro_batch_size=1, grad_accum=accum, grad_clip=0.0)
     engine, _ = initialize(model, cfg)
-    mine = micro_batches(path)[rank * accum : (rank + 1) * accum]
+    batches = micro_batches(path)
+    mine = [Micro(batches[i]) for i in split[rank]]
+    mine += [Micro(mine[k % len(mine)].inputs, weight=0.0) for k in range(accum - len(mine))]
     loss, tokens = optimizer_step(engine, mine, world)
     flat = torch.cat([grads[n].flatten() for n in sorted(grads)])
     dist.all_reduce(flat)  # DeepSpeed averages the ranks' gradients; so do we
@@ -84,11 +90,18 @@ def test_one_step_has_the_same_gradient_however_it_is_split(tmp_path):
     tokens = [len(b["targets"]) for b in micro_batches(path)]
     assert max(tokens) > 3 * min(tokens)  # a per-micro-batch mean would weigh these unevenly
     got = {}
-    for world, accum in [(1, 4), (2, 2), (4, 1)]:
-        out = tmp_path / f"{world}x{accum}.pt"
-        mp.spawn(_worker, args=(world, accum, path, _free_port(), str(out)), nprocs=world)
-        got[world, accum] = torch.load(out, weights_only=True)
-    ref = got[1, 4]
+    splits = {
+        "1x4": [[0, 1, 2, 3]],
+        "2x2": [[0, 1], [2, 3]],
+        "4x1": [[0], [1], [2], [3]],
+        "2 uneven": [[0, 2, 3], [1]],  # rank 1 pads with two zero-weight micro-batches
+    }
+    for key, split in splits.items():
+        out = tmp_path / f"{key}.pt"
+        world = len(split)
+        mp.spawn(_worker, args=(world, split, path, _free_port(), str(out)), nprocs=world)
+        got[key] = torch.load(out, weights_only=True)
+    ref = got["1x4"]
     assert ref["tokens"] == sum(tokens)
     for key, step in got.items():
         assert step["tokens"] == ref["tokens"], key

@@ -42,13 +42,15 @@ def trial_meta(name: str, subset: str, tasks: list[str], cfg: Config) -> dict:
 
 
 def fit(cfg: Config, meta: dict, storage_path: str, callbacks: list = ()) -> ray.train.Result:
-    """Fine-tune one adapter on `meta["tasks"]` with `cfg.train.num_workers` workers."""
+    """Fine-tune one adapter on `meta["tasks"]` with `cfg.train.num_workers` workers (or,
+    elastic, between `min_workers` and that many)."""
     check_room(cfg)
     model_path = resolve_model(cfg.model)
     # Same seed, same shares: the pipeline keeps its order, so runs and resumes are exact.
     ray.data.DataContext.get_current().execution_options.preserve_order = True
-    world = cfg.train.num_workers
-    shares, eval_ds, mult = train_dataset(cfg, model_path, meta["tasks"], world)
+    # One share per worker of the largest world; a smaller (elastic) world deals them out.
+    train = cfg.train
+    shares, eval_ds, mult = train_dataset(cfg, model_path, meta["tasks"], train.num_workers)
     meta = {
         **meta,
         "mixture": mixture_stats(cfg, meta["tasks"]),  # logged with every evaluation
@@ -64,13 +66,16 @@ def fit(cfg: Config, meta: dict, storage_path: str, callbacks: list = ()) -> ray
             "extra_eval": extra_eval_rows(cfg),
         },
         scaling_config=ScalingConfig(
-            num_workers=cfg.train.num_workers,
+            num_workers=(train.min_workers, train.num_workers)
+            if train.elastic
+            else train.num_workers,
+            elastic_resize_monitor_interval_s=train.resize_check_s,
             use_gpu=cfg.train.use_gpu,
             resources_per_worker={"CPU": cfg.train.cpus_per_worker, **cfg.train.worker_resources},
             placement_strategy=cfg.train.placement_strategy,
         ),
         torch_config=TorchConfig(backend="nccl" if cfg.train.use_gpu else "gloo"),
-        # Rank r reads only "train_r", its share; nothing is split again by Ray Train.
+        # Each rank reads only its shares "train_<i>" (loop.shares_of); Ray Train splits none.
         datasets={f"train_{r}": share for r, share in enumerate(shares)} | {"eval": eval_ds},
         dataset_config=DataConfig(datasets_to_split=[]),
         run_config=RunConfig(
@@ -106,7 +111,7 @@ def check_room(cfg: Config) -> None:
     training workers, which hold theirs for the whole run, and every custom resource the
     workers take must be there for all of them."""
     have = ray.cluster_resources()
-    cpus, workers = have.get("CPU", 0.0), cfg.train.num_workers
+    cpus, workers = have.get("CPU", 0.0), cfg.train.min_workers or cfg.train.num_workers
     need = workers * cfg.train.cpus_per_worker + SMALL_TASK["num_cpus"]
     if need > cpus:
         raise ConfigError(

@@ -5,7 +5,10 @@ of an optimizer step, on every rank and accumulation step alike, so it does not 
 with `num_workers` or `grad_accum`. Resuming is exact: a checkpoint holds the adapter,
 optimizer and scheduler state and the random number generators of every rank, the step
 and the loss history; the data stream is deterministic, so a resumed run skips exactly
-the micro-batches already trained on.
+the micro-batches already trained on. A step takes `grad_accum` micro-batches from each of
+the trial's shares (one per worker of its largest world) and seeds each one's dropout by
+(seed, step, share), so an elastic run that resumes with fewer or more workers trains
+every step on the same records, tokens and masks (`shares_of`, `step_batches`).
 """
 
 from __future__ import annotations
@@ -41,11 +44,15 @@ RNG_FILE = "rng_rank{rank}.pt"  # every rank's random number generators, in each
 
 
 def train_fn_per_worker(loop_config: dict) -> None:
-    """Fine-tune a LoRA adapter with DeepSpeed on this worker's share of the records."""
+    """Fine-tune a LoRA adapter with DeepSpeed on this worker's shares of the records."""
     cfg = from_dict(loop_config["cfg"])
     model_path, trial = loop_config["model_path"], loop_config["trial"]
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    mine = shares_of(rank, world, cfg.train.num_workers)
+    # Each step takes grad_accum micro-batches from every share, whatever the world size;
+    # a rank with fewer shares than another pads with zero-weight repeats (step_batches).
+    per_rank = -(-cfg.train.num_workers // world) * cfg.train.grad_accum
 
     torch.manual_seed(cfg.train.seed)
     tokenizer = load_tokenizer(model_path)
@@ -55,14 +62,24 @@ def train_fn_per_worker(loop_config: dict) -> None:
     routes = trial.get("routes")  # the experts of a label-routed adapter (ecomtrain.experts)
     model = training_model(base, cfg.lora, cfg.train.gradient_checkpointing, routes)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    engine, schedule = initialize(model, cfg.train)
+    engine, schedule = initialize(model, dataclasses.replace(cfg.train, grad_accum=per_rank))
     device = engine.device
 
-    state = restore(engine, rank)  # {"step", "history", "starts"}; step 0 on a fresh start
-    share = read_share(ray.train.get_dataset_shard(f"train_{rank}").iter_batches(batch_size=4096))
-    data = StreamStats()
+    state = restore(engine, rank, world)  # step 0 on a fresh start
+    if rank == 0 and world < cfg.train.num_workers:
+        log.info(
+            f"elastic: {world} of {cfg.train.num_workers} workers from step {state['step']}; "
+            f"rank 0 trains shares {mine}, {per_rank} micro-batches a step"
+        )
+    data = StreamStats()  # of this rank's first share
     micro_done = state["step"] * cfg.train.grad_accum
-    batches = stream(share, cfg, loop_config["mult"], rank, micro_done, data)
+    streams = []
+    for i in mine:
+        share = read_share(ray.train.get_dataset_shard(f"train_{i}").iter_batches(batch_size=4096))
+        batches = stream(
+            share, cfg, loop_config["mult"], i, micro_done, data if i == rank else None
+        )
+        streams.append((i, share, batches))
     all_ranks_generate = cfg.train.zero_stage == 3  # ZeRO-3 forward passes are collective
     eval_rows = held_out_rows(cfg, rank) if rank == 0 or all_ranks_generate else []
     extra_rows = loop_config.get("extra_eval", []) if eval_rows else []
@@ -71,14 +88,14 @@ def train_fn_per_worker(loop_config: dict) -> None:
     t0 = window_t0 = time.time()
     window_loss, window_steps, window_tokens = 0.0, 0, 0
     for step in range(state["step"] + 1, cfg.train.max_steps + 1):
-        micro = [
-            to_device(inputs(next(batches), cfg.model.attn_implementation, share, routes), device)
-            for _ in range(cfg.train.grad_accum)
-        ]
+        micro, ledger = step_batches(streams, cfg, step, routes, per_rank)
+        micro = [dataclasses.replace(m, inputs=to_device(m.inputs, device)) for m in micro]
         loss_value, tokens = optimizer_step(engine, micro, world)
         if not np.isfinite(loss_value):
             raise FloatingPointError(f"trial {trial['name']}: non-finite loss at step {step}")
         state["history"].append([step, loss_value])
+        records, digest = sum_over_ranks(ledger, world, device)
+        state["ledger"].append([step, int(records), int(digest) % DIGEST_MOD])
         window_loss, window_steps = window_loss + loss_value, window_steps + 1
         window_tokens += tokens
 
@@ -131,6 +148,46 @@ def train_fn_per_worker(loop_config: dict) -> None:
         window_loss, window_steps, window_tokens, window_t0 = 0.0, 0, 0, time.time()
 
 
+def shares_of(rank: int, world: int, shares: int) -> list[int]:
+    """The shares rank `rank` of `world` trains on. A trial's records are cut into one share
+    per worker of its largest world (train.num_workers); fewer workers (elastic) deal the
+    shares out round-robin, so a step trains on the same records at any world size."""
+    return list(range(rank, shares, world))
+
+
+@dataclasses.dataclass
+class Micro:
+    """One micro-batch of a step: model inputs, its weight in the step's loss (0 for a
+    rank's padding) and the seed of its dropout masks."""
+
+    inputs: dict
+    weight: float = 1.0
+    seed: int = 0
+
+
+DIGEST_MOD = 2**31 - 1  # a step's records digest: sum of their source keys modulo this prime
+
+
+def step_batches(streams: list, cfg: Config, step: int, routes: dict | None, per_rank: int):
+    """This rank's micro-batches of one optimizer step: `grad_accum` from each of its shares
+    (`streams`: (share index, share, stream)), then zero-weight repeats up to `per_rank`, so
+    every rank runs as many (DeepSpeed's collectives). Each micro-batch's dropout seed
+    follows (train.seed, step, share, micro-batch): the same masks at any world size.
+    Also returns [records, digest] of the records trained (the state's ledger)."""
+    micro, records, digest = [], 0, 0
+    for i, share, batches in streams:
+        for j in range(cfg.train.grad_accum):
+            batch = next(batches)
+            keys = share.key[batch["records"]]
+            records, digest = records + len(keys), digest + int((keys % DIGEST_MOD).sum())
+            seed = int(np.random.SeedSequence([cfg.train.seed, step, i, j]).generate_state(1)[0])
+            micro.append(
+                Micro(inputs(batch, cfg.model.attn_implementation, share, routes), 1.0, seed)
+            )
+    padding = [Micro(m.inputs, 0.0, m.seed) for m in micro[: per_rank - len(micro)]]
+    return micro + padding, [records, digest % DIGEST_MOD]
+
+
 def inputs(batch: dict, attn_implementation: str, share: Share, routes: dict | None) -> dict:
     """A micro-batch of the stream (numpy) as model inputs; with a label-routed adapter,
     each record's expert by its task family (`routes["of_family"]`)."""
@@ -142,23 +199,26 @@ def inputs(batch: dict, attn_implementation: str, share: Share, routes: dict | N
     return model_inputs(rows, attn_implementation, record_routes)
 
 
-def optimizer_step(engine, micro_batches: list[dict], world: int) -> tuple[float, int]:
+def optimizer_step(engine, micro_batches: list[Micro], world: int) -> tuple[float, int]:
     """One optimizer step over this rank's micro-batches (model inputs on the device).
 
     Its gradient is that of the summed token loss over every supervised token of the step,
     on every rank, divided by their number: each token weighs the same whatever micro-batch
-    or rank it falls in. DeepSpeed averages gradients over ranks, hence the factor `world`;
-    its own division by the accumulation steps is turned off. Returns the step's mean token
-    loss and its supervised tokens (both over all ranks); every rank must call this."""
-    local = sum(len(b["targets"]) for b in micro_batches)
-    total = sum_over_ranks(torch.tensor(float(local), device=engine.device), world)
+    or rank it falls in (a zero-weight micro-batch adds nothing). DeepSpeed averages
+    gradients over ranks, hence the factor `world`; its own division by the accumulation
+    steps is turned off. Returns the step's mean token loss and its supervised tokens (both
+    over all ranks); every rank must call this."""
+    local = sum(len(m.inputs["targets"]) * m.weight for m in micro_batches)
+    (total,) = sum_over_ranks([local], world, engine.device)
     loss_sum = torch.zeros((), device=engine.device)
-    for batch in micro_batches:
-        loss = packed_loss(engine, **batch)
-        engine.backward(loss * (world / max(total, 1.0)), scale_wrt_gas=False)
+    for m in micro_batches:
+        torch.manual_seed(m.seed)
+        loss = packed_loss(engine, **m.inputs)
+        engine.backward(loss * (m.weight * world / max(total, 1.0)), scale_wrt_gas=False)
         engine.step()  # DeepSpeed steps the optimizer on accumulation boundaries only
-        loss_sum += loss.detach()
-    return sum_over_ranks(loss_sum, world) / max(total, 1.0), int(total)
+        loss_sum += m.weight * loss.detach()
+    (loss_total,) = sum_over_ranks([loss_sum], world, engine.device)
+    return loss_total / max(total, 1.0), int(total)
 
 
 def held_out_rows(cfg: Config, rank: int) -> list[dict]:
@@ -196,17 +256,24 @@ def save_checkpoint(
             (path / name).write_text("".join(json.dumps(e) + "\n" for e in entries))
 
 
-def restore(engine, rank: int) -> dict:
-    """State of the latest checkpoint after a failure or a resumed sweep, else a fresh one;
-    this rank's random number generators continue where they were."""
+def restore(engine, rank: int, world: int) -> dict:
+    """State of the latest checkpoint after a failure or a resumed sweep, else a fresh one:
+    the step, the loss history, the records ledger ([step, records, digest]: the same at any
+    world size), and the step and workers of each attempt. This rank's random number
+    generators continue where they were (a rank the checkpoint's world lacked keeps its own:
+    dropout is reseeded per micro-batch, step_batches)."""
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None:
-        return {"step": 0, "history": [], "starts": [0]}
+        return {"step": 0, "history": [], "ledger": [], "starts": [0], "workers": [world]}
     with checkpoint.as_directory() as path:
         load_state(engine, path)
         state = json.loads((Path(path) / STATE_FILE).read_text())
-        set_rng_state(torch.load(Path(path) / RNG_FILE.format(rank=rank), weights_only=True))
+        rng = Path(path) / RNG_FILE.format(rank=rank)
+        if rng.exists():
+            set_rng_state(torch.load(rng, weights_only=True))
     state["starts"] = [*state.get("starts", [0]), state["step"]]  # where each attempt began
+    state["workers"] = [*state.get("workers", []), world]  # and with how many workers
+    state.setdefault("ledger", [])
     return state
 
 
@@ -243,9 +310,10 @@ def peak_memory_gib(device: torch.device, world: int) -> float:
     return float(value) / 2**30
 
 
-def sum_over_ranks(value: torch.Tensor, world: int) -> float:
-    """Sum a scalar over the process group (every rank must call this)."""
-    value = value.detach().double().clone()
+def sum_over_ranks(values: list, world: int, device: torch.device) -> list[float]:
+    """Sum scalars (numbers or 0-d tensors) over the process group, in float64 (exact for
+    integers below 2**53); every rank must call this."""
+    value = torch.stack([torch.as_tensor(v, device=device).detach().double() for v in values])
     if world > 1:
         dist.all_reduce(value)
-    return float(value)
+    return value.tolist()
