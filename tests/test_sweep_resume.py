@@ -1,7 +1,9 @@
-"""A sweep whose driver is killed mid-way resumes with `--resume DIR`: finished trials are
-not re-run, the unfinished one continues from its checkpoint, the one not yet created runs.
-The same on S3 storage (`--output s3://bucket/prefix`), against a local S3-compatible server
-(moto) on 127.0.0.1: checkpoints, config.yaml, trials.csv and the report land in the bucket."""
+"""A sweep on a 3-node cluster loses a node, then its driver, and finishes: the trial whose
+worker was on the node resumes from its checkpoint while the other runs on; after the driver
+is killed, `--resume DIR` does not re-run finished trials and continues the unfinished one
+from its checkpoint. On S3 storage (`--output s3://bucket/prefix`), against a local
+S3-compatible server (moto) on 127.0.0.1: checkpoints, config.yaml, trials.csv and the
+report land in the bucket."""
 
 import contextlib
 import csv
@@ -17,6 +19,7 @@ from pathlib import Path
 import psutil
 import pyarrow.fs as pafs
 import pytest
+import ray
 
 ROOT = Path(__file__).resolve().parent.parent
 TASKS = "[attribute_inference_mcq, review_rating]"
@@ -88,9 +91,43 @@ def _kill_tree(pid: int) -> None:
             proc.kill()
 
 
-# Each variant takes 7 minutes on 2 cores. The bucket runs by default: the same resume path
-# (Tune's restore, each trial's checkpoint) plus cloud paths; ECOMTRAIN_LOCAL_RESUME=1 adds a
-# local --output (it passed beside the bucket one when this test was written).
+@contextlib.contextmanager
+def three_nodes():
+    """A head (the sweep's trial drivers, which `sweep.driver_resources` keeps on it, and
+    the data tasks) and two worker nodes offering one `trainer` each; this process joins it
+    to watch its resources. Started after the S3 settings are in the environment, which
+    every node's processes inherit."""
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={"num_cpus": 1, "resources": {"driver": 10}, "include_dashboard": True},
+    )
+    for _ in range(2):
+        cluster.add_node(**NODE)
+    ray.init(address=cluster.address, log_to_driver=False)
+    try:
+        yield cluster
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+
+
+NODE = {"num_cpus": 1, "resources": {"trainer": 1}}
+
+
+def _wait(what: str, ready, timeout: float = 900):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if value := ready():
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+# Each variant takes about 8 minutes on 2 cores. The bucket runs by default: the same
+# resume path (Tune's restore, each trial's checkpoint) plus cloud paths;
+# ECOMTRAIN_LOCAL_RESUME=1 adds a local --output.
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "storage",
@@ -104,54 +141,58 @@ def _kill_tree(pid: int) -> None:
         "s3",
     ],
 )
-def test_killed_driver_resumes(storage, tmp_path, ecomtrain_cache, run_cli, request):
+def test_a_sweep_loses_a_node_and_its_driver_and_finishes(storage, tmp_path, request):
+    """Three trials, two at a time, one worker each on its own node of a 3-node cluster.
+    Once both have a checkpoint, a worker node is removed (its processes killed) and a new
+    one added: the trial whose worker was there resumes from its last checkpoint, the other
+    runs on untouched. When both are done and the third has a checkpoint, the sweep's driver
+    is killed; `--resume` does not re-run the finished trials, continues the third from its
+    checkpoint, and writes trials.csv and the report, all in the run's storage."""
     out = request.getfixturevalue("s3") if storage == "s3" else str(tmp_path / "sweep")
     fs, root = pafs.FileSystem.from_uri(out)
-    env = {**os.environ, "WANDB_MODE": "offline", "ECOMTRAIN_CACHE": str(ecomtrain_cache)}
+    env = {**os.environ, "WANDB_MODE": "offline"}
     env.pop("RAY_ADDRESS", None)
-    cmd = [
-        sys.executable,
-        "-m",
-        "ecomtrain.sweep",
-        "--output",
-        out,
-        "sweep.name=resume",
-        "train.max_steps=9",
-        "train.log_every=1",
-        "train.eval_every=3",
-        "sweep.ranks=[2, 4, 8]",  # one at a time: rank 8 not yet created when killed
-        f"sweep.subsets={{pair: {TASKS}}}",
-        f"eval.tasks={TASKS}",
-        "data.max_eval_per_task=1",
-        "eval.max_new_tokens=4",
-    ]
-    driver = subprocess.Popen(
-        cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    deadline = time.time() + 600
-    first = second = None
-    while time.time() < deadline and driver.poll() is None:
-        steps = {t: _registered_step(fs, t) for t in _trials(fs, root)}
-        done = [t for t, s in steps.items() if s == 9]
-        started = [t for t, s in steps.items() if 3 <= s < 9]
-        if done and started:
-            first, second = done[0], started[0]
-            break
-        time.sleep(0.5)
-    assert first is not None, "the sweep never reached one finished and one started trial"
-    time.sleep(2)  # let Tune persist the experiment state
-    _kill_tree(driver.pid)
-    driver.wait(timeout=60)
-    finished_ckpts = _checkpoints(fs, first)
+    with three_nodes() as cluster:
+        sweep = [sys.executable, "-m", "ecomtrain.sweep", "--address", cluster.address]
+        driver = subprocess.Popen(
+            [*sweep, "--output", out, *SWEEP],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
 
-    run_cli("ecomtrain.sweep", "--resume", out)
-    assert _checkpoints(fs, first) == finished_ckpts  # not re-run
-    resumed = _state(fs, second)
+        def steps() -> dict[str, int]:
+            assert driver.poll() is None, "the sweep's driver ended early"
+            return {t: _registered_step(fs, t) for t in _trials(fs, root)}
+
+        _wait("two trials with a checkpoint", lambda: sum(s >= 3 for s in steps().values()) == 2)
+        cluster.remove_node(next(iter(cluster.worker_nodes)), allow_graceful=False)
+        _wait("the cluster to lose the node", lambda: ray.cluster_resources().get("trainer") == 1)
+        cluster.add_node(**NODE)
+        first = _wait(
+            "two finished trials and a third with a checkpoint", lambda: _two_done(steps())
+        )
+        time.sleep(2)  # let Tune persist the experiment state
+        _kill_tree(driver.pid)
+        driver.wait(timeout=60)
+        finished = {t: _checkpoints(fs, t) for t in first}
+        resume = [*sweep, "--resume", out]
+        proc = subprocess.run(
+            resume, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900
+        )
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+    assert {t: _checkpoints(fs, t) for t in first} == finished  # not re-run
+    starts = sorted(_state(fs, t)["starts"] for t in first)
+    assert starts[0] == [0] and len(starts[1]) == 2 and starts[1][1] >= 3, starts  # one hit
+    third = next(t for t in _trials(fs, root) if t not in first)
+    resumed = _state(fs, third)
     assert resumed["step"] == 9 and resumed["starts"][0] == 0 and resumed["starts"][-1] >= 3
-    assert [s for s, _ in resumed["history"]] == list(range(1, 10))
+    for trial in _trials(fs, root):
+        assert [s for s, _ in _state(fs, trial)["history"]] == list(range(1, 10))
     rows = list(csv.DictReader(io.StringIO(_read(fs, f"{root}/trials.csv"))))
     assert len(rows) == 3 and all(r["score"] != "" for r in rows)
-    # the trial created after the restore got its per-trial values (alpha = 2 x rank)
     assert sorted((int(r["rank"]), float(r["alpha"])) for r in rows) == [
         (2, 4.0),
         (4, 8.0),
@@ -166,3 +207,27 @@ def test_killed_driver_resumes(storage, tmp_path, ecomtrain_cache, run_cli, requ
     )
     if storage == "s3":
         assert _read(fs, f"{root}/ray-logs") is None  # the logs link stays on the machine
+
+
+def _two_done(steps: dict[str, int]) -> list[str]:
+    """The two finished trials, once a third has a checkpoint."""
+    done = [t for t, s in steps.items() if s == 9]
+    return done if len(done) == 2 and any(3 <= s < 9 for s in steps.values()) else []
+
+
+SWEEP = [
+    "sweep.name=resume",
+    "train.max_steps=9",
+    "train.log_every=1",
+    "train.eval_every=3",
+    "sweep.ranks=[2, 4, 8]",
+    "sweep.max_concurrent_trials=2",
+    f"sweep.subsets={{pair: {TASKS}}}",
+    f"eval.tasks={TASKS}",
+    "data.max_eval_per_task=1",
+    "eval.max_new_tokens=4",
+    "train.num_workers=1",
+    "train.worker_resources={trainer: 1}",  # each trial's worker on a node of its own
+    "sweep.driver_resources={driver: 0.01}",  # trial drivers on the head, which stays
+    "train.max_failures=2",
+]
