@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -188,7 +189,19 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, KeyError, ValueError, FileNotFoundError) as e:
         console.log.error("error: %s", e)
         return 2
-    local = Path(tempfile.mkdtemp(prefix="ecomtrain-sweep-")) if is_uri(output) else Path(output)
+    if not is_uri(output):
+        return run_and_report(args, cfg, output, Path(output))
+    # Written locally, then published to the bucket; the local copy goes when the sweep ends.
+    local = Path(tempfile.mkdtemp(prefix="ecomtrain-sweep-"))
+    try:
+        return run_and_report(args, cfg, output, local)
+    finally:
+        shutil.rmtree(local, ignore_errors=True)
+
+
+def run_and_report(args: argparse.Namespace, cfg: Config, output: str, local: Path) -> int:
+    """Run the sweep, write trials.csv, the report and the W&B summary into `local` (the
+    output folder, or a staging folder published to a bucket); returns the exit code."""
     local.mkdir(parents=True, exist_ok=True)
     saved = yaml.safe_dump(to_dict(cfg), sort_keys=False)
     atomic_write(local / CONFIG_FILE, saved)

@@ -13,6 +13,7 @@ import logging
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -92,25 +93,52 @@ def _kill_tree(pid: int) -> None:
 
 
 @contextlib.contextmanager
-def three_nodes():
+def three_nodes(tmp: Path):
     """A head (the sweep's trial drivers, which `sweep.driver_resources` keeps on it, and
     the data tasks) and two worker nodes offering one `trainer` each; this process joins it
-    to watch its resources. Started after the S3 settings are in the environment, which
-    every node's processes inherit."""
+    to watch its resources. Its processes inherit the environment: the S3 settings, and
+    `tmp` as the temporary folder of every process but Ray's own session files."""
     from ray.cluster_utils import Cluster
 
-    cluster = Cluster(
-        initialize_head=True,
-        head_node_args={"num_cpus": 1, "resources": {"driver": 10}, "include_dashboard": True},
-    )
-    for _ in range(2):
-        cluster.add_node(**NODE)
-    ray.init(address=cluster.address, log_to_driver=False)
+    saved = {k: os.environ.get(k) for k in ("TMPDIR", "RAY_TMPDIR")}
+    os.environ.update(TMPDIR=str(tmp), RAY_TMPDIR="/tmp")
     try:
+        cluster = Cluster(
+            initialize_head=True,
+            head_node_args={"num_cpus": 1, "resources": {"driver": 10}, "include_dashboard": True},
+        )
+        for _ in range(2):
+            cluster.add_node(**NODE)
+        ray.init(address=cluster.address, log_to_driver=False)
         yield cluster
     finally:
         ray.shutdown()
         cluster.shutdown()
+        for key, value in saved.items():
+            os.environ.pop(key, None) if value is None else os.environ.update({key: value})
+
+
+def footprint(tmp: Path, services: dict[int, psutil.Process]) -> dict:
+    """What a finished sweep could leave behind on a cluster that stays: objects in Ray's
+    object store, open files of the cluster's own processes (GCS, raylets, dashboard: those
+    in `services` still running), entries in the temporary folder."""
+    from ray.util.state import list_objects
+
+    fds = 0
+    for proc in services.values():
+        with contextlib.suppress(psutil.NoSuchProcess):
+            fds += proc.num_fds()
+    return {
+        "objects": len(list_objects(limit=10_000, raise_on_missing_output=False)),
+        "fds": fds,
+        "tmp": sorted(p.name for p in tmp.iterdir()),
+    }
+
+
+def cluster_services() -> dict[int, psutil.Process]:
+    """The cluster's long-lived processes (not Ray's worker processes, which come and go)."""
+    found = psutil.Process().children(recursive=True)
+    return {p.pid: p for p in found if "default_worker.py" not in " ".join(p.cmdline())}
 
 
 NODE = {"num_cpus": 1, "resources": {"trainer": 1}}
@@ -150,9 +178,12 @@ def test_a_sweep_loses_a_node_and_its_driver_and_finishes(storage, tmp_path, req
     checkpoint, and writes trials.csv and the report, all in the run's storage."""
     out = request.getfixturevalue("s3") if storage == "s3" else str(tmp_path / "sweep")
     fs, root = pafs.FileSystem.from_uri(out)
-    env = {**os.environ, "WANDB_MODE": "offline"}
-    env.pop("RAY_ADDRESS", None)
-    with three_nodes() as cluster:
+    tmp = Path(tempfile.mkdtemp(prefix="et-", dir="/tmp"))  # short: Ray's socket paths
+    with three_nodes(tmp) as cluster:
+        env = {**os.environ, "WANDB_MODE": "offline"}
+        env.pop("RAY_ADDRESS", None)
+        services = cluster_services()
+        start = footprint(tmp, services)
         sweep = [sys.executable, "-m", "ecomtrain.sweep", "--address", cluster.address]
         driver = subprocess.Popen(
             [*sweep, "--output", out, *SWEEP],
@@ -177,11 +208,18 @@ def test_a_sweep_loses_a_node_and_its_driver_and_finishes(storage, tmp_path, req
         _kill_tree(driver.pid)
         driver.wait(timeout=60)
         finished = {t: _checkpoints(fs, t) for t in first}
+        before = footprint(tmp, services)  # killed processes leave what they leave
         resume = [*sweep, "--resume", out]
         proc = subprocess.run(
             resume, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900
         )
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        time.sleep(5)  # the finished job's objects and workers are released
+        after = footprint(tmp, services)
+    print(f"cluster at the start: {start}\nbefore --resume: {before}\nafter it: {after}")
+    # a sweep that ends leaves no temporary file, no object and no open file behind
+    assert after["tmp"] == before["tmp"] and after["objects"] <= start["objects"]
+    assert after["fds"] <= before["fds"] + 32  # +10 seen: the next job's connections
 
     assert {t: _checkpoints(fs, t) for t in first} == finished  # not re-run
     starts = sorted(_state(fs, t)["starts"] for t in first)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import tempfile
 
 import ray
 from ray import tune
@@ -20,19 +23,41 @@ from tuning.space import grid_points, optuna_search, param_space, trial_config
 class TrialLogger(_WandbLoggingActor):
     """Ray's W&B logging actor, plus each evaluation's sample answers as a table; it also
     waits for W&B's own process to write everything before the actor ends (Tune kills the
-    actor, and that process with it, as soon as `run` returns)."""
+    actor, and that process with it, as soon as `run` returns), and removes the temporary
+    files W&B wrote (a folder per table logged, its media and artifact staging folders),
+    which a killed process never would."""
 
     def run(self):
+        own = tempfile.mkdtemp(prefix="ecomtrain-wandb-")
+        tempfile.tempdir = os.environ["TMPDIR"] = own  # this process (and W&B's) is the actor's
         try:
             super().run()
         finally:
             self._wandb.teardown()
+            shutil.rmtree(own, ignore_errors=True)
+            for folder in wandb_temp_folders():
+                folder.cleanup()
 
     def _handle_result(self, result: dict) -> tuple[dict, dict]:
         log, config_update = super()._handle_result(result)
         if result.get("predictions"):
             log["predictions"] = predictions_table(result["predictions"])
         return log, config_update
+
+
+def wandb_temp_folders() -> list[tempfile.TemporaryDirectory]:
+    """W&B's own process-wide temporary folders (media, artifact staging), where this
+    version of wandb has them; removed only at a normal exit."""
+    folders = []
+    with contextlib.suppress(ImportError):
+        from wandb.sdk.data_types._private import MEDIA_TMP
+
+        folders.append(MEDIA_TMP)
+    with contextlib.suppress(ImportError):
+        from wandb.sdk.artifacts.artifact import Artifact
+
+        folders.append(getattr(Artifact, "_TMP_DIR", None))
+    return [f for f in folders if isinstance(f, tempfile.TemporaryDirectory)]
 
 
 class TrialRuns(WandbLoggerCallback):
