@@ -21,6 +21,8 @@ import psutil
 import pyarrow.fs as pafs
 import pytest
 import ray
+from footprint import assert_left_nothing, cluster_services, footprint
+from ray.util.state import list_objects
 
 ROOT = Path(__file__).resolve().parent.parent
 TASKS = "[attribute_inference_mcq, review_rating]"
@@ -118,27 +120,9 @@ def three_nodes(tmp: Path):
             os.environ.pop(key, None) if value is None else os.environ.update({key: value})
 
 
-def footprint(tmp: Path, services: dict[int, psutil.Process]) -> dict:
-    """What a finished sweep could leave behind on a cluster that stays: objects in Ray's
-    object store, open files of the cluster's own processes (GCS, raylets, dashboard: those
-    in `services` still running), entries in the temporary folder."""
-    from ray.util.state import list_objects
-
-    fds = 0
-    for proc in services.values():
-        with contextlib.suppress(psutil.NoSuchProcess):
-            fds += proc.num_fds()
-    return {
-        "objects": len(list_objects(limit=10_000, raise_on_missing_output=False)),
-        "fds": fds,
-        "tmp": sorted(p.name for p in tmp.iterdir()),
-    }
-
-
-def cluster_services() -> dict[int, psutil.Process]:
-    """The cluster's long-lived processes (not Ray's worker processes, which come and go)."""
-    found = psutil.Process().children(recursive=True)
-    return {p.pid: p for p in found if "default_worker.py" not in " ".join(p.cmdline())}
+def objects() -> int:
+    """Ray objects in the cluster this process joined."""
+    return len(list_objects(limit=10_000, raise_on_missing_output=False))
 
 
 NODE = {"num_cpus": 1, "resources": {"trainer": 1}}
@@ -182,8 +166,8 @@ def test_a_sweep_loses_a_node_and_its_driver_and_finishes(storage, tmp_path, req
     with three_nodes(tmp) as cluster:
         env = {**os.environ, "WANDB_MODE": "offline"}
         env.pop("RAY_ADDRESS", None)
-        services = cluster_services()
-        start = footprint(tmp, services)
+        services = cluster_services(psutil.Process())
+        start = footprint(tmp, services, objects())
         sweep = [sys.executable, "-m", "ecomtrain.sweep", "--address", cluster.address]
         driver = subprocess.Popen(
             [*sweep, "--output", out, *SWEEP],
@@ -208,18 +192,17 @@ def test_a_sweep_loses_a_node_and_its_driver_and_finishes(storage, tmp_path, req
         _kill_tree(driver.pid)
         driver.wait(timeout=60)
         finished = {t: _checkpoints(fs, t) for t in first}
-        before = footprint(tmp, services)  # killed processes leave what they leave
+        before = footprint(tmp, services, objects())  # killed processes leave what they leave
         resume = [*sweep, "--resume", out]
         proc = subprocess.run(
             resume, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900
         )
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
         time.sleep(5)  # the finished job's objects and workers are released
-        after = footprint(tmp, services)
+        after = footprint(tmp, services, objects())
     print(f"cluster at the start: {start}\nbefore --resume: {before}\nafter it: {after}")
     # a sweep that ends leaves no temporary file, no object and no open file behind
-    assert after["tmp"] == before["tmp"] and after["objects"] <= start["objects"]
-    assert after["fds"] <= before["fds"] + 32  # +10 seen: the next job's connections
+    assert_left_nothing(before | {"objects": start["objects"]}, after)  # +10 fds seen
 
     assert {t: _checkpoints(fs, t) for t in first} == finished  # not re-run
     starts = sorted(_state(fs, t)["starts"] for t in first)

@@ -57,11 +57,26 @@ class Share:
         tokens = [np.asarray(x, dtype=np.int32) for x in ids]
         return cls(
             np.concatenate(tokens) if tokens else np.zeros(0, np.int32),
-            np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
+            _offsets(lengths),
             np.asarray(n_prompt, dtype=np.int32),
             np.asarray(codes, dtype=np.int16),
             tasks,
             np.asarray(key, dtype=np.uint64),
+        )
+
+    @classmethod
+    def concat(cls, parts: list[Share]) -> Share:
+        """One share of `parts`' records, in order; their task indices must come from one
+        list (`of`'s `tasks`)."""
+        if not parts:
+            return cls.of([], [], [], [])
+        return cls(
+            np.concatenate([p.tokens for p in parts]),
+            _offsets(np.concatenate([p.lengths for p in parts])),
+            np.concatenate([p.n_prompt for p in parts]),
+            np.concatenate([p.task for p in parts]),
+            parts[-1].tasks,
+            np.concatenate([p.key for p in parts]),
         )
 
     def __len__(self) -> int:
@@ -98,18 +113,14 @@ def read_share(batches: Iterator[dict]) -> Share:
     """A share from the batches of its dataset (ecomtrain.data.packing.tokenize_records),
     one batch at a time."""
     tasks: list[str] = []
-    parts = [Share.of(b["ids"], b["n_prompt"], b["task_family"], b["key"], tasks) for b in batches]
-    if not parts:
-        return Share.of([], [], [], [])
-    lengths = np.concatenate([p.lengths for p in parts])
-    return Share(
-        np.concatenate([p.tokens for p in parts]),
-        np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
-        np.concatenate([p.n_prompt for p in parts]),
-        np.concatenate([p.task for p in parts]),
-        tasks,
-        np.concatenate([p.key for p in parts]),
+    return Share.concat(
+        [Share.of(b["ids"], b["n_prompt"], b["task_family"], b["key"], tasks) for b in batches]
     )
+
+
+def _offsets(lengths: np.ndarray) -> np.ndarray:
+    """Where each record starts in the flat tokens, and where the last ends."""
+    return np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
 
 
 def epoch_order(
