@@ -44,7 +44,7 @@ summary run. Per-trial W&B runs are off unless `wandb.mode` is set.
 description; in each file one bad record, without its answer) and runs the data path on it stage by stage, on a local Ray instance of this
 machine's cores (`--object-store-mib` caps its object store, so the tokenised mixture
 spills to disk): the scan (parse, validate, split, count; bad records found against bad
-records written), tokenising, mixing, shuffling and cutting the shares (every held-out
+records written), tokenising, mixing and dealing the shares (every held-out
 split and training record as a trial sees them), then one process per rank that reads its
 share and packs one epoch of it, checking that every record is packed as often as the
 mixture says (once, for this corpus' even mixture). Per stage it prints the seconds,
