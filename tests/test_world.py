@@ -8,9 +8,11 @@ import pytest
 from ecomtrain.data.overlap import exact_key
 from ecomtrain.data.records import assign_family, problem, provenance_of, render_answer
 from ecomtrain.data.world import (
+    CATEGORIES,
     CONTROL,
     GENERATORS,
     MIN_PRODUCTS,
+    PER_CATEGORY,
     SYNTHETIC_NOISE,
     TRANSFER,
     catalogue,
@@ -45,6 +47,15 @@ def test_the_world_is_deterministic_and_sized():
     assert len(world_records(100)) == 100 * len(GENERATORS)
     with pytest.raises(ValueError, match="at least"):
         catalogue(MIN_PRODUCTS - 1)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_the_smallest_world_has_every_list_its_families_need(seed):
+    """At the minimum size a random draw can leave a category with too few products for a
+    session's lists; every category gets enough."""
+    per_category = Counter(p.category for p in catalogue(MIN_PRODUCTS, seed).products)
+    assert min(per_category[c] for c in CATEGORIES) >= PER_CATEGORY
+    assert len(world_records(MIN_PRODUCTS, seed)) == MIN_PRODUCTS * len(GENERATORS)
 
 
 def test_planted_facts_are_taught_by_one_family_and_asked_by_others(records):

@@ -32,13 +32,15 @@ price; category accessories; a second language, "Vellish", from a generated lexi
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, replace
 
 from ecomtrain.data.records import problem, render_options
 from ecomtrain.tasks import FAMILIES
 
 DEFAULT_PRODUCTS = 240
-MIN_PRODUCTS = 80  # every category needs a few products for the session and ranking lists
+MIN_PRODUCTS = 80
+PER_CATEGORY = 6  # a session shows the product, 2 of its category in the history and 3 more
 CATEGORIES = {  # category -> its usual accessory
     "kettle": "descaler",
     "lamp": "bulb",
@@ -111,7 +113,21 @@ def catalogue(n_products: int = DEFAULT_PRODUCTS, seed: int = 0) -> Catalogue:
                 rng.choice(PRICES),
             )
         )
-    return Catalogue(products, brands, lexicon)
+    return Catalogue(_fill_categories(products), brands, lexicon)
+
+
+def _fill_categories(products: list[Product]) -> list[Product]:
+    """Every category with at least PER_CATEGORY products: a category short of it takes the
+    first product of the largest one (a catalogue that has enough, as the default world does,
+    is returned as it is)."""
+    counts = Counter(p.category for p in products)
+    for category in CATEGORIES:
+        while counts[category] < PER_CATEGORY:
+            donor = max(CATEGORIES, key=lambda c: counts[c])
+            i = next(i for i, p in enumerate(products) if p.category == donor)
+            products[i] = replace(products[i], category=category)
+            counts[donor], counts[category] = counts[donor] - 1, counts[category] + 1
+    return products
 
 
 def _mcq(question: str, answer: str, options: list[str]):
