@@ -357,7 +357,7 @@ def data_fn_per_worker(loop_config: dict) -> None:
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     t0 = time.perf_counter()
-    share = read_share(ray.train.get_dataset_shard(f"train_{rank}").iter_batches(batch_size=4096))
+    share = read_share(ray.train.get_dataset_shard(f"train_{rank}"))
     read_s = time.perf_counter() - t0
     batches = stream(share, cfg, loop_config["mult"], rank)
     micro = [next(batches) for _ in range(cfg.train.max_steps * cfg.train.grad_accum)]
@@ -509,7 +509,7 @@ def pack_share(share, cfg: Config, mult: dict, rank: int) -> dict:
     rss0 = psutil.Process().memory_info().rss
     with PeakRSS() as peak:
         t0 = time.perf_counter()
-        mine = read_share(share.iter_batches(batch_size=4096))
+        mine = read_share(share)
         read_s = time.perf_counter() - t0
         arrays = (mine.tokens, mine.offsets, mine.n_prompt, mine.task, mine.key)
         held = sum(a.nbytes for a in arrays)

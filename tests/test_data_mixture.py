@@ -106,7 +106,7 @@ def small_cfg(tmp_path, records: list[dict], **data) -> Config:
 
 
 def share_of(dataset) -> Share:
-    return read_share(dataset.iter_batches(batch_size=64))
+    return read_share(dataset, batch_size=64)
 
 
 def test_pipeline_shares_the_trial_deterministically(ray_local, tmp_path):

@@ -55,13 +55,12 @@ def packed_batch(path: str, records: list[dict], max_len: int) -> dict:
         "task_family": ["x"] * len(records),
         "source": [f"demo:{i}" for i in range(len(records))],
     }
-    tok = tokenize_records(batch, path, max_len, Prompt(prefix=False))
+    tok = tokenize_records(batch, path, max_len, Prompt(prefix=False)).to_pydict()
     seqs = [
-        (ids.tolist(), [IGNORE] * n + ids[n:].tolist())
-        for ids, n in zip(tok["ids"], tok["n_prompt"], strict=True)
+        (ids, [IGNORE] * n + ids[n:]) for ids, n in zip(tok["ids"], tok["n_prompt"], strict=True)
     ]
     out = layout(seqs, max_len, pad=0)
-    return out | {"truncated": tok["truncated"], "dropped": len(records) - len(seqs)}
+    return out | {"truncated": np.array(tok["truncated"]), "dropped": len(records) - len(seqs)}
 
 
 def test_packed_rows_have_segments_and_counts(tiny):

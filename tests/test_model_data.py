@@ -1,5 +1,7 @@
 """The tiny model, tokenisation with prompt masking, and the DeepSpeed config."""
 
+import numpy as np
+import pyarrow as pa
 import pytest
 import torch
 
@@ -14,6 +16,7 @@ from ecomtrain.data.packing import (
     tokenize_records,
 )
 from ecomtrain.data.scan import is_eval
+from ecomtrain.data.shard import Share
 from ecomtrain.model import ModelError, add_lora, load_model, load_tokenizer
 from ecomtrain.tiny_model import resolve_model
 from ecomtrain.train.engine import deepspeed_config, schedule
@@ -72,11 +75,34 @@ def test_tokenize_records_flags_truncation(tiny):
         "task_family": ["review_rating", "review_rating"],
         "source": ["a:1", "a:2"],
     }
-    out = tokenize_records(batch, path, max_len=64, prompt=Prompt(prefix=False))
+    out = tokenize_records(batch, path, max_len=64, prompt=Prompt(prefix=False)).to_pydict()
     assert [len(x) for x in out["ids"]][1] == 64  # the long one is cut to fit
-    assert out["truncated"].tolist() == [False, True]
-    assert out["key"].tolist() == source_keys(["a:1", "a:2"]).tolist()  # the mixture's keys
+    assert out["truncated"] == [False, True]
+    assert out["key"] == source_keys(["a:1", "a:2"]).tolist()  # the mixture's keys
     assert all(0 < n < len(x) for n, x in zip(out["n_prompt"], out["ids"], strict=True))
+
+
+def test_a_share_reads_the_token_column_as_it_was_written(tiny):
+    """A rank takes the ids from the Arrow list column's flat values: the same share as from
+    per-record lists, also from a table of several chunks cut mid-way (as Ray Data's
+    batches are)."""
+    path, _ = tiny
+    batch = {
+        "input": [f"question {i}?" * (i + 1) for i in range(6)],
+        "answer": [str(i) for i in range(6)],
+        "task_family": ["review_rating", "query_ner"] * 3,
+        "source": [f"a:{i}" for i in range(6)],
+    }
+    table = tokenize_records(batch, path, max_len=64, prompt=Prompt(prefix=False))
+    table = pa.concat_tables([table.slice(0, 2), table.slice(2)])
+    for t in (table, table.slice(1, 4)):
+        rows = t.to_pydict()
+        want = Share.of(rows["ids"], rows["n_prompt"], rows["task_family"], rows["key"])
+        got = Share.of_table(t, [])
+        assert got.tasks == want.tasks and len(got) == len(t)
+        for name in ("tokens", "offsets", "n_prompt", "task", "key"):
+            np.testing.assert_array_equal(getattr(got, name), getattr(want, name))
+            assert getattr(got, name).dtype == getattr(want, name).dtype
 
 
 def test_eval_split_is_stable_and_ignores_case_and_spacing():

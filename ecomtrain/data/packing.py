@@ -23,6 +23,7 @@ import logging
 from dataclasses import dataclass
 
 import numpy as np
+import pyarrow as pa
 
 from ecomtrain.data.mixture import source_keys
 from ecomtrain.model import load_tokenizer, require_chat_template
@@ -125,10 +126,12 @@ def pack(lengths: list[int], max_len: int) -> list[list[int]]:
     return rows
 
 
-def tokenize_records(batch: dict, model_path: str, max_len: int, prompt: Prompt) -> dict:
+def tokenize_records(batch: dict, model_path: str, max_len: int, prompt: Prompt) -> pa.Table:
     """Records -> their token ids within max_len (a Ray Data UDF).
 
-    Columns out, one row per kept record: ids (prompt + answer), n_prompt (prompt tokens,
+    Columns out, one row per kept record: ids (prompt + answer, an Arrow list column: flat
+    int32 ids and offsets, which a rank reads into its share without a Python object per
+    record: ecomtrain.data.shard.read_share), n_prompt (prompt tokens,
     masked from the loss), truncated, task_family, key (its source's key, for the
     mixture's rotation: ecomtrain.data.mixture.positions). A record whose answer does not
     fit is left out and logged with its file and line; the caller counts what is missing.
@@ -150,13 +153,18 @@ def tokenize_records(batch: dict, model_path: str, max_len: int, prompt: Prompt)
         out["truncated"].append(status == "truncated")
         out["task_family"].append(family)
         out["source"].append(src)
-    return {
-        "ids": np.array(out["ids"] + [None], dtype=object)[:-1],  # a ragged column
-        "n_prompt": np.array(out["n_prompt"], dtype=np.int64),
-        "truncated": np.array(out["truncated"], dtype=bool),
-        "task_family": np.array(out["task_family"], dtype=object),
-        "key": source_keys(out["source"]),
-    }
+    lengths = np.fromiter(map(len, out["ids"]), dtype=np.int32, count=len(out["ids"]))
+    flat = np.concatenate(out["ids"]) if out["ids"] else np.zeros(0, np.int32)
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+    return pa.table(
+        {
+            "ids": pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat)),
+            "n_prompt": pa.array(out["n_prompt"], type=pa.int64()),
+            "truncated": pa.array(out["truncated"], type=pa.bool_()),
+            "task_family": pa.array(out["task_family"], type=pa.string()),
+            "key": pa.array(source_keys(out["source"])),
+        }
+    )
 
 
 def layout(seqs: list[tuple], max_len: int, pad: int, rows: list[list[int]] | None = None):

@@ -1,7 +1,7 @@
 """A rank's share of a trial's training records, and the endless stream it trains on.
 
-The driver tokenises a trial's training records once, shuffles them with the data seed and
-cuts them into one share per rank (ecomtrain.data.pipeline); a rank reads only its own
+The driver tokenises a trial's training records once and deals them at random (with the data
+seed) into one share per rank (ecomtrain.data.pipeline); a rank reads only its own
 share, so the data work per rank falls as 1 / world size. It holds the share in flat arrays
 (`Share`: 4 bytes a token, 22 a record), so memory follows the share's tokens, not a
 Python object per record. From its share a rank makes an endless, deterministic stream of
@@ -26,6 +26,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
+import pyarrow as pa
 
 from ecomtrain.config import Config
 from ecomtrain.data.mixture import copies, positions
@@ -50,18 +51,29 @@ class Share:
         """A share from per-record token ids, prompt lengths, task families and keys
         (`tasks`: a list the families' indices are taken from, extended as needed)."""
         tasks = [] if tasks is None else tasks
-        index = {t: i for i, t in enumerate(tasks)}
-        codes = [index.setdefault(str(f), len(index)) for f in family]
-        tasks += list(index)[len(tasks) :]
         lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
         tokens = [np.asarray(x, dtype=np.int32) for x in ids]
         return cls(
             np.concatenate(tokens) if tokens else np.zeros(0, np.int32),
             _offsets(lengths),
             np.asarray(n_prompt, dtype=np.int32),
-            np.asarray(codes, dtype=np.int16),
+            _codes(family, tasks),
             tasks,
             np.asarray(key, dtype=np.uint64),
+        )
+
+    @classmethod
+    def of_table(cls, table: pa.Table, tasks: list[str]) -> Share:
+        """A share from an Arrow batch of ecomtrain.data.packing.tokenize_records' columns:
+        the token ids straight from the list column's flat values and lengths."""
+        ids = table.column("ids").combine_chunks()
+        return cls(
+            ids.flatten().to_numpy().astype(np.int32, copy=False),
+            _offsets(ids.value_lengths().to_numpy()),
+            table.column("n_prompt").to_numpy().astype(np.int32),
+            _codes(table.column("task_family").to_pylist(), tasks),
+            tasks,
+            table.column("key").to_numpy().astype(np.uint64, copy=False),
         )
 
     @classmethod
@@ -109,18 +121,27 @@ class StreamStats:
         return self.tokens / max(1, self.rows * self.max_len)
 
 
-def read_share(batches: Iterator[dict]) -> Share:
-    """A share from the batches of its dataset (ecomtrain.data.packing.tokenize_records),
-    one batch at a time."""
+def read_share(dataset, batch_size: int = 4096) -> Share:
+    """A share from its dataset, or a rank's iterator of it (anything with Ray Data's
+    `iter_batches`; ecomtrain.data.packing.tokenize_records' columns), one Arrow batch at a
+    time, with no Python object per record."""
     tasks: list[str] = []
-    return Share.concat(
-        [Share.of(b["ids"], b["n_prompt"], b["task_family"], b["key"], tasks) for b in batches]
-    )
+    batches = dataset.iter_batches(batch_size=batch_size, batch_format="pyarrow")
+    return Share.concat([Share.of_table(table, tasks) for table in batches])
 
 
 def _offsets(lengths: np.ndarray) -> np.ndarray:
     """Where each record starts in the flat tokens, and where the last ends."""
     return np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+
+
+def _codes(family, tasks: list[str]) -> np.ndarray:
+    """Each record's task family as an index into `tasks`, which is extended with the
+    families it does not hold yet."""
+    index = {t: i for i, t in enumerate(tasks)}
+    codes = [index.setdefault(str(f), len(index)) for f in family]
+    tasks += list(index)[len(tasks) :]
+    return np.asarray(codes, dtype=np.int16)
 
 
 def epoch_order(

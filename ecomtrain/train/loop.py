@@ -75,7 +75,7 @@ def train_fn_per_worker(loop_config: dict) -> None:
     micro_done = state["step"] * cfg.train.grad_accum
     streams = []
     for i in mine:
-        share = read_share(ray.train.get_dataset_shard(f"train_{i}").iter_batches(batch_size=4096))
+        share = read_share(ray.train.get_dataset_shard(f"train_{i}"))
         batches = stream(
             share, cfg, loop_config["mult"], i, micro_done, data if i == rank else None
         )
