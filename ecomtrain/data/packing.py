@@ -153,12 +153,9 @@ def tokenize_records(batch: dict, model_path: str, max_len: int, prompt: Prompt)
         out["truncated"].append(status == "truncated")
         out["task_family"].append(family)
         out["source"].append(src)
-    lengths = np.fromiter(map(len, out["ids"]), dtype=np.int32, count=len(out["ids"]))
-    flat = np.concatenate(out["ids"]) if out["ids"] else np.zeros(0, np.int32)
-    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
     return pa.table(
         {
-            "ids": pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat)),
+            "ids": pa.array(out["ids"], type=pa.list_(pa.int32())),
             "n_prompt": pa.array(out["n_prompt"], type=pa.int64()),
             "truncated": pa.array(out["truncated"], type=pa.bool_()),
             "task_family": pa.array(out["task_family"], type=pa.string()),
