@@ -81,16 +81,16 @@ def test_scale_bench_runs_simulated_trials_through_the_sweep_path(tmp_path):
 
 @pytest.mark.slow
 def test_corpus_bench_spills_and_loses_no_record():
-    """`bench corpus`, short: 40,000 records through an 80 MiB object store, so the
-    tokenised mixture spills to disk; every record is counted, every bad one found, and each
+    """`bench corpus`, short: 80,000 records of 256 tokens through an 80 MiB object store,
+    so the tokenised mixture (about 80 MiB as int32 Arrow lists) spills to disk; every record is counted, every bad one found, and each
     rank packs every record of its share exactly as often as the mixture says."""
     cfg = load_config(None, bench.CORPUS_SPACE)
-    out = bench.corpus_path(cfg, records=40_000, files=4, world=2, store_mib=80, words=120)
+    out = bench.corpus_path(cfg, records=80_000, files=4, world=2, store_mib=80, words=120)
     json.dumps(out)
     scan, shares, packed = out["scan"], out["tokenise_mix_share"], out["read_and_pack"]
     assert out["object_store_spilled"].startswith("Spilled"), out["object_store_spilled"]
-    assert scan["records_counted"] == 40_000 and scan["bad_found"] == scan["bad_written"] == 4
-    assert shares["training_records"] + scan["held_out"] + scan["bad_found"] == 40_000
+    assert scan["records_counted"] == 80_000 and scan["bad_found"] == scan["bad_written"] == 4
+    assert shares["training_records"] + scan["held_out"] + scan["bad_found"] == 80_000
     assert packed["records_in_shares"] == shares["training_records"]  # none dropped, none lost
     assert packed["every_record_packed_as_mixed"] and packed["every_record_once_per_epoch"]
     assert all(r["share_bytes_per_record"] < 4 * 256 + 32 for r in packed["ranks"])
