@@ -85,7 +85,7 @@ def test_tokenize_records_flags_truncation(tiny):
 def test_a_share_reads_the_token_column_as_it_was_written(tiny):
     """A rank takes the ids from the Arrow list column's flat values: the same share as from
     per-record lists, also from a table of several chunks cut mid-way (as Ray Data's
-    batches are)."""
+    batches are), and the same share when it is joined from parts of it, an empty one too."""
     path, _ = tiny
     batch = {
         "input": [f"question {i}?" * (i + 1) for i in range(6)],
@@ -103,6 +103,15 @@ def test_a_share_reads_the_token_column_as_it_was_written(tiny):
         for name in ("tokens", "offsets", "n_prompt", "task", "key"):
             np.testing.assert_array_equal(getattr(got, name), getattr(want, name))
             assert getattr(got, name).dtype == getattr(want, name).dtype
+    tasks: list[str] = []
+    parts = [Share.of_table(table.slice(a, b - a), tasks) for a, b in [(0, 1), (1, 1), (1, 6)]]
+    joined = Share.concat(parts)
+    rows = table.to_pydict()
+    want = Share.of(rows["ids"], rows["n_prompt"], rows["task_family"], rows["key"])
+    assert parts == [] and joined.tasks == want.tasks  # each part freed once it is copied
+    for name in ("tokens", "offsets", "n_prompt", "task", "key"):
+        np.testing.assert_array_equal(getattr(joined, name), getattr(want, name))
+        assert getattr(joined, name).dtype == getattr(want, name).dtype
 
 
 def test_eval_split_is_stable_and_ignores_case_and_spacing():
