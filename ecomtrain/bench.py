@@ -49,7 +49,8 @@ split and training record as a trial sees them), then one process per rank that 
 share and packs one epoch of it, checking that every record is packed as often as the
 mixture says (once, for this corpus' even mixture). Per stage it prints the seconds,
 records/s per core and the peak resident memory of the driver, of the largest Ray worker
-and of all processes together, and per rank the bytes its share holds per record.
+and of all processes together, and per rank the bytes its share holds per record and its
+private and mapped shared (object-store) memory before and after it reads its share.
 
 `mfu` runs ecomtrain's training step (packed inputs, DeepSpeed, LoRA) on one GPU on a
 random-initialised model of a real model's shape, fed packed rows of random tokens whose
@@ -506,11 +507,12 @@ class PeakRSS:
 def pack_share(share, cfg: Config, mult: dict, rank: int) -> dict:
     """A rank's side of the data path, in a process of its own: read its share, then pack
     one epoch of it. Counts every record the epoch packs, against the mixture's copies."""
-    rss0 = psutil.Process().memory_info().rss
+    rss0, before = psutil.Process().memory_info().rss, private_and_shared()
     with PeakRSS() as peak:
         t0 = time.perf_counter()
         mine = read_share(share)
         read_s = time.perf_counter() - t0
+        after_read = private_and_shared()
         arrays = (mine.tokens, mine.offsets, mine.n_prompt, mine.task, mine.key)
         held = sum(a.nbytes for a in arrays)
         stats = StreamStats()
@@ -537,7 +539,21 @@ def pack_share(share, cfg: Config, mult: dict, rank: int) -> dict:
         "share_bytes_per_record": round(held / max(len(mine), 1), 1),
         "rss_before_mib": round(rss0 / 2**20, 1),
         "peak_rss_mib": round(peak.driver, 1),
+        "memory_before": before,
+        "memory_after_read": after_read,
     }
+
+
+def private_and_shared() -> dict:
+    """This process' resident memory of its own (RssAnon) and shared memory it maps
+    (RssShmem: the object store's pages), in MiB, from /proc/self/status; {} without it."""
+    try:
+        lines = Path("/proc/self/status").read_text().splitlines()
+    except OSError:
+        return {}
+    fields = dict(line.split(":", 1) for line in lines if ":" in line)
+    names = {"private_mib": "RssAnon", "shared_mib": "RssShmem"}
+    return {k: round(int(fields[v].split()[0]) / 1024, 1) for k, v in names.items() if v in fields}
 
 
 def corpus_path(
