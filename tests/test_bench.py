@@ -82,8 +82,9 @@ def test_scale_bench_runs_simulated_trials_through_the_sweep_path(tmp_path):
 @pytest.mark.slow
 def test_corpus_bench_spills_and_loses_no_record():
     """`bench corpus`, short: 80,000 records of 256 tokens through an 80 MiB object store,
-    so the tokenised mixture (about 80 MiB as int32 Arrow lists) spills to disk; every record is counted, every bad one found, and each
-    rank packs every record of its share exactly as often as the mixture says."""
+    so the tokenised mixture (about 80 MiB as int32 Arrow lists) spills to disk; every
+    record is counted, every bad one found, and each rank packs every record of its share
+    exactly as often as the mixture says."""
     cfg = load_config(None, bench.CORPUS_SPACE)
     out = bench.corpus_path(cfg, records=80_000, files=4, world=2, store_mib=80, words=120)
     json.dumps(out)

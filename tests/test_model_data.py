@@ -99,19 +99,22 @@ def test_a_share_reads_the_token_column_as_it_was_written(tiny):
         rows = t.to_pydict()
         want = Share.of(rows["ids"], rows["n_prompt"], rows["task_family"], rows["key"])
         got = Share.of_table(t, [])
-        assert got.tasks == want.tasks and len(got) == len(t)
-        for name in ("tokens", "offsets", "n_prompt", "task", "key"):
-            np.testing.assert_array_equal(getattr(got, name), getattr(want, name))
-            assert getattr(got, name).dtype == getattr(want, name).dtype
+        assert len(got) == len(t)
+        assert_same_share(got, want)
     tasks: list[str] = []
     parts = [Share.of_table(table.slice(a, b - a), tasks) for a, b in [(0, 1), (1, 1), (1, 6)]]
     joined = Share.concat(parts)
     rows = table.to_pydict()
     want = Share.of(rows["ids"], rows["n_prompt"], rows["task_family"], rows["key"])
-    assert parts == [] and joined.tasks == want.tasks  # each part freed once it is copied
+    assert parts == []  # each part freed once it is copied
+    assert_same_share(joined, want)
+
+
+def assert_same_share(got: Share, want: Share) -> None:
+    assert got.tasks == want.tasks
     for name in ("tokens", "offsets", "n_prompt", "task", "key"):
-        np.testing.assert_array_equal(getattr(joined, name), getattr(want, name))
-        assert getattr(joined, name).dtype == getattr(want, name).dtype
+        np.testing.assert_array_equal(getattr(got, name), getattr(want, name))
+        assert getattr(got, name).dtype == getattr(want, name).dtype
 
 
 def test_eval_split_is_stable_and_ignores_case_and_spacing():
