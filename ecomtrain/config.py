@@ -278,9 +278,11 @@ class SweepConfig:
     # KDD Cup dev set), or one capability of either: "track/<capability>",
     # "extra/track/<capability>".
     metric: str = "score"
-    # What ASHA decides on at each evaluation: "metric" (sweep.metric, higher is better) or
-    # "eval_loss", the held-out answer-token loss (lower is better; far less noisy than
-    # generated answers).
+    # What ASHA decides on at each evaluation: "metric" (sweep.metric, higher is better),
+    # "eval_loss" (the held-out answer-token loss, lower is better; smooth, but pooled over
+    # every task, also those a trial never trained on) or "eval_likelihood" (each record's
+    # reference likelihood in the score's task -> track -> overall weighting; higher is
+    # better; smooth and on the score's terms).
     stop_metric: str = "metric"
     # Trial launch order: -1 keeps the space's order; N shuffles it with seed N (under ASHA
     # the trials launched first set the bar, so the order matters).
@@ -425,7 +427,7 @@ CHOICES = {
     ("sweep", "alpha_rule"): ("scale", "fixed", "rslora"),
     ("sweep", "search"): ("grid", "random", "optuna"),
     ("sweep", "scheduler"): ("fifo", "asha"),
-    ("sweep", "stop_metric"): ("metric", "eval_loss"),
+    ("sweep", "stop_metric"): ("metric", "eval_loss", "eval_likelihood"),
 }
 
 

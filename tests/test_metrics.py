@@ -341,3 +341,22 @@ def test_record_scores_and_the_score_standard_error():
     ]
     # track k1 weighs 1/2 with one task: (1/2)^2 * var([1, 0]) / 2; k2 has one record
     assert m.standard_error(entries) == pytest.approx(math.sqrt(0.25 * 0.5 / 2))
+
+
+def test_likelihood_weighs_records_as_the_score_does():
+    """eval_likelihood: exp(-mean answer-token loss) per record, then the score's task ->
+    track -> overall means, so a track of one task counts as much as a track of three and
+    an untrained task's near-zero records do not swamp the rest (as they swamp eval_loss)."""
+    from ecomtrain.evaluate.answer import likelihood, mean_loss
+
+    def entry(task, track, per_token_loss, tokens=4):
+        return {"task": task, "track": track, "loss": per_token_loss * tokens, "tokens": tokens}
+
+    entries = [entry("a", "x", 0.0), entry("a", "x", math.log(2)), entry("b", "x", math.log(4))]
+    entries += [entry("c", "y", math.log(8), tokens=2), entry("d", "y", 30.0, tokens=50)]
+    entries.append({"task": "d", "track": "y", "loss": 0.0, "tokens": 0})  # no answer tokens
+    expected = ((0.75 + 0.25) / 2 + (0.125 + math.exp(-30)) / 2) / 2
+    assert likelihood(entries) == pytest.approx(expected)
+    assert mean_loss(entries) > 20  # the pooled loss is one untrained task's
+    tuned = [dict(e, loss=0.0) if e["task"] == "d" else e for e in entries]
+    assert likelihood(tuned) > likelihood(entries) and mean_loss(tuned) < 2

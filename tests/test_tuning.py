@@ -253,3 +253,16 @@ def test_trial_drivers_take_the_driver_resources():
     cfg = load_config(None, ["sweep.driver_resources={driver: 0.01}"])
     assert trainable(cfg, "/tmp/x")._resources.bundles == [{"CPU": 0.01, "driver": 0.01}]
     assert trainable(load_config(None, []), "/tmp/x")._resources.bundles == [{"CPU": 0.01}]
+
+
+@pytest.mark.parametrize(
+    "stop, metric, mode",
+    [("metric", "score", "max"), ("eval_loss", "eval_loss", "min")]
+    + [("eval_likelihood", "eval_likelihood", "max")],
+)
+def test_asha_decides_on_the_stop_metric_in_its_direction(stop, metric, mode):
+    from tuning.run import scheduler
+
+    cfg = load_config(None, ["sweep.scheduler=asha", f"sweep.stop_metric={stop}"])
+    asha = scheduler(cfg)
+    assert (asha._metric, asha._mode) == (metric, mode)

@@ -117,10 +117,10 @@ def scheduler(cfg: Config):
     """ASHA on the held-out score, with rungs in training steps; else run every trial out."""
     if cfg.sweep.scheduler == "fifo":
         return None
-    loss = cfg.sweep.stop_metric == "eval_loss"
+    stop = cfg.sweep.stop_metric
     return tune.schedulers.ASHAScheduler(
-        metric="eval_loss" if loss else cfg.sweep.metric,
-        mode="min" if loss else "max",
+        metric=cfg.sweep.metric if stop == "metric" else stop,
+        mode="min" if stop == "eval_loss" else "max",
         time_attr="step",
         max_t=cfg.train.max_steps,
         grace_period=cfg.sweep.grace_period,

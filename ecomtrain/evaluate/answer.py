@@ -9,6 +9,7 @@ uncertainty in the report is computed.
 from __future__ import annotations
 
 import json
+import math
 import time
 
 import torch
@@ -17,7 +18,7 @@ import torch.nn.functional as F
 
 from ecomtrain.config import Config
 from ecomtrain.data.packing import IGNORE, Prompt, encode, prompt_text, truncate
-from ecomtrain.evaluate.metrics import aggregate, record_scores, standard_error
+from ecomtrain.evaluate.metrics import aggregate, record_scores, standard_error, task_weights
 from ecomtrain.experts import route_rows
 
 SCORES_FILE = "scores.jsonl"  # per-record entries of the held-out sample, in each checkpoint
@@ -152,7 +153,8 @@ def evaluate_rows(
     Metrics: score, track/<name>, task/<name> (ShopBench); score_se (its standard error from
     the records' own scores); score_seen and score_unseen (on the tasks in `trained` and on
     the others, when there are both); eval_loss and eval_loss/<task> (mean answer-token
-    loss). Entries: id (the record's file:line), task, track, metric, score (with TP, FP and
+    loss); eval_likelihood (`likelihood`: the score's weighting over a smooth per-record
+    stand-in for its score). Entries: id (the record's file:line), task, track, metric, score (with TP, FP and
     FN for micro F1), loss, tokens and the response."""
     t = time.time()
     e = cfg.eval
@@ -183,6 +185,7 @@ def evaluate_rows(
             picked = aggregate([records[i] for i in idx], [responses[i] for i in idx])
             flat[name] = picked["overall"]
     flat["eval_loss"] = mean_loss(entries)
+    flat["eval_likelihood"] = likelihood(entries)
     for task in result["tasks"]:
         flat[f"eval_loss/{task}"] = mean_loss([e for e in entries if e["task"] == task])
     return flat, entries
@@ -202,6 +205,23 @@ def merge_shares(mine: tuple[list, ...], world: int) -> tuple[list, ...]:
 def mean_loss(entries: list[dict]) -> float:
     """Mean answer-token loss over the entries' tokens."""
     return sum(e["loss"] for e in entries) / max(1, sum(e["tokens"] for e in entries))
+
+
+def likelihood(entries: list[dict]) -> float:
+    """The score's task -> track -> overall weighting over each record's reference
+    likelihood, exp(-mean answer-token loss): the geometric mean probability the model gives
+    the reference's tokens, in [0, 1] like a record's score. Unlike the pooled loss it is
+    not dominated by the tasks a trial never trained on (their records sit near 0, as their
+    scores do), so it ranks trials that train on different tasks in the score's terms while
+    moving smoothly with training (no 0/1 jumps of a generated answer)."""
+    by_task: dict[str, list[float]] = {}
+    track: dict[str, str] = {}
+    for e in entries:
+        if e["tokens"]:
+            by_task.setdefault(e["task"], []).append(math.exp(-e["loss"] / e["tokens"]))
+            track[e["task"]] = e["track"]
+    w = task_weights(track)
+    return sum(w[task] * sum(v) / len(v) for task, v in by_task.items())
 
 
 def predictions(rows: list[dict], entries: list[dict], n: int) -> list[dict]:

@@ -20,7 +20,7 @@ from ecomtrain.tasks import CAPABILITIES, FAMILIES
 REQUIRED = ("trial", "subset", "rank", "score")
 INTS = ("rank", "seed", "n_tasks", "n_capabilities", "ladder_step", "trainable_params")
 FLOATS = ("score", "loss", "wall_s", "alpha", "task_entropy", "score_se", "score_seen")
-FLOATS += ("score_unseen", "eval_loss")
+FLOATS += ("score_unseen", "eval_loss", "eval_likelihood")
 LISTS = ("tasks", "capabilities")
 COLUMNS = [
     "trial",
@@ -35,7 +35,8 @@ COLUMNS = [
 ]
 # Columns a trial has when its subset, config or metrics carry them.
 OPTIONAL = ["alpha", "seed", "ladder_step", "capabilities", "task_entropy", "trainable_params"]
-OPTIONAL += ["metric", "score_se", "score_seen", "score_unseen", "eval_loss", "checkpoint"]
+OPTIONAL += ["metric", "score_se", "score_seen", "score_unseen", "eval_loss", "eval_likelihood"]
+OPTIONAL += ["checkpoint"]
 
 
 def swept_keys(row: dict) -> list[str]:
