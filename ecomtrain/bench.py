@@ -151,8 +151,8 @@ ASHA_SPACE = [
     "train.eval_every=40",
     "sweep.grace_period=40",
     "sweep.reduction_factor=3",
-    # each record's reference likelihood in the score's weighting: smooth like the loss,
-    # which ranked subsets unlike the score (it is pooled over tasks a trial never trained on)
+    # each record's reference likelihood in the score's weighting (eval_loss, pooled over
+    # tasks a trial never trained on, ranked subsets unlike the score; so did this: README)
     "sweep.stop_metric=eval_likelihood",
 ]
 ASHA_ORDERS = 3  # launch orders (sweep.launch_seed 0, 1, 2) ASHA is run under

@@ -282,7 +282,7 @@ class SweepConfig:
     # "eval_loss" (the held-out answer-token loss, lower is better; smooth, but pooled over
     # every task, also those a trial never trained on) or "eval_likelihood" (each record's
     # reference likelihood in the score's task -> track -> overall weighting; higher is
-    # better; smooth and on the score's terms).
+    # better; smooth, but it favours subsets that cover more tasks: README, "bench asha").
     stop_metric: str = "metric"
     # Trial launch order: -1 keeps the space's order; N shuffles it with seed N (under ASHA
     # the trials launched first set the bar, so the order matters).
