@@ -153,9 +153,8 @@ def evaluate_rows(
     Metrics: score, track/<name>, task/<name> (ShopBench); score_se (its standard error from
     the records' own scores); score_seen and score_unseen (on the tasks in `trained` and on
     the others, when there are both); eval_loss and eval_loss/<task> (mean answer-token
-    loss); eval_likelihood (`likelihood`: the score's weighting over a smooth per-record
-    stand-in for its score). Entries: id (the record's file:line), task, track, metric, score (with TP, FP and
-    FN for micro F1), loss, tokens and the response."""
+    loss); eval_likelihood (`likelihood`). Entries: id (the record's file:line), task, track,
+    metric, score (with TP, FP and FN for micro F1), loss, tokens and the response."""
     t = time.time()
     e = cfg.eval
     responses = respond(
@@ -210,10 +209,12 @@ def mean_loss(entries: list[dict]) -> float:
 def likelihood(entries: list[dict]) -> float:
     """The score's task -> track -> overall weighting over each record's reference
     likelihood, exp(-mean answer-token loss): the geometric mean probability the model gives
-    the reference's tokens, in [0, 1] like a record's score. Unlike the pooled loss it is
-    not dominated by the tasks a trial never trained on (their records sit near 0, as their
-    scores do), so it ranks trials that train on different tasks in the score's terms while
-    moving smoothly with training (no 0/1 jumps of a generated answer)."""
+    the reference's tokens, in [0, 1] like a record's score. It moves smoothly with training
+    (no 0/1 jumps of a generated answer) and, unlike the pooled loss, is not dominated by
+    the tasks a trial never trained on (their records sit near 0, as their scores do). Where
+    measured it still favoured subsets that cover more tasks, unlike the score (README,
+    "bench asha"); likely because most tokens of a trained task's templated answers become
+    predictable whether or not its facts are right."""
     by_task: dict[str, list[float]] = {}
     track: dict[str, str] = {}
     for e in entries:
