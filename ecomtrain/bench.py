@@ -13,7 +13,9 @@ Every benchmark also writes its figures as JSON with `--json FILE`.
 `asha` runs the full grid once, then ASHA under several launch orders (`sweep.launch_seed`
 0, 1, 2), one trial at a time, and prints for each order the trial-steps ASHA spent until
 it had trained the grid's best (subset, rank) to the end, as a share of the grid's; the
-robust figures are the mean and the worst share over the orders (a miss counts as 1). Its
+robust figures are the mean and the worst share over the orders (a miss counts as 1). It
+also replays Tune's ASHA over the grid's recorded evaluations in REPLAY_ORDERS random
+launch orders (and in each real order, as a check). Its
 space, unless overridden (ASHA_SPACE): the demo's capability ladder (4 subsets) x ranks 2,
 8, 32 on the demo corpus at 300 records per family, evaluated every 40 steps on up to 40
 held-out records per task, ASHA deciding on the held-out reference likelihood
@@ -89,6 +91,7 @@ from ray import tune
 from ray.cluster_utils import Cluster
 from ray.train import DataConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
+from ray.tune.schedulers import TrialScheduler
 from transformers import (
     DataCollatorForSeq2Seq,
     LlamaConfig,
@@ -119,7 +122,7 @@ from ecomtrain.train.driver import fit, trial_meta
 from ecomtrain.train.engine import initialize
 from ecomtrain.train.inputs import model_inputs, to_device, training_attention
 from ecomtrain.train.loop import Micro, optimizer_step
-from tuning.run import concurrency, n_trials, run_sweep
+from tuning.run import concurrency, n_trials, run_sweep, scheduler, stop_metric
 
 log = logging.getLogger("ecomtrain.bench")
 
@@ -156,6 +159,7 @@ ASHA_SPACE = [
     "sweep.stop_metric=eval_likelihood",
 ]
 ASHA_ORDERS = 3  # launch orders (sweep.launch_seed 0, 1, 2) ASHA is run under
+REPLAY_ORDERS = 200  # random launch orders ASHA is replayed in over the grid's evaluations
 PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0, "A10G": 125.0}
 
 
@@ -170,36 +174,91 @@ def trial_steps(results, metric: str = "score") -> list[tuple[str, int, float]]:
     return [row[1:] for row in sorted(rows)]
 
 
+def evaluations(results, metric: str) -> dict[str, dict[int, float]]:
+    """Per trial (subset-rank key): its stop metric at each evaluation step it reported."""
+    out = {}
+    for r in results:
+        df = r.metrics_dataframe
+        df = df[df[metric].notna()] if metric in df else df.iloc[:0]
+        key = f"{r.config['subset']['id']}-r{r.config['rank']}"
+        out[key] = dict(zip(df["step"].astype(int), df[metric].astype(float), strict=True))
+    return out
+
+
+def replay_asha(cfg: Config, history: dict[str, dict[int, float]], order: list[str]) -> list:
+    """(key, steps trained, nan) per trial: Tune's own ASHA scheduler, as the sweep builds it,
+    fed the grid's recorded evaluations one trial at a time in `order`: the steps each trial
+    would have trained under ASHA in that launch order (a trial's evaluations do not depend
+    on the others, so this is the sweep's outcome without training anything again)."""
+    from types import SimpleNamespace
+
+    asha, (metric, _) = scheduler(cfg), stop_metric(cfg)
+    out = []
+    for key in order:
+        trial, steps = SimpleNamespace(trial_id=key), cfg.train.max_steps
+        asha.on_trial_add(None, trial)
+        for step, value in sorted(history[key].items()):
+            result = {"step": step, metric: value}
+            if asha.on_trial_result(None, trial, result) == TrialScheduler.STOP and step < steps:
+                steps = step
+                break
+        asha.on_trial_remove(None, trial)
+        out.append((key, steps, float("nan")))
+    return out
+
+
+def share_until_best(rows: list, best: str, max_steps: int, grid_total: int) -> float | None:
+    """Trial-steps spent, as a share of the grid's, until `best` was trained to the end
+    (None: it was stopped early)."""
+    used = 0
+    for key, steps, _ in rows:
+        used += steps
+        if key == best and steps >= max_steps:
+            return used / grid_total
+    return None
+
+
 def asha_payoff(cfg: Config, orders: int = ASHA_ORDERS) -> dict:
     """Trial-steps of the grid vs ASHA until ASHA has fully trained the grid's best point,
-    under several launch orders (the trials launched first set ASHA's bar)."""
+    under several launch orders (the trials launched first set ASHA's bar), and the same
+    replayed over the grid's evaluations in REPLAY_ORDERS random orders."""
     out = tempfile.mkdtemp(prefix="ecomtrain-bench-")
     grid_cfg = copy.deepcopy(cfg)
     grid_cfg.sweep.name, grid_cfg.sweep.scheduler = "grid", "fifo"
     grid_cfg.sweep.max_concurrent_trials, grid_cfg.wandb.mode = 1, "disabled"
-    grid = trial_steps(run_sweep(grid_cfg, out, out), cfg.sweep.metric)
+    results = run_sweep(grid_cfg, out, out)
+    grid = trial_steps(results, cfg.sweep.metric)
     best = max(grid, key=lambda row: row[2])[0]
     grid_total = sum(steps for _, steps, _ in grid)
+    max_steps = cfg.train.max_steps
+    asha_cfg = copy.deepcopy(grid_cfg)
+    asha_cfg.sweep.scheduler = "asha"
+    history = evaluations(results, stop_metric(asha_cfg)[0])
+    rng = np.random.default_rng(0)
+    replayed = [
+        share_until_best(
+            replay_asha(asha_cfg, history, list(rng.permutation(sorted(history)))),
+            best,
+            max_steps,
+            grid_total,
+        )
+        for _ in range(REPLAY_ORDERS)
+    ]
+    replay = [x if x is not None else 1.0 for x in replayed]
     runs = []
     for order in range(orders):
-        asha_cfg = copy.deepcopy(grid_cfg)
-        asha_cfg.sweep.name, asha_cfg.sweep.scheduler = f"asha-{order}", "asha"
-        asha_cfg.sweep.launch_seed = order
+        asha_cfg.sweep.name, asha_cfg.sweep.launch_seed = f"asha-{order}", order
         asha = trial_steps(run_sweep(asha_cfg, out, out), cfg.sweep.metric)
-        used, found = 0, False
-        for key, steps, _ in asha:
-            used += steps
-            if key == best and steps >= cfg.train.max_steps:
-                found = True
-                break
+        share = share_until_best(asha, best, max_steps, grid_total)
         runs.append(
             {
                 "launch_seed": order,
-                "found_best": found,
-                "trial_steps_until_best": used if found else None,
-                "share_of_grid": used / grid_total if found else None,
+                "found_best": share is not None,
+                "trial_steps_until_best": round(share * grid_total) if share else None,
+                "share_of_grid": share,
                 "trial_steps_total": sum(steps for _, steps, _ in asha),
                 "trials": asha,
+                "replayed": replay_asha(asha_cfg, history, [k for k, _, _ in asha]),
             }
         )
     shares = [r["share_of_grid"] for r in runs]
@@ -213,6 +272,10 @@ def asha_payoff(cfg: Config, orders: int = ASHA_ORDERS) -> dict:
         # the robust figure: the worst order counts ASHA's misses as the whole grid
         "share_of_grid_mean": float(np.mean([x if x is not None else 1.0 for x in shares])),
         "share_of_grid_worst": max(x if x is not None else 1.0 for x in shares),
+        # ASHA replayed over the grid's own evaluations in many random launch orders
+        "replay_found_best_in": f"{sum(x is not None for x in replayed)} of {REPLAY_ORDERS}",
+        "replay_share_mean": float(np.mean(replay)),
+        "replay_share_p90": float(np.percentile(replay, 90)),
     }
 
 

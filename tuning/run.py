@@ -113,14 +113,22 @@ def concurrency(cfg: Config) -> int:
     return max(1, int(resources.get("CPU", 1) // per_trial))
 
 
+def stop_metric(cfg: Config) -> tuple[str, str]:
+    """The reported metric ASHA decides on (`sweep.stop_metric`) and its direction."""
+    stop = cfg.sweep.stop_metric
+    return (cfg.sweep.metric if stop == "metric" else stop), (
+        "min" if stop == "eval_loss" else "max"
+    )
+
+
 def scheduler(cfg: Config):
     """ASHA on the held-out score, with rungs in training steps; else run every trial out."""
     if cfg.sweep.scheduler == "fifo":
         return None
-    stop = cfg.sweep.stop_metric
+    metric, mode = stop_metric(cfg)
     return tune.schedulers.ASHAScheduler(
-        metric=cfg.sweep.metric if stop == "metric" else stop,
-        mode="min" if stop == "eval_loss" else "max",
+        metric=metric,
+        mode=mode,
         time_attr="step",
         max_t=cfg.train.max_steps,
         grace_period=cfg.sweep.grace_period,
