@@ -81,6 +81,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import psutil
@@ -186,12 +187,10 @@ def evaluations(results, metric: str) -> dict[str, dict[int, float]]:
 
 
 def replay_asha(cfg: Config, history: dict[str, dict[int, float]], order: list[str]) -> list:
-    """(key, steps trained, nan) per trial: Tune's own ASHA scheduler, as the sweep builds it,
+    """(key, steps trained) per trial: Tune's own ASHA scheduler, as the sweep builds it,
     fed the grid's recorded evaluations one trial at a time in `order`: the steps each trial
     would have trained under ASHA in that launch order (a trial's evaluations do not depend
     on the others, so this is the sweep's outcome without training anything again)."""
-    from types import SimpleNamespace
-
     asha, (metric, _) = scheduler(cfg), stop_metric(cfg)
     out = []
     for key in order:
@@ -203,18 +202,18 @@ def replay_asha(cfg: Config, history: dict[str, dict[int, float]], order: list[s
                 steps = step
                 break
         asha.on_trial_remove(None, trial)
-        out.append((key, steps, float("nan")))
+        out.append((key, steps))
     return out
 
 
-def share_until_best(rows: list, best: str, max_steps: int, grid_total: int) -> float | None:
-    """Trial-steps spent, as a share of the grid's, until `best` was trained to the end
-    (None: it was stopped early)."""
+def steps_until_best(rows: list, best: str, max_steps: int) -> int | None:
+    """Trial-steps spent, over (key, steps trained) rows in launch order, until `best` was
+    trained to the end (None: it was stopped early)."""
     used = 0
-    for key, steps, _ in rows:
+    for key, steps in rows:
         used += steps
         if key == best and steps >= max_steps:
-            return used / grid_total
+            return used
     return None
 
 
@@ -236,26 +235,25 @@ def asha_payoff(cfg: Config, orders: int = ASHA_ORDERS) -> dict:
     history = evaluations(results, stop_metric(asha_cfg)[0])
     rng = np.random.default_rng(0)
     replayed = [
-        share_until_best(
+        steps_until_best(
             replay_asha(asha_cfg, history, list(rng.permutation(sorted(history)))),
             best,
             max_steps,
-            grid_total,
         )
         for _ in range(REPLAY_ORDERS)
     ]
-    replay = [x if x is not None else 1.0 for x in replayed]
+    replay = [x / grid_total if x is not None else 1.0 for x in replayed]
     runs = []
     for order in range(orders):
         asha_cfg.sweep.name, asha_cfg.sweep.launch_seed = f"asha-{order}", order
         asha = trial_steps(run_sweep(asha_cfg, out, out), cfg.sweep.metric)
-        share = share_until_best(asha, best, max_steps, grid_total)
+        used = steps_until_best([(key, steps) for key, steps, _ in asha], best, max_steps)
         runs.append(
             {
                 "launch_seed": order,
-                "found_best": share is not None,
-                "trial_steps_until_best": round(share * grid_total) if share else None,
-                "share_of_grid": share,
+                "found_best": used is not None,
+                "trial_steps_until_best": used,
+                "share_of_grid": used / grid_total if used is not None else None,
                 "trial_steps_total": sum(steps for _, steps, _ in asha),
                 "trials": asha,
                 "replayed": replay_asha(asha_cfg, history, [k for k, _, _ in asha]),

@@ -53,7 +53,7 @@ def test_asha_replay_stops_trials_as_tunes_asha_does():
     """Tune's ASHA, fed recorded evaluations one trial at a time: rungs at 40 and 120 of 200
     steps keep the top third of the values recorded there so far. (Checked against real ASHA
     runs of the default space: the same steps for every trial in 3 launch orders.)"""
-    from ecomtrain.bench import ASHA_SPACE, replay_asha, share_until_best
+    from ecomtrain.bench import ASHA_SPACE, replay_asha, steps_until_best
     from ecomtrain.config import load_config
 
     cfg = load_config(None, ASHA_SPACE + ["sweep.scheduler=asha"])
@@ -64,11 +64,11 @@ def test_asha_replay_stops_trials_as_tunes_asha_does():
     rows = replay_asha(cfg, history, ["a", "b", "c", "d"])
     # a sets the bar; b clears it; c is below the top third of {0.2, 0.5} at 40; d is above
     # the top third of {0.2, 0.5, 0.1} at 40 and of {0.2, 0.5} at 120
-    assert [(k, s) for k, s, _ in rows] == [("a", 200), ("b", 200), ("c", 40), ("d", 200)]
+    assert rows == [("a", 200), ("b", 200), ("c", 40), ("d", 200)]
     rows = replay_asha(cfg, history, ["d", "b", "a", "c"])  # the best first: the rest stop
-    assert [s for _, s, _ in rows] == [200, 40, 40, 40]
-    assert share_until_best(rows, "d", 200, 800) == 0.25
-    assert share_until_best(rows, "b", 200, 800) is None
+    assert [s for _, s in rows] == [200, 40, 40, 40]
+    assert steps_until_best(rows, "d", 200) == 200  # a quarter of the 800-step grid
+    assert steps_until_best(rows, "b", 200) is None
 
 
 @pytest.mark.slow

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from ecomtrain.config import Config
 from ecomtrain.data.packing import IGNORE, Prompt, encode, prompt_text, truncate
-from ecomtrain.evaluate.metrics import aggregate, record_scores, standard_error, task_weights
+from ecomtrain.evaluate.metrics import aggregate, record_scores, standard_error, task_values
 from ecomtrain.experts import route_rows
 
 SCORES_FILE = "scores.jsonl"  # per-record entries of the held-out sample, in each checkpoint
@@ -215,13 +215,9 @@ def likelihood(entries: list[dict]) -> float:
     measured it still favoured subsets that cover more tasks, unlike the score (README,
     "bench asha"); likely because most tokens of a trained task's templated answers become
     predictable whether or not its facts are right."""
-    by_task: dict[str, list[float]] = {}
-    track: dict[str, str] = {}
-    for e in entries:
-        if e["tokens"]:
-            by_task.setdefault(e["task"], []).append(math.exp(-e["loss"] / e["tokens"]))
-            track[e["task"]] = e["track"]
-    w = task_weights(track)
+    by_task, w = task_values(
+        entries, lambda e: math.exp(-e["loss"] / e["tokens"]) if e["tokens"] else None
+    )
     return sum(w[task] * sum(v) / len(v) for task, v in by_task.items())
 
 

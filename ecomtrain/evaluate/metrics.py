@@ -302,17 +302,25 @@ def standard_error(entries: list[dict]) -> float:
     """Standard error of the overall score from per-record scores (`record_scores` entries
     with task and track): the task -> track -> overall weights applied to each task's sample
     variance over its records (micro F1 tasks: of the records' own F1)."""
-    by_task: dict[str, list] = {}
-    track: dict[str, str] = {}
-    for e in entries:
-        by_task.setdefault(e["task"], []).append(e["score"])
-        track[e["task"]] = e["track"]
-    w = task_weights(track)
+    by_task, w = task_values(entries, lambda e: e["score"])
     var = 0.0
     for task, scores in by_task.items():
         if len(scores) > 1:
             var += w[task] ** 2 * float(np.var(scores, ddof=1)) / len(scores)
     return math.sqrt(var)
+
+
+def task_values(entries: list[dict], value) -> tuple[dict[str, list], dict[str, float]]:
+    """Per task, `value(entry)` of each of its entries (entries with task and track; a value
+    of None leaves the entry out), and each task's weight in the overall score."""
+    by_task: dict[str, list] = {}
+    track: dict[str, str] = {}
+    for e in entries:
+        v = value(e)
+        if v is not None:
+            by_task.setdefault(e["task"], []).append(v)
+            track[e["task"]] = e["track"]
+    return by_task, task_weights(track)
 
 
 def task_weights(tracks: dict[str, str]) -> dict[str, float]:
