@@ -214,7 +214,9 @@ def run_and_report(args: argparse.Namespace, cfg: Config, output: str, local: Pa
     model_path = resolve_model(cfg.model)  # build the tiny model once here, not per trial
     scan = scan_corpus(corpus_files(cfg.data), cfg.data, index=eval_index(cfg.data))
     console.log.info(check_scan(scan, cfg.data))
-    if not (local / BASELINE_FILE).exists():
+    # A resumed sweep keeps its baseline; a fresh one scores its own, even where an older
+    # sweep (another corpus, another held-out sample) left one in the same folder.
+    if not (args.resume and (local / BASELINE_FILE).exists()):
         score_baseline(cfg, model_path, local / BASELINE_FILE)
     console.log.info(
         "sweep %r: %d trials, %d at a time; a line per trial per report follows",

@@ -13,6 +13,8 @@ from wandb_files import runs as wandb_runs
 
 def test_sweep_cli_end_to_end(tmp_path, run_cli):
     out = tmp_path / "sweep"
+    out.mkdir()  # an older sweep's baseline, on other records, must not be reused
+    (out / "baseline.jsonl").write_text(json.dumps({"id": "older:1", "score": 1.0}) + "\n")
     proc = run_cli(
         "ecomtrain.sweep",
         "--output",
