@@ -37,7 +37,7 @@ from ecomtrain.connect import connect
 from ecomtrain.data.pipeline import check_names, check_scan, train_counts
 from ecomtrain.data.scan import corpus_files, eval_index, scan_corpus, split_count
 from ecomtrain.data.sources import check_files
-from ecomtrain.evaluate.held_out import base_model_scores
+from ecomtrain.evaluate.held_out import base_model_scores, held_out_rows
 from ecomtrain.files import atomic_write, is_uri, read_text, write_text
 from ecomtrain.model import find_adapter
 from ecomtrain.report.analysis import best
@@ -131,12 +131,11 @@ def setup(args: argparse.Namespace) -> tuple[Config, str]:
     return cfg, output if is_uri(output) else str(Path(output).resolve())
 
 
-def score_baseline(cfg: Config, model_path: str, path: Path) -> None:
+def score_baseline(cfg: Config, model_path: str, rows: list[dict], path: Path) -> None:
     """The untrained base model scored on the trials' held-out sample (baseline.jsonl)."""
     task = base_model_scores.options(num_gpus=1 if cfg.train.use_gpu else 0)
-    metrics, entries, sample = ray.get(task.remote(cfg, model_path))
+    metrics, entries = ray.get(task.remote(cfg, model_path, rows))
     atomic_write(path, "".join(json.dumps(e) + "\n" for e in entries))
-    console.log.info(sample)
     console.log.info(
         "baseline: the untrained base model scores %.4f (SE %.4f) on the held-out sample",
         metrics["score"],
@@ -214,10 +213,12 @@ def run_and_report(args: argparse.Namespace, cfg: Config, output: str, local: Pa
     model_path = resolve_model(cfg.model)  # build the tiny model once here, not per trial
     scan = scan_corpus(corpus_files(cfg.data), cfg.data, index=eval_index(cfg.data))
     console.log.info(check_scan(scan, cfg.data))
+    held_out, sample = held_out_rows(cfg)  # drawn once: every trial is scored on it
+    console.log.info(sample)
     # A resumed sweep keeps its baseline; a fresh one scores its own, even where an older
     # sweep (another corpus, another held-out sample) left one in the same folder.
     if not (args.resume and (local / BASELINE_FILE).exists()):
-        score_baseline(cfg, model_path, local / BASELINE_FILE)
+        score_baseline(cfg, model_path, held_out, local / BASELINE_FILE)
     console.log.info(
         "sweep %r: %d trials, %d at a time; a line per trial per report follows",
         cfg.sweep.name,
@@ -225,7 +226,7 @@ def run_and_report(args: argparse.Namespace, cfg: Config, output: str, local: Pa
         concurrency(cfg),
     )
     try:
-        results = run_sweep(cfg, output, str(local), resume=bool(args.resume))
+        results = run_sweep(cfg, output, str(local), resume=bool(args.resume), held_out=held_out)
     except Exception as e:  # the Tune loop itself failed (not a trial): exit with its error
         console.log.error("sweep %r failed: %s: %s", cfg.sweep.name, type(e).__name__, e)
         ray.shutdown()

@@ -144,29 +144,42 @@ def n_trials(cfg: Config) -> int:
     return cfg.sweep.num_samples * max(1, len(cfg.sweep.seeds))
 
 
-def trainable(cfg: Config, storage: str):
-    """The per-trial driver: resolve the point's config and fit through Ray Train."""
+def trainable(cfg: Config, storage: str, held_out: list[dict] | None = None):
+    """The per-trial driver: resolve the point's config and fit through Ray Train. Every
+    trial is scored on `held_out` (the sweep's sample, put in the object store once),
+    unless the sweep varies data.* or eval.* keys: then each trial draws its own."""
     base = to_dict(cfg)
+    if any(key.split(".")[0] in ("data", "eval") for key in cfg.sweep.params):
+        held_out = None
 
-    def trial(point: dict) -> None:
+    def trial(point: dict, held_out: list[dict] | None) -> None:
         run_cfg = trial_config(from_dict(base), point)
         name = tune.get_context().get_trial_name()  # stable across a resumed sweep
         meta = trial_meta(name, point["subset"]["id"], point["subset"]["tasks"], run_cfg)
-        fit(run_cfg, meta, f"{storage}/train", callbacks=[TuneReportCallback()])
+        fit(run_cfg, meta, f"{storage}/train", [TuneReportCallback()], held_out)
 
-    return tune.with_resources(trial, {"CPU": 0.01, **cfg.sweep.driver_resources})
+    fn = tune.with_parameters(trial, held_out=held_out)
+    return tune.with_resources(fn, {"CPU": 0.01, **cfg.sweep.driver_resources})
 
 
-def run_sweep(cfg: Config, storage: str, local_dir: str, resume: bool = False, fn=None):
+def run_sweep(
+    cfg: Config,
+    storage: str,
+    local_dir: str,
+    resume: bool = False,
+    fn=None,
+    held_out: list[dict] | None = None,
+):
     """Run (or resume) the sweep; checkpoints under `storage`, W&B files under `local_dir`.
-    `fn`: another trainable for each point (`ecomtrain.bench scale` simulates trials).
+    `fn`: another trainable for each point (`ecomtrain.bench scale` simulates trials);
+    `held_out`: the sample every trial is scored on (else each trial draws it).
 
     Training steps report loss only and evaluations add `score` and `eval_loss`; Tune's
     strict check that every result holds the metric is off, and ASHA decides at the
     evaluations (on `sweep.stop_metric`).
     """
     os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
-    fn = fn or trainable(cfg, storage)
+    fn = fn or trainable(cfg, storage, held_out)
     run_config = tune.RunConfig(
         name=cfg.sweep.name,
         storage_path=storage,
@@ -199,6 +212,10 @@ def run_sweep(cfg: Config, storage: str, local_dir: str, resume: bool = False, f
             max_concurrent_trials=concurrency(cfg),
             trial_name_creator=trial_name,
             trial_dirname_creator=trial_name,
+            # A trial's process (and its imports) serves the next trial when trials end on
+            # their own; a trial ASHA stops is still inside its Ray Train run, so its
+            # process cannot be reset for another and is ended instead.
+            reuse_actors=cfg.sweep.scheduler == "fifo",
         ),
         run_config=run_config,
     )

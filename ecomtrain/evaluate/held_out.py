@@ -66,13 +66,18 @@ def held_out_sizes(available: dict[str, int], tracks: dict[str, str], cfg: Confi
     return sizes, bound
 
 
-@ray.remote(num_cpus=0.5)
-def base_model_scores(cfg: Config, model_path: str) -> tuple[dict, list[dict], str]:
-    """The untrained base model scored on the held-out sample, as a trial is (a Ray task:
-    `.options(num_gpus=1)` on a GPU cluster); with the sample's description."""
+def held_out_rows(cfg: Config) -> tuple[list[dict], str]:
+    """The held-out sample of the configured corpus (read through Ray Data; it does not
+    depend on what a trial trains on), and a line saying what it is."""
     _, held = task_split(cfg, [])
-    rows, message = held_out_sample(held.iter_rows(), cfg)
+    return held_out_sample(held.iter_rows(), cfg)
+
+
+@ray.remote(num_cpus=0.5)
+def base_model_scores(cfg: Config, model_path: str, rows: list[dict]) -> tuple[dict, list[dict]]:
+    """The untrained base model scored on the held-out sample `rows`, as a trial is (a Ray
+    task: `.options(num_gpus=1)` on a GPU cluster)."""
     model = load_model(model_path, precision=cfg.train.precision)
     if cfg.train.use_gpu:
         model = model.to("cuda", DTYPES[cfg.train.precision])
-    return *evaluate_rows(model, load_tokenizer(model_path), rows, cfg), message
+    return evaluate_rows(model, load_tokenizer(model_path), rows, cfg)

@@ -5,6 +5,8 @@ A sweep trial and a single run (`python -m ecomtrain.train`) go through the same
 
 from __future__ import annotations
 
+import os
+
 import ray
 from ray.train import (
     CheckpointConfig,
@@ -20,6 +22,7 @@ from ecomtrain.config import Config, ConfigError, to_dict
 from ecomtrain.console import log, progress_line, verbose
 from ecomtrain.data.pipeline import SMALL_TASK, mixture_stats, route_table, train_dataset
 from ecomtrain.data.scan import eval_rows
+from ecomtrain.evaluate.held_out import held_out_rows
 from ecomtrain.tasks import capabilities_of, expand
 from ecomtrain.tiny_model import resolve_model
 from ecomtrain.train.loop import train_fn_per_worker
@@ -41,16 +44,30 @@ def trial_meta(name: str, subset: str, tasks: list[str], cfg: Config) -> dict:
     }
 
 
-def fit(cfg: Config, meta: dict, storage_path: str, callbacks: list = ()) -> ray.train.Result:
+def fit(
+    cfg: Config,
+    meta: dict,
+    storage_path: str,
+    callbacks: list = (),
+    held_out: list[dict] | None = None,
+) -> ray.train.Result:
     """Fine-tune one adapter on `meta["tasks"]` with `cfg.train.num_workers` workers (or,
-    elastic, between `min_workers` and that many)."""
+    elastic, between `min_workers` and that many), scored on the `held_out` rows (drawn
+    here when not given: evaluate.held_out)."""
     check_room(cfg)
+    # Ray Train's controller polls the workers every 2 s by default, so it sees a report
+    # and a run's end up to that much late; at 0.5 s a trial of the world sweep ends ~2 s
+    # sooner. The variable reaches the controller and workers (Ray Train passes it on).
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
     model_path = resolve_model(cfg.model)
     # Same seed, same shares: the pipeline keeps its order, so runs and resumes are exact.
     ray.data.DataContext.get_current().execution_options.preserve_order = True
     # One share per worker of the largest world; a smaller (elastic) world deals them out.
     train = cfg.train
-    shares, eval_ds, mult = train_dataset(cfg, model_path, meta["tasks"], train.num_workers)
+    shares, _, mult = train_dataset(cfg, model_path, meta["tasks"], train.num_workers)
+    if held_out is None:
+        held_out, sample = held_out_rows(cfg)
+        log.info(sample)
     meta = {
         **meta,
         "mixture": mixture_stats(cfg, meta["tasks"]),  # logged with every evaluation
@@ -63,6 +80,7 @@ def fit(cfg: Config, meta: dict, storage_path: str, callbacks: list = ()) -> ray
             "model_path": model_path,
             "trial": meta,
             "mult": mult,
+            "held_out": held_out,
             "extra_eval": extra_eval_rows(cfg),
         },
         scaling_config=ScalingConfig(
@@ -76,7 +94,7 @@ def fit(cfg: Config, meta: dict, storage_path: str, callbacks: list = ()) -> ray
         ),
         torch_config=TorchConfig(backend="nccl" if cfg.train.use_gpu else "gloo"),
         # Each rank reads only its shares "train_<i>" (loop.shares_of); Ray Train splits none.
-        datasets={f"train_{r}": share for r, share in enumerate(shares)} | {"eval": eval_ds},
+        datasets={f"train_{r}": share for r, share in enumerate(shares)},
         dataset_config=DataConfig(datasets_to_split=[]),
         run_config=RunConfig(
             name=meta["name"],

@@ -30,7 +30,6 @@ import torch.distributed as dist
 from ecomtrain.config import Config, from_dict
 from ecomtrain.data.shard import Share, StreamStats, read_share, stream
 from ecomtrain.evaluate.answer import EXTRA_SCORES_FILE, SCORES_FILE, evaluate_rows, predictions
-from ecomtrain.evaluate.held_out import held_out_sample
 from ecomtrain.experts import UNROUTED
 from ecomtrain.model import load_model, load_tokenizer, save_adapter, training_model
 from ecomtrain.train.engine import gathered, initialize, load_state, save_state, zero3_loading
@@ -81,7 +80,7 @@ def train_fn_per_worker(loop_config: dict) -> None:
         )
         streams.append((i, share, batches))
     all_ranks_generate = cfg.train.zero_stage == 3  # ZeRO-3 forward passes are collective
-    eval_rows = held_out_rows(cfg, rank) if rank == 0 or all_ranks_generate else []
+    eval_rows = loop_config["held_out"] if rank == 0 or all_ranks_generate else []
     extra_rows = loop_config.get("extra_eval", []) if eval_rows else []
     scored: dict[str, list] = {}  # per-record scores of the last evaluation, by file name
 
@@ -219,14 +218,6 @@ def optimizer_step(engine, micro_batches: list[Micro], world: int) -> tuple[floa
         loss_sum += m.weight * loss.detach()
     (loss_total,) = sum_over_ranks([loss_sum], world, engine.device)
     return loss_total / max(total, 1.0), int(total)
-
-
-def held_out_rows(cfg: Config, rank: int) -> list[dict]:
-    """The trial's held-out sample (the same for every trial: evaluate.held_out)."""
-    rows, message = held_out_sample(ray.train.get_dataset_shard("eval").iter_rows(), cfg)
-    if rank == 0:
-        log.info(message)
-    return rows
 
 
 def score_adapter(model, tokenizer, rows: list[dict], cfg: Config, trial: dict) -> tuple:
