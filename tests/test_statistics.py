@@ -9,6 +9,10 @@ correlated, as real adapters are), and each seed shifts a trial's success rate a
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -201,3 +205,33 @@ def test_a_swept_setting_is_compared_task_by_task_and_charted(tmp_path):
         and "all data.ood_fraction=0.0 r4" not in better
     )
     assert ("img", "setting-data-ood_fraction.png", charts[1][1]) in blocks
+
+
+HASH_SEED_SCRIPT = """
+import json, sys
+import numpy as np
+sys.path.insert(0, {tests!r})
+from test_statistics import simulate
+from ecomtrain.report.analysis import analyze
+trials = simulate(np.random.default_rng(5), 0.05) + simulate(np.random.default_rng(6), 0.05)
+rows = [dict(trial=f"t{{i}}", subset="abcd"[i // 3], rank=4, score=0.5, error="", tasks=["t0"],
+             n_capabilities=1) for i in range(12)]
+print(json.dumps(analyze(rows, {{f"t{{i}}": s for i, s in enumerate(trials)}}, n_boot=50)))
+"""
+
+
+def test_the_analysis_is_the_same_in_every_process():
+    """analysis.json is the same bit for bit whatever Python's per-process string hashing
+    (PYTHONHASHSEED): no sum follows the order of a set."""
+    script = HASH_SEED_SCRIPT.format(tests=str(Path(__file__).parent))
+    outputs = {
+        subprocess.run(
+            [sys.executable, "-c", script],
+            env={**os.environ, "PYTHONHASHSEED": str(seed)},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        for seed in range(4)
+    }
+    assert len(outputs) == 1

@@ -179,7 +179,7 @@ def seed_variance(point: np.ndarray, boot: np.ndarray, cells: list) -> tuple[flo
     seeds' deviations from their cell mean sums to (k - 1) v, so their difference, pooled,
     estimates the seed variance alone (truncated at 0). `cells[t]` is trial t's cell."""
     ss, resid, df = 0.0, 0.0, 0
-    for c in set(cells):
+    for c in dict.fromkeys(cells):  # in first-seen order: a set's would vary by process
         members = [t for t, x in enumerate(cells) if x == c and not np.isnan(point[t])]
         if len(members) < 2:
             continue
