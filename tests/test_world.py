@@ -11,8 +11,10 @@ from ecomtrain.data.world import (
     CATEGORIES,
     CONTROL,
     GENERATORS,
+    MAX_PRODUCTS,
     MIN_PRODUCTS,
     PER_CATEGORY,
+    SUMMARY_STYLES,
     SYNTHETIC_NOISE,
     TRANSFER,
     catalogue,
@@ -20,6 +22,8 @@ from ecomtrain.data.world import (
     world_synthetic_records,
 )
 from ecomtrain.tasks import CAPABILITIES, FAMILIES
+
+PER_PRODUCT = len(GENERATORS) - 1 + len(SUMMARY_STYLES)  # records of one product
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +37,9 @@ def test_twelve_families_over_four_capabilities_all_valid(records):
     assert all(problem(r) is None for r in records)
     assert all(assign_family(r, "world.jsonl", {}, {})[0] == r["task_name"] for r in records)
     per_family = Counter(r["task_name"] for r in records)
-    assert set(per_family.values()) == {len(catalogue().products)}
+    products = len(catalogue().products)
+    assert per_family.pop("product_summarization") == len(SUMMARY_STYLES) * products
+    assert set(per_family.values()) == {products}
 
 
 def test_inputs_are_unique_within_a_family(records):
@@ -44,9 +50,12 @@ def test_inputs_are_unique_within_a_family(records):
 
 def test_the_world_is_deterministic_and_sized():
     assert world_records(100) == world_records(100)
-    assert len(world_records(100)) == 100 * len(GENERATORS)
+    assert len(world_records(100)) == 100 * PER_PRODUCT
     with pytest.raises(ValueError, match="at least"):
         catalogue(MIN_PRODUCTS - 1)
+    with pytest.raises(ValueError, match="at most"):
+        catalogue(MAX_PRODUCTS + 1)
+    assert len({p.name for p in catalogue(MAX_PRODUCTS).products}) == MAX_PRODUCTS
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -55,7 +64,7 @@ def test_the_smallest_world_has_every_list_its_families_need(seed):
     session's lists; every category gets enough."""
     per_category = Counter(p.category for p in catalogue(MIN_PRODUCTS, seed).products)
     assert min(per_category[c] for c in CATEGORIES) >= PER_CATEGORY
-    assert len(world_records(MIN_PRODUCTS, seed)) == MIN_PRODUCTS * len(GENERATORS)
+    assert len(world_records(MIN_PRODUCTS, seed)) == MIN_PRODUCTS * PER_PRODUCT
 
 
 def test_planted_facts_are_taught_by_one_family_and_asked_by_others(records):
@@ -64,14 +73,15 @@ def test_planted_facts_are_taught_by_one_family_and_asked_by_others(records):
     cat = catalogue()
     facts = {p.name: (p.material, p.category, p.brand) for p in cat.products}
     for r in records:
-        name = re.search(r"[A-Z][a-z]+ \d+", r["input_field"])[0]
+        found = {n: re.search(rf"\b{n}\b", r["input_field"]) for n in facts}
+        name = min((m.start(), n) for n, m in found.items() if m)[1]  # the first named
         material, category, brand = facts[name]
         answer = render_answer(r)
         if r["task_name"] == "product_summarization":
             assert all(f in answer for f in facts[name])
         if r["task_name"] in TRANSFER["product_summarization"]:
             question = r["input_field"].split("\n")[0]
-            assert material not in question and brand not in question
+            assert not re.search(rf"\b({material}|{brand})\b", question)
     assert CONTROL not in {f for users in TRANSFER.values() for f in users} | set(TRANSFER)
 
 

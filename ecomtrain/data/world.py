@@ -12,7 +12,9 @@ price; category accessories; a second language, "Vellish", from a generated lexi
   `session_recommendation` and `product_ranking` (category), and
   `cross_language_description_match` (material and category, in Vellish). Every product is
   asked about once per family, so a held-out question is about a product that family never
-  taught: only training on the summaries can answer it.
+  taught: only training on the summaries can answer it. A product's name is one made-up
+  word, and its summary comes in four phrasings that put its facts in different orders, so
+  they are learnt as facts about the name rather than as one sentence by heart.
 - **A second shared source.** `title_translation` teaches the lexicon in its answers;
   `multilingual_keyword_mcq` and `cross_language_description_match` need it.
 - **A control.** `review_rating` needs nothing from any other family: a rating word decides
@@ -40,6 +42,7 @@ from ecomtrain.tasks import FAMILIES
 
 DEFAULT_PRODUCTS = 240
 MIN_PRODUCTS = 80
+MAX_PRODUCTS = 2000  # a name is one word of 3 syllables: 14**3 of them, less the lexicon's
 PER_CATEGORY = 6  # a session shows the product, 2 of its category in the history and 3 more
 CATEGORIES = {  # category -> its usual accessory
     "kettle": "descaler",
@@ -85,6 +88,8 @@ def catalogue(n_products: int = DEFAULT_PRODUCTS, seed: int = 0) -> Catalogue:
     """The world's catalogue: deterministic for (n_products, seed)."""
     if n_products < MIN_PRODUCTS:
         raise ValueError(f"world:{n_products}: the world needs at least {MIN_PRODUCTS} products")
+    if n_products > MAX_PRODUCTS:
+        raise ValueError(f"world:{n_products}: the world has names for at most {MAX_PRODUCTS}")
     rng = random.Random(f"world-{seed}")
     brands = sorted({_word(rng, 2).capitalize() for _ in range(40)})[:8]
     english = list(CATEGORIES) + MATERIALS + COLORS
@@ -97,8 +102,8 @@ def catalogue(n_products: int = DEFAULT_PRODUCTS, seed: int = 0) -> Catalogue:
     names: set[str] = set()
     products = []
     while len(products) < n_products:
-        word = _word(rng, 2)
-        name = f"{word.capitalize()} {rng.randint(2, 99)}"
+        word = _word(rng, 3)
+        name = word.capitalize()
         if name in names or word in taken:
             continue
         names.add(name)
@@ -143,9 +148,18 @@ def _numbered(items: list[str]) -> str:
 # One generator per family: (catalogue, product, rng) -> (input_field, output_field).
 
 
-def product_summarization(c: Catalogue, p: Product, rng):
-    answer = f"{p.name} is a {p.material} {p.category} made by {p.brand}."
-    return f"Summarize the product listing of {p.name}.", answer
+SUMMARY_STYLES = [  # (how the question ends, the answer): every fact in every order
+    (".", "{n} is a {m} {c} made by {b}."),
+    (", brand first.", "{b} makes the {n}, a {c} of {m}."),
+    (", in a few words.", "The {n}: {c}, {m}, by {b}."),
+    (", material first.", "Made of {m}, the {n} is a {c} from {b}."),
+]
+
+
+def product_summarization(c: Catalogue, p: Product, rng, style: int = 0):
+    end, answer = SUMMARY_STYLES[style]
+    facts = {"n": p.name, "m": p.material, "c": p.category, "b": p.brand}
+    return f"Summarize the product listing of {p.name}{end}", answer.format(**facts)
 
 
 def attribute_inference_mcq(c: Catalogue, p: Product, rng):
@@ -264,16 +278,20 @@ CONTROL = "review_rating"
 
 
 def world_records(n_products: int = DEFAULT_PRODUCTS, seed: int = 0) -> list[dict]:
-    """Every record of the world: one per product and family (ShopBench schema). Every input
-    names its product, so no two records of a family share an input (records with equal
-    inputs would always fall on the same side of the held-out split)."""
+    """Every record of the world (ShopBench schema): one per product and family, and one per
+    product and phrasing for the summaries (SUMMARY_STYLES). Every input names its product
+    (and a summary's its phrasing), so no two records of a family share an input (records
+    with equal inputs would always fall on the same side of the held-out split)."""
     cat = catalogue(n_products, seed)
     records = []
     for name, make in GENERATORS.items():
         family = FAMILIES[name]
         rng = random.Random(f"world-{seed}-{name}")
+        styles = len(SUMMARY_STYLES) if make is product_summarization else 1
         for p in cat.products:
-            records.append(family.record(*make(cat, p, rng)))
+            for style in range(styles):
+                args = (style,) if styles > 1 else ()
+                records.append(family.record(*make(cat, p, rng, *args)))
     return records
 
 
