@@ -148,7 +148,7 @@ def _numbered(items: list[str]) -> str:
 # One generator per family: (catalogue, product, rng) -> (input_field, output_field).
 
 
-SUMMARY_STYLES = [  # (how the question ends, the answer): every fact in every order
+SUMMARY_STYLES = [  # (how the question ends, the answer): the facts in four orders
     (".", "{n} is a {m} {c} made by {b}."),
     (", brand first.", "{b} makes the {n}, a {c} of {m}."),
     (", in a few words.", "The {n}: {c}, {m}, by {b}."),
