@@ -445,7 +445,7 @@ def data_work(cfg: Config, worlds: list[int]) -> dict:
     model_path = resolve_model(cfg.model)
     rows = []
     for world in worlds:
-        shares, _, mult = train_dataset(cfg, model_path, cfg.data.tasks, world)
+        shares, mult = train_dataset(cfg, model_path, cfg.data.tasks, world)
         trainer = TorchTrainer(
             data_fn_per_worker,
             train_loop_config={"cfg": to_dict(cfg), "mult": mult},
@@ -649,7 +649,7 @@ def corpus_path(
         } | peak.figures()
         with PeakRSS() as peak:
             t0 = time.perf_counter()
-            shares, _, mult = train_dataset(cfg, model_path, [], world)
+            shares, mult = train_dataset(cfg, model_path, [], world)
             seconds = time.perf_counter() - t0
         train = sum(t["train"] for t in scan["tasks"].values())
         out["tokenise_mix_share"] = {

@@ -113,7 +113,8 @@ def test_pipeline_shares_the_trial_deterministically(ray_local, tmp_path):
     cfg = small_cfg(tmp_path, demo_records(per_task=12))
     model = resolve_model(ModelConfig())
     tasks = ["query_ner", "review_rating", "title_translation"]
-    shares, held_out, mult = train_dataset(cfg, model, tasks, world=2)
+    shares, mult = train_dataset(cfg, model, tasks, world=2)
+    held_out = task_split(cfg, tasks)[1]  # the raw held-out split, whatever the tasks
     got = [share_of(s) for s in shares]
     again = [share_of(s) for s in train_dataset(cfg, model, tasks, world=2)[0]]
     assert [list(g.key) for g in got] == [list(a.key) for a in again]  # reproducible
@@ -159,7 +160,7 @@ def test_stream_trains_on_every_record_and_resumes_across_epochs(ray_local, tmp_
     records = demo_records(per_task=30)
     cfg = small_cfg(tmp_path, records, max_per_task=8)
     model = resolve_model(ModelConfig())
-    shares, _, mult = train_dataset(cfg, model, ["query_ner", "review_rating"], world=2)
+    shares, mult = train_dataset(cfg, model, ["query_ner", "review_rating"], world=2)
     share = share_of(shares[0])
     assert all(m < 1 for m in mult.values())  # both tasks are downsampled
     stats = StreamStats()
@@ -180,7 +181,7 @@ def test_a_share_shorter_than_one_step_repeats_and_too_few_records_fail(ray_loca
     cfg = small_cfg(tmp_path, demo_records(per_task=3))
     cfg.train.num_workers, cfg.train.micro_batch_size = 2, 8
     model = resolve_model(ModelConfig())
-    shares, _, mult = train_dataset(cfg, model, ["query_ner", "review_rating"], world=2)
+    shares, mult = train_dataset(cfg, model, ["query_ner", "review_rating"], world=2)
     share = share_of(shares[1])
     assert len(share) < 8  # fewer records than rows of one micro-batch
     endless = stream(share, cfg, mult, rank=1)
@@ -200,7 +201,7 @@ def test_pipeline_rejects_and_decontaminates(ray_local, tmp_path):
     with pytest.raises(CorpusError, match=r"corpus.jsonl:61: output_field: multiple-choice"):
         train_dataset(cfg, model, [], world=2)
     cfg.data.max_bad_fraction = 0.05
-    shares, _, _ = train_dataset(cfg, model, [], world=2)
+    shares, _ = train_dataset(cfg, model, [], world=2)
     (reject,) = [json.loads(x) for x in Path(cfg.data.rejects).read_text().splitlines()]
     assert reject["line"] == 61 and reject["record"]["output_field"] == "not an index"
     stats = mixture_stats(cfg, [])
@@ -238,7 +239,7 @@ def test_tasks_of_the_users_own_train_and_weigh_by_their_capability(ray_local, t
     cfg.data.capability_weights = {"user-behavior-alignment": 0.0}
     assert mixture_stats(cfg, cfg.data.tasks)["capability_share/user-behavior-alignment"] == 0
     cfg.data.capability_weights = {}
-    shares, _, mult = train_dataset(cfg, resolve_model(ModelConfig()), cfg.data.tasks, world=2)
+    shares, mult = train_dataset(cfg, resolve_model(ModelConfig()), cfg.data.tasks, world=2)
     trained = Counter(t for s in map(share_of, shares) for t in s.tasks)
     assert set(trained) == {"shoe_check", "query_ner"} and mult["shoe_check"] > 0
 
@@ -276,7 +277,8 @@ def test_ood_tasks_train_at_their_share_and_are_never_evaluated(ray_local, tmp_p
     cfg.data.corpus.append("ood:40")
     check_names(cfg, "config")
     model = resolve_model(ModelConfig())
-    shares, held_out, mult = train_dataset(cfg, model, tasks, world=2)
+    shares, mult = train_dataset(cfg, model, tasks, world=2)
+    held_out = task_split(cfg, tasks)[1]  # the raw held-out split, whatever the tasks
     assert set(mult) == {*tasks, "ood_arithmetic", "ood_general_knowledge"}
     assert not {r["capability"] for r in held_out.take_all()} & {"ood"}
     mix = mixture_stats(cfg, tasks)
@@ -289,7 +291,7 @@ def test_ood_tasks_train_at_their_share_and_are_never_evaluated(ray_local, tmp_p
         assert abs(ood - 0.25 * mix["records"]) <= 4, (got, mix)  # one record per task, rank
         assert sum(got.values()) == pytest.approx(mix["records"], abs=12)
     cfg.data.ood_fraction = 0.0
-    shares, _, mult = train_dataset(cfg, model, [], world=2)
+    shares, mult = train_dataset(cfg, model, [], world=2)
     trained = {t for s in shares for t in share_of(s).tasks}
     assert trained and not trained & {"ood_arithmetic", "ood_general_knowledge"}
 

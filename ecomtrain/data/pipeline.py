@@ -210,8 +210,8 @@ def route_table(cfg: Config, tasks: list[str]) -> dict | None:
 
 
 def train_dataset(cfg: Config, model_path: str, tasks: list[str], world: int) -> tuple:
-    """(one tokenised share of the training records per rank, the raw held-out split, the
-    mixture's multiplicity per task) for one trial."""
+    """(one tokenised share of the training records per rank, the mixture's multiplicity
+    per task) for one trial. Its held-out sample: evaluate.held_out."""
     index = eval_index(cfg.data)
     scan = scan_corpus(corpus_files(cfg.data), cfg.data, index=index)
     log.info(check_scan(scan, cfg.data))
@@ -234,7 +234,7 @@ def train_dataset(cfg: Config, model_path: str, tasks: list[str], world: int) ->
     if ood and cfg.data.ood_fraction == 0:
         log.info("data: out-of-domain tasks %s not trained on (data.ood_fraction 0)", ood)
     mult = multiplicities(counts, cfg.data, scan["capabilities"])
-    train, held_out = task_split(cfg, tasks, index)
+    train, _ = task_split(cfg, tasks, index)
     tokens = train.map_batches(
         tokenize_records,
         fn_kwargs={
@@ -250,7 +250,7 @@ def train_dataset(cfg: Config, model_path: str, tasks: list[str], world: int) ->
         f"{truncated}, dropped as too long {sum(counts.values()) - n}); {world} shares of "
         f"{n // world}-{-(-n // world)} records, packed anew by each rank every epoch"
     )
-    return shares, held_out, mult
+    return shares, mult
 
 
 # SPREAD, as Ray Data schedules its own tasks: with no strategy a task started inside a Tune

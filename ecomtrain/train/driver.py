@@ -64,7 +64,7 @@ def fit(
     ray.data.DataContext.get_current().execution_options.preserve_order = True
     # One share per worker of the largest world; a smaller (elastic) world deals them out.
     train = cfg.train
-    shares, _, mult = train_dataset(cfg, model_path, meta["tasks"], train.num_workers)
+    shares, mult = train_dataset(cfg, model_path, meta["tasks"], train.num_workers)
     if held_out is None:
         held_out, sample = held_out_rows(cfg)
         log.info(sample)
