@@ -1,6 +1,6 @@
 """Benchmarks that print figures and ratios (not tests: timings flake on busy machines).
 
-    python -m ecomtrain.bench asha [--config FILE] [a.b=c ...]
+    python -m ecomtrain.bench asha [--config FILE] [--grid DIR] [a.b=c ...]
     python -m ecomtrain.bench throughput [--config FILE] [a.b=c ...]
     python -m ecomtrain.bench mfu --shape 1b|7b [--config FILE] [a.b=c ...]   (CUDA GPU)
     python -m ecomtrain.bench data --workers 1 2 4 8 [--json FILE] [a.b=c ...]
@@ -12,14 +12,16 @@ Every benchmark also writes its figures as JSON with `--json FILE`.
 
 `asha` runs the full grid once, then ASHA under several launch orders (`sweep.launch_seed`
 0, 1, 2), one trial at a time, and prints for each order the trial-steps ASHA spent until
-it had trained the grid's best (subset, rank) to the end, as a share of the grid's; the
-robust figures are the mean and the worst share over the orders (a miss counts as 1). It
-also replays Tune's ASHA over the grid's recorded evaluations in REPLAY_ORDERS random
-launch orders (and in each real order, as a check). Its
-space, unless overridden (ASHA_SPACE): the demo's capability ladder (4 subsets) x ranks 2,
-8, 32 on the demo corpus at 300 records per family, evaluated every 40 steps on up to 40
-held-out records per task, ASHA deciding on the held-out reference likelihood
-(`eval_likelihood`) and keeping the top third at steps 40 and 120.
+it had trained the grid's best point (subset, rank; with seeds, every seed of it) to the
+end, as a share of the grid's; the robust figures are the mean and the worst share over
+the orders (a miss counts as 1). It also replays Tune's ASHA over the grid's recorded
+evaluations in REPLAY_ORDERS random launch orders (and checks the replay against each real
+order). Its space, unless overridden (ASHA_GRID, on configs/world.yaml): the shopping
+world's capability ladder x ranks 2, 8, 32, one seed, 600 steps, evaluated every 60; ASHA
+(ASHA_RULE) decides on the score with rungs from step 60, keeping the top third. With
+`--grid DIR` it trains nothing: it replays ASHA (ASHA_RULE, then the overrides) over a
+finished full-grid sweep's output folder (its config.yaml and Tune results; the grid must
+have been evaluated before its last step, `train.eval_every`).
 
 `throughput` trains the configured model on the configured corpus twice, with ecomtrain's
 loop and with a plain HF Trainer + PEFT on padded batches, and prints supervised tokens/s.
@@ -92,6 +94,7 @@ from ray import tune
 from ray.cluster_utils import Cluster
 from ray.train import DataConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
+from ray.tune import ExperimentAnalysis, ResultGrid
 from ray.tune.schedulers import TrialScheduler
 from transformers import (
     DataCollatorForSeq2Seq,
@@ -102,7 +105,7 @@ from transformers import (
 )
 
 from ecomtrain import console
-from ecomtrain.config import Config, from_dict, load_config, to_dict
+from ecomtrain.config import CONFIG_FILE, Config, config_yaml, from_dict, load_config, to_dict
 from ecomtrain.connect import connect
 from ecomtrain.data.demo import demo_records
 from ecomtrain.data.packing import IGNORE, Prompt, encode, layout
@@ -112,6 +115,7 @@ from ecomtrain.data.scan import scan_corpus
 from ecomtrain.data.shard import StreamStats, epoch_order, read_share, stream
 from ecomtrain.data.sources import load_corpus, resolve_corpus
 from ecomtrain.evaluate.answer import SCORES_FILE
+from ecomtrain.evaluate.held_out import held_out_rows
 from ecomtrain.files import atomic_write
 from ecomtrain.model import DTYPES, add_lora, load_model, load_tokenizer, training_model
 from ecomtrain.report.pages import write_report
@@ -145,44 +149,58 @@ SHAPES = {  # random-initialised Llama-architecture models for `mfu`
         "vocab_size": 152064,
     },
 }
-ASHA_SPACE = [
-    "data.corpus=[demo:300]",  # ~350 held-out records: a score's standard error ~0.02
-    "data.max_eval_per_task=40",
-    "sweep.subsets={}",
-    "sweep.ladder=[understanding-shopping-concepts, user-behavior-alignment,"
-    " shopping-knowledge-reasoning, multi-lingual-abilities]",
-    "sweep.ranks=[2, 8, 32]",
-    "train.eval_every=40",
-    "sweep.grace_period=40",
+ASHA_GRID = [  # on configs/world.yaml: its ladder x ranks 2, 8, 32, one seed (12 trials)
+    "sweep.seeds=[0]",
+    "train.eval_every=60",
+]
+ASHA_RULE = [  # what ASHA decides on and when (README: measured on the grid above)
+    "sweep.scheduler=asha",
+    "sweep.stop_metric=metric",
+    "sweep.grace_period=60",
     "sweep.reduction_factor=3",
-    # each record's reference likelihood in the score's weighting (eval_loss, pooled over
-    # tasks a trial never trained on, ranked subsets unlike the score; so did this: README)
-    "sweep.stop_metric=eval_likelihood",
 ]
 ASHA_ORDERS = 3  # launch orders (sweep.launch_seed 0, 1, 2) ASHA is run under
 REPLAY_ORDERS = 200  # random launch orders ASHA is replayed in over the grid's evaluations
 PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0, "A10G": 125.0}
 
 
+def trial_key(config: dict) -> tuple[str, str]:
+    """A trial's grid point (<subset>-r<rank>) and the trial itself (with its seed, if any)."""
+    cell = f"{config['subset']['id']}-r{config['rank']}"
+    return cell, (f"{cell}-s{config['seed']}" if "seed" in config else cell)
+
+
 def trial_steps(results, metric: str = "score") -> list[tuple[str, int, float]]:
-    """(subset-rank key, steps trained, final score) per trial, in launch order."""
+    """(trial key, steps trained, final score) per trial, in launch order."""
     rows = []
     for r in results:
-        cfg, m = r.config, r.metrics or {}
+        m = r.metrics or {}
         index = int(r.path.rsplit("_", 1)[-1])  # Tune numbers trials in launch order
-        key = f"{cfg['subset']['id']}-r{cfg['rank']}"
+        key = trial_key(r.config)[1]
         rows.append((index, key, int(m.get("step", 0)), float(m.get(metric, float("nan")))))
     return [row[1:] for row in sorted(rows)]
 
 
+def grid_best(results, metric: str) -> tuple[str, list[str]]:
+    """The grid's best point (the highest final `metric`, averaged over its seeds) and the
+    keys of its trials."""
+    cells: dict[str, list[tuple[str, float]]] = {}
+    for r in results:
+        cell, key = trial_key(r.config)
+        cells.setdefault(cell, []).append((key, float((r.metrics or {}).get(metric, "nan"))))
+    best = max(sorted(cells), key=lambda c: np.mean([v for _, v in cells[c]]))
+    return best, [key for key, _ in cells[best]]
+
+
 def evaluations(results, metric: str) -> dict[str, dict[int, float]]:
-    """Per trial (subset-rank key): its stop metric at each evaluation step it reported."""
+    """Per trial key: its stop metric at each evaluation step it reported."""
     out = {}
     for r in results:
         df = r.metrics_dataframe
         df = df[df[metric].notna()] if metric in df else df.iloc[:0]
-        key = f"{r.config['subset']['id']}-r{r.config['rank']}"
-        out[key] = dict(zip(df["step"].astype(int), df[metric].astype(float), strict=True))
+        out[trial_key(r.config)[1]] = dict(
+            zip(df["step"].astype(int), df[metric].astype(float), strict=True)
+        )
     return out
 
 
@@ -206,15 +224,97 @@ def replay_asha(cfg: Config, history: dict[str, dict[int, float]], order: list[s
     return out
 
 
-def steps_until_best(rows: list, best: str, max_steps: int) -> int | None:
-    """Trial-steps spent, over (key, steps trained) rows in launch order, until `best` was
-    trained to the end (None: it was stopped early)."""
-    used = 0
+def steps_until_best(rows: list, best: list[str], max_steps: int) -> int | None:
+    """Trial-steps spent, over (key, steps trained) rows in launch order, until every trial
+    of the best point (`best`: its keys, one per seed) was trained to the end (None: one
+    was stopped early)."""
+    used, left = 0, set(best)
     for key, steps in rows:
         used += steps
-        if key == best and steps >= max_steps:
-            return used
+        if key in left and steps >= max_steps:
+            left.discard(key)
+            if not left:
+                return used
     return None
+
+
+def replayed_orders(cfg: Config, results, orders: int = REPLAY_ORDERS) -> dict:
+    """Tune's ASHA (as `cfg` builds it) replayed over a full grid's recorded evaluations in
+    `orders` random launch orders: in how many it trained the grid's best point to the end,
+    and the share of the grid's trial-steps it spent until then (a miss counts as 1)."""
+    max_steps = cfg.train.max_steps
+    best, best_keys = grid_best(results, cfg.sweep.metric)
+    history = evaluations(results, stop_metric(cfg)[0])
+    grid_total = len(history) * max_steps
+    rng = np.random.default_rng(0)
+    used = [
+        steps_until_best(
+            replay_asha(cfg, history, list(rng.permutation(sorted(history)))), best_keys, max_steps
+        )
+        for _ in range(orders)
+    ]
+    share = [x / grid_total if x is not None else 1.0 for x in used]
+    return {
+        "replay_found_best_in": f"{sum(x is not None for x in used)} of {orders}",
+        "replay_share_mean": round(float(np.mean(share)), 4),
+        "replay_share_p90": round(float(np.percentile(share, 90)), 4),
+    }
+
+
+def asha_rule(cfg: Config) -> dict:
+    """The ASHA settings a figure was measured under."""
+    return {
+        "stop_metric": stop_metric(cfg)[0],
+        "grace_period": cfg.sweep.grace_period,
+        "reduction_factor": cfg.sweep.reduction_factor,
+        "max_steps": cfg.train.max_steps,
+    }
+
+
+def finished_grid(folder: str, overrides: list[str]) -> tuple[Config, list]:
+    """A finished full-grid sweep's output folder (config.yaml and its Tune folder) read
+    back: its config with ASHA_RULE and `overrides` applied, and its trials' results. Every
+    trial must have trained to the end and been evaluated before it."""
+    folder = folder.rstrip("/")
+    cfg = load_config(f"{folder}/config.yaml", ASHA_RULE + overrides)
+    results = ResultGrid(ExperimentAnalysis(f"{folder}/{cfg.sweep.name}"))
+    metric = stop_metric(cfg)[0]
+    seen: set[str] = set()
+    for r in results:
+        key, m = trial_key(r.config)[1], r.metrics or {}
+        where = f"{folder}: trial {key} ({r.path})"
+        if key in seen:
+            raise ValueError(
+                f"{where}: two trials at one (subset, rank, seed): a grid "
+                "swept over more than those (sweep.params) cannot be replayed"
+            )
+        seen.add(key)
+        if m.get("step") != cfg.train.max_steps or cfg.sweep.metric not in m:
+            raise ValueError(
+                f"{where}: ended at step {m.get('step')} of "
+                f"{cfg.train.max_steps}, unscored; replay a full grid "
+                "(sweep.scheduler: fifo) whose trials all finished"
+            )
+        steps = evaluations([r], metric)[key]
+        if not any(step < cfg.train.max_steps for step in steps):
+            raise ValueError(
+                f"{where}: no {metric} before the last step, so ASHA would "
+                "stop nothing; run the grid with train.eval_every (e.g. 60)"
+            )
+    return cfg, results
+
+
+def asha_replay(folder: str, overrides: list[str]) -> dict:
+    """`bench asha --grid DIR`: ASHA replayed over a finished sweep, nothing trained."""
+    cfg, results = finished_grid(folder, overrides)
+    best, _ = grid_best(results, cfg.sweep.metric)
+    return {
+        "grid": folder,
+        "trials": len(results),
+        "grid_best": best,
+        **asha_rule(cfg),
+        **replayed_orders(cfg, results),
+    }
 
 
 def asha_payoff(cfg: Config, orders: int = ASHA_ORDERS) -> dict:
@@ -225,55 +325,47 @@ def asha_payoff(cfg: Config, orders: int = ASHA_ORDERS) -> dict:
     grid_cfg = copy.deepcopy(cfg)
     grid_cfg.sweep.name, grid_cfg.sweep.scheduler = "grid", "fifo"
     grid_cfg.sweep.max_concurrent_trials, grid_cfg.wandb.mode = 1, "disabled"
-    results = run_sweep(grid_cfg, out, out)
+    # saved as a sweep saves it, so `bench asha --grid` can replay this grid again
+    atomic_write(f"{out}/{CONFIG_FILE}", config_yaml(grid_cfg))
+    held_out, _ = held_out_rows(cfg)  # drawn once, as a sweep does
+    results = run_sweep(grid_cfg, out, out, held_out=held_out)
     grid = trial_steps(results, cfg.sweep.metric)
-    best = max(grid, key=lambda row: row[2])[0]
+    best, best_keys = grid_best(results, cfg.sweep.metric)
     grid_total = sum(steps for _, steps, _ in grid)
-    max_steps = cfg.train.max_steps
     asha_cfg = copy.deepcopy(grid_cfg)
     asha_cfg.sweep.scheduler = "asha"
     history = evaluations(results, stop_metric(asha_cfg)[0])
-    rng = np.random.default_rng(0)
-    replayed = [
-        steps_until_best(
-            replay_asha(asha_cfg, history, list(rng.permutation(sorted(history)))),
-            best,
-            max_steps,
-        )
-        for _ in range(REPLAY_ORDERS)
-    ]
-    replay = [x / grid_total if x is not None else 1.0 for x in replayed]
     runs = []
     for order in range(orders):
         asha_cfg.sweep.name, asha_cfg.sweep.launch_seed = f"asha-{order}", order
-        asha = trial_steps(run_sweep(asha_cfg, out, out), cfg.sweep.metric)
-        used = steps_until_best([(key, steps) for key, steps, _ in asha], best, max_steps)
+        asha = trial_steps(run_sweep(asha_cfg, out, out, held_out=held_out), cfg.sweep.metric)
+        rows = [(key, steps) for key, steps, _ in asha]
+        used = steps_until_best(rows, best_keys, cfg.train.max_steps)
         runs.append(
             {
                 "launch_seed": order,
                 "found_best": used is not None,
                 "trial_steps_until_best": used,
                 "share_of_grid": used / grid_total if used is not None else None,
-                "trial_steps_total": sum(steps for _, steps, _ in asha),
+                "trial_steps_total": sum(steps for _, steps in rows),
                 "trials": asha,
-                "replayed": replay_asha(asha_cfg, history, [k for k, _, _ in asha]),
+                # the check of the replay: the steps it gives this launch order
+                "replay_agrees": replay_asha(asha_cfg, history, [k for k, _ in rows]) == rows,
             }
         )
     shares = [r["share_of_grid"] for r in runs]
     return {
-        "stop_metric": cfg.sweep.stop_metric,
+        **asha_rule(asha_cfg),
         "grid_best": best,
         "grid_trial_steps": grid_total,
         "grid_trials": grid,
+        "grid_output": out,
         "orders": runs,
         "found_best_in": f"{sum(r['found_best'] for r in runs)} of {orders} orders",
         # the robust figure: the worst order counts ASHA's misses as the whole grid
         "share_of_grid_mean": float(np.mean([x if x is not None else 1.0 for x in shares])),
         "share_of_grid_worst": max(x if x is not None else 1.0 for x in shares),
-        # ASHA replayed over the grid's own evaluations in many random launch orders
-        "replay_found_best_in": f"{sum(x is not None for x in replayed)} of {REPLAY_ORDERS}",
-        "replay_share_mean": float(np.mean(replay)),
-        "replay_share_p90": float(np.percentile(replay, 90)),
+        **replayed_orders(asha_cfg, results),
     }
 
 
@@ -823,16 +915,33 @@ def main(argv: list[str] | None = None) -> int:
         "--object-store-mib", type=int, default=0, help="corpus' object store (default: Ray's)"
     )
     parser.add_argument("--words", type=int, default=0, help="corpus' words added to inputs")
+    parser.add_argument(
+        "--grid", metavar="DIR", help="asha: replay a finished full-grid sweep's output"
+    )
     parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     parser.add_argument("--config", help="YAML config (default: configs/demo.yaml)")
     parser.add_argument("overrides", nargs="*", help="a.b=c config overrides")
     console.add_arguments(parser)
     args = parser.parse_intermixed_args(argv)
     console.setup(args)
-    spaces = {"asha": ASHA_SPACE, "data": DATA_SPACE, "scale": SCALE_SPACE, "corpus": CORPUS_SPACE}
+    if args.grid and args.which != "asha":
+        parser.error("--grid is asha's")
+    spaces = {
+        "asha": ASHA_GRID + ASHA_RULE,
+        "data": DATA_SPACE,
+        "scale": SCALE_SPACE,
+        "corpus": CORPUS_SPACE,
+    }
     space = spaces.get(args.which, [])
-    cfg = load_config(args.config, space + args.overrides)
-    if args.which == "mfu":
+    config = args.config or ("world.yaml" if args.which == "asha" else None)
+    cfg = None if args.grid else load_config(config, space + args.overrides)
+    if args.grid:
+        try:
+            figures = asha_replay(args.grid, args.overrides)
+        except (ValueError, OSError) as e:  # not a finished grid's output (ConfigError too)
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+    elif args.which == "mfu":
         figures = mfu(cfg, args.shape, args.steps)
     elif args.which == "scale":
         figures = scale(cfg, args.trials, args.gpus, args.nodes, args.step_s)

@@ -32,6 +32,7 @@ METRICS = ["score", "extra/score"] + [
 _HERE = Path(__file__).resolve().parent
 CONFIGS = _HERE / "configs" if (_HERE / "configs").is_dir() else _HERE.parent / "configs"
 DEFAULT_CONFIG = CONFIGS / "demo.yaml"
+CONFIG_FILE = "config.yaml"  # a sweep's resolved config in its output (what --resume reads)
 
 
 class ConfigError(ValueError):
@@ -500,6 +501,11 @@ def check_values(cfg: Config, source: str) -> Config:
             )
     _check_tasks(cfg, source)
     _check_elastic(cfg.train, source)
+    if cfg.sweep.scheduler == "asha" and cfg.sweep.grace_period > cfg.train.max_steps:
+        raise ConfigError(
+            f"{source}: sweep.grace_period: {cfg.sweep.grace_period} is past "
+            f"train.max_steps ({cfg.train.max_steps}): ASHA's first rung would never come"
+        )
     if cfg.lora.use_dora and cfg.lora.shape != "single":
         raise ConfigError(
             f"{source}: lora.use_dora: DoRA is for lora.shape single only (its magnitude "
@@ -707,6 +713,11 @@ def _name(hint) -> str:
 def to_dict(cfg) -> dict:
     """Plain nested dict of a config (for Ray, W&B and YAML dumps)."""
     return dataclasses.asdict(cfg)
+
+
+def config_yaml(cfg: Config) -> str:
+    """A config as the YAML a sweep saves: every key, in its sections' order."""
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
 
 
 def from_dict(raw: dict) -> Config:

@@ -22,13 +22,14 @@ import time
 from pathlib import Path
 
 import ray
-import yaml
 
 from ecomtrain import console
 from ecomtrain.config import (
+    CONFIG_FILE,
     Config,
     ConfigError,
     checked_config,
+    config_yaml,
     load_config,
     to_dict,
     yaml_mapping,
@@ -49,8 +50,6 @@ from ecomtrain.tasks import OOD
 from ecomtrain.tiny_model import resolve_model
 from tuning.run import concurrency, n_trials, run_sweep
 from tuning.space import grid_points, subsets, trial_config
-
-CONFIG_FILE = "config.yaml"  # the resolved config, saved so --resume needs nothing else
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -202,7 +201,7 @@ def run_and_report(args: argparse.Namespace, cfg: Config, output: str, local: Pa
     """Run the sweep, write trials.csv, the report and the W&B summary into `local` (the
     output folder, or a staging folder published to a bucket); returns the exit code."""
     local.mkdir(parents=True, exist_ok=True)
-    saved = yaml.safe_dump(to_dict(cfg), sort_keys=False)
+    saved = config_yaml(cfg)
     atomic_write(local / CONFIG_FILE, saved)
     if is_uri(output):  # there from the start, so `--resume URI` works after a driver is lost
         write_text(f"{output}/{CONFIG_FILE}", saved)

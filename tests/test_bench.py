@@ -2,6 +2,7 @@
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import ray
@@ -49,14 +50,17 @@ def local_ray():
     ray.shutdown()
 
 
+ASHA_40 = ["sweep.scheduler=asha", "train.max_steps=200"]
+ASHA_40 += ["sweep.grace_period=40", "sweep.reduction_factor=3"]
+
+
 def test_asha_replay_stops_trials_as_tunes_asha_does():
     """Tune's ASHA, fed recorded evaluations one trial at a time: rungs at 40 and 120 of 200
     steps keep the top third of the values recorded there so far. (Checked against real ASHA
-    runs of the default space: the same steps for every trial in 3 launch orders.)"""
-    from ecomtrain.bench import ASHA_SPACE, replay_asha, steps_until_best
-    from ecomtrain.config import load_config
+    runs: the same steps for every trial in 3 launch orders.)"""
+    from ecomtrain.bench import replay_asha, steps_until_best
 
-    cfg = load_config(None, ASHA_SPACE + ["sweep.scheduler=asha"])
+    cfg = load_config(None, ASHA_40)
     steps = [40, 80, 120, 160, 200]
     curve = {"a": 0.2, "b": 0.5, "c": 0.1, "d": 0.6}  # each trial's level at every step
     history = {k: {s: v for s in steps} for k, v in curve.items()}
@@ -67,8 +71,48 @@ def test_asha_replay_stops_trials_as_tunes_asha_does():
     assert rows == [("a", 200), ("b", 200), ("c", 40), ("d", 200)]
     rows = replay_asha(cfg, history, ["d", "b", "a", "c"])  # the best first: the rest stop
     assert [s for _, s in rows] == [200, 40, 40, 40]
-    assert steps_until_best(rows, "d", 200) == 200  # a quarter of the 800-step grid
-    assert steps_until_best(rows, "b", 200) is None
+    assert steps_until_best(rows, ["d"], 200) == 200  # a quarter of the 800-step grid
+    assert steps_until_best(rows, ["b"], 200) is None
+
+
+def fake_result(subset: str, seed: int, level: float, index: int):
+    """A finished grid trial as a Tune Result reads back: `level` at every evaluation."""
+    import pandas as pd
+
+    steps = [40, 80, 120, 160, 200]
+    return SimpleNamespace(
+        config={"subset": {"id": subset}, "rank": 2, "seed": seed},
+        metrics={"step": 200, "score": level},
+        metrics_dataframe=pd.DataFrame({"step": steps, "score": [level] * 5}),
+        path=f"/grid/{subset}-r2-s{seed}-abc_{index:05d}",
+    )
+
+
+def test_asha_replay_counts_the_best_point_over_all_its_seeds():
+    """With replicates the grid's best point is the cell of the best mean, and ASHA has
+    found it only when every seed of it was trained to the end."""
+    results = [
+        fake_result("A", 0, 0.5, 0),
+        fake_result("A", 1, 0.2, 1),
+        fake_result("B", 0, 0.6, 2),
+        fake_result("B", 1, 0.55, 3),  # B's mean 0.575 is the best; B-s1 alone is not
+    ]
+    cfg = load_config(None, ASHA_40 + ["sweep.stop_metric=metric"])
+    assert bench.grid_best(results, "score") == ("B-r2", ["B-r2-s0", "B-r2-s1"])
+    history = bench.evaluations(results, "score")
+    assert history["B-r2-s1"] == {s: 0.55 for s in (40, 80, 120, 160, 200)}
+    best = ["B-r2-s0", "B-r2-s1"]
+    # B-s1 launched after B-s0 and A-s0 falls below the top third of {0.6, 0.5} at 40
+    rows = bench.replay_asha(cfg, history, ["B-r2-s0", "A-r2-s0", "B-r2-s1", "A-r2-s1"])
+    assert rows[2] == ("B-r2-s1", 40)
+    assert bench.steps_until_best(rows, best, 200) is None
+    # launched first, both seeds of B train to the end: half of the 800-step grid
+    rows = bench.replay_asha(cfg, history, ["B-r2-s1", "B-r2-s0", "A-r2-s0", "A-r2-s1"])
+    assert bench.steps_until_best(rows, best, 200) == 400
+    figures = bench.replayed_orders(cfg, results, orders=50)
+    found = int(figures["replay_found_best_in"].split()[0])
+    assert 0 < found < 50 and 0.5 <= figures["replay_share_mean"] <= 1.0
+    assert figures == bench.replayed_orders(cfg, results, orders=50)  # the same orders
 
 
 @pytest.mark.slow

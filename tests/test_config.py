@@ -55,6 +55,12 @@ def test_bad_values_name_key_and_file(override, message):
         assert "demo.yaml" in str(err.value)
 
 
+def test_asha_rung_past_the_last_step_is_refused():
+    with pytest.raises(ConfigError, match="sweep.grace_period: 500 is past train.max_steps"):
+        load_config(None, ["sweep.scheduler=asha", "sweep.grace_period=500", "train.max_steps=400"])
+    load_config(None, ["sweep.grace_period=500", "train.max_steps=400"])  # fifo: unused
+
+
 def test_bad_yaml_file_named(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("train:\n  max_steps: [\n")

@@ -21,6 +21,7 @@ def test_sweep_cli_end_to_end(tmp_path, run_cli):
         str(out),
         "train.max_steps=4",
         "train.log_every=2",
+        "train.eval_every=2",  # a score at step 2 too, for the ASHA replay below
         "sweep.name=e2e",
         "sweep.ranks=[2, 8]",
         "sweep.subsets={pair: [attribute_inference_mcq, review_rating]}",
@@ -61,22 +62,27 @@ def test_sweep_cli_end_to_end(tmp_path, run_cli):
         assert run["config"]["subset"]["id"] == "pair" and run["config"]["train"]["max_steps"] == 4
         assert run["config"]["lora"]["rank"] == run["config"]["rank"]
         assert {"loss", "score", "eval_loss"} <= run["history"]
-        (table,) = (run["folder"] / "files" / "media" / "table").glob("predictions_*.table.json")
-        predictions = json.loads(table.read_text())
-        assert predictions["columns"] == ["task", "input", "gold", "answer", "score"]
-        assert len(predictions["data"]) == 16 and len({row[0] for row in predictions["data"]}) == 10
+        tables = list((run["folder"] / "files" / "media" / "table").glob("predictions_*.json"))
+        assert len(tables) == 2  # one per evaluation (steps 2 and 4)
+        for table in tables:
+            predictions = json.loads(table.read_text())
+            assert predictions["columns"] == ["task", "input", "gold", "answer", "score"]
+            assert len(predictions["data"]) == 16
+            assert len({row[0] for row in predictions["data"]}) == 10
     assert summary["tags"] == ["e2e"] and summary["config"]["sweep"]["name"] == "e2e"
     assert "e2e-best-adapter" in summary["artifacts"]
     best = out / "best-adapter"
     assert (best / "adapter_model.safetensors").is_file() and (best / "README.md").is_file()
     assert not (best / "deepspeed").exists()
     assert (out / "report.md").is_file() and (out / "heatmap.png").is_file()
-    # each trial's adapter is a PEFT checkpoint of its own rank
+    # each trial's adapter is a PEFT checkpoint of its own rank (one per evaluation)
     adapters = sorted(out.glob("train/*/checkpoint_*/adapter_config.json"))
-    assert sorted(json.loads(a.read_text())["r"] for a in adapters) == [2, 8]
-    meta = json.loads((adapters[0].parent / "ecomtrain_trial.json").read_text())
+    assert sorted(json.loads(a.read_text())["r"] for a in adapters) == [2, 2, 8, 8]
+    final = Path(rows[0]["checkpoint"])
+    assert json.loads((final / "adapter_config.json").read_text())["r"] == int(rows[0]["rank"])
+    meta = json.loads((final / "ecomtrain_trial.json").read_text())
     assert meta["n_tasks"] == 2 and meta["n_capabilities"] == 2
-    state = json.loads((adapters[0].parent / "ecomtrain_state.json").read_text())
+    state = json.loads((final / "ecomtrain_state.json").read_text())
     assert state["step"] == 4 and [s for s, _ in state["history"]] == [1, 2, 3, 4]
     # every held-out record's score is kept, and the report's uncertainty rests on them
     scores = [
@@ -90,3 +96,14 @@ def test_sweep_cli_end_to_end(tmp_path, run_cli):
     assert analysis["records"] == 20 and "baseline" in analysis
     (rank,) = [c for c in analysis["comparisons"] if c["kind"] == "rank"]
     assert rank["ci"][0] <= rank["diff"] <= rank["ci"][1]
+
+    # ASHA replayed over this grid's recorded evaluations, nothing trained again
+    figures = tmp_path / "asha.json"
+    rule = ["sweep.grace_period=2", "sweep.reduction_factor=2"]  # a rung at step 2 of 4
+    run_cli("ecomtrain.bench", "asha", "--grid", str(out), "--json", str(figures), *rule)
+    asha = json.loads(figures.read_text())
+    assert asha["trials"] == 2 and asha["max_steps"] == 4 and asha["stop_metric"] == "score"
+    best = max(rows, key=lambda r: float(r["score"]))
+    assert asha["grid_best"] == f"pair-r{best['rank']}"
+    assert asha["replay_found_best_in"].endswith(" of 200")
+    assert 0.5 <= asha["replay_share_mean"] <= 1.0
