@@ -79,9 +79,11 @@ def train_fn_per_worker(loop_config: dict) -> None:
             share, cfg, loop_config["mult"], i, micro_done, data if i == rank else None
         )
         streams.append((i, share, batches))
-    all_ranks_generate = cfg.train.zero_stage == 3  # ZeRO-3 forward passes are collective
-    eval_rows = loop_config["held_out"] if rank == 0 or all_ranks_generate else []
-    extra_rows = loop_config.get("extra_eval", []) if eval_rows else []
+    # Every rank evaluates: its share of the batches, exchanged (about 1 / world of the
+    # time); under ZeRO-3, whose forward passes are collective, every batch on every rank.
+    eval_share = (0, 1) if cfg.train.zero_stage == 3 else (rank, world)
+    eval_rows = loop_config["held_out"]
+    extra_rows = loop_config.get("extra_eval", [])
     scored: dict[str, list] = {}  # per-record scores of the last evaluation, by file name
 
     t0 = window_t0 = time.time()
@@ -119,7 +121,7 @@ def train_fn_per_worker(loop_config: dict) -> None:
         else:
             if eval_rows:
                 held, scored[SCORES_FILE] = score_adapter(
-                    engine.module, tokenizer, eval_rows, cfg, trial
+                    engine.module, tokenizer, eval_rows, cfg, trial, eval_share
                 )
                 metrics |= held
                 # sample answers for W&B's predictions table (tracking.predictions_table)
@@ -134,6 +136,7 @@ def train_fn_per_worker(loop_config: dict) -> None:
                     extra_rows,
                     dataclasses.replace(cfg, eval=budget),
                     trial,
+                    eval_share,
                 )
                 metrics |= {f"extra/{k}": v for k, v in extra.items()}
             mixture = trial.get("mixture", {})  # diversity of what this run trains on
@@ -220,9 +223,12 @@ def optimizer_step(engine, micro_batches: list[Micro], world: int) -> tuple[floa
     return loss_total / max(total, 1.0), int(total)
 
 
-def score_adapter(model, tokenizer, rows: list[dict], cfg: Config, trial: dict) -> tuple:
-    """Flat metrics and per-record scores of the adapter (see evaluate.answer.evaluate_rows)."""
-    metrics, entries = evaluate_rows(model, tokenizer, rows, cfg, trained=trial["tasks"])
+def score_adapter(
+    model, tokenizer, rows: list[dict], cfg: Config, trial: dict, share: tuple[int, int]
+) -> tuple:
+    """Flat metrics and per-record scores of the adapter (see evaluate.answer.evaluate_rows;
+    `share`: this rank's part of the batches, every rank calls it)."""
+    metrics, entries = evaluate_rows(model, tokenizer, rows, cfg, trial["tasks"], share)
     model.train()
     return metrics, entries
 
