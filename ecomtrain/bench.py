@@ -1,9 +1,11 @@
 """Benchmarks that print figures and ratios (not tests: timings flake on busy machines).
 
     python -m ecomtrain.bench asha [--config FILE] [--grid DIR] [a.b=c ...]
-    python -m ecomtrain.bench throughput [--config FILE] [a.b=c ...]
+    python -m ecomtrain.bench throughput [--shape tiny|smol135m|qwen0.5b] [a.b=c ...]
+    python -m ecomtrain.bench ablation [--shape ...] [--steps N] [a.b=c ...]
     python -m ecomtrain.bench mfu --shape 1b|7b [--config FILE] [a.b=c ...]   (CUDA GPU)
     python -m ecomtrain.bench data --workers 1 2 4 8 [--json FILE] [a.b=c ...]
+    python -m ecomtrain.bench eval [--workers 2] [--config FILE] [a.b=c ...]
     python -m ecomtrain.bench scale [--trials 500] [--gpus 64] [--nodes 4] [a.b=c ...]
     python -m ecomtrain.bench corpus [--records 10000000] [--files 100] [--world 2]
                                      [--words W] [--object-store-mib M] [a.b=c ...]
@@ -23,8 +25,28 @@ world's capability ladder x ranks 2, 8, 32, one seed, 600 steps, evaluated every
 finished full-grid sweep's output folder (its config.yaml and Tune results; the grid must
 have been evaluated before its last step, `train.eval_every`).
 
-`throughput` trains the configured model on the configured corpus twice, with ecomtrain's
-loop and with a plain HF Trainer + PEFT on padded batches, and prints supervised tokens/s.
+`throughput` trains the configured model on the configured corpus with ecomtrain's trial
+(packed rows, DeepSpeed, Ray Train) and with HF Trainer + PEFT under DDP (Ray Train's
+workers, as many as `train.num_workers`, with the same CPUs or GPUs each), the strongest
+correct configuration its user would pick: padded batches grouped by length
+(`train_sampling_strategy="group_by_length"`), and HF's padding-free collator as a second
+baseline where it is correct for the attention kernel (checked on the model: a flattened
+batch's logits against each record's alone; with sdpa in transformers 5.24 it attends across
+records, so it is reported and not run). Same model, records, LoRA, precision, learning rate,
+steps and gradient accumulation; HF's batch size in records is chosen so that its supervised
+tokens per optimizer step match ecomtrain's. Both are timed over the same window, the last
+`train.log_every` optimizer steps after the same warm-up, and supervised tokens (the labels
+a loss covers) are counted exactly on both sides. `--shape` trains a random-initialised model
+of a real shape (SHAPES, e.g. `qwen0.5b`) with the offline tokenizer, so the share of FLOPs in
+the vocabulary projection (printed) is the real model's.
+
+`ablation` runs ecomtrain's training step (forward and backward, one process) on the same
+packed micro-batches of the configured corpus with each of its choices undone in turn:
+logits at every token, every record of a micro-batch in one attention call, and no packing
+(each record its own padded row). It prints the seconds and supervised tokens/s of each, the
+time each choice saves (`ecomtrain_gain`: the variant's seconds over ecomtrain's) and the
+loss of the first micro-batch under each (equal up to rounding: the choices change the
+cost, not the result). `--shape` as for `throughput`, `--steps` micro-batches timed.
 
 `data` runs the data side of a trial alone (Ray Train workers, no model) at each world size:
 the driver tokenises and shares out the training records once, then every rank reads its
@@ -32,6 +54,13 @@ share and takes `train.max_steps` steps of packed micro-batches. It prints, per 
 the records each rank read, the steps each took and each rank's rate; the goal is data work
 per rank in proportion to 1 / world size, with the same number of steps on every rank. Its
 corpus, unless overridden: the demo corpus at 300 records per family.
+
+`eval` scores the configured model (with a fresh LoRA adapter) on the held-out sample a
+sweep draws, in one process group of `--workers` ranks with a CPU each: first on rank 0
+alone while the others wait, then with every rank answering its share of the batches and
+the answers exchanged, as the training loop evaluates (every batch on every rank under
+ZeRO-3). It prints the seconds of each, the speed-up and whether every metric and
+per-record entry came out equal.
 
 `scale` runs a sweep of `--trials` simulated trials on a simulated cluster (Ray's
 `cluster_utils.Cluster`: `--nodes` nodes sharing `--gpus` fake GPUs) through the sweep's
@@ -75,6 +104,7 @@ import copy
 import dataclasses
 import json
 import logging
+import math
 import os
 import resource
 import shutil
@@ -90,6 +120,7 @@ import psutil
 import ray.train
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 from ray import tune
 from ray.cluster_utils import Cluster
 from ray.train import DataConfig, RunConfig, ScalingConfig
@@ -97,10 +128,13 @@ from ray.train.torch import TorchConfig, TorchTrainer
 from ray.tune import ExperimentAnalysis, ResultGrid
 from ray.tune.schedulers import TrialScheduler
 from transformers import (
+    AutoConfig,
     DataCollatorForSeq2Seq,
+    DataCollatorWithFlattening,
     LlamaConfig,
     LlamaForCausalLM,
     Trainer,
+    TrainerCallback,
     TrainingArguments,
 )
 
@@ -108,15 +142,13 @@ from ecomtrain import console
 from ecomtrain.config import CONFIG_FILE, Config, config_yaml, from_dict, load_config, to_dict
 from ecomtrain.connect import connect
 from ecomtrain.data.demo import demo_records
-from ecomtrain.data.packing import IGNORE, Prompt, encode, layout
+from ecomtrain.data.packing import IGNORE, layout
 from ecomtrain.data.pipeline import check_scan, train_dataset
-from ecomtrain.data.records import render_answer
 from ecomtrain.data.scan import scan_corpus
 from ecomtrain.data.shard import StreamStats, epoch_order, read_share, stream
-from ecomtrain.data.sources import load_corpus, resolve_corpus
-from ecomtrain.evaluate.answer import SCORES_FILE
+from ecomtrain.evaluate.answer import SCORES_FILE, evaluate_rows
 from ecomtrain.evaluate.held_out import held_out_rows
-from ecomtrain.files import atomic_write
+from ecomtrain.files import atomic_dir, atomic_write, cache_dir
 from ecomtrain.model import DTYPES, add_lora, load_model, load_tokenizer, training_model
 from ecomtrain.report.pages import write_report
 from ecomtrain.report.trials import load_trials, trial_rows, write_csv
@@ -125,13 +157,19 @@ from ecomtrain.tasks import CAPABILITIES
 from ecomtrain.tiny_model import resolve_model
 from ecomtrain.train.driver import fit, trial_meta
 from ecomtrain.train.engine import initialize
-from ecomtrain.train.inputs import model_inputs, to_device, training_attention
+from ecomtrain.train.inputs import (
+    GROUP_SLACK,
+    model_inputs,
+    packed_loss,
+    to_device,
+    training_attention,
+)
 from ecomtrain.train.loop import Micro, optimizer_step
 from tuning.run import concurrency, n_trials, run_sweep, scheduler, stop_metric
 
 log = logging.getLogger("ecomtrain.bench")
 
-SHAPES = {  # random-initialised Llama-architecture models for `mfu`
+SHAPES = {  # random-initialised Llama-architecture models of real shapes (mfu, throughput)
     "1b": {  # Llama-3.2-1B
         "hidden_size": 2048,
         "intermediate_size": 8192,
@@ -139,6 +177,24 @@ SHAPES = {  # random-initialised Llama-architecture models for `mfu`
         "num_attention_heads": 32,
         "num_key_value_heads": 8,
         "vocab_size": 128256,
+    },
+    "smol135m": {  # SmolLM2-135M
+        "hidden_size": 576,
+        "intermediate_size": 1536,
+        "num_hidden_layers": 30,
+        "num_attention_heads": 9,
+        "num_key_value_heads": 3,
+        "vocab_size": 49152,
+        "tie_word_embeddings": True,
+    },
+    "qwen0.5b": {  # Qwen2.5-0.5B
+        "hidden_size": 896,
+        "intermediate_size": 4864,
+        "num_hidden_layers": 24,
+        "num_attention_heads": 14,
+        "num_key_value_heads": 2,
+        "vocab_size": 151936,
+        "tie_word_embeddings": True,
     },
     "7b": {  # Qwen2.5-7B
         "hidden_size": 3584,
@@ -369,54 +425,315 @@ def asha_payoff(cfg: Config, orders: int = ASHA_ORDERS) -> dict:
     }
 
 
-def hf_trainer_tokens_per_s(cfg: Config, model_path: str, records: list[dict]) -> float:
-    """Supervised tokens/s of a plain HF Trainer + PEFT on padded batches (same model, data)."""
-    tok = load_tokenizer(model_path)
+THROUGHPUT_SPACE = [
+    "train.eval_every=0",
+    "train.max_steps=16",  # 8 steps of warm-up, then the timed window: the last 8
+    "train.log_every=8",
+    "data.max_eval_per_task=1",  # the run's closing evaluation is not timed: keep it short
+]
+FLAT_TOLERANCE = 1e-3  # logits of a flattened batch against each record alone
+
+
+def shape_model(cfg: Config, shape: str) -> str:
+    """The configured model ("tiny"), or a random-initialised Llama of a real model's shape
+    (SHAPES) with the offline tokenizer, saved once: the head/body split of its FLOPs is the
+    real model's, so a ratio measured on it holds at that size."""
+    tiny = resolve_model(cfg.model)
+    if shape == "tiny":
+        return tiny
+
+    def build(out: Path) -> None:
+        tokenizer = load_tokenizer(tiny)
+        tokenizer.save_pretrained(out)
+        torch.manual_seed(0)
+        config = LlamaConfig(
+            **SHAPES[shape],
+            max_position_embeddings=max(cfg.data.max_seq_len, 1024),
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+            bos_token_id=None,
+        )
+        LlamaForCausalLM(config).save_pretrained(out)
+
+    return str(atomic_dir(cache_dir() / "models" / f"shape-{shape}", build))
+
+
+def head_share(model_path: str) -> float:
+    """The vocabulary projection's share of a token's forward matmul FLOPs, attention aside
+    (what computing logits at answer tokens only saves, at most)."""
+    config = AutoConfig.from_pretrained(model_path)
+    head = config.hidden_size * config.vocab_size
+    h, i, layers = config.hidden_size, config.intermediate_size, config.num_hidden_layers
+    kv = h * config.num_key_value_heads // config.num_attention_heads
+    body = layers * (2 * h * h + 2 * h * kv + 3 * h * i)
+    return head / (head + body)
+
+
+def training_records(cfg: Config, model_path: str) -> list[dict]:
+    """A trial's training records, tokenised and prompt-masked as its workers read them
+    (every share, so each HF rank can take its part with HF's own sampler)."""
+    shares, _ = train_dataset(cfg, model_path, cfg.data.tasks, cfg.train.num_workers)
     rows = []
-    for r in records:
-        ids, labels = encode(tok, r["input_field"], render_answer(r), Prompt.of(cfg))
-        rows.append({"input_ids": ids, "labels": labels})
-    steps = cfg.train.max_steps
-    batch = cfg.train.micro_batch_size * cfg.train.num_workers
-    torch.set_num_threads(cfg.train.num_workers)
-    model = add_lora(load_model(model_path), cfg.lora)
+    for dataset in shares:
+        share = read_share(dataset)
+        for i in range(len(share)):
+            ids = share.tokens[share.offsets[i] : share.offsets[i + 1]].tolist()
+            labels = [IGNORE] * int(share.n_prompt[i]) + ids[int(share.n_prompt[i]) :]
+            rows.append({"input_ids": ids, "labels": labels})
+    return rows
+
+
+def supervised(labels: torch.Tensor) -> int:
+    """Tokens a causal LM's loss covers: every label but the first of a row, not IGNORE."""
+    return int((labels[..., 1:] != IGNORE).sum())
+
+
+def flattening_is_exact(model, rows: list[dict]) -> tuple[bool, float]:
+    """Whether HF's padding-free collator is correct with this model's attention: the
+    logits of a few records flattened into one row against each record alone."""
+    rows = rows[:4]
+    with torch.no_grad():
+        flat = model(**DataCollatorWithFlattening()(rows)).logits[0]
+        alone = [model(input_ids=torch.tensor([r["input_ids"]])).logits[0] for r in rows]
+    diff = float((flat - torch.cat(alone)).abs().max())
+    return diff <= FLAT_TOLERANCE, diff
+
+
+class TimedWindow(TrainerCallback):
+    """Seconds and supervised tokens of HF Trainer's optimizer steps after `warmup`."""
+
+    def __init__(self, warmup: int, counted: list[int]):
+        self.warmup, self.counted = warmup, counted
+        self.t0 = self.t1 = 0.0
+        self.first = self.last = 0
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.warmup:
+            self.t0, self.first = time.perf_counter(), len(self.counted)
+        if state.global_step == args.max_steps:
+            self.t1, self.last = time.perf_counter(), len(self.counted)
+
+    def figures(self) -> dict:
+        return {
+            "seconds": self.t1 - self.t0,
+            "tokens": sum(self.counted[self.first : self.last]),
+        }
+
+
+def hf_fn_per_worker(config: dict) -> None:
+    """HF Trainer + PEFT under DDP, as its user would run it: padded batches grouped by
+    length (or padding-free, flattened), the same LoRA, records, steps and warm-up as
+    ecomtrain's run; rank 0 writes the timed window's seconds and tokens, all ranks'."""
+    cfg = from_dict(config["cfg"])
+    model_path, rows, flat = config["model_path"], config["rows"], config["flat"]
+    torch.manual_seed(cfg.train.seed)
+    tokenizer = load_tokenizer(model_path)
+    model = load_model(model_path, cfg.model.attn_implementation, cfg.train.precision)
+    model = add_lora(model, cfg.lora)
+    counted: list[int] = []
+    if flat:
+        collate = DataCollatorWithFlattening()
+    else:
+        collate = DataCollatorForSeq2Seq(tokenizer, padding="longest", label_pad_token_id=IGNORE)
+
+    def count(features):
+        batch = collate(features)
+        counted.append(supervised(batch["labels"]))
+        return batch
+
+    window = TimedWindow(cfg.train.max_steps - cfg.train.log_every, counted)
     args = TrainingArguments(
         output_dir=tempfile.mkdtemp(prefix="ecomtrain-hf-"),
-        per_device_train_batch_size=batch,
-        max_steps=steps,
+        per_device_train_batch_size=config["batch"],
+        gradient_accumulation_steps=cfg.train.grad_accum,
+        train_sampling_strategy="random" if flat else "group_by_length",
+        max_steps=cfg.train.max_steps,
         learning_rate=cfg.train.lr,
+        warmup_steps=cfg.train.warmup_steps,
         report_to=[],
-        use_cpu=True,
+        use_cpu=not torch.cuda.is_available(),
+        bf16=cfg.train.precision == "bf16",
         save_strategy="no",
         logging_strategy="no",
         dataloader_num_workers=0,
-        seed=0,
+        ddp_find_unused_parameters=False,
+        seed=cfg.train.seed,
+        disable_tqdm=True,
     )
-    collator = DataCollatorForSeq2Seq(tok, padding="longest", label_pad_token_id=-100)
-    trainer = Trainer(model=model, args=args, train_dataset=rows, data_collator=collator)
-    t0 = time.time()
+    trainer = Trainer(
+        model=model, args=args, train_dataset=rows, data_collator=count, callbacks=[window]
+    )
     trainer.train()
-    seconds = time.time() - t0
-    per_record = sum(sum(1 for x in r["labels"] if x != -100) for r in rows) / len(rows)
-    return per_record * batch * steps / seconds
+    ranks = [None] * dist.get_world_size()
+    dist.all_gather_object(ranks, window.figures())
+    with tempfile.TemporaryDirectory() as path:  # Ray Train keeps results with checkpoints
+        if dist.get_rank() == 0:
+            Path(path, "hf.json").write_text(json.dumps(ranks))
+        ray.train.report({}, checkpoint=ray.train.Checkpoint.from_directory(path))
 
 
-def throughput(cfg: Config) -> dict:
-    """Supervised tokens/s: ecomtrain's loop (packed, DeepSpeed, Ray) vs HF Trainer (padded)."""
-    model_path = resolve_model(cfg.model)
-    cfg.train.eval_every, cfg.train.log_every = 0, max(1, cfg.train.max_steps // 5)
+def hf_trainer_window(cfg: Config, model_path: str, rows: list[dict], batch: int, flat: bool):
+    """Supervised tokens (all ranks) and seconds (the slowest rank) of HF's timed window,
+    with as many Ray Train workers and CPUs as ecomtrain's trial."""
+    trainer = TorchTrainer(
+        hf_fn_per_worker,
+        train_loop_config={
+            "cfg": to_dict(cfg),
+            "model_path": model_path,
+            "rows": rows,
+            "batch": batch,
+            "flat": flat,
+        },
+        scaling_config=ScalingConfig(
+            num_workers=cfg.train.num_workers,
+            use_gpu=cfg.train.use_gpu,
+            resources_per_worker={"CPU": cfg.train.cpus_per_worker},
+        ),
+        torch_config=TorchConfig(backend="nccl" if cfg.train.use_gpu else "gloo"),
+        run_config=RunConfig(name="hf", storage_path=tempfile.mkdtemp()),
+    )
+    ranks = json.loads(Path(trainer.fit().checkpoint.path, "hf.json").read_text())
+    return sum(r["tokens"] for r in ranks), max(r["seconds"] for r in ranks)
+
+
+def throughput(cfg: Config, shape: str = "tiny") -> dict:
+    """Supervised tokens/s over the same timed window: ecomtrain's trial (packed, DeepSpeed,
+    Ray Train) against HF Trainer + PEFT under DDP with the same workers, records, LoRA,
+    precision, steps and supervised tokens per optimizer step (its batch size in records
+    chosen to match ecomtrain's tokens), padded and grouped by length, and padding-free
+    where that is correct for the attention kernel (see the module doc)."""
+    model_path = shape_model(cfg, shape)
+    cfg.model.name_or_path = model_path
     tasks = cfg.data.tasks or list(CAPABILITIES)
-    result = fit(cfg, trial_meta("bench", "all", tasks, cfg), tempfile.mkdtemp())
-    ours = result.metrics  # the last reporting window: steady state
-    records = load_corpus(resolve_corpus(cfg.data.corpus))
-    theirs = hf_trainer_tokens_per_s(cfg, model_path, records)
-    return {
-        "ecomtrain_tokens_per_s": ours["tokens_per_s"],
-        "hf_trainer_tokens_per_s": theirs,
-        "ratio": ours["tokens_per_s"] / theirs,
-        "ecomtrain_step_s": ours["step_s"],
-        "ecomtrain_peak_memory_gib": ours["peak_memory_gib"],  # per rank, the largest
+    ours = fit(cfg, trial_meta("bench", "all", tasks, cfg), tempfile.mkdtemp()).metrics
+    window = cfg.train.log_every  # ecomtrain's last report covers exactly these steps
+    per_step = ours["tokens_per_s"] * ours["step_s"]  # supervised, all ranks
+    rows = training_records(cfg, model_path)
+    per_record = sum(supervised(torch.tensor(r["labels"])) for r in rows) / len(rows)
+    ranks_and_micro = cfg.train.num_workers * cfg.train.grad_accum
+    batch = max(1, round(per_step / ranks_and_micro / per_record))
+    out = {
+        "shape": shape,
+        "head_share_of_forward_flops": round(head_share(model_path), 4),
+        "timed_steps": window,
+        "warmup_steps": cfg.train.max_steps - window,
+        "ecomtrain_tokens_per_s": round(ours["tokens_per_s"], 1),
+        "ecomtrain_tokens_per_step": round(per_step, 1),
+        "hf_batch_records": batch,
     }
+    baselines = {"hf_padded_grouped": False}
+    exact, diff = flattening_is_exact(load_model(model_path, cfg.model.attn_implementation), rows)
+    if exact:
+        baselines["hf_padding_free"] = True
+    else:
+        out["hf_padding_free"] = (
+            f"not run: with attn_implementation={cfg.model.attn_implementation} a flattened "
+            f"batch attends across records (logits differ by up to {diff:.3g})"
+        )
+    for name, flat in baselines.items():
+        tokens, seconds = hf_trainer_window(cfg, model_path, rows, batch, flat)
+        out[f"{name}_tokens_per_s"] = round(tokens / seconds, 1)
+        out[f"{name}_tokens_per_step"] = round(tokens / window, 1)
+        out[f"ratio_vs_{name}"] = round(ours["tokens_per_s"] * seconds / tokens, 3)
+    return out
+
+
+ABLATIONS = {  # the step with one of ecomtrain's choices undone at a time
+    "ecomtrain": "packed rows, length-grouped attention, logits at answer tokens only",
+    "all_logits": "logits at every token (the loss still over answer tokens)",
+    "one_attention_group": "every record of a micro-batch in one sdpa call, padded to the longest",
+    "padded": "no packing: each record its own row, padded to the micro-batch's longest",
+}
+
+
+def padded_inputs(inputs: dict) -> dict:
+    """The records of a flat packed row as a padded batch (one record a row), with each
+    row's labelled positions and targets."""
+    ids, positions = inputs["input_ids"][0], inputs["position_ids"][0]
+    full = torch.full_like(ids, IGNORE)
+    full[inputs["logits_to_keep"]] = inputs["targets"]
+    begins = (positions == 0).nonzero()[:, 0].tolist() + [len(ids)]
+    spans = list(zip(begins[:-1], begins[1:], strict=True))
+    longest = max(b - a for a, b in spans)
+    input_ids = torch.zeros(len(spans), longest, dtype=ids.dtype)
+    mask = torch.zeros(len(spans), longest, dtype=torch.long)
+    targets = torch.full((len(spans), longest), IGNORE, dtype=ids.dtype)
+    for row, (a, b) in enumerate(spans):
+        input_ids[row, : b - a], mask[row, : b - a], targets[row, : b - a] = ids[a:b], 1, full[a:b]
+    return {"input_ids": input_ids, "attention_mask": mask, "targets": targets}
+
+
+def ablation_loss(model, name: str, inputs: dict) -> torch.Tensor:
+    """The summed answer-token loss of one micro-batch, computed the way `name` says."""
+    if name in ("ecomtrain", "one_attention_group"):
+        return packed_loss(model, **inputs)
+    if name == "all_logits":
+        rest = {k: v for k, v in inputs.items() if k not in ("logits_to_keep", "targets")}
+        logits = model(**rest).logits[0].float()[inputs["logits_to_keep"]]
+        return F.cross_entropy(logits, inputs["targets"], reduction="sum")
+    # padded rows: the body's hidden states, the vocabulary projection at answer tokens only
+    targets = inputs["targets"]
+    body = model.get_base_model()
+    hidden = body.model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
+    keep = targets != IGNORE
+    logits = body.lm_head(hidden.last_hidden_state[keep]).float()
+    return F.cross_entropy(logits, targets[keep], reduction="sum")
+
+
+def ablation(cfg: Config, shape: str, steps: int = 8, warmup: int = 2) -> dict:
+    """`bench ablation`: ecomtrain's training step (forward and backward, one process) with
+    each of its choices undone in turn, on the same packed micro-batches of the configured
+    corpus: supervised tokens/s of each, what each choice gains, and the loss of each on
+    the same batches (equal up to float rounding: the choices change the cost, not the
+    result)."""
+    model_path = shape_model(cfg, shape)
+    shares, mult = train_dataset(cfg, model_path, cfg.data.tasks, 1)
+    share = read_share(shares[0])
+    batches = stream(share, cfg, mult, rank=0)
+    micro = [
+        {k: torch.from_numpy(b[k]) for k in ("input_ids", "labels", "segment_ids")}
+        for b in (next(batches) for _ in range(warmup + steps))
+    ]
+    torch.manual_seed(cfg.train.seed)
+    base = load_model(model_path, training_attention("sdpa"), cfg.train.precision)
+    model = training_model(base, cfg.lora, cfg.train.gradient_checkpointing)
+    model.train()
+    supervised_tokens = sum(len(model_inputs(m)["targets"]) for m in micro[warmup:])
+    out = {"shape": shape, "head_share_of_forward_flops": round(head_share(model_path), 4)}
+    out |= {"timed_micro_batches": steps, "supervised_tokens": supervised_tokens}
+    rows = []
+    for name, what in ABLATIONS.items():
+        slack = math.inf if name == "one_attention_group" else GROUP_SLACK
+        prepared = [model_inputs(m, "sdpa", group_slack=slack) for m in micro]
+        if name == "padded":
+            prepared = [padded_inputs(p) for p in prepared]
+        for i, inputs in enumerate(prepared):
+            if i == warmup:
+                t0 = time.perf_counter()
+            loss = ablation_loss(model, name, inputs)
+            loss.backward()
+            model.zero_grad(set_to_none=True)
+            if i == 0:
+                first = float(loss.detach())
+        seconds = time.perf_counter() - t0
+        rows.append(
+            {
+                "step": name,
+                "what": what,
+                "seconds": round(seconds, 3),
+                "tokens_per_s": round(supervised_tokens / seconds, 1),
+                "first_loss": first,
+            }
+        )
+    full = rows[0]["seconds"]
+    for row in rows:
+        row["ecomtrain_gain"] = round(row["seconds"] / full, 3)
+    reference = rows[0]["first_loss"]
+    out["rows"] = rows
+    out["loss_max_relative_difference"] = max(
+        abs(row["first_loss"] - reference) / abs(reference) for row in rows
+    )
+    return out
 
 
 def synthetic_rows(n_rows: int, max_len: int, vocab: int, seed: int) -> dict:
@@ -564,6 +881,61 @@ def data_work(cfg: Config, worlds: list[int]) -> dict:
     for row in rows:
         row["share_of_records_per_rank"] = [round(n / total, 4) for n in row["records_per_rank"]]
     return {"rows": rows}
+
+
+def eval_fn_per_worker(loop_config: dict) -> None:
+    """The held-out evaluation twice in one process group: on rank 0 alone while the others
+    wait, then shared over every rank (as the training loop evaluates); rank 0 reports the
+    seconds of each and whether the two results are equal."""
+    cfg = from_dict(loop_config["cfg"])
+    rows, ctx = loop_config["held_out"], ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    model_path = resolve_model(cfg.model)
+    tokenizer = load_tokenizer(model_path)
+    model = add_lora(load_model(model_path), cfg.lora).eval()
+    figures = {}
+    for name, share in (("rank_0_alone", (0, 1)), ("every_rank", (rank, world))):
+        dist.barrier()
+        t0 = time.perf_counter()
+        if rank == 0 or share[1] > 1:
+            figures[name] = evaluate_rows(model, tokenizer, rows, cfg, share=share)
+        dist.barrier()
+        figures[f"{name}_s"] = time.perf_counter() - t0
+    with tempfile.TemporaryDirectory() as path:  # Ray Train keeps results with checkpoints
+        if rank == 0:
+            (alone, entries_alone), (shared, entries_shared) = (
+                figures["rank_0_alone"],
+                figures["every_rank"],
+            )
+            out = {k: v for k, v in figures.items() if k.endswith("_s")}
+            out["equal"] = entries_alone == entries_shared and all(
+                alone[k] == shared[k] for k in alone if k != "eval_s"
+            )
+            Path(path, "eval.json").write_text(json.dumps(out))
+        ray.train.report({}, checkpoint=ray.train.Checkpoint.from_directory(path))
+
+
+def eval_work(cfg: Config, world: int) -> dict:
+    """`bench eval`: seconds of one held-out evaluation on rank 0 alone and shared over
+    `world` ranks (one CPU each), on the same sample, and whether the two agree."""
+    rows, sample = held_out_rows(cfg)
+    trainer = TorchTrainer(
+        eval_fn_per_worker,
+        train_loop_config={"cfg": to_dict(cfg), "held_out": rows},
+        scaling_config=ScalingConfig(num_workers=world, resources_per_worker={"CPU": 1}),
+        torch_config=TorchConfig(backend="gloo"),
+        run_config=RunConfig(name="eval", storage_path=tempfile.mkdtemp()),
+    )
+    got = json.loads(Path(trainer.fit().checkpoint.path, "eval.json").read_text())
+    return {
+        "held_out": sample,
+        "records": len(rows),
+        "world": world,
+        "rank_0_alone_s": round(got["rank_0_alone_s"], 2),
+        "every_rank_s": round(got["every_rank_s"], 2),
+        "speedup": round(got["rank_0_alone_s"] / got["every_rank_s"], 3),
+        "equal_bit_for_bit": got["equal"],
+    }
 
 
 CORPUS_SPACE = [
@@ -898,11 +1270,22 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("which", choices=["asha", "throughput", "mfu", "data", "scale", "corpus"])
-    parser.add_argument("--shape", choices=sorted(SHAPES), default="1b", help="mfu's model")
-    parser.add_argument("--steps", type=int, default=10, help="mfu's timed steps")
     parser.add_argument(
-        "--workers", type=int, nargs="+", default=[1, 2, 4, 8], help="data's world sizes"
+        "which", choices=["asha", "throughput", "mfu", "data", "eval", "scale", "corpus"]
+    )
+    parser.add_argument(
+        "--shape",
+        choices=["tiny", *sorted(SHAPES)],
+        help="mfu's model (default 1b); throughput's (default tiny: the configured model)",
+    )
+    parser.add_argument(
+        "--steps", type=int, default=10, help="mfu's timed steps (ablation's micro-batches)"
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        nargs="+",
+        help="data's world sizes (default 1 2 4 8); eval's (default 2)",
     )
     parser.add_argument("--trials", type=int, default=500, help="scale's simulated trials")
     parser.add_argument("--gpus", type=int, default=64, help="scale's simulated GPUs")
@@ -926,8 +1309,11 @@ def main(argv: list[str] | None = None) -> int:
     console.setup(args)
     if args.grid and args.which != "asha":
         parser.error("--grid is asha's")
+    if args.which == "mfu" and args.shape == "tiny":
+        parser.error("mfu measures a GPU on a real model's shape: --shape 1b, 7b, ...")
     spaces = {
         "asha": ASHA_GRID + ASHA_RULE,
+        "throughput": THROUGHPUT_SPACE,
         "data": DATA_SPACE,
         "scale": SCALE_SPACE,
         "corpus": CORPUS_SPACE,
@@ -942,7 +1328,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {e}", file=sys.stderr)
             return 2
     elif args.which == "mfu":
-        figures = mfu(cfg, args.shape, args.steps)
+        figures = mfu(cfg, args.shape or "1b", args.steps)
+    elif args.which == "ablation":
+        connect(log_to_driver=console.verbose())
+        figures = ablation(cfg, args.shape or "tiny", args.steps)
     elif args.which == "scale":
         figures = scale(cfg, args.trials, args.gpus, args.nodes, args.step_s)
     elif args.which == "corpus":
@@ -951,8 +1340,14 @@ def main(argv: list[str] | None = None) -> int:
         )
     else:
         connect(log_to_driver=console.verbose())
-        run = {"asha": asha_payoff, "throughput": throughput, "data": None}[args.which]
-        figures = data_work(cfg, args.workers) if run is None else run(cfg)
+        if args.which == "data":
+            figures = data_work(cfg, args.workers or [1, 2, 4, 8])
+        elif args.which == "eval":
+            figures = eval_work(cfg, max(args.workers or [2]))
+        elif args.which == "asha":
+            figures = asha_payoff(cfg)
+        else:
+            figures = throughput(cfg, args.shape or "tiny")
     for key, value in figures.items():
         if isinstance(value, list) and value and isinstance(value[0], dict):  # one per line
             for row in value:

@@ -130,6 +130,16 @@ def test_data_bench_shares_the_work_and_the_steps(local_ray):
 
 
 @pytest.mark.slow
+def test_eval_bench_shares_the_evaluation_and_agrees(local_ray):
+    """`bench eval`: rank 0 alone and two ranks sharing the batches give the same result."""
+    cfg = load_config(None, ["data.max_eval_per_task=3", "eval.batch_size=4"])
+    out = bench.eval_work(cfg, 2)
+    json.dumps(out)  # --json writes this
+    assert out["records"] == 30 and out["world"] == 2 and out["equal_bit_for_bit"] is True
+    assert out["rank_0_alone_s"] > 0 and out["every_rank_s"] > 0
+
+
+@pytest.mark.slow
 def test_scale_bench_runs_simulated_trials_through_the_sweep_path(tmp_path):
     """`bench scale`, short: 20 simulated trials on 2 simulated nodes of 4 GPUs, through the
     Tuner, ASHA, trials.csv, the report and an offline W&B summary run."""
@@ -161,3 +171,42 @@ def test_corpus_bench_spills_and_loses_no_record():
     assert packed["records_in_shares"] == shares["training_records"]  # none dropped, none lost
     assert packed["every_record_packed_as_mixed"] and packed["every_record_once_per_epoch"]
     assert all(r["share_bytes_per_record"] < 4 * 256 + 32 for r in packed["ranks"])
+
+
+def test_head_share_counts_the_vocabulary_projection(tmp_path):
+    from transformers import LlamaConfig
+
+    LlamaConfig(
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=1000,
+    ).save_pretrained(tmp_path)
+    body = 2 * (2 * 64 * 64 + 2 * 64 * 32 + 3 * 64 * 128)  # q, o; k, v; gate, up, down
+    assert bench.head_share(str(tmp_path)) == pytest.approx(64_000 / (64_000 + body))
+
+
+@pytest.mark.slow
+def test_throughput_bench_matches_tokens_and_times_the_same_window(local_ray):
+    """`bench throughput`: HF under DDP gets about ecomtrain's supervised tokens per step
+    over the same timed steps; the padding-free collator is refused where sdpa would
+    attend across records."""
+    overrides = bench.THROUGHPUT_SPACE + ["train.max_steps=4", "train.log_every=2"]
+    out = bench.throughput(load_config(None, overrides))
+    json.dumps(out)  # --json writes this
+    assert out["timed_steps"] == 2 and out["warmup_steps"] == 2
+    ours, theirs = out["ecomtrain_tokens_per_step"], out["hf_padded_grouped_tokens_per_step"]
+    assert 0.5 < theirs / ours < 2.0
+    assert out["ratio_vs_hf_padded_grouped"] > 0
+    assert out["hf_padding_free"].startswith("not run: with attn_implementation=sdpa")
+
+
+@pytest.mark.slow
+def test_ablation_bench_undoes_each_choice_without_changing_the_loss(local_ray):
+    out = bench.ablation(load_config(None, ["train.micro_batch_size=2"]), "tiny", steps=2)
+    json.dumps(out)
+    assert [r["step"] for r in out["rows"]] == list(bench.ABLATIONS)
+    assert out["rows"][0]["ecomtrain_gain"] == 1.0 and out["supervised_tokens"] > 0
+    assert out["loss_max_relative_difference"] < 1e-4

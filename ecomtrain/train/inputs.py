@@ -31,14 +31,17 @@ SHAPE_FREE_KERNELS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION
 
 
 def model_inputs(
-    batch: dict, attn_implementation: str = "sdpa", record_routes: torch.Tensor | None = None
+    batch: dict,
+    attn_implementation: str = "sdpa",
+    record_routes: torch.Tensor | None = None,
+    group_slack: float = GROUP_SLACK,
 ) -> dict:
     """Packed rows (torch tensors) -> kwargs of `packed_loss`: one flat row of real tokens.
 
     `targets` are the next-token labels at the `logits_to_keep` positions; a record's last
     token never predicts the next record's first. `record_routes`: the expert of each record
     in row order (label-routed adapters, ecomtrain.experts), spread over its tokens as
-    `routes`.
+    `routes`. `group_slack`: see `length_groups` (math.inf: every record in one group).
     """
     seg = batch["segment_ids"].long()
     real = (seg > 0).reshape(-1)
@@ -76,22 +79,27 @@ def model_inputs(
     # An all-ones 2-D mask makes transformers skip building a mask; packed_sdpa needs none.
     return out | {
         "attention_mask": torch.ones(1, n, dtype=torch.long),
-        "packed_groups": length_groups(begins, lengths, positions),
+        "packed_groups": length_groups(begins, lengths, positions, group_slack),
     }
 
 
-def length_groups(begins: torch.Tensor, lengths: torch.Tensor, positions: torch.Tensor):
+def length_groups(
+    begins: torch.Tensor,
+    lengths: torch.Tensor,
+    positions: torch.Tensor,
+    slack: float = GROUP_SLACK,
+):
     """Records batched by similar length for packed_sdpa: (gathers, scatter).
 
     Each gather is a [records, longest] index into the flat row, the shorter records
     padded at their end (causal attention never looks past a query, so real tokens never
     see the padding); `scatter` takes each token's output back from the groups' outputs
-    laid end to end. A group's longest record is at most GROUP_SLACK times its shortest.
+    laid end to end. A group's longest record is at most `slack` times its shortest.
     """
     order = torch.argsort(lengths, descending=True, stable=True).tolist()
     groups: list[list[int]] = []
     for i in order:
-        if groups and lengths[i] * GROUP_SLACK >= lengths[groups[-1][0]]:
+        if groups and lengths[i] * slack >= lengths[groups[-1][0]]:
             groups[-1].append(i)
         else:
             groups.append([i])
