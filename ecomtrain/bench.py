@@ -564,8 +564,9 @@ def hf_fn_per_worker(config: dict) -> None:
         model=model, args=args, train_dataset=rows, data_collator=count, callbacks=[window]
     )
     trainer.train()
+    ddp = isinstance(trainer.model_wrapped, torch.nn.parallel.DistributedDataParallel)
     ranks = [None] * dist.get_world_size()
-    dist.all_gather_object(ranks, window.figures())
+    dist.all_gather_object(ranks, window.figures() | {"ddp": ddp or args.world_size == 1})
     with tempfile.TemporaryDirectory() as path:  # Ray Train keeps results with checkpoints
         if dist.get_rank() == 0:
             Path(path, "hf.json").write_text(json.dumps(ranks))
@@ -593,6 +594,8 @@ def hf_trainer_window(cfg: Config, model_path: str, rows: list[dict], batch: int
         run_config=RunConfig(name="hf", storage_path=tempfile.mkdtemp()),
     )
     ranks = json.loads(Path(trainer.fit().checkpoint.path, "hf.json").read_text())
+    if not all(r["ddp"] for r in ranks):  # each rank would train alone, with no all-reduce
+        raise RuntimeError("bench throughput: HF Trainer did not wrap the model in DDP")
     return sum(r["tokens"] for r in ranks), max(r["seconds"] for r in ranks)
 
 
@@ -1271,7 +1274,8 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
-        "which", choices=["asha", "throughput", "mfu", "data", "eval", "scale", "corpus"]
+        "which",
+        choices=["asha", "throughput", "ablation", "mfu", "data", "eval", "scale", "corpus"],
     )
     parser.add_argument(
         "--shape",

@@ -210,3 +210,19 @@ def test_ablation_bench_undoes_each_choice_without_changing_the_loss(local_ray):
     assert [r["step"] for r in out["rows"]] == list(bench.ABLATIONS)
     assert out["rows"][0]["ecomtrain_gain"] == 1.0 and out["supervised_tokens"] > 0
     assert out["loss_max_relative_difference"] < 1e-4
+
+
+def test_every_documented_benchmark_is_a_command(capsys):
+    """Each `python -m ecomtrain.bench X` of the module's usage is accepted as X (refused
+    here only for the --grid that is asha's alone)."""
+    import re
+
+    names = re.findall(r"python -m ecomtrain\.bench (\w+)", bench.__doc__)
+    assert {"asha", "throughput", "ablation", "eval", "data", "corpus"} <= set(names)
+    for name in sorted(set(names) - {"asha"}):
+        with pytest.raises(SystemExit):
+            bench.main([name, "--grid", "x"])
+        assert "--grid is asha's" in capsys.readouterr().err, name
+    with pytest.raises(SystemExit):
+        bench.main(["mfu", "--shape", "tiny"])
+    assert "real model's shape" in capsys.readouterr().err
