@@ -165,7 +165,7 @@ from ecomtrain.train.inputs import (
     training_attention,
 )
 from ecomtrain.train.loop import Micro, optimizer_step
-from tuning.run import concurrency, n_trials, run_sweep, scheduler, stop_metric
+from tuning.run import concurrency, n_trials, run_sweep, scheduler, stop_metric, trial_key
 
 log = logging.getLogger("ecomtrain.bench")
 
@@ -218,12 +218,6 @@ ASHA_RULE = [  # what ASHA decides on and when (README: measured on the grid abo
 ASHA_ORDERS = 3  # launch orders (sweep.launch_seed 0, 1, 2) ASHA is run under
 REPLAY_ORDERS = 200  # random launch orders ASHA is replayed in over the grid's evaluations
 PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0, "A10G": 125.0}
-
-
-def trial_key(config: dict) -> tuple[str, str]:
-    """A trial's grid point (<subset>-r<rank>) and the trial itself (with its seed, if any)."""
-    cell = f"{config['subset']['id']}-r{config['rank']}"
-    return cell, (f"{cell}-s{config['seed']}" if "seed" in config else cell)
 
 
 def trial_steps(results, metric: str = "score") -> list[tuple[str, int, float]]:
@@ -332,7 +326,7 @@ def finished_grid(folder: str, overrides: list[str]) -> tuple[Config, list]:
     back: its config with ASHA_RULE and `overrides` applied, and its trials' results. Every
     trial must have trained to the end and been evaluated before it."""
     folder = folder.rstrip("/")
-    cfg = load_config(f"{folder}/config.yaml", ASHA_RULE + overrides)
+    cfg = load_config(f"{folder}/{CONFIG_FILE}", ASHA_RULE + overrides)
     results = ResultGrid(ExperimentAnalysis(f"{folder}/{cfg.sweep.name}"))
     metric = stop_metric(cfg)[0]
     seen: set[str] = set()
@@ -477,9 +471,8 @@ def training_records(cfg: Config, model_path: str) -> list[dict]:
     for dataset in shares:
         share = read_share(dataset)
         for i in range(len(share)):
-            ids = share.tokens[share.offsets[i] : share.offsets[i + 1]].tolist()
-            labels = [IGNORE] * int(share.n_prompt[i]) + ids[int(share.n_prompt[i]) :]
-            rows.append({"input_ids": ids, "labels": labels})
+            ids, n = share.ids(i).tolist(), int(share.n_prompt[i])
+            rows.append({"input_ids": ids, "labels": [IGNORE] * n + ids[n:]})
     return rows
 
 
@@ -1333,9 +1326,6 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     elif args.which == "mfu":
         figures = mfu(cfg, args.shape or "1b", args.steps)
-    elif args.which == "ablation":
-        connect(log_to_driver=console.verbose())
-        figures = ablation(cfg, args.shape or "tiny", args.steps)
     elif args.which == "scale":
         figures = scale(cfg, args.trials, args.gpus, args.nodes, args.step_s)
     elif args.which == "corpus":
@@ -1348,6 +1338,8 @@ def main(argv: list[str] | None = None) -> int:
             figures = data_work(cfg, args.workers or [1, 2, 4, 8])
         elif args.which == "eval":
             figures = eval_work(cfg, max(args.workers or [2]))
+        elif args.which == "ablation":
+            figures = ablation(cfg, args.shape or "tiny", args.steps)
         elif args.which == "asha":
             figures = asha_payoff(cfg)
         else:

@@ -96,10 +96,16 @@ def wandb_callbacks(cfg: Config, local_dir: str) -> list:
     return [TrialRuns(cfg, mode, local_dir)]
 
 
+def trial_key(config: dict) -> tuple[str, str]:
+    """A trial's grid point (<subset>-r<rank>) and the trial itself (with -s<seed> when the
+    sweep has replicates)."""
+    cell = f"{config['subset']['id']}-r{config['rank']}"
+    return cell, (f"{cell}-s{config['seed']}" if "seed" in config else cell)
+
+
 def trial_name(trial) -> str:
     """Short, readable trial names: <subset>-r<rank>[-s<seed>]-<id>."""
-    seed = f"-s{trial.config['seed']}" if "seed" in trial.config else ""
-    return f"{trial.config['subset']['id']}-r{trial.config['rank']}{seed}-{trial.trial_id}"
+    return f"{trial_key(trial.config)[1]}-{trial.trial_id}"
 
 
 def concurrency(cfg: Config) -> int:
