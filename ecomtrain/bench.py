@@ -3,6 +3,7 @@
     python -m ecomtrain.bench asha [--config FILE] [--grid DIR] [a.b=c ...]
     python -m ecomtrain.bench throughput [--shape tiny|smol135m|qwen0.5b] [a.b=c ...]
     python -m ecomtrain.bench ablation [--shape ...] [--steps N] [a.b=c ...]
+    python -m ecomtrain.bench raytax [--shape ...] [--repeats N] [a.b=c ...]
     python -m ecomtrain.bench mfu --shape 1b|7b [--config FILE] [a.b=c ...]   (CUDA GPU)
     python -m ecomtrain.bench data --workers 1 2 4 8 [--json FILE] [a.b=c ...]
     python -m ecomtrain.bench eval [--workers 2] [--config FILE] [a.b=c ...]
@@ -47,6 +48,19 @@ logits at every token, every record of a micro-batch in one attention call, and 
 time each choice saves (`ecomtrain_gain`: the variant's seconds over ecomtrain's) and the
 loss of the first micro-batch under each (equal up to rounding: the choices change the
 cost, not the result). `--shape` as for `throughput`, `--steps` micro-batches timed.
+
+`raytax` runs the same training loop (train.loop.train_loop) on the same shares twice:
+as a trial runs it, in Ray Train workers (fit), and as plain torch.distributed processes
+(gloo, spawned and set up as torchrun would, with the torch threads Ray gives a worker of
+`train.cpus_per_worker`; a local Ray instance is stopped meanwhile), alternating, `--repeats`
+times each. Per run it prints the seconds per step over the steps after the first tenth
+(from the loop's clock: the reports at `train.log_every` included, the closing checkpoint
+not), the median step, and the CPU cores each kind of process kept busy meanwhile (the
+ranks, Ray's own processes, this driver, anything else on the machine); then the ratio of
+step times (Ray Train's over plain, each pair back to back: their geometric mean with a 95 %
+t-interval; the goal is <= 1.05, "met" or "missed" only when the interval says so) and
+checks that both trained on the same records, step by step (the loop's ledger), with the
+largest difference of their losses.
 
 `data` runs the data side of a trial alone (Ray Train workers, no model) at each world size:
 the driver tokenises and shares out the training records once, then every rank reads its
@@ -106,6 +120,7 @@ import json
 import logging
 import math
 import os
+import pickle
 import resource
 import shutil
 import sys
@@ -117,6 +132,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import psutil
+import ray
 import ray.train
 import torch
 import torch.distributed as dist
@@ -127,6 +143,7 @@ from ray.train import DataConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
 from ray.tune import ExperimentAnalysis, ResultGrid
 from ray.tune.schedulers import TrialScheduler
+from scipy.stats import t as student_t
 from transformers import (
     AutoConfig,
     DataCollatorForSeq2Seq,
@@ -139,8 +156,16 @@ from transformers import (
 )
 
 from ecomtrain import console
-from ecomtrain.config import CONFIG_FILE, Config, config_yaml, from_dict, load_config, to_dict
-from ecomtrain.connect import connect
+from ecomtrain.config import (
+    CONFIG_FILE,
+    Config,
+    ConfigError,
+    config_yaml,
+    from_dict,
+    load_config,
+    to_dict,
+)
+from ecomtrain.connect import connect, free_port
 from ecomtrain.data.demo import demo_records
 from ecomtrain.data.packing import IGNORE, layout
 from ecomtrain.data.pipeline import check_scan, train_dataset
@@ -155,7 +180,7 @@ from ecomtrain.report.trials import load_trials, trial_rows, write_csv
 from ecomtrain.report.wandb_summary import log_summary
 from ecomtrain.tasks import CAPABILITIES
 from ecomtrain.tiny_model import resolve_model
-from ecomtrain.train.driver import fit, trial_meta
+from ecomtrain.train.driver import fit, trial_inputs, trial_meta
 from ecomtrain.train.engine import initialize
 from ecomtrain.train.inputs import (
     GROUP_SLACK,
@@ -164,7 +189,13 @@ from ecomtrain.train.inputs import (
     to_device,
     training_attention,
 )
-from ecomtrain.train.loop import Micro, optimizer_step
+from ecomtrain.train.loop import (
+    HEALTH_CHECK_ENV,
+    STATE_FILE,
+    Micro,
+    optimizer_step,
+    train_loop,
+)
 from tuning.run import concurrency, n_trials, run_sweep, scheduler, stop_metric, trial_key
 
 log = logging.getLogger("ecomtrain.bench")
@@ -601,8 +632,17 @@ def throughput(cfg: Config, shape: str = "tiny") -> dict:
     model_path = shape_model(cfg, shape)
     cfg.model.name_or_path = model_path
     tasks = cfg.data.tasks or list(CAPABILITIES)
+    # Ray Train's controller polls often enough to take the report at the warm-up's end
+    # (the loop reports no more often than the polls: loop.RayTrainRun.report_gap_s).
+    os.environ.setdefault(HEALTH_CHECK_ENV, "0.1")
     ours = fit(cfg, trial_meta("bench", "all", tasks, cfg), tempfile.mkdtemp()).metrics
     window = cfg.train.log_every  # ecomtrain's last report covers exactly these steps
+    if ours["window_steps"] != window:
+        raise RuntimeError(
+            f"bench throughput: ecomtrain's last report covers {ours['window_steps']} steps, "
+            f"not train.log_every={window}: its steps are too fast for Ray Train's polls "
+            f"(raise train.log_every and train.max_steps, or lower {HEALTH_CHECK_ENV})"
+        )
     per_step = ours["tokens_per_s"] * ours["step_s"]  # supervised, all ranks
     rows = training_records(cfg, model_path)
     per_record = sum(supervised(torch.tensor(r["labels"])) for r in rows) / len(rows)
@@ -730,6 +770,258 @@ def ablation(cfg: Config, shape: str, steps: int = 8, warmup: int = 2) -> dict:
         abs(row["first_loss"] - reference) / abs(reference) for row in rows
     )
     return out
+
+
+RAYTAX_SPACE = [
+    "train.eval_every=0",  # the timed steps train only (reports at train.log_every stay)
+    "train.max_steps=200",
+    "data.max_eval_per_task=1",
+]
+RAYTAX_WARMUP = 0.1  # the share of steps before the timed window, on either side
+
+
+class ProcessGroupRun:
+    """train.loop's runner (as loop.RayTrainRun) for plain torch.distributed processes:
+    the shares from the file the driver wrote, no checkpoint to resume, reports dropped,
+    and rank 0 keeping the state of the last checkpoint in `out`."""
+
+    report_gap_s = 0.0  # nothing to wait for
+
+    def __init__(self, shares_file: str, out: str):
+        self.rank, self.world = dist.get_rank(), dist.get_world_size()
+        self.shares = pickle.loads(Path(shares_file).read_bytes())
+        self.out = Path(out)
+
+    def share(self, i: int):
+        return self.shares[i]
+
+    def checkpoint(self):
+        return None
+
+    def report(self, metrics: dict, checkpoint: str | None = None) -> None:
+        if checkpoint is not None and self.rank == 0:
+            shutil.copy(Path(checkpoint, STATE_FILE), self.out / STATE_FILE)
+
+
+def process_group_worker(rank: int, world: int, port: int, threads: int, job: dict) -> None:
+    """One plain process: joins a gloo group as torchrun would set it up, then runs the
+    loop."""
+    os.environ |= {
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(port),
+        "RANK": str(rank),
+        "LOCAL_RANK": str(rank),
+        "WORLD_SIZE": str(world),
+        "LOCAL_WORLD_SIZE": str(world),
+    }
+    torch.set_num_threads(threads)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        train_loop(job["loop_config"], ProcessGroupRun(job["shares_file"], job["out"]))
+    finally:
+        dist.destroy_process_group()
+
+
+@ray.remote
+class ThreadCount:
+    def threads(self) -> int:
+        return torch.get_num_threads()
+
+
+def ray_worker_threads(cfg: Config) -> int:
+    """Torch's intra-op threads in an actor with a training worker's CPUs (Ray sets
+    OMP_NUM_THREADS from them)."""
+    actor = ThreadCount.options(num_cpus=cfg.train.cpus_per_worker).remote()
+    try:
+        return ray.get(actor.threads.remote())
+    finally:
+        ray.kill(actor)
+
+
+class Sampler:
+    """Calls `sample` every `every` s on a thread of its own while open (and once more as
+    it closes)."""
+
+    def __init__(self, every: float):
+        self.every = every
+        self._stop = threading.Event()
+
+    def sample(self) -> None:
+        raise NotImplementedError
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.sample()
+            self._stop.wait(self.every)
+        self.sample()
+
+    def __enter__(self):
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+class CpuTime(Sampler):
+    """CPU seconds of every process on this machine, by kind (`kind_of`), sampled every
+    `every` s while open, so that the CPU each kind used between two moments can be read
+    off afterwards (`between`)."""
+
+    KINDS = ("training", "ray", "driver", "other")
+
+    def __init__(self, every: float = 1.0):
+        super().__init__(every)
+        self.me = os.getpid()
+        self.samples: list[tuple[float, dict[str, float]]] = []
+        self._seen: dict[tuple[int, float], tuple[str, float]] = {}  # (pid, start): kind, cpu
+
+    def kind_of(self, proc: psutil.Process) -> str:
+        if proc.pid == self.me:
+            return "driver"
+        command = " ".join(proc.cmdline())
+        if "RayTrainWorker" in command or "multiprocessing.spawn" in command:
+            return "training"  # a rank of either runner
+        return "ray" if "ray" in command.lower() else "other"
+
+    def sample(self) -> None:
+        for proc in psutil.process_iter():
+            with contextlib.suppress(psutil.Error):
+                key = (proc.pid, proc.create_time())
+                times = proc.cpu_times()
+                # a Ray worker's title says what it runs only once it runs it: ask again
+                self._seen[key] = (self.kind_of(proc), times.user + times.system)
+        totals = dict.fromkeys(self.KINDS, 0.0)
+        for kind, cpu in self._seen.values():  # ended processes keep their last sample
+            totals[kind] += cpu
+        self.samples.append((time.time(), totals))
+
+    def between(self, t0: float, t1: float) -> dict[str, float]:
+        """CPU seconds of each kind from `t0` to `t1` (linear between samples)."""
+        times = [t for t, _ in self.samples]
+        return {
+            kind: float(
+                np.interp(t1, times, [c[kind] for _, c in self.samples])
+                - np.interp(t0, times, [c[kind] for _, c in self.samples])
+            )
+            for kind in self.KINDS
+        }
+
+
+def steady_window(state: dict) -> tuple[int, float, float]:
+    """The timed window of a run: its steps after the warm-up (RAYTAX_WARMUP of them, at
+    least 2) and the Unix times the first and last of them ended at (the loop's clock)."""
+    clock = dict(state["clock"])
+    first = max(2, round(max(clock) * RAYTAX_WARMUP))
+    return max(clock) - first, clock[first], clock[max(clock)]
+
+
+def run_figures(state: dict, cpu: CpuTime) -> dict:
+    """Seconds per step over a run's timed window (reports included), its median step and
+    the CPU cores each kind of process kept busy meanwhile."""
+    steps, t0, t1 = steady_window(state)
+    clock = dict(state["clock"])
+    durations = np.diff([clock[s] for s in sorted(clock) if t0 <= clock[s] <= t1])
+    cores = {k: round(v / (t1 - t0), 3) for k, v in cpu.between(t0, t1).items()}
+    return {
+        "step_s": round((t1 - t0) / steps, 4),
+        "median_step_s": round(float(np.median(durations)), 4),
+        "cores": cores,
+    }
+
+
+def raytax(cfg: Config, shape: str = "tiny", repeats: int = 2) -> dict:
+    """Seconds per training step of the same loop on the same shares: as a trial runs it
+    (Ray Train workers, loop.RayTrainRun) and as plain torch.distributed processes (gloo,
+    spawned like torchrun's, the same threads each), alternating, `repeats` times each."""
+    world = cfg.train.num_workers
+    if cfg.train.use_gpu or cfg.train.elastic:
+        raise ConfigError("bench raytax: CPU processes of a fixed world (train.use_gpu false)")
+    cfg.model.name_or_path = shape_model(cfg, shape)
+    connect(log_to_driver=console.verbose())
+    meta = trial_meta("raytax", "all", cfg.data.tasks or list(CAPABILITIES), cfg)
+    loop_config, datasets = trial_inputs(cfg, meta, held_out=[])
+    threads = ray_worker_threads(cfg)
+    out: dict = {"shape": shape, "workers": world, "threads_per_process": threads}
+    runs: dict[str, list] = {"ray_train": [], "torch_distributed": []}
+    with tempfile.TemporaryDirectory(prefix="ecomtrain-raytax-") as tmp, CpuTime() as cpu:
+        shares_file = Path(tmp, "shares.pkl")
+        shares_file.write_bytes(pickle.dumps([read_share(d) for d in datasets]))
+        for r in range(repeats):
+            connect(log_to_driver=console.verbose())  # again after a plain run
+            result = fit(cfg, meta, str(Path(tmp, f"ray{r}")), held_out=[])
+            runs["ray_train"].append(
+                json.loads(Path(result.checkpoint.path, STATE_FILE).read_text())
+            )
+            ray.shutdown()  # a plain run has no Ray beside it (a local instance stops)
+            plain = Path(tmp, f"plain{r}")
+            plain.mkdir()
+            job = {"loop_config": loop_config, "shares_file": str(shares_file), "out": str(plain)}
+            with environment(OMP_NUM_THREADS=str(threads)):
+                torch.multiprocessing.start_processes(
+                    process_group_worker,
+                    args=(world, free_port(29500), threads, job),
+                    nprocs=world,
+                    start_method="spawn",
+                )
+            runs["torch_distributed"].append(json.loads((plain / STATE_FILE).read_text()))
+    steps = steady_window(runs["ray_train"][0])[0]
+    out |= {"warmup_steps": cfg.train.max_steps - steps, "timed_steps": steps}
+    for name, states in runs.items():
+        out[name] = [{"runner": name, **run_figures(state, cpu)} for state in states]
+    pairs = [
+        a["step_s"] / b["step_s"]
+        for a, b in zip(out["ray_train"], out["torch_distributed"], strict=True)
+    ]
+    out["pair_ratios"] = [round(r, 3) for r in pairs]
+    out |= ratio_interval(pairs)
+    reference, states = runs["ray_train"][0], runs["ray_train"] + runs["torch_distributed"]
+    out["same_records"] = all(s["ledger"] == reference["ledger"] for s in states)
+    out["loss_max_abs_difference"] = max(
+        abs(a[1] - b[1])
+        for s in states
+        for a, b in zip(s["history"], reference["history"], strict=True)
+    )
+    if not out["same_records"]:
+        raise RuntimeError("bench raytax: the two runners trained on different records")
+    return out
+
+
+RAYTAX_GOAL = 1.05  # Ray Train's step time over plain torch.distributed's, at most
+
+
+def ratio_interval(pairs: list[float]) -> dict:
+    """The geometric mean of paired ratios (each pair ran back to back) with its 95 %
+    t-interval over their logarithms, and whether it clearly meets RAYTAX_GOAL."""
+    logs = np.log(pairs)
+    mean = float(np.mean(logs))
+    if len(logs) < 2:
+        return {"ratio": round(math.exp(mean), 3), "ratio_ci95": None, "goal": "not clear"}
+    half = student_t.ppf(0.975, len(logs) - 1) * float(np.std(logs, ddof=1)) / math.sqrt(len(logs))
+    low, high = math.exp(mean - half), math.exp(mean + half)
+    goal = "met" if high <= RAYTAX_GOAL else "missed" if low > RAYTAX_GOAL else "not clear"
+    return {
+        "ratio": round(math.exp(mean), 3),
+        "ratio_ci95": [round(low, 3), round(high, 3)],
+        "goal": goal,
+    }
+
+
+@contextlib.contextmanager
+def environment(**values: str):
+    """Environment variables set inside the block (for processes started in it)."""
+    before = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def synthetic_rows(n_rows: int, max_len: int, vocab: int, seed: int) -> dict:
@@ -988,35 +1280,24 @@ def write_corpus(folder: Path, records: int, files: int, words: int) -> tuple[li
     return paths, sum(ray.get(jobs))
 
 
-class PeakRSS:
+class PeakRSS(Sampler):
     """Peak resident memory, sampled every `every` s while open: of this process (`driver`),
     of the largest process under it (Ray's workers, when it started Ray) and of all."""
 
     def __init__(self, every: float = 0.2):
-        self.me, self.every = psutil.Process(), every
+        super().__init__(every)
+        self.me = psutil.Process()
         self.driver = self.largest = self.total = 0.0
-        self._stop = threading.Event()
 
-    def _sample(self) -> None:
-        while not self._stop.is_set():
-            sizes = []
-            for proc in self.me.children(recursive=True):
-                with contextlib.suppress(psutil.Error):
-                    sizes.append(proc.memory_info().rss)
-            driver = self.me.memory_info().rss
-            self.driver = max(self.driver, driver / 2**20)
-            self.largest = max(self.largest, max(sizes, default=0) / 2**20)
-            self.total = max(self.total, (driver + sum(sizes)) / 2**20)
-            self._stop.wait(self.every)
-
-    def __enter__(self) -> PeakRSS:
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
+    def sample(self) -> None:
+        sizes = []
+        for proc in self.me.children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                sizes.append(proc.memory_info().rss)
+        driver = self.me.memory_info().rss
+        self.driver = max(self.driver, driver / 2**20)
+        self.largest = max(self.largest, max(sizes, default=0) / 2**20)
+        self.total = max(self.total, (driver + sum(sizes)) / 2**20)
 
     def figures(self) -> dict:
         return {
@@ -1268,12 +1549,23 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "which",
-        choices=["asha", "throughput", "ablation", "mfu", "data", "eval", "scale", "corpus"],
+        choices=[
+            "asha",
+            "throughput",
+            "ablation",
+            "raytax",
+            "mfu",
+            "data",
+            "eval",
+            "scale",
+            "corpus",
+        ],
     )
     parser.add_argument(
         "--shape",
         choices=["tiny", *sorted(SHAPES)],
-        help="mfu's model (default 1b); throughput's (default tiny: the configured model)",
+        help="mfu's model (default 1b); throughput's, ablation's and raytax's (default "
+        "tiny: the configured model)",
     )
     parser.add_argument(
         "--steps", type=int, default=10, help="mfu's timed steps (ablation's micro-batches)"
@@ -1284,6 +1576,7 @@ def main(argv: list[str] | None = None) -> int:
         nargs="+",
         help="data's world sizes (default 1 2 4 8); eval's (default 2)",
     )
+    parser.add_argument("--repeats", type=int, default=2, help="raytax's runs of each side")
     parser.add_argument("--trials", type=int, default=500, help="scale's simulated trials")
     parser.add_argument("--gpus", type=int, default=64, help="scale's simulated GPUs")
     parser.add_argument("--nodes", type=int, default=4, help="scale's simulated GPU nodes")
@@ -1311,6 +1604,7 @@ def main(argv: list[str] | None = None) -> int:
     spaces = {
         "asha": ASHA_GRID + ASHA_RULE,
         "throughput": THROUGHPUT_SPACE,
+        "raytax": RAYTAX_SPACE,
         "data": DATA_SPACE,
         "scale": SCALE_SPACE,
         "corpus": CORPUS_SPACE,
@@ -1340,6 +1634,8 @@ def main(argv: list[str] | None = None) -> int:
             figures = eval_work(cfg, max(args.workers or [2]))
         elif args.which == "ablation":
             figures = ablation(cfg, args.shape or "tiny", args.steps)
+        elif args.which == "raytax":
+            figures = raytax(cfg, args.shape or "tiny", args.repeats)
         elif args.which == "asha":
             figures = asha_payoff(cfg)
         else:

@@ -191,7 +191,7 @@ class TrainConfig:
     warmup_steps: int = 3  # linear warmup, then cosine decay to 10 % of lr
     weight_decay: float = 0.0
     grad_clip: float = 1.0  # max gradient norm; 0 disables clipping
-    log_every: int = 5  # report training metrics every N steps
+    log_every: int = 5  # report training metrics every N steps (at most every Ray Train poll)
     eval_every: int = 0  # evaluate and checkpoint every N steps; 0: only at the end
     seed: int = 0  # seed of LoRA initialisation
     precision: str = "fp32"  # "bf16", "fp16" or "fp32" (bf16/fp16 need a GPU)

@@ -4,13 +4,17 @@
 A test writes a plan, JSON, to the file named by $ECOMTRAIN_FAULT_PLAN; each worker reads it
 when it reports and when it writes a checkpoint, and kills itself (SIGKILL, no cleanup) once:
 
-    {"rank": 1, "after_step": 5, "marker": PATH}        after reporting step 5's metrics
+    {"rank": 1, "after_step": 5, "marker": PATH}        as it reports step 5's metrics
     {"rank": 1, "in_checkpoint": 6, "marker": PATH}     halfway through step 6's checkpoint
 
 or, for a test that takes the worker's whole node away, writes its node id into the marker
 and waits there (for the node to go, or for Ray Train to replace its worker group):
 
     {"rank": 1, "hold_at_step": 5, "marker": PATH}      before reporting step 5's metrics
+
+A step's metrics are those of the first report at or after it: the loop reports training
+metrics no more often than Ray Train takes them (loop.RayTrainRun.report_gap_s), so on fast
+steps a log step may pass unreported; an evaluation step always reports.
 
 A plan may also be a list of such faults, each with its own marker, and a fault may add
 "world": N to happen only in a worker group of N workers. The marker file makes each happen
@@ -50,6 +54,10 @@ def _once(plan: dict) -> bool:
     return True
 
 
+def _reached(fault: dict, key: str, metrics: dict) -> bool:
+    return key in fault and metrics.get("step", -1) >= fault[key]
+
+
 def install() -> None:
     """Wrap ray.train.report and the loop's save_checkpoint with the plan's faults."""
     from ecomtrain.train import engine, loop
@@ -58,9 +66,9 @@ def install() -> None:
 
     def faulty_report(metrics, *args, **kwargs):
         for fault in _plan():
-            if fault.get("after_step") == metrics.get("step") and _once(fault):
+            if _reached(fault, "after_step", metrics) and _once(fault):
                 os.kill(os.getpid(), signal.SIGKILL)
-            if fault.get("hold_at_step") == metrics.get("step") and _once(fault):
+            if _reached(fault, "hold_at_step", metrics) and _once(fault):
                 Path(fault["marker"]).write_text(ray.get_runtime_context().get_node_id())
                 time.sleep(600)  # until the test removes this node, or Ray Train this worker
         return report(metrics, *args, **kwargs)

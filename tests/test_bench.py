@@ -212,13 +212,59 @@ def test_ablation_bench_undoes_each_choice_without_changing_the_loss(local_ray):
     assert out["loss_max_relative_difference"] < 1e-4
 
 
+@pytest.mark.slow
+def test_raytax_bench_runs_one_loop_under_both_runners(monkeypatch):
+    """`bench raytax`: the same loop under Ray Train and as plain torch.distributed
+    processes trains the same records with the same losses, and both are timed over the
+    same steps (it starts and stops its own Ray instance)."""
+    # connect() points the state API at its local dashboard: undone after the test (setenv
+    # records the variable's absence, so its teardown removes what connect sets)
+    monkeypatch.setenv("RAY_API_SERVER_ADDRESS", "")
+    monkeypatch.delenv("RAY_API_SERVER_ADDRESS")
+    overrides = bench.RAYTAX_SPACE + ["train.max_steps=12", "train.log_every=4"]
+    out = bench.raytax(load_config(None, overrides), "tiny", repeats=1)
+    json.dumps(out)
+    assert out["same_records"] and out["loss_max_abs_difference"] == 0.0
+    assert out["warmup_steps"] == 2 and out["timed_steps"] == 10
+    for runner in ("ray_train", "torch_distributed"):
+        (run,) = out[runner]
+        assert run["step_s"] > 0 and run["cores"]["training"] > 0.2, run
+    assert out["ratio"] == out["pair_ratios"][0] and out["goal"] == "not clear"
+    assert not ray.is_initialized()
+
+
+def test_raytax_ratio_interval_says_met_only_when_the_interval_does():
+    met = bench.ratio_interval([1.01, 1.02, 1.0, 1.015])
+    assert met["goal"] == "met" and met["ratio_ci95"][1] <= 1.05
+    assert met["ratio_ci95"][0] < met["ratio"] < met["ratio_ci95"][1]
+    assert bench.ratio_interval([1.2, 1.25, 1.22])["goal"] == "missed"
+    assert bench.ratio_interval([0.95, 1.2])["goal"] == "not clear"  # wide
+    assert bench.ratio_interval([1.01])["ratio_ci95"] is None
+
+
+def test_raytax_times_the_steps_after_the_warmup_from_the_loops_clock():
+    state = {"clock": [[s, 100.0 + 0.5 * s] for s in range(1, 41)]}
+    state["clock"][20][1] += 2.0  # step 21 waited on a report: the mean sees it
+    for step in state["clock"][21:]:
+        step[1] += 2.0
+    steps, t0, t1 = bench.steady_window(state)
+    assert (steps, t0, t1) == (36, 102.0, 122.0)  # a tenth of 40 steps is the warm-up
+    cpu = bench.CpuTime()
+    cpu.samples = [(100.0, dict.fromkeys(cpu.KINDS, 0.0)), (130.0, dict.fromkeys(cpu.KINDS, 30.0))]
+    cpu.samples[1][1]["ray"] = 3.0
+    figures = bench.run_figures(state, cpu)
+    assert figures["step_s"] == pytest.approx(20 / 36, abs=1e-4)
+    assert figures["median_step_s"] == 0.5
+    assert figures["cores"] == {"training": 1.0, "ray": 0.1, "driver": 1.0, "other": 1.0}
+
+
 def test_every_documented_benchmark_is_a_command(capsys):
     """Each `python -m ecomtrain.bench X` of the module's usage is accepted as X (refused
     here only for the --grid that is asha's alone)."""
     import re
 
     names = re.findall(r"python -m ecomtrain\.bench (\w+)", bench.__doc__)
-    assert {"asha", "throughput", "ablation", "eval", "data", "corpus"} <= set(names)
+    assert {"asha", "throughput", "ablation", "raytax", "eval", "data", "corpus"} <= set(names)
     for name in sorted(set(names) - {"asha"}):
         with pytest.raises(SystemExit):
             bench.main([name, "--grid", "x"])

@@ -239,6 +239,7 @@ def _two_done(steps: dict[str, int]) -> list[str]:
 SWEEP = [
     "sweep.name=resume",
     "train.max_steps=9",
+    "train.grad_accum=8",  # steps of about half a second: the node goes while a trial trains
     "train.log_every=1",
     "train.eval_every=3",
     "sweep.ranks=[2, 4, 8]",

@@ -25,7 +25,7 @@ from ecomtrain.data.scan import eval_rows
 from ecomtrain.evaluate.held_out import held_out_rows
 from ecomtrain.tasks import capabilities_of, expand
 from ecomtrain.tiny_model import resolve_model
-from ecomtrain.train.loop import train_fn_per_worker
+from ecomtrain.train.loop import HEALTH_CHECK_ENV, train_fn_per_worker
 
 
 def trial_meta(name: str, subset: str, tasks: list[str], cfg: Config) -> dict:
@@ -58,31 +58,12 @@ def fit(
     # Ray Train's controller polls the workers every 2 s by default, so it sees a report
     # and a run's end up to that much late; at 0.5 s a trial of the world sweep ends ~2 s
     # sooner. The variable reaches the controller and workers (Ray Train passes it on).
-    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
-    model_path = resolve_model(cfg.model)
-    # Same seed, same shares: the pipeline keeps its order, so runs and resumes are exact.
-    ray.data.DataContext.get_current().execution_options.preserve_order = True
-    # One share per worker of the largest world; a smaller (elastic) world deals them out.
-    train = cfg.train
-    shares, mult = train_dataset(cfg, model_path, meta["tasks"], train.num_workers)
-    if held_out is None:
-        held_out, sample = held_out_rows(cfg)
-        log.info(sample)
-    meta = {
-        **meta,
-        "mixture": mixture_stats(cfg, meta["tasks"]),  # logged with every evaluation
-        "routes": route_table(cfg, meta["tasks"]),  # a label-routed adapter's experts
-    }
+    os.environ.setdefault(HEALTH_CHECK_ENV, "0.5")
+    loop_config, shares = trial_inputs(cfg, meta, held_out)
+    meta, train = loop_config["trial"], cfg.train
     trainer = TorchTrainer(
         train_fn_per_worker,
-        train_loop_config={
-            "cfg": to_dict(cfg),
-            "model_path": model_path,
-            "trial": meta,
-            "mult": mult,
-            "held_out": held_out,
-            "extra_eval": extra_eval_rows(cfg),
-        },
+        train_loop_config=loop_config,
         scaling_config=ScalingConfig(
             num_workers=(train.min_workers, train.num_workers)
             if train.elastic
@@ -111,6 +92,33 @@ def fit(
         ),
     )
     return trainer.fit()
+
+
+def trial_inputs(cfg: Config, meta: dict, held_out: list[dict] | None) -> tuple[dict, list]:
+    """What every worker's loop is given (train.loop's `loop_config`) and the trial's shares
+    (Ray Datasets, one per worker of its largest world: a smaller, elastic world deals them
+    out), tokenised here once."""
+    model_path = resolve_model(cfg.model)
+    # Same seed, same shares: the pipeline keeps its order, so runs and resumes are exact.
+    ray.data.DataContext.get_current().execution_options.preserve_order = True
+    shares, mult = train_dataset(cfg, model_path, meta["tasks"], cfg.train.num_workers)
+    if held_out is None:
+        held_out, sample = held_out_rows(cfg)
+        log.info(sample)
+    meta = {
+        **meta,
+        "mixture": mixture_stats(cfg, meta["tasks"]),  # logged with every evaluation
+        "routes": route_table(cfg, meta["tasks"]),  # a label-routed adapter's experts
+    }
+    loop_config = {
+        "cfg": to_dict(cfg),
+        "model_path": model_path,
+        "trial": meta,
+        "mult": mult,
+        "held_out": held_out,
+        "extra_eval": extra_eval_rows(cfg),
+    }
+    return loop_config, shares
 
 
 class ReportProgress(ray.train.UserCallback):

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import random
 import resource
 import tempfile
@@ -40,14 +41,49 @@ log = logging.getLogger(__name__)
 STATE_FILE = "ecomtrain_state.json"
 TRIAL_FILE = "ecomtrain_trial.json"  # the trial's metadata (name, tasks, mixture)
 RNG_FILE = "rng_rank{rank}.pt"  # every rank's random number generators, in each checkpoint
+HEALTH_CHECK_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"  # how often Ray Train's controller
+HEALTH_CHECK_DEFAULT_S = 2.0  # polls the workers (Ray's default; train.driver.fit sets 0.5)
 
 
 def train_fn_per_worker(loop_config: dict) -> None:
     """Fine-tune a LoRA adapter with DeepSpeed on this worker's shares of the records."""
+    train_loop(loop_config, RayTrainRun())
+
+
+class RayTrainRun:
+    """Where the loop meets Ray Train: this worker's rank, its shares (Ray Data), the latest
+    checkpoint and the reports. `bench raytax` runs the same loop as plain torch.distributed
+    processes through another object with these members."""
+
+    def __init__(self):
+        ctx = ray.train.get_context()
+        self.rank, self.world = ctx.get_world_rank(), ctx.get_world_size()
+        # Ray Train takes a worker's reports one per poll of its controller, and a report
+        # waits while the one before is not taken: reporting more often than the polls
+        # would stall training (at train.log_every=1 on 50 ms steps, 7.7x slower). Training
+        # metrics are reported no more often; their window runs on to the next log step.
+        self.report_gap_s = float(os.environ.get(HEALTH_CHECK_ENV, HEALTH_CHECK_DEFAULT_S))
+
+    def share(self, i: int) -> Share:
+        return read_share(ray.train.get_dataset_shard(f"train_{i}"))
+
+    def checkpoint(self):
+        """The latest checkpoint as a context giving a local folder, or None."""
+        checkpoint = ray.train.get_checkpoint()
+        return None if checkpoint is None else checkpoint.as_directory()
+
+    def report(self, metrics: dict, checkpoint: str | None = None) -> None:
+        """Report `metrics`, with the folder `checkpoint` (every rank's) when given: Ray
+        Train copies it into the run's storage before this returns."""
+        saved = None if checkpoint is None else ray.train.Checkpoint.from_directory(checkpoint)
+        ray.train.report(metrics, checkpoint=saved)
+
+
+def train_loop(loop_config: dict, run) -> None:
+    """The loop, on this process's rank of `run` (RayTrainRun or a stand-in)."""
     cfg = from_dict(loop_config["cfg"])
     model_path, trial = loop_config["model_path"], loop_config["trial"]
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    rank, world = run.rank, run.world
     mine = shares_of(rank, world, cfg.train.num_workers)
     # Each step takes grad_accum micro-batches from every share, whatever the world size;
     # a rank with fewer shares than another pads with zero-weight repeats (step_batches).
@@ -64,7 +100,7 @@ def train_fn_per_worker(loop_config: dict) -> None:
     engine, schedule = initialize(model, dataclasses.replace(cfg.train, grad_accum=per_rank))
     device = engine.device
 
-    state = restore(engine, rank, world)  # step 0 on a fresh start
+    state = restore(engine, run)  # step 0 on a fresh start
     if rank == 0 and world < cfg.train.num_workers:
         log.info(
             f"elastic: {world} of {cfg.train.num_workers} workers from step {state['step']}; "
@@ -74,7 +110,7 @@ def train_fn_per_worker(loop_config: dict) -> None:
     micro_done = state["step"] * cfg.train.grad_accum
     streams = []
     for i in mine:
-        share = read_share(ray.train.get_dataset_shard(f"train_{i}"))
+        share = run.share(i)
         batches = stream(
             share, cfg, loop_config["mult"], i, micro_done, data if i == rank else None
         )
@@ -95,14 +131,18 @@ def train_fn_per_worker(loop_config: dict) -> None:
         if not np.isfinite(loss_value):
             raise FloatingPointError(f"trial {trial['name']}: non-finite loss at step {step}")
         state["history"].append([step, loss_value])
-        records, digest = sum_over_ranks(ledger, world, device)
+        state["clock"].append([step, round(time.time(), 3)])  # its end, Unix time
+        # Rank 0 says whether a report is due (see RayTrainRun.report_gap_s); the flag
+        # rides on the ledger's all-reduce, so every rank decides alike at no extra cost.
+        due = rank == 0 and time.time() - window_t0 >= run.report_gap_s
+        records, digest, due = sum_over_ranks([*ledger, float(due)], world, device)
         state["ledger"].append([step, int(records), int(digest) % DIGEST_MOD])
         window_loss, window_steps = window_loss + loss_value, window_steps + 1
         window_tokens += tokens
 
         last = step == cfg.train.max_steps
         evaluate = last or (cfg.train.eval_every > 0 and step % cfg.train.eval_every == 0)
-        if not (evaluate or step % cfg.train.log_every == 0):
+        if not (evaluate or (step % cfg.train.log_every == 0 and due)):
             continue
         metrics = {
             "step": step,
@@ -110,6 +150,7 @@ def train_fn_per_worker(loop_config: dict) -> None:
             "lr": schedule.get_last_lr()[0],
             "tokens_per_s": window_tokens / (time.time() - window_t0),  # supervised, all ranks
             "step_s": (time.time() - window_t0) / window_steps,
+            "window_steps": window_steps,  # the steps these means cover
             "peak_memory_gib": peak_memory_gib(device, world),  # the largest rank's
             "trainable_params": trainable,
             "elapsed_s": time.time() - t0,
@@ -117,7 +158,7 @@ def train_fn_per_worker(loop_config: dict) -> None:
             "packing_efficiency": data.packing_efficiency,
         }
         if not evaluate:
-            ray.train.report(metrics)
+            run.report(metrics)
         else:
             if eval_rows:
                 held, scored[SCORES_FILE] = score_adapter(
@@ -145,8 +186,7 @@ def train_fn_per_worker(loop_config: dict) -> None:
             state["step"] = step
             with tempfile.TemporaryDirectory(prefix="ecomtrain-ckpt-") as path:
                 save_checkpoint(Path(path), engine, tokenizer, trial, state, rank, scored)
-                # Ray Train copies the folder into the run's storage before it returns.
-                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(path))
+                run.report(metrics, checkpoint=path)
         window_loss, window_steps, window_tokens, window_t0 = 0.0, 0, 0, time.time()
 
 
@@ -253,24 +293,33 @@ def save_checkpoint(
             (path / name).write_text("".join(json.dumps(e) + "\n" for e in entries))
 
 
-def restore(engine, rank: int, world: int) -> dict:
+def restore(engine, run) -> dict:
     """State of the latest checkpoint after a failure or a resumed sweep, else a fresh one:
     the step, the loss history, the records ledger ([step, records, digest]: the same at any
-    world size), and the step and workers of each attempt. This rank's random number
+    world size), the clock ([step, Unix time at its end]: step times, reports and evaluations
+    included), and the step and workers of each attempt. This rank's random number
     generators continue where they were (a rank the checkpoint's world lacked keeps its own:
     dropout is reseeded per micro-batch, step_batches)."""
-    checkpoint = ray.train.get_checkpoint()
+    checkpoint = run.checkpoint()
     if checkpoint is None:
-        return {"step": 0, "history": [], "ledger": [], "starts": [0], "workers": [world]}
-    with checkpoint.as_directory() as path:
+        return {
+            "step": 0,
+            "history": [],
+            "ledger": [],
+            "clock": [],
+            "starts": [0],
+            "workers": [run.world],
+        }
+    with checkpoint as path:
         load_state(engine, path)
         state = json.loads((Path(path) / STATE_FILE).read_text())
-        rng = Path(path) / RNG_FILE.format(rank=rank)
+        rng = Path(path) / RNG_FILE.format(rank=run.rank)
         if rng.exists():
             set_rng_state(torch.load(rng, weights_only=True))
     state["starts"] = [*state.get("starts", [0]), state["step"]]  # where each attempt began
-    state["workers"] = [*state.get("workers", []), world]  # and with how many workers
+    state["workers"] = [*state.get("workers", []), run.world]  # and with how many workers
     state.setdefault("ledger", [])
+    state.setdefault("clock", [])
     return state
 
 
