@@ -53,6 +53,11 @@ class ModelConfig:
     # ShopBench prefix and question as plain text, the answer and EOS after it (base models;
     # the Shopping MMLU scripts' own protocol).
     prompt_format: str = "chat"
+    # "nf4": the base loaded in 4 bits (bitsandbytes NormalFloat4, double-quantised; matmuls
+    # in train.precision) with the LoRA on top, as in QLoRA; "none": the base in
+    # train.precision. A trial's own evaluation answers with the 4-bit model; `evaluate`
+    # and `export` load the base unquantised.
+    quantization: str = "none"
 
 
 @dataclass
@@ -417,6 +422,7 @@ def elastic_spelling(raw: dict, source: str) -> dict:
 CHOICES = {
     ("model", "attn_implementation"): ("sdpa", "flash_attention_2"),
     ("model", "prompt_format"): PROMPT_FORMATS,
+    ("model", "quantization"): ("none", "nf4"),
     ("data", "provenance"): (*PROVENANCES, "both"),
     ("lora", "shape"): LORA_SHAPES,
     ("data", "downsample"): ("rotate", "fixed"),
@@ -513,8 +519,26 @@ def check_values(cfg: Config, source: str) -> Config:
         )
     for i, s in enumerate(cfg.data.sources):
         _check_source(s, f"{source}: data.sources[{i}]")
+    _check_quantization(cfg, source)
     _check_params(cfg, source)
     return cfg
+
+
+def _check_quantization(cfg: Config, source: str) -> None:
+    """A 4-bit base trains one LoRA under ZeRO-0/1/2 (ZeRO-3 would partition its packed
+    4-bit weights; the routed shapes wrap its layers in their own modules)."""
+    if cfg.model.quantization == "none":
+        return
+    if cfg.train.zero_stage == 3:
+        raise ConfigError(
+            f"{source}: model.quantization: {cfg.model.quantization} needs train.zero_stage "
+            "0, 1 or 2 (a 4-bit base is small enough to hold whole on every GPU)"
+        )
+    if cfg.lora.shape != "single":
+        raise ConfigError(
+            f"{source}: model.quantization: {cfg.model.quantization} is for lora.shape "
+            f"single only, not {cfg.lora.shape}"
+        )
 
 
 def _check_elastic(t: TrainConfig, source: str) -> None:

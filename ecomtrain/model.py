@@ -45,10 +45,39 @@ def require_chat_template(tok) -> None:
         )
 
 
-def load_model(path: str, attn_implementation: str = "sdpa", precision: str = "fp32"):
-    """The base causal LM from a local directory or hub id."""
+def load_model(
+    path: str,
+    attn_implementation: str = "sdpa",
+    precision: str = "fp32",
+    quantization: str = "none",
+):
+    """The base causal LM from a local directory or hub id; with `quantization` "nf4", its
+    linear layers in 4 bits (bitsandbytes; QLoRA), computing in `precision`."""
+    extra = {}
+    if quantization == "nf4":
+        extra["quantization_config"] = nf4_config(DTYPES[precision])
     return AutoModelForCausalLM.from_pretrained(
-        path, dtype=DTYPES[precision], attn_implementation=attn_implementation
+        path, dtype=DTYPES[precision], attn_implementation=attn_implementation, **extra
+    )
+
+
+def nf4_config(dtype: torch.dtype):
+    """QLoRA's 4-bit NormalFloat with double quantisation, matmuls in `dtype`; a clear
+    error where bitsandbytes is missing or has no kernels for this machine."""
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError as e:
+        raise ModelError(
+            f"model.quantization=nf4 needs bitsandbytes: pip install 'ecomtrain[qlora]' ({e})"
+        ) from e
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=dtype,
+        bnb_4bit_quant_storage=dtype,
     )
 
 
@@ -73,6 +102,10 @@ def training_model(base, lora: LoraConfig, gradient_checkpointing: bool, routes=
     """`base` ready for LoRA training: activations recomputed in backward when asked, and
     wrapped with the adapter of `lora.shape` (only its weights trainable). `routes`: the
     trial's expert labels, for the label-routed shapes (ecomtrain.experts.spec)."""
+    if getattr(base, "is_loaded_in_4bit", False):  # QLoRA: norms in fp32, as PEFT prepares
+        from peft import prepare_model_for_kbit_training
+
+        base = prepare_model_for_kbit_training(base, use_gradient_checkpointing=False)
     if gradient_checkpointing:
         base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         base.enable_input_require_grads()

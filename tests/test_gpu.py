@@ -1,4 +1,5 @@
-"""Checks that need a CUDA GPU (skipped without one): packed training kernels, the MFU bench.
+"""Checks that need a CUDA GPU (skipped without one): packed training kernels, the MFU bench,
+QLoRA.
 
 Run them with `pytest -m gpu` on a GPU machine; they need torch, transformers, peft and
 deepspeed, not Ray.
@@ -72,3 +73,29 @@ def test_mfu_bench_reports_sane_figures():
     assert 0.05 < figures["mfu"] < 1.0 and figures["hfu"] >= figures["mfu"]
     assert figures["peak_memory_gib"] > 2.3  # the bf16 weights alone are 2.3 GiB
     assert torch.isfinite(torch.tensor(figures["loss"]))
+
+
+def test_qlora_trains_a_lora_on_a_4bit_base_on_gpu(tmp_path):
+    """model.quantization=nf4 on a GPU: the base's linear layers in 4 bits on the device,
+    bf16 matmuls, and the LoRA's loss falls on the batch it learns."""
+    import bitsandbytes as bnb
+
+    from ecomtrain.config import LoraConfig
+    from ecomtrain.model import load_model, training_model
+
+    small_llama("sdpa").save_pretrained(tmp_path)
+    base = load_model(str(tmp_path), "sdpa", "bf16", quantization="nf4")
+    layer = base.model.layers[0].self_attn.q_proj
+    assert isinstance(layer, bnb.nn.Linear4bit) and layer.weight.device.type == "cuda"
+    model = training_model(base, LoraConfig(rank=8, alpha=16.0), gradient_checkpointing=True)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    torch.manual_seed(0)
+    ids = torch.randint(0, 1000, (2, 128), device="cuda")
+    losses = []
+    for _ in range(6):
+        loss = model(input_ids=ids, labels=ids).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(float(loss))
+    assert losses[-1] < losses[0], losses

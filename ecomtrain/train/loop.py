@@ -93,7 +93,7 @@ def train_loop(loop_config: dict, run) -> None:
     tokenizer = load_tokenizer(model_path)
     zero3 = zero3_loading(cfg.train)  # noqa: F841  (must outlive the model)
     attn = training_attention(cfg.model.attn_implementation)
-    base = load_model(model_path, attn, cfg.train.precision)
+    base = load_model(model_path, attn, cfg.train.precision, cfg.model.quantization)
     routes = trial.get("routes")  # the experts of a label-routed adapter (ecomtrain.experts)
     model = training_model(base, cfg.lora, cfg.train.gradient_checkpointing, routes)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
