@@ -39,7 +39,14 @@ tokens per optimizer step match ecomtrain's. Both are timed over the same window
 `train.log_every` optimizer steps after the same warm-up, and supervised tokens (the labels
 a loss covers) are counted exactly on both sides. `--shape` trains a random-initialised model
 of a real shape (SHAPES, e.g. `qwen0.5b`) with the offline tokenizer, so the share of FLOPs in
-the vocabulary projection (printed) is the real model's.
+the vocabulary projection (printed) is the real model's. For HF it also prints the share of its
+timed window spent in forward and backward passes (`Trainer.training_step`, DDP's all-reduce
+included); the rest is its loop: data, collation, optimizer, scheduler, callbacks. Supervised
+tokens are a fair unit only when both windows hold records of the usual make-up; a short
+window of ecomtrain's may not (each rank packs an epoch longest records first), so the bench
+also counts the tokens each side processed in its window (prompts included, padding aside;
+ecomtrain's by replaying its stream) and prints their ratio (`processed_ratio_vs_...`) and
+the tokens processed per supervised token in each window and in all the records.
 
 `ablation` runs ecomtrain's training step (forward and backward, one process) on the same
 packed micro-batches of the configured corpus with each of its choices undone in turn:
@@ -494,17 +501,30 @@ def head_share(model_path: str) -> float:
     return head / (head + body)
 
 
-def training_records(cfg: Config, model_path: str) -> list[dict]:
+def training_records(shares: list) -> list[dict]:
     """A trial's training records, tokenised and prompt-masked as its workers read them
     (every share, so each HF rank can take its part with HF's own sampler)."""
-    shares, _ = train_dataset(cfg, model_path, cfg.data.tasks, cfg.train.num_workers)
     rows = []
-    for dataset in shares:
-        share = read_share(dataset)
+    for share in shares:
         for i in range(len(share)):
             ids, n = share.ids(i).tolist(), int(share.n_prompt[i])
             rows.append({"input_ids": ids, "labels": [IGNORE] * n + ids[n:]})
     return rows
+
+
+def packed_window(cfg: Config, shares: list, mult: dict) -> tuple[int, int]:
+    """Tokens processed (padding aside) and supervised tokens in ecomtrain's timed window
+    (its last `train.log_every` steps), all ranks: a rank's stream is a function of its
+    share, the seed and its rank, so it is replayed here micro-batch for micro-batch."""
+    first = (cfg.train.max_steps - cfg.train.log_every) * cfg.train.grad_accum
+    processed = covered = 0
+    for rank, share in enumerate(shares):
+        batches = stream(share, cfg, mult, rank, skip=first)
+        for _ in range(cfg.train.log_every * cfg.train.grad_accum):
+            batch = next(batches)
+            processed += int((batch["segment_ids"] > 0).sum())
+            covered += supervised(torch.from_numpy(batch["labels"]))
+    return processed, covered
 
 
 def supervised(labels: torch.Tensor) -> int:
@@ -524,12 +544,17 @@ def flattening_is_exact(model, rows: list[dict]) -> tuple[bool, float]:
 
 
 class TimedWindow(TrainerCallback):
-    """Seconds and supervised tokens of HF Trainer's optimizer steps after `warmup`."""
+    """Seconds and supervised tokens of HF Trainer's optimizer steps after `warmup`, and
+    the seconds of them spent in its forward and backward passes (TimedTrainer)."""
 
-    def __init__(self, warmup: int, counted: list[int]):
+    def __init__(self, warmup: int, counted: list[tuple[int, int]]):
         self.warmup, self.counted = warmup, counted
-        self.t0 = self.t1 = 0.0
+        self.t0 = self.t1 = self.passes = 0.0
         self.first = self.last = 0
+
+    def add_passes(self, seconds: float) -> None:
+        if self.t0 and not self.t1:
+            self.passes += seconds
 
     def on_step_end(self, args, state, control, **kwargs):
         if state.global_step == self.warmup:
@@ -540,8 +565,26 @@ class TimedWindow(TrainerCallback):
     def figures(self) -> dict:
         return {
             "seconds": self.t1 - self.t0,
-            "tokens": sum(self.counted[self.first : self.last]),
+            "tokens": sum(c[0] for c in self.counted[self.first : self.last]),
+            "processed": sum(c[1] for c in self.counted[self.first : self.last]),
+            "passes_seconds": self.passes,
         }
+
+
+class TimedTrainer(Trainer):
+    """HF's Trainer, timing each `training_step`: the forward pass, the loss and the
+    backward pass (with DDP's gradient all-reduce), for TimedWindow."""
+
+    def __init__(self, *args, window: TimedWindow, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.window = window
+
+    def training_step(self, *args, **kwargs):
+        t0 = time.perf_counter()
+        try:
+            return super().training_step(*args, **kwargs)
+        finally:
+            self.window.add_passes(time.perf_counter() - t0)
 
 
 def hf_fn_per_worker(config: dict) -> None:
@@ -554,7 +597,7 @@ def hf_fn_per_worker(config: dict) -> None:
     tokenizer = load_tokenizer(model_path)
     model = load_model(model_path, cfg.model.attn_implementation, cfg.train.precision)
     model = add_lora(model, cfg.lora)
-    counted: list[int] = []
+    counted: list[tuple[int, int]] = []  # supervised and processed tokens of each batch
     if flat:
         collate = DataCollatorWithFlattening()
     else:
@@ -562,7 +605,8 @@ def hf_fn_per_worker(config: dict) -> None:
 
     def count(features):
         batch = collate(features)
-        counted.append(supervised(batch["labels"]))
+        real = batch.get("attention_mask", torch.ones_like(batch["input_ids"]))
+        counted.append((supervised(batch["labels"]), int(real.sum())))
         return batch
 
     window = TimedWindow(cfg.train.max_steps - cfg.train.log_every, counted)
@@ -584,8 +628,13 @@ def hf_fn_per_worker(config: dict) -> None:
         seed=cfg.train.seed,
         disable_tqdm=True,
     )
-    trainer = Trainer(
-        model=model, args=args, train_dataset=rows, data_collator=count, callbacks=[window]
+    trainer = TimedTrainer(
+        model=model,
+        args=args,
+        train_dataset=rows,
+        data_collator=count,
+        callbacks=[window],
+        window=window,
     )
     trainer.train()
     ddp = isinstance(trainer.model_wrapped, torch.nn.parallel.DistributedDataParallel)
@@ -599,7 +648,8 @@ def hf_fn_per_worker(config: dict) -> None:
 
 def hf_trainer_window(cfg: Config, model_path: str, rows: list[dict], batch: int, flat: bool):
     """Supervised tokens (all ranks) and seconds (the slowest rank) of HF's timed window,
-    with as many Ray Train workers and CPUs as ecomtrain's trial."""
+    and the seconds of it in forward and backward passes (the slowest rank's), with as many
+    Ray Train workers and CPUs as ecomtrain's trial."""
     trainer = TorchTrainer(
         hf_fn_per_worker,
         train_loop_config={
@@ -620,7 +670,9 @@ def hf_trainer_window(cfg: Config, model_path: str, rows: list[dict], batch: int
     ranks = json.loads(Path(trainer.fit().checkpoint.path, "hf.json").read_text())
     if not all(r["ddp"] for r in ranks):  # each rank would train alone, with no all-reduce
         raise RuntimeError("bench throughput: HF Trainer did not wrap the model in DDP")
-    return sum(r["tokens"] for r in ranks), max(r["seconds"] for r in ranks)
+    seconds = max(r["seconds"] for r in ranks)
+    passes = max(r["passes_seconds"] for r in ranks)
+    return sum(r["tokens"] for r in ranks), sum(r["processed"] for r in ranks), seconds, passes
 
 
 def throughput(cfg: Config, shape: str = "tiny") -> dict:
@@ -644,8 +696,12 @@ def throughput(cfg: Config, shape: str = "tiny") -> dict:
             f"(raise train.log_every and train.max_steps, or lower {HEALTH_CHECK_ENV})"
         )
     per_step = ours["tokens_per_s"] * ours["step_s"]  # supervised, all ranks
-    rows = training_records(cfg, model_path)
-    per_record = sum(supervised(torch.tensor(r["labels"])) for r in rows) / len(rows)
+    datasets, mult = train_dataset(cfg, model_path, cfg.data.tasks, cfg.train.num_workers)
+    shares = [read_share(d) for d in datasets]
+    rows = training_records(shares)
+    processed, covered = packed_window(cfg, shares, mult)
+    all_supervised = sum(supervised(torch.tensor(r["labels"])) for r in rows)
+    per_record = all_supervised / len(rows)
     ranks_and_micro = cfg.train.num_workers * cfg.train.grad_accum
     batch = max(1, round(per_step / ranks_and_micro / per_record))
     out = {
@@ -656,6 +712,12 @@ def throughput(cfg: Config, shape: str = "tiny") -> dict:
         "ecomtrain_tokens_per_s": round(ours["tokens_per_s"], 1),
         "ecomtrain_tokens_per_step": round(per_step, 1),
         "hf_batch_records": batch,
+        # tokens processed per supervised token in ecomtrain's window and in all its records:
+        # a short window of a packed epoch (longest records first) may differ from the mean
+        "ecomtrain_processed_per_supervised": round(processed / covered, 2),
+        "records_processed_per_supervised": round(
+            sum(len(r["input_ids"]) for r in rows) / all_supervised, 2
+        ),
     }
     baselines = {"hf_padded_grouped": False}
     exact, diff = flattening_is_exact(load_model(model_path, cfg.model.attn_implementation), rows)
@@ -667,8 +729,18 @@ def throughput(cfg: Config, shape: str = "tiny") -> dict:
             f"batch attends across records (logits differ by up to {diff:.3g})"
         )
     for name, flat in baselines.items():
-        tokens, seconds = hf_trainer_window(cfg, model_path, rows, batch, flat)
+        tokens, hf_processed, seconds, passes = hf_trainer_window(
+            cfg, model_path, rows, batch, flat
+        )
         out[f"{name}_tokens_per_s"] = round(tokens / seconds, 1)
+        out[f"{name}_processed_per_supervised"] = round(hf_processed / tokens, 2)
+        # tokens processed (prompts too, padding aside) per second, ecomtrain's over HF's:
+        # what the window's records cost, whatever share of them is supervised
+        ours_s = window * ours["step_s"]
+        out[f"processed_ratio_vs_{name}"] = round(processed / ours_s * seconds / hf_processed, 3)
+        # the share of HF's window in forward and backward: the rest is its loop (data,
+        # collation, optimizer, scheduler, callbacks)
+        out[f"{name}_passes_share"] = round(passes / seconds, 3)
         out[f"{name}_tokens_per_step"] = round(tokens / window, 1)
         out[f"ratio_vs_{name}"] = round(ours["tokens_per_s"] * seconds / tokens, 3)
     return out

@@ -200,6 +200,11 @@ def test_throughput_bench_matches_tokens_and_times_the_same_window(local_ray):
     ours, theirs = out["ecomtrain_tokens_per_step"], out["hf_padded_grouped_tokens_per_step"]
     assert 0.5 < theirs / ours < 2.0
     assert out["ratio_vs_hf_padded_grouped"] > 0
+    assert 0 < out["hf_padded_grouped_passes_share"] <= 1
+    # tokens processed (prompts too) per supervised token: more than one on both sides
+    assert out["ecomtrain_processed_per_supervised"] > 1
+    assert out["hf_padded_grouped_processed_per_supervised"] > 1
+    assert out["processed_ratio_vs_hf_padded_grouped"] > 0
     assert out["hf_padding_free"].startswith("not run: with attn_implementation=sdpa")
 
 
