@@ -992,11 +992,14 @@ def steady_window(state: dict) -> tuple[int, float, float]:
 
 def run_figures(state: dict, cpu: CpuTime) -> dict:
     """Seconds per step over a run's timed window (reports included), its median step and
-    the CPU cores each kind of process kept busy meanwhile."""
+    the CPU cores each kind of process kept busy meanwhile (None for a window shorter than
+    4 of `cpu`'s samples)."""
     steps, t0, t1 = steady_window(state)
     clock = dict(state["clock"])
     durations = np.diff([clock[s] for s in sorted(clock) if t0 <= clock[s] <= t1])
-    cores = {k: round(v / (t1 - t0), 3) for k, v in cpu.between(t0, t1).items()}
+    cores = None  # a window of fewer than 4 samples says little about the CPU in it
+    if t1 - t0 >= 4 * cpu.every:
+        cores = {k: round(v / (t1 - t0), 3) for k, v in cpu.between(t0, t1).items()}
     return {
         "step_s": round((t1 - t0) / steps, 4),
         "median_step_s": round(float(np.median(durations)), 4),

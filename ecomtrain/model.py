@@ -63,7 +63,7 @@ def load_model(
 
 def nf4_config(dtype: torch.dtype):
     """QLoRA's 4-bit NormalFloat with double quantisation, matmuls in `dtype`; a clear
-    error where bitsandbytes is missing or has no kernels for this machine."""
+    error where bitsandbytes is not installed."""
     try:
         import bitsandbytes  # noqa: F401
     except ImportError as e:

@@ -233,7 +233,7 @@ def test_raytax_bench_runs_one_loop_under_both_runners(monkeypatch):
     assert out["warmup_steps"] == 2 and out["timed_steps"] == 10
     for runner in ("ray_train", "torch_distributed"):
         (run,) = out[runner]
-        assert run["step_s"] > 0 and run["cores"]["training"] > 0.2, run
+        assert run["step_s"] > 0 and run["cores"] is None, run  # half a second: too short
     assert out["ratio"] == out["pair_ratios"][0] and out["goal"] == "not clear"
     assert not ray.is_initialized()
 

@@ -9,6 +9,7 @@ import torch
 import torch.distributed as dist
 
 from ecomtrain.config import ConfigError, LoraConfig, ModelConfig, TrainConfig, load_config
+from ecomtrain.connect import free_port
 from ecomtrain.model import ModelError, load_model, training_model
 from ecomtrain.tiny_model import resolve_model
 from ecomtrain.train.engine import initialize
@@ -35,14 +36,14 @@ def test_an_nf4_base_trains_its_lora_under_deepspeed(tiny, tmp_path):
 
     out = tmp_path / "losses.pt"
     torch.multiprocessing.start_processes(
-        _train, args=(tiny, str(out)), nprocs=1, start_method="spawn"
+        _train, args=(tiny, str(out), free_port(29613)), nprocs=1, start_method="spawn"
     )
     losses = torch.load(out)
     assert all(torch.isfinite(torch.tensor(losses))) and losses[-1] < losses[0], losses
 
 
-def _train(rank: int, path: str, out: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT="29613", RANK="0", LOCAL_RANK="0")
+def _train(rank: int, path: str, out: str, port: int) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK="0", LOCAL_RANK="0")
     os.environ["WORLD_SIZE"] = "1"
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=0, world_size=1)

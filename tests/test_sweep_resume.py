@@ -24,6 +24,8 @@ import ray
 from footprint import assert_left_nothing, cluster_services, footprint
 from ray.util.state import list_objects
 
+from ecomtrain.connect import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 TASKS = "[attribute_inference_mcq, review_rating]"
 
@@ -104,10 +106,12 @@ def three_nodes(tmp: Path):
 
     saved = {k: os.environ.get(k) for k in ("TMPDIR", "RAY_TMPDIR")}
     os.environ.update(TMPDIR=str(tmp), RAY_TMPDIR="/tmp")
+    cluster = None
     try:
+        head = {"num_cpus": 1, "resources": {"driver": 10}, "include_dashboard": True}
+        # a free dashboard port: a cluster an earlier test stopped may still hold Ray's 8265
         cluster = Cluster(
-            initialize_head=True,
-            head_node_args={"num_cpus": 1, "resources": {"driver": 10}, "include_dashboard": True},
+            initialize_head=True, head_node_args=head | {"dashboard_port": free_port(8265)}
         )
         for _ in range(2):
             cluster.add_node(**NODE)
@@ -115,7 +119,8 @@ def three_nodes(tmp: Path):
         yield cluster
     finally:
         ray.shutdown()
-        cluster.shutdown()
+        if cluster is not None:
+            cluster.shutdown()
         for key, value in saved.items():
             os.environ.pop(key, None) if value is None else os.environ.update({key: value})
 
@@ -239,7 +244,7 @@ def _two_done(steps: dict[str, int]) -> list[str]:
 SWEEP = [
     "sweep.name=resume",
     "train.max_steps=9",
-    "train.grad_accum=8",  # steps of about half a second: the node goes while a trial trains
+    "train.grad_accum=16",  # steps of ~1 s: the node (and the driver) go while a trial trains
     "train.log_every=1",
     "train.eval_every=3",
     "sweep.ranks=[2, 4, 8]",
