@@ -361,3 +361,27 @@ def test_fixed_downsampling_trains_on_the_same_records_every_epoch():
             assert all(abs(got[t] - n) <= 1 for t, n in want.items())
         assert list(orders[0]) != list(orders[1])  # shuffled anew either way
     assert len(set(kept[True])) == 1 and len(set(kept[False])) == 4
+
+
+def test_a_windows_rows_come_in_random_order_not_longest_first():
+    """First-fit decreasing packs a window longest records first; the stream shuffles the
+    window's rows, so a step's records are of the window's usual make-up, and every record
+    of the epoch is still trained on once."""
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(4, 120, size=400)
+    ids = [list(range(1, n + 1)) for n in lengths]
+    share = Share.of(
+        ids, [2] * 400, ["query_ner"] * 400, source_keys([f"a:{i}" for i in range(400)])
+    )
+    cfg = Config()
+    cfg.data.max_seq_len, cfg.data.pack_window, cfg.train.micro_batch_size = 128, 400, 1
+    stats = StreamStats()
+    endless = stream(share, cfg, {"query_ner": 1.0}, rank=0, stats=stats)
+    rows = [next(endless)["records"]]  # the epoch is one window, packed by now
+    rows += [next(endless)["records"] for _ in range(stats.rows - 1)]
+    assert sorted(int(i) for r in rows for i in r) == list(range(400))
+    longest = [int(lengths[r].max()) for r in rows]
+    half = len(longest) // 2
+    assert longest != sorted(longest, reverse=True)
+    # longest-first would put every long record in the first half of the window
+    assert abs(np.mean(longest[:half]) - np.mean(longest[half:])) < 15

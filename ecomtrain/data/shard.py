@@ -11,7 +11,9 @@ packed micro-batches, epoch after epoch:
    every epoch keeps another part of a downsampled task, and every record comes round);
 2. shuffle the epoch's records with (seed, epoch, rank);
 3. pack them first-fit-decreasing, `data.pack_window` records at a time, into rows of
-   `data.max_seq_len` tokens;
+   `data.max_seq_len` tokens, and shuffle each window's rows (first-fit-decreasing makes
+   them longest records first: unshuffled, the first steps of every window would train on
+   long answers and its last ones on short, a cycle in what the optimizer sees);
 4. deal the rows out in micro-batches of `train.micro_batch_size` rows. Rows run on from
    one epoch into the next, so no record or row is ever dropped at an epoch's end, and
    every rank has the same number of steps however its share packs.
@@ -203,6 +205,8 @@ def stream(
             window = order[start : start + d.pack_window]
             lengths = all_lengths[window]
             rows = pack(lengths.tolist(), d.max_seq_len)
+            shuffle = np.random.default_rng([d.seed, epoch, rank, start]).permutation(len(rows))
+            rows = [rows[j] for j in shuffle]
             pending += [[int(window[j]) for j in row] for row in rows]
             stats.records += len(window)
             stats.rows += len(rows)
