@@ -1,6 +1,7 @@
 """Same config and seed, same run, bit for bit, on CPU: two replicates of one point in a
 sweep (`sweep.seeds=[1, 1]`) and a separate single run give the same loss curve, the same
-held-out score and the same per-record scores."""
+held-out score and the same per-record scores; the run started again when its last
+checkpoint is already at max_steps reports that checkpoint's score again."""
 
 import csv
 import json
@@ -56,3 +57,13 @@ def test_replicates_and_a_single_run_are_identical(tmp_path, run_cli):
     history, scores = outcome(checkpoint)
     assert history == first[0]  # the same loss curve, bit for bit
     assert scores == first[1]  # the same score of every held-out record
+    said = [line for line in proc.stdout.splitlines() if line.startswith("score ")]
+    assert said and said[-1].split()[1] == rows[0]["score"]
+    again = run_cli("ecomtrain.train", "--output", str(single), f"data.tasks={TASKS}", *SAME)
+    said = [line for line in again.stdout.splitlines() if line.startswith("score ")]
+    assert said and said[-1].split()[1] == rows[0]["score"], again.stdout
+    latest = Path(said[-1].split("adapter ")[1])
+    assert latest != checkpoint and outcome(latest) == (history, scores)
+    # nothing trained again: the state, its clock of every step's end included, is the same
+    state = "ecomtrain_state.json"
+    assert (latest / state).read_text() == (checkpoint / state).read_text()

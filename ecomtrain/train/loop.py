@@ -101,6 +101,13 @@ def train_loop(loop_config: dict, run) -> None:
     device = engine.device
 
     state = restore(engine, run)  # step 0 on a fresh start
+    if state["step"] >= cfg.train.max_steps:
+        # Resumed after its last checkpoint but perhaps before the sweep recorded the report
+        # that came with it (the driver lost in between): that report again, so the trial
+        # ends with its score and checkpoint whatever was recorded.
+        with run.checkpoint() as path:
+            run.report(state.get("report", {"step": state["step"]}), path if rank == 0 else None)
+        return
     if rank == 0 and world < cfg.train.num_workers:
         log.info(
             f"elastic: {world} of {cfg.train.num_workers} workers from step {state['step']}; "
@@ -183,7 +190,7 @@ def train_loop(loop_config: dict, run) -> None:
             mixture = trial.get("mixture", {})  # diversity of what this run trains on
             metrics |= {f"mixture/{k}": v for k, v in mixture.items()}
             metrics["task_entropy"] = mixture.get("task_entropy", float("nan"))
-            state["step"] = step
+            state["step"], state["report"] = step, metrics  # the report, for a resume at the end
             with tempfile.TemporaryDirectory(prefix="ecomtrain-ckpt-") as path:
                 save_checkpoint(Path(path), engine, tokenizer, trial, state, rank, scored)
                 run.report(metrics, checkpoint=path)
