@@ -32,14 +32,20 @@ def run_cli(ecomtrain_cache):
         env = {**os.environ, "WANDB_MODE": "offline", "ECOMTRAIN_CACHE": str(ecomtrain_cache)}
         for key in ("WANDB_API_KEY", "RAY_ADDRESS"):
             env.pop(key, None)
-        proc = subprocess.run(
-            [sys.executable, "-m", *args],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
+        try:
+            proc = subprocess.run(
+                [sys.executable, "-m", *args],
+                cwd=ROOT,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+            )
+        except subprocess.TimeoutExpired as e:  # where it stood, not only that it timed out
+            out = [x.decode() if isinstance(x, bytes) else x or "" for x in (e.stdout, e.stderr)]
+            pytest.fail(
+                f"{' '.join(args[:1])}: no exit in {timeout} s\n{out[0][-3000:]}{out[1][-3000:]}"
+            )
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
         return proc
 
