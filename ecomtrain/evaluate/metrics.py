@@ -124,11 +124,15 @@ def ner_counts(pred: list[str], truth: list[str] | str) -> tuple[int, int, int]:
     return tp, len(p) - tp, len(t) - tp
 
 
-def f1_from_counts(tp: int, fp: int, fn: int) -> float:
-    """F1 with precision/recall 0 on a zero denominator (no ZeroDivisionError)."""
-    precision = tp / (tp + fp) if tp + fp else 0.0
-    recall = tp / (tp + fn) if tp + fn else 0.0
-    return 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+def f1_from_counts(tp, fp, fn):
+    """F1 with precision/recall 0 on a zero denominator, of counts that are numbers (a float
+    back) or numpy arrays of them, e.g. a bootstrap's weighted counts (an array back)."""
+    tp, fp, fn = (np.asarray(x, dtype=np.float64) for x in (tp, fp, fn))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        precision = np.where(tp + fp > 0, tp / (tp + fp), 0.0)
+        recall = np.where(tp + fn > 0, tp / (tp + fn), 0.0)
+        f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
+    return float(f1) if f1.ndim == 0 else f1
 
 
 @lru_cache(maxsize=1)

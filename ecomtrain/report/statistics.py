@@ -34,6 +34,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
+from ecomtrain.evaluate.metrics import f1_from_counts
+
 POOLED = "micro f1"  # the one metric scored from pooled counts rather than a mean
 LEVEL = 0.95
 
@@ -88,13 +90,6 @@ def align(trials: list[dict[str, dict]]) -> Scores:
     )
 
 
-def _f1(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> np.ndarray:
-    with np.errstate(invalid="ignore", divide="ignore"):
-        p = np.where(tp + fp > 0, tp / (tp + fp), 0.0)
-        r = np.where(tp + fn > 0, tp / (tp + fn), 0.0)
-        return np.where(p + r > 0, 2 * p * r / (p + r), 0.0)
-
-
 def task_scores(s: Scores, weights: list[np.ndarray] | None = None) -> np.ndarray:
     """Task scores [B, T, K] of every trial, each record counted `weights[k][b, i]` times
     (the bootstrap's draw counts; None: once, B = 1)."""
@@ -104,7 +99,7 @@ def task_scores(s: Scores, weights: list[np.ndarray] | None = None) -> np.ndarra
         w = np.ones((1, len(rec))) if weights is None else weights[k]
         if s.pooled[k]:
             tp, fp, fn = (w @ s.counts[:, rec, j].T for j in range(3))  # [B, T]
-            out.append(_f1(tp, fp, fn))
+            out.append(f1_from_counts(tp, fp, fn))
         else:
             out.append(w @ s.value[:, rec].T / len(rec))
     return np.stack(out, axis=-1)
