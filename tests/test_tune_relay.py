@@ -2,7 +2,7 @@
 
 Tune's main thread handles a trial's results; here it is slowed down (3 s a result), which
 made Ray's own TuneReportCallback hang the trial for good: the trial function's end marker
-filled the one-slot queue before the last report (tuning.run.relay_to_tune). The sweep runs
+filled the one-slot queue before the last report (tuning.relay.relay_to_tune). The sweep runs
 in a process of its own, so a hang fails the test instead of stopping the suite."""
 
 import json
@@ -19,7 +19,7 @@ from ray import tune
 from ray.train import Checkpoint, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
-from tuning.run import relay_to_tune
+from tuning.relay import relay_to_tune
 
 ROOT = Path(__file__).resolve().parents[1]
 
