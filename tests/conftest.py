@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -32,20 +33,22 @@ def run_cli(ecomtrain_cache):
         env = {**os.environ, "WANDB_MODE": "offline", "ECOMTRAIN_CACHE": str(ecomtrain_cache)}
         for key in ("WANDB_API_KEY", "RAY_ADDRESS"):
             env.pop(key, None)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", *args],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,  # its Ray cluster too: a hang ends all of it
+        )
         try:
-            proc = subprocess.run(
-                [sys.executable, "-m", *args],
-                cwd=ROOT,
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=timeout,
-            )
-        except subprocess.TimeoutExpired as e:  # where it stood, not only that it timed out
-            out = [x.decode() if isinstance(x, bytes) else x or "" for x in (e.stdout, e.stderr)]
-            pytest.fail(
-                f"{' '.join(args[:1])}: no exit in {timeout} s\n{out[0][-3000:]}{out[1][-3000:]}"
-            )
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:  # where it stood, not only that it timed out
+            os.killpg(proc.pid, signal.SIGKILL)
+            out, err = proc.communicate()
+            pytest.fail(f"{args[0]}: no exit in {timeout} s\n{out[-3000:]}{err[-3000:]}")
+        proc = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
         return proc
 

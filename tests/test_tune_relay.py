@@ -3,12 +3,9 @@
 Tune's main thread handles a trial's results; here it is slowed down (3 s a result), which
 made Ray's own TuneReportCallback hang the trial for good: the trial function's end marker
 filled the one-slot queue before the last report (tuning.relay.relay_to_tune). The sweep runs
-in a process of its own, so a hang fails the test instead of stopping the suite."""
+in a process of its own (run_cli), so a hang fails the test instead of stopping the suite."""
 
 import json
-import os
-import signal
-import subprocess
 import sys
 import threading
 import time
@@ -20,8 +17,6 @@ from ray.train import Checkpoint, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
 from tuning.relay import relay_to_tune
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def loop(config: dict) -> None:
@@ -81,22 +76,8 @@ def sweep(storage: str) -> dict:
     return out
 
 
-def test_every_report_reaches_tune_in_order_and_errors_fail_the_trial(tmp_path):
-    proc = subprocess.Popen(
-        [sys.executable, __file__, str(tmp_path)],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,  # its Ray cluster too, to end it all on a hang
-    )
-    try:
-        out, _ = proc.communicate(timeout=240)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, _ = proc.communicate()
-        raise AssertionError(f"the sweep hung:\n{out[-3000:]}") from None
-    assert proc.returncode == 0, out[-3000:]
+def test_every_report_reaches_tune_in_order_and_errors_fail_the_trial(tmp_path, run_cli):
+    out = run_cli("tests.test_tune_relay", str(tmp_path), timeout=240).stdout
     (line,) = [x for x in out.splitlines() if x.startswith("reports: ")]
     got = json.loads(line.removeprefix("reports: "))
     assert got["False"]["i"] == [0, 1, 2] and not got["False"]["error"]
