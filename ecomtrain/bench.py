@@ -1,7 +1,8 @@
 """Benchmarks that print figures and ratios (not tests: timings flake on busy machines).
 
     python -m ecomtrain.bench asha [--config FILE] [--grid DIR] [a.b=c ...]
-    python -m ecomtrain.bench throughput [--shape tiny|smol135m|qwen0.5b] [a.b=c ...]
+    python -m ecomtrain.bench throughput [--shape tiny|smol135m|qwen0.5b] [--repeats N]
+                                         [a.b=c ...]
     python -m ecomtrain.bench ablation [--shape ...] [--steps N] [a.b=c ...]
     python -m ecomtrain.bench raytax [--shape ...] [--repeats N] [a.b=c ...]
     python -m ecomtrain.bench mfu --shape 1b|7b [--config FILE] [a.b=c ...]   (CUDA GPU)
@@ -47,6 +48,9 @@ window of ecomtrain's may not (each rank packs an epoch longest records first), 
 also counts the tokens each side processed in its window (prompts included, padding aside;
 ecomtrain's by replaying its stream) and prints their ratio (`processed_ratio_vs_...`) and
 the tokens processed per supervised token in each window and in all the records.
+`--repeats N` runs the two sides N times, back to back, and prints each run's rates and
+ratios, then each ratio's geometric mean over the runs with a 95 % t-interval (as raytax's):
+CPU rates vary from run to run, so a single run's ratio has no interval.
 
 `ablation` runs ecomtrain's training step (forward and backward, one process) on the same
 packed micro-batches of the configured corpus with each of its choices undone in turn:
@@ -675,45 +679,32 @@ def hf_trainer_window(cfg: Config, model_path: str, rows: list[dict], batch: int
     return sum(r["tokens"] for r in ranks), sum(r["processed"] for r in ranks), seconds, passes
 
 
-def throughput(cfg: Config, shape: str = "tiny") -> dict:
+def throughput(cfg: Config, shape: str = "tiny", repeats: int = 1) -> dict:
     """Supervised tokens/s over the same timed window: ecomtrain's trial (packed, DeepSpeed,
     Ray Train) against HF Trainer + PEFT under DDP with the same workers, records, LoRA,
     precision, steps and supervised tokens per optimizer step (its batch size in records
     chosen to match ecomtrain's tokens), padded and grouped by length, and padding-free
-    where that is correct for the attention kernel (see the module doc)."""
+    where that is correct for the attention kernel (see the module doc); `repeats` times,
+    each side once a repeat, back to back."""
     model_path = shape_model(cfg, shape)
     cfg.model.name_or_path = model_path
     tasks = cfg.data.tasks or list(CAPABILITIES)
     # Ray Train's controller polls often enough to take the report at the warm-up's end
     # (the loop reports no more often than the polls: loop.RayTrainRun.report_gap_s).
     os.environ.setdefault(HEALTH_CHECK_ENV, "0.1")
-    ours = fit(cfg, trial_meta("bench", "all", tasks, cfg), tempfile.mkdtemp()).metrics
     window = cfg.train.log_every  # ecomtrain's last report covers exactly these steps
-    if ours["window_steps"] != window:
-        raise RuntimeError(
-            f"bench throughput: ecomtrain's last report covers {ours['window_steps']} steps, "
-            f"not train.log_every={window}: its steps are too fast for Ray Train's polls "
-            f"(raise train.log_every and train.max_steps, or lower {HEALTH_CHECK_ENV})"
-        )
-    per_step = ours["tokens_per_s"] * ours["step_s"]  # supervised, all ranks
     datasets, mult = train_dataset(cfg, model_path, cfg.data.tasks, cfg.train.num_workers)
     shares = [read_share(d) for d in datasets]
     rows = training_records(shares)
     processed, covered = packed_window(cfg, shares, mult)
     all_supervised = sum(supervised(torch.tensor(r["labels"])) for r in rows)
-    per_record = all_supervised / len(rows)
-    ranks_and_micro = cfg.train.num_workers * cfg.train.grad_accum
-    batch = max(1, round(per_step / ranks_and_micro / per_record))
     out = {
         "shape": shape,
         "head_share_of_forward_flops": round(head_share(model_path), 4),
         "timed_steps": window,
         "warmup_steps": cfg.train.max_steps - window,
-        "ecomtrain_tokens_per_s": round(ours["tokens_per_s"], 1),
-        "ecomtrain_tokens_per_step": round(per_step, 1),
-        "hf_batch_records": batch,
         # tokens processed per supervised token in ecomtrain's window and in all its records:
-        # a short window of a packed epoch (longest records first) may differ from the mean
+        # a short window of a packed epoch may differ from the mean
         "ecomtrain_processed_per_supervised": round(processed / covered, 2),
         "records_processed_per_supervised": round(
             sum(len(r["input_ids"]) for r in rows) / all_supervised, 2
@@ -728,21 +719,49 @@ def throughput(cfg: Config, shape: str = "tiny") -> dict:
             f"not run: with attn_implementation={cfg.model.attn_implementation} a flattened "
             f"batch attends across records (logits differ by up to {diff:.3g})"
         )
-    for name, flat in baselines.items():
-        tokens, hf_processed, seconds, passes = hf_trainer_window(
-            cfg, model_path, rows, batch, flat
-        )
-        out[f"{name}_tokens_per_s"] = round(tokens / seconds, 1)
-        out[f"{name}_processed_per_supervised"] = round(hf_processed / tokens, 2)
-        # tokens processed (prompts too, padding aside) per second, ecomtrain's over HF's:
-        # what the window's records cost, whatever share of them is supervised
+    runs, batch = [], 0
+    for r in range(repeats):
+        ours = fit(cfg, trial_meta("bench", "all", tasks, cfg), tempfile.mkdtemp()).metrics
+        if ours["window_steps"] != window:
+            raise RuntimeError(
+                f"bench throughput: ecomtrain's last report covers {ours['window_steps']} "
+                f"steps, not train.log_every={window}: its steps are too fast for Ray "
+                f"Train's polls (raise train.log_every and train.max_steps, or lower "
+                f"{HEALTH_CHECK_ENV})"
+            )
+        per_step = ours["tokens_per_s"] * ours["step_s"]  # supervised, all ranks
+        if not batch:  # ecomtrain's window is the same each run (its stream is fixed)
+            ranks_and_micro = cfg.train.num_workers * cfg.train.grad_accum
+            batch = max(1, round(per_step / ranks_and_micro / (all_supervised / len(rows))))
+            out |= {"ecomtrain_tokens_per_step": round(per_step, 1), "hf_batch_records": batch}
         ours_s = window * ours["step_s"]
-        out[f"processed_ratio_vs_{name}"] = round(processed / ours_s * seconds / hf_processed, 3)
-        # the share of HF's window in forward and backward: the rest is its loop (data,
-        # collation, optimizer, scheduler, callbacks)
-        out[f"{name}_passes_share"] = round(passes / seconds, 3)
-        out[f"{name}_tokens_per_step"] = round(tokens / window, 1)
-        out[f"ratio_vs_{name}"] = round(ours["tokens_per_s"] * seconds / tokens, 3)
+        run = {"run": r, "ecomtrain_tokens_per_s": round(ours["tokens_per_s"], 1)}
+        for name, flat in baselines.items():
+            tokens, hf_processed, seconds, passes = hf_trainer_window(
+                cfg, model_path, rows, batch, flat
+            )
+            out[f"{name}_processed_per_supervised"] = round(hf_processed / tokens, 2)
+            out[f"{name}_tokens_per_step"] = round(tokens / window, 1)
+            run |= {
+                f"{name}_tokens_per_s": round(tokens / seconds, 1),
+                f"ratio_vs_{name}": ours["tokens_per_s"] * seconds / tokens,
+                # tokens processed (prompts too, padding aside) per second, ecomtrain's over
+                # HF's: what the window's records cost, whatever share of them is supervised
+                f"processed_ratio_vs_{name}": processed / ours_s * seconds / hf_processed,
+                # the share of HF's window in forward and backward: the rest is its loop
+                # (data, collation, optimizer, scheduler, callbacks)
+                f"{name}_passes_share": round(passes / seconds, 3),
+            }
+        runs.append(run)
+    for name in baselines:
+        for kind in ("ratio", "processed_ratio"):
+            key = f"{kind}_vs_{name}"
+            figures = ratio_interval([run[key] for run in runs])
+            out[key], out[f"{key}_ci95"] = figures["ratio"], figures["ratio_ci95"]
+        out[f"{name}_passes_share"] = [run[f"{name}_passes_share"] for run in runs]
+    for run in runs:  # rounded only now: the intervals above take the unrounded ratios
+        run |= {k: round(v, 3) for k, v in run.items() if "ratio" in k}
+    out["runs"] = runs
     return out
 
 
@@ -1051,7 +1070,7 @@ def raytax(cfg: Config, shape: str = "tiny", repeats: int = 2) -> dict:
         for a, b in zip(out["ray_train"], out["torch_distributed"], strict=True)
     ]
     out["pair_ratios"] = [round(r, 3) for r in pairs]
-    out |= ratio_interval(pairs)
+    out |= ratio_interval(pairs, RAYTAX_GOAL)
     reference, states = runs["ray_train"][0], runs["ray_train"] + runs["torch_distributed"]
     out["same_records"] = all(s["ledger"] == reference["ledger"] for s in states)
     out["loss_max_abs_difference"] = max(
@@ -1067,21 +1086,21 @@ def raytax(cfg: Config, shape: str = "tiny", repeats: int = 2) -> dict:
 RAYTAX_GOAL = 1.05  # Ray Train's step time over plain torch.distributed's, at most
 
 
-def ratio_interval(pairs: list[float]) -> dict:
+def ratio_interval(pairs: list[float], goal: float | None = None) -> dict:
     """The geometric mean of paired ratios (each pair ran back to back) with its 95 %
-    t-interval over their logarithms, and whether it clearly meets RAYTAX_GOAL."""
+    t-interval over their logarithms, and, given a goal (a ratio to stay at or under),
+    whether the interval clearly meets it."""
     logs = np.log(pairs)
     mean = float(np.mean(logs))
-    if len(logs) < 2:
-        return {"ratio": round(math.exp(mean), 3), "ratio_ci95": None, "goal": "not clear"}
-    half = student_t.ppf(0.975, len(logs) - 1) * float(np.std(logs, ddof=1)) / math.sqrt(len(logs))
-    low, high = math.exp(mean - half), math.exp(mean + half)
-    goal = "met" if high <= RAYTAX_GOAL else "missed" if low > RAYTAX_GOAL else "not clear"
-    return {
-        "ratio": round(math.exp(mean), 3),
-        "ratio_ci95": [round(low, 3), round(high, 3)],
-        "goal": goal,
-    }
+    out: dict = {"ratio": round(math.exp(mean), 3), "ratio_ci95": None}
+    if len(logs) >= 2:
+        half = student_t.ppf(0.975, len(logs) - 1) * float(np.std(logs, ddof=1))
+        half /= math.sqrt(len(logs))
+        out["ratio_ci95"] = [round(math.exp(mean - half), 3), round(math.exp(mean + half), 3)]
+    if goal is not None:
+        low, high = out["ratio_ci95"] or (0.0, math.inf)
+        out["goal"] = "met" if high <= goal else "missed" if low > goal else "not clear"
+    return out
 
 
 @contextlib.contextmanager
@@ -1651,7 +1670,9 @@ def main(argv: list[str] | None = None) -> int:
         nargs="+",
         help="data's world sizes (default 1 2 4 8); eval's (default 2)",
     )
-    parser.add_argument("--repeats", type=int, default=2, help="raytax's runs of each side")
+    parser.add_argument(
+        "--repeats", type=int, help="raytax's runs of each side (default 2); throughput's (1)"
+    )
     parser.add_argument("--trials", type=int, default=500, help="scale's simulated trials")
     parser.add_argument("--gpus", type=int, default=64, help="scale's simulated GPUs")
     parser.add_argument("--nodes", type=int, default=4, help="scale's simulated GPU nodes")
@@ -1710,11 +1731,11 @@ def main(argv: list[str] | None = None) -> int:
         elif args.which == "ablation":
             figures = ablation(cfg, args.shape or "tiny", args.steps)
         elif args.which == "raytax":
-            figures = raytax(cfg, args.shape or "tiny", args.repeats)
+            figures = raytax(cfg, args.shape or "tiny", args.repeats or 2)
         elif args.which == "asha":
             figures = asha_payoff(cfg)
         else:
-            figures = throughput(cfg, args.shape or "tiny")
+            figures = throughput(cfg, args.shape or "tiny", args.repeats or 1)
     for key, value in figures.items():
         if isinstance(value, list) and value and isinstance(value[0], dict):  # one per line
             for row in value:
