@@ -144,13 +144,23 @@ def score_baseline(cfg: Config, model_path: str, rows: list[dict], path: Path) -
 
 def best_adapter(rows: list[dict], local: Path) -> Path | None:
     """The best trial's adapter, alone with its model card, in `best-adapter/` (ready for
-    `PeftModel.from_pretrained` and `push_to_hub`)."""
+    `PeftModel.from_pretrained` and `push_to_hub`); a checkpoint in a bucket is copied here
+    first (the output's publishing then puts `best-adapter/` beside the report)."""
     top = best(rows)
     checkpoint = (top or {}).get("checkpoint") or ""
-    if not checkpoint or is_uri(checkpoint) or not Path(checkpoint).is_dir():
+    if not checkpoint:
         return None
-    out = adapter_only(find_adapter(checkpoint), local / "best-adapter")
-    console.log.info("best adapter (%s, score %.4f): %s", top["trial"], top["score"], out)
+    with tempfile.TemporaryDirectory(prefix="ecomtrain-best-") as tmp:
+        if is_uri(checkpoint):
+            import pyarrow.fs
+
+            here = Path(tmp, checkpoint.rstrip("/").rsplit("/", 1)[-1])
+            pyarrow.fs.copy_files(checkpoint, str(here))
+            checkpoint = str(here)
+        if not Path(checkpoint).is_dir():
+            return None
+        out = adapter_only(find_adapter(checkpoint), local / "best-adapter")
+    console.log.info("best adapter: %s's (score %.4f)", top["trial"], top["score"])
     return out
 
 
@@ -249,6 +259,8 @@ def run_and_report(args: argparse.Namespace, cfg: Config, output: str, local: Pa
         publish(local, output)
     print(f"\nsweep {cfg.sweep.name!r}: {len(results)} trials in {time.time() - t0:.0f} s")
     print(f"results: {output}/trials.csv  report: {output}/{report.name} (and .html)")
+    if adapter:
+        print(f"best adapter: {output}/{adapter.name}")
     return 1 if results.errors else 0
 
 

@@ -2,8 +2,8 @@
 worker was on the node resumes from its checkpoint while the other runs on; after the driver
 is killed, `--resume DIR` does not re-run finished trials and continues the unfinished one
 from its checkpoint. On S3 storage (`--output s3://bucket/prefix`), against a local
-S3-compatible server (moto) on 127.0.0.1: checkpoints, config.yaml, trials.csv and the
-report land in the bucket."""
+S3-compatible server (moto) on 127.0.0.1: checkpoints, config.yaml, trials.csv, the
+report and the best adapter land in the bucket."""
 
 import contextlib
 import csv
@@ -224,7 +224,9 @@ def test_a_sweep_loses_a_node_and_its_driver_and_finishes(storage, tmp_path, req
         (4, 8.0),
         (8, 16.0),
     ]
-    for name in ("config.yaml", "report.md", "report.html", "analysis.json", "baseline.jsonl"):
+    published = ("config.yaml", "report.md", "report.html", "analysis.json", "baseline.jsonl")
+    # the best trial's adapter too, copied from its checkpoint in the bucket
+    for name in (*published, "best-adapter/adapter_config.json", "best-adapter/README.md"):
         assert _read(fs, f"{root}/{name}"), name
     # every trial's checkpoints and per-record scores are in the run's storage
     assert all(r["checkpoint"].startswith(out) for r in rows)
