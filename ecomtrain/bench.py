@@ -688,13 +688,13 @@ def throughput(cfg: Config, shape: str = "tiny", repeats: int = 1) -> dict:
     each side once a repeat, back to back."""
     model_path = shape_model(cfg, shape)
     cfg.model.name_or_path = model_path
-    tasks = cfg.data.tasks or list(CAPABILITIES)
+    meta = trial_meta("bench", "all", cfg.data.tasks or list(CAPABILITIES), cfg)
     # Ray Train's controller polls often enough to take the report at the warm-up's end
     # (the loop reports no more often than the polls: loop.RayTrainRun.report_gap_s).
     os.environ.setdefault(HEALTH_CHECK_ENV, "0.1")
     window = cfg.train.log_every  # ecomtrain's last report covers exactly these steps
-    datasets, mult = train_dataset(cfg, model_path, cfg.data.tasks, cfg.train.num_workers)
-    shares = [read_share(d) for d in datasets]
+    loop_config, datasets = trial_inputs(cfg, meta, held_out=[])  # the shares fit trains on
+    shares, mult = [read_share(d) for d in datasets], loop_config["mult"]
     rows = training_records(shares)
     processed, covered = packed_window(cfg, shares, mult)
     all_supervised = sum(supervised(torch.tensor(r["labels"])) for r in rows)
@@ -721,7 +721,7 @@ def throughput(cfg: Config, shape: str = "tiny", repeats: int = 1) -> dict:
         )
     runs, batch = [], 0
     for r in range(repeats):
-        ours = fit(cfg, trial_meta("bench", "all", tasks, cfg), tempfile.mkdtemp()).metrics
+        ours = fit(cfg, meta, tempfile.mkdtemp()).metrics
         if ours["window_steps"] != window:
             raise RuntimeError(
                 f"bench throughput: ecomtrain's last report covers {ours['window_steps']} "
@@ -730,6 +730,11 @@ def throughput(cfg: Config, shape: str = "tiny", repeats: int = 1) -> dict:
                 f"{HEALTH_CHECK_ENV})"
             )
         per_step = ours["tokens_per_s"] * ours["step_s"]  # supervised, all ranks
+        if abs(per_step * window - covered) > 0.5:  # the replay is not the run's window
+            raise RuntimeError(
+                f"bench throughput: ecomtrain's window held {per_step * window:.0f} supervised "
+                f"tokens, its replay {covered}: the processed-token figures would be wrong"
+            )
         if not batch:  # ecomtrain's window is the same each run (its stream is fixed)
             ranks_and_micro = cfg.train.num_workers * cfg.train.grad_accum
             batch = max(1, round(per_step / ranks_and_micro / (all_supervised / len(rows))))
