@@ -24,4 +24,12 @@ house, bottom to top (a module imports only from the lines above it, or its own 
 `ecomtrain COMMAND` (ecomtrain/__main__.py) runs every entry point from one table.
 """
 
+import logging
+
 __version__ = "0.1.0"
+
+# bitsandbytes warns as it is imported (peft imports it), on CPUs with AVX512-BF16, that an
+# optional package with a faster CPU kernel for 4-bit matmuls is missing: in every command
+# and Ray worker, before any can set up its console. It concerns only model.quantization=nf4
+# on a CPU (which works without it), so it is held here, before anything imports peft.
+logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
