@@ -60,7 +60,9 @@ def eval_index(cfg: DataConfig) -> Decontaminator | None:
     if not cfg.decontaminate:
         return None
     records = []
-    for path in [f for p in cfg.decontaminate for f in eval_files(p)]:
+    for path in [
+        f for p in cfg.decontaminate for f in shopping_mmlu.data_files(p, "data.decontaminate")
+    ]:
         for item in iter_items(path):
             bad = item.error or problem(item.record, any_task=True)
             if bad:
@@ -73,16 +75,6 @@ def eval_index(cfg: DataConfig) -> Decontaminator | None:
 def corpus_files(cfg: DataConfig) -> list[str]:
     """Every file the corpus reads: `data.corpus` resolved, then `data.sources`."""
     return resolve_corpus(cfg.corpus) + [source_path(s) for s in cfg.sources]
-
-
-def eval_files(path: str, key: str = "data.decontaminate") -> list[str]:
-    """An eval entry's files (`key` names the setting): the file, or a Shopping MMLU
-    folder's files."""
-    if shopping_mmlu.is_folder(path):
-        return shopping_mmlu.files(path)
-    if not Path(path).is_file():
-        raise CorpusError(f"{path}: eval file not found ({key})")
-    return [path]
 
 
 def parse_file(
@@ -123,7 +115,7 @@ def eval_rows(path: str, cfg: DataConfig) -> list[dict]:
     record's own labels (a track or capability is the record's track, whatever a built-in
     family of its name says). The first bad record stops with `file:line`."""
     rows = []
-    for file in eval_files(path, "eval.extra_files"):
+    for file in shopping_mmlu.data_files(path, "eval.extra_files"):
         for item in iter_items(file):
             bad = item.error or problem(item.record, cfg.max_chars, any_task=True)
             if bad:
@@ -213,7 +205,7 @@ def scan_key(paths: list[str], cfg: DataConfig) -> str:
     extra = [
         (f, Path(f).stat().st_size, Path(f).stat().st_mtime_ns)
         for p in cfg.decontaminate
-        for f in eval_files(p)
+        for f in shopping_mmlu.data_files(p, "data.decontaminate")
     ]
     families = [
         (f.name, f.pattern.pattern, str(f.answer_pattern), f.fallback) for f in FAMILIES.values()

@@ -78,6 +78,16 @@ def is_benchmark(path: str | Path) -> bool:
     )
 
 
+def data_files(path: str, key: str) -> list[str]:
+    """An evaluation entry's files: a benchmark data folder's (either layout), or the file
+    itself; `key` (the setting or option that named it) is in the error when it is neither."""
+    if is_folder(path):
+        return files(path)
+    if not Path(path).is_file():
+        raise CorpusError(f"{path}: eval file not found ({key})")
+    return [path]
+
+
 def files(folder: str | Path) -> list[str]:
     """The benchmark files of a data folder: its skill files when it has them, else its
     task files, in name order; a sub-folder gives its own files."""

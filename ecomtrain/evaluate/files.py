@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 
 from ecomtrain.data import shopping_mmlu
-from ecomtrain.data.records import assign_family, validate
+from ecomtrain.data.records import CorpusError, assign_family, validate
 from ecomtrain.data.sources import read_records
 from ecomtrain.evaluate.metrics import TASK_TYPE_BY_METRIC, aggregate
 from ecomtrain.files import atomic_open, atomic_write
@@ -30,12 +30,10 @@ def load_data(path: str, need_truth: bool = True) -> tuple[list[dict], list[str]
     (a task_name that is no built-in family is a task of its own, scored by the metric it
     declares), or with `need_truth=False` only for generation (a prompt and a task_type),
     so files without answers can be generated for."""
-    if shopping_mmlu.is_folder(path):
-        paths = shopping_mmlu.files(path)
-    elif Path(path).is_file():
-        paths = [path]
-    else:
-        raise EvalError(f"{path}: data file not found")
+    try:
+        paths = shopping_mmlu.data_files(path, "--data")
+    except CorpusError as e:
+        raise EvalError(str(e)) from e
     records, places = [], []
     for file in paths:
         for lineno, record in read_records(file):
