@@ -5,7 +5,8 @@
                                          [a.b=c ...]
     python -m ecomtrain.bench ablation [--shape ...] [--steps N] [a.b=c ...]
     python -m ecomtrain.bench raytax [--shape ...] [--repeats N] [a.b=c ...]
-    python -m ecomtrain.bench mfu --shape 1b|7b [--config FILE] [a.b=c ...]   (CUDA GPU)
+    python -m ecomtrain.bench mfu --shape 1b|7b [--matrix | --compile] [--config FILE]
+                                  [a.b=c ...]   (CUDA GPU)
     python -m ecomtrain.bench data --workers 1 2 4 8 [--json FILE] [a.b=c ...]
     python -m ecomtrain.bench eval [--workers 2] [--config FILE] [a.b=c ...]
     python -m ecomtrain.bench scale [--trials 500] [--gpus 64] [--nodes 4] [a.b=c ...]
@@ -119,6 +120,13 @@ gradient with respect to activations (as much again); the frozen weights get no 
 gradients, so the usual 6 x N per token (PaLM) would overstate it by half. The vocabulary
 projection is counted at the labelled positions only, where ecomtrain computes it. `hfu`
 adds the forward pass recomputed under gradient checkpointing (hardware FLOPs).
+`--compile` compiles the model (DeepSpeed's `engine.compile`: torch.compile). `--matrix`
+runs every combination of attention kernel (sdpa, flash-attention 2's varlen kernel where
+flash-attn is installed), gradient checkpointing on and off, and compiled or not, each in a
+process of its own (a failure or out-of-memory is that row's result), and names the fastest
+whose peak memory fits an 80 GB GPU. Each row also gives the float32 logits of a
+micro-batch's answer tokens (`answer_logits_gib`): the most a fused or chunked
+cross-entropy could save, since ecomtrain computes logits at no other token.
 """
 
 from __future__ import annotations
@@ -127,6 +135,7 @@ import argparse
 import contextlib
 import copy
 import dataclasses
+import importlib.util
 import json
 import logging
 import math
@@ -134,6 +143,7 @@ import os
 import pickle
 import resource
 import shutil
+import subprocess
 import sys
 import tempfile
 import threading
@@ -1150,16 +1160,24 @@ def forward_flops(config, inputs: dict) -> tuple[float, float]:
     return dense + attention, head
 
 
-def mfu(cfg: Config, shape: str, steps: int = 10, warmup: int = 3, device: str = "cuda") -> dict:
-    """Tokens/s, MFU and peak memory of ecomtrain's step on one GPU (see the module doc).
+def mfu(
+    cfg: Config,
+    shape: str,
+    steps: int = 10,
+    warmup: int = 3,
+    device: str = "cuda",
+    compile_model: bool = False,
+) -> dict:
+    """Tokens/s, MFU and peak memory of ecomtrain's step on one GPU (see the module doc),
+    with the model compiled (DeepSpeed's `engine.compile`, torch.compile) if asked.
 
     device="cpu" runs the same code without the figures only a GPU has (for tests)."""
     gpu = device == "cuda"
     if gpu and not torch.cuda.is_available():
         raise SystemExit("bench mfu: needs a CUDA GPU")
     if not dist.is_initialized():
-        for key, value in {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29533"}.items():
-            os.environ.setdefault(key, value)
+        for key, value in {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": free_port(29533)}.items():
+            os.environ.setdefault(key, str(value))
         os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1")
         dist.init_process_group("nccl" if gpu else "gloo", rank=0, world_size=1)
     sync = torch.cuda.synchronize if gpu else lambda: None
@@ -1173,6 +1191,8 @@ def mfu(cfg: Config, shape: str, steps: int = 10, warmup: int = 3, device: str =
     model = training_model(model, cfg.lora, cfg.train.gradient_checkpointing)
     train = dataclasses.replace(cfg.train, grad_accum=1)  # one micro-batch per timed step
     engine, _ = initialize(model, train)
+    if compile_model:
+        engine.compile()
     rows = cfg.train.micro_batch_size
     batches = [
         model_inputs(synthetic_rows(rows, cfg.data.max_seq_len, config.vocab_size, i), attn)
@@ -1194,6 +1214,9 @@ def mfu(cfg: Config, shape: str, steps: int = 10, warmup: int = 3, device: str =
     return {
         "device": name,
         "shape": shape,
+        "attn_implementation": attn,
+        "gradient_checkpointing": cfg.train.gradient_checkpointing,
+        "compile": compile_model,
         "base_params": sum(p.numel() for p in model.parameters() if not p.requires_grad),
         "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "tokens_per_s": sum(b["input_ids"].numel() for b in timed) / seconds,
@@ -1203,8 +1226,65 @@ def mfu(cfg: Config, shape: str, steps: int = 10, warmup: int = 3, device: str =
         "mfu": 2 * (body + head) / seconds / peak,  # forward + activation gradients
         "hfu": (3 if cfg.train.gradient_checkpointing else 2) * (body + head) / seconds / peak,
         "peak_memory_gib": torch.cuda.max_memory_allocated() / 2**30 if gpu else float("nan"),
+        # the float32 logits of a micro-batch's answer tokens: what a fused or chunked
+        # cross-entropy would save (ecomtrain computes no logits at other tokens)
+        "answer_logits_gib": max(len(b["targets"]) for b in timed) * config.vocab_size * 4 / 2**30,
         "loss": loss,
     }
+
+
+MFU_VARIANTS = [  # (attention kernel, gradient checkpointing, torch.compile)
+    (attn, checkpointing, compiled)
+    for attn in ("sdpa", "flash_attention_2")
+    for checkpointing in (True, False)
+    for compiled in (False, True)
+]
+MFU_MEMORY_GIB = 80  # the preset's step must fit an 80 GB GPU
+MFU_KEPT = ("tokens_per_s", "step_s", "mfu", "hfu", "peak_memory_gib", "answer_logits_gib")
+
+
+def has_flash_attn() -> bool:
+    return importlib.util.find_spec("flash_attn") is not None
+
+
+def mfu_matrix(
+    config: str | None,
+    overrides: list[str],
+    shape: str,
+    steps: int,
+    device: str = "cuda",
+    variants: list[tuple] = MFU_VARIANTS,
+) -> dict:
+    """`mfu` for each of `variants`, each in a process of its own (its own GPU memory,
+    compile caches and failures), and the fastest that fits MFU_MEMORY_GIB."""
+    rows = []
+    for attn, checkpointing, compiled in variants:
+        row: dict = {"attn": attn, "checkpointing": checkpointing, "compile": compiled}
+        if attn == "flash_attention_2" and not has_flash_attn():
+            rows.append(row | {"result": "not run: flash-attn is not installed"})
+            continue
+        with tempfile.TemporaryDirectory(prefix="ecomtrain-mfu-") as tmp:
+            out = Path(tmp, "mfu.json")
+            command = [sys.executable, "-m", "ecomtrain.bench", "mfu", "--shape", shape]
+            command += ["--steps", str(steps), "--device", device, "--json", str(out), "-q"]
+            command += ["--config", config] if config else []
+            command += ["--compile"] if compiled else []
+            command += [*overrides, f"model.attn_implementation={attn}"]
+            command += [f"train.gradient_checkpointing={str(checkpointing).lower()}"]
+            group = ("MASTER_ADDR", "MASTER_PORT", "RANK", "LOCAL_RANK", "WORLD_SIZE")
+            env = {k: v for k, v in os.environ.items() if k not in group}  # a group of its own
+            proc = subprocess.run(command, capture_output=True, text=True, env=env)
+            if proc.returncode == 0:
+                figures = json.loads(out.read_text())
+                row |= {"result": "ok"} | {k: round(figures[k], 4) for k in MFU_KEPT}
+            else:
+                lines = (proc.stderr or proc.stdout).strip().splitlines() or ["no output"]
+                row["result"] = f"failed (exit {proc.returncode}): {lines[-1][:300]}"
+        print("  ".join(f"{k} {v}" for k, v in row.items()), flush=True)  # as each ends
+        rows.append(row)
+    fitting = [r for r in rows if r["result"] == "ok" and not r["peak_memory_gib"] > MFU_MEMORY_GIB]
+    best = max(fitting, key=lambda r: r["tokens_per_s"], default=None)
+    return {"shape": shape, "device": device, "rows": rows, "fastest_fitting": best}
 
 
 DATA_SPACE = ["data.corpus=[demo:300]", "train.max_steps=20"]
@@ -1692,6 +1772,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--grid", metavar="DIR", help="asha: replay a finished full-grid sweep's output"
     )
+    parser.add_argument(
+        "--matrix",
+        action="store_true",
+        help="mfu: every attention kernel x gradient checkpointing x torch.compile",
+    )
+    parser.add_argument("--compile", action="store_true", help="mfu: torch.compile the model")
+    parser.add_argument(
+        "--device",
+        choices=["cuda", "cpu"],
+        default="cuda",
+        help="mfu's (cpu: the same step, to check it; no MFU without a GPU's peak)",
+    )
     parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     parser.add_argument("--config", help="YAML config (default: configs/demo.yaml)")
     parser.add_argument("overrides", nargs="*", help="a.b=c config overrides")
@@ -1719,8 +1811,14 @@ def main(argv: list[str] | None = None) -> int:
         except (ValueError, OSError) as e:  # not a finished grid's output (ConfigError too)
             print(f"error: {e}", file=sys.stderr)
             return 2
+    elif args.which == "mfu" and args.matrix:
+        figures = mfu_matrix(
+            args.config, args.overrides, args.shape or "1b", args.steps, args.device
+        )
     elif args.which == "mfu":
-        figures = mfu(cfg, args.shape or "1b", args.steps)
+        figures = mfu(
+            cfg, args.shape or "1b", args.steps, device=args.device, compile_model=args.compile
+        )
     elif args.which == "scale":
         figures = scale(cfg, args.trials, args.gpus, args.nodes, args.step_s)
     elif args.which == "corpus":

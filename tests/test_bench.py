@@ -43,6 +43,40 @@ def test_mfu_step_runs_on_cpu(monkeypatch):
     assert figures["model_tflops_per_s"] > 0  # (no peak FLOPs to divide by on a CPU)
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the GPU path is tests/test_gpu.py's")
+def test_mfu_matrix_runs_each_variant_in_its_own_process_and_keeps_failures(monkeypatch):
+    """`bench mfu --matrix`: a row per variant, each from its own process; a variant that
+    cannot run is that row's result, not the end of the matrix."""
+    small = ["data.max_seq_len=64", "train.micro_batch_size=1"]
+    variants = [("sdpa", True, False), ("sdpa", False, False), ("flash_attention_2", False, False)]
+    monkeypatch.setattr(bench, "has_flash_attn", lambda: False)
+    out = bench.mfu_matrix(None, small, "smol135m", 1, "cpu", variants[2:])
+    assert out["rows"][0]["result"] == "not run: flash-attn is not installed"
+    assert out["fastest_fitting"] is None
+    monkeypatch.setattr(bench, "has_flash_attn", lambda: True)  # its process then fails
+    out = bench.mfu_matrix(None, small, "smol135m", 1, "cpu", variants)
+    json.dumps(out)
+    ckpt, plain, flash = out["rows"]
+    assert ckpt["result"] == plain["result"] == "ok", out
+    assert (ckpt["checkpointing"], plain["checkpointing"]) == (True, False)
+    assert ckpt["tokens_per_s"] > 0 and 0 < ckpt["answer_logits_gib"] < 0.01
+    assert flash["result"].startswith("failed (exit"), flash
+    assert out["fastest_fitting"] in (ckpt, plain)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the GPU path is tests/test_gpu.py's")
+def test_mfu_step_runs_compiled_on_cpu(monkeypatch):
+    """`bench mfu --compile`: the same step through DeepSpeed's engine.compile (inductor)."""
+    shape = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2}
+    shape |= {"num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 500}
+    monkeypatch.setitem(bench.SHAPES, "test", shape)
+    cfg = load_config(None, ["data.max_seq_len=128", "train.micro_batch_size=2"])
+    figures = bench.mfu(cfg, "test", steps=2, warmup=1, device="cpu", compile_model=True)
+    assert figures["compile"] and figures["tokens_per_s"] > 0
+    assert torch.isfinite(torch.tensor(figures["loss"]))
+
+
 @pytest.fixture
 def local_ray():
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
