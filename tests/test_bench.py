@@ -31,13 +31,18 @@ def test_synthetic_rows_are_full_and_prompt_masked():
     assert 0 < len(inputs["targets"]) < 0.6 * inputs["input_ids"].shape[1]
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="the GPU path is tests/test_gpu.py's")
-def test_mfu_step_runs_on_cpu(monkeypatch):
+@pytest.fixture
+def test_shape(monkeypatch):
+    """A small shape named "test" for mfu on CPU, and a config of short rows for it."""
     shape = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2}
     shape |= {"num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 500}
     monkeypatch.setitem(bench.SHAPES, "test", shape)
-    cfg = load_config(None, ["data.max_seq_len=128", "train.micro_batch_size=2"])
-    figures = bench.mfu(cfg, "test", steps=2, warmup=1, device="cpu")
+    return load_config(None, ["data.max_seq_len=128", "train.micro_batch_size=2"])
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the GPU path is tests/test_gpu.py's")
+def test_mfu_step_runs_on_cpu(test_shape):
+    figures = bench.mfu(test_shape, "test", steps=2, warmup=1, device="cpu")
     assert figures["tokens_per_s"] > 0 and figures["supervised_tokens_per_s"] > 0
     assert figures["trainable_params"] > 0 and torch.isfinite(torch.tensor(figures["loss"]))
     assert figures["model_tflops_per_s"] > 0  # (no peak FLOPs to divide by on a CPU)
@@ -66,13 +71,9 @@ def test_mfu_matrix_runs_each_variant_in_its_own_process_and_keeps_failures(monk
 
 @pytest.mark.slow
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the GPU path is tests/test_gpu.py's")
-def test_mfu_step_runs_compiled_on_cpu(monkeypatch):
+def test_mfu_step_runs_compiled_on_cpu(test_shape):
     """`bench mfu --compile`: the same step through DeepSpeed's engine.compile (inductor)."""
-    shape = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2}
-    shape |= {"num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 500}
-    monkeypatch.setitem(bench.SHAPES, "test", shape)
-    cfg = load_config(None, ["data.max_seq_len=128", "train.micro_batch_size=2"])
-    figures = bench.mfu(cfg, "test", steps=2, warmup=1, device="cpu", compile_model=True)
+    figures = bench.mfu(test_shape, "test", steps=2, warmup=1, device="cpu", compile_model=True)
     assert figures["compile"] and figures["tokens_per_s"] > 0
     assert torch.isfinite(torch.tensor(figures["loss"]))
 
