@@ -124,7 +124,8 @@ adds the forward pass recomputed under gradient checkpointing (hardware FLOPs).
 runs every combination of attention kernel (sdpa, flash-attention 2's varlen kernel where
 flash-attn is installed), gradient checkpointing on and off, and compiled or not, each in a
 process of its own (a failure or out-of-memory is that row's result), and names the fastest
-whose peak memory fits an 80 GB GPU. Each row also gives the float32 logits of a
+whose peak memory fits an 80 GB GPU; `--matrix attn,checkpointing` varies only those (the
+rest as configured, `--compile` included), for a GPU with little time. Each row also gives the float32 logits of a
 micro-batch's answer tokens (`answer_logits_gib`): the most a fused or chunked
 cross-entropy could save, since ecomtrain computes logits at no other token.
 """
@@ -136,6 +137,7 @@ import contextlib
 import copy
 import dataclasses
 import importlib.util
+import itertools
 import json
 import logging
 import math
@@ -1236,12 +1238,28 @@ def mfu(
     }
 
 
-MFU_VARIANTS = [  # (attention kernel, gradient checkpointing, torch.compile)
-    (attn, checkpointing, compiled)
-    for attn in ("sdpa", "flash_attention_2")
-    for checkpointing in (True, False)
-    for compiled in (False, True)
-]
+MFU_DIMENSIONS = {  # what `mfu --matrix` varies, and the values each takes
+    "attn": ("sdpa", "flash_attention_2"),
+    "checkpointing": (True, False),
+    "compile": (False, True),
+}
+
+
+def mfu_variants(cfg: Config, compiled: bool, vary: list[str]) -> list[tuple]:
+    """(attention kernel, gradient checkpointing, torch.compile) of each matrix row: every
+    value of the dimensions in `vary`, the configured one of the others."""
+    fixed = {
+        "attn": (cfg.model.attn_implementation,),
+        "checkpointing": (cfg.train.gradient_checkpointing,),
+        "compile": (compiled,),
+    }
+    unknown = sorted(set(vary) - set(MFU_DIMENSIONS))
+    if unknown:
+        raise ConfigError(f"--matrix: unknown {unknown}; choose from {list(MFU_DIMENSIONS)}")
+    values = [MFU_DIMENSIONS[d] if d in vary else fixed[d] for d in MFU_DIMENSIONS]
+    return list(itertools.product(*values))
+
+
 MFU_MEMORY_GIB = 80  # the preset's step must fit an 80 GB GPU
 MFU_KEPT = ("tokens_per_s", "step_s", "mfu", "hfu", "peak_memory_gib", "answer_logits_gib")
 
@@ -1255,8 +1273,8 @@ def mfu_matrix(
     overrides: list[str],
     shape: str,
     steps: int,
-    device: str = "cuda",
-    variants: list[tuple] = MFU_VARIANTS,
+    device: str,
+    variants: list[tuple],
 ) -> dict:
     """`mfu` for each of `variants`, each in a process of its own (its own GPU memory,
     compile caches and failures), and the fastest that fits MFU_MEMORY_GIB."""
@@ -1777,8 +1795,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--matrix",
-        action="store_true",
-        help="mfu: every attention kernel x gradient checkpointing x torch.compile",
+        nargs="?",
+        const=",".join(MFU_DIMENSIONS),
+        metavar="DIMS",
+        help="mfu: a row per attention kernel x gradient checkpointing x torch.compile "
+        "(or only the DIMS given, e.g. attn,checkpointing; the others as configured)",
     )
     parser.add_argument("--compile", action="store_true", help="mfu: torch.compile the model")
     parser.add_argument(
@@ -1795,6 +1816,9 @@ def main(argv: list[str] | None = None) -> int:
     console.setup(args)
     if args.grid and args.which != "asha":
         parser.error("--grid is asha's")
+    if args.matrix and "=" in args.matrix:  # `--matrix a.b=c`: an override, not dimensions
+        args.overrides.append(args.matrix)
+        args.matrix = ",".join(MFU_DIMENSIONS)
     if args.which == "mfu" and args.shape == "tiny":
         parser.error("mfu measures a GPU on a real model's shape: --shape 1b, 7b, ...")
     spaces = {
@@ -1815,8 +1839,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {e}", file=sys.stderr)
             return 2
     elif args.which == "mfu" and args.matrix:
+        try:
+            variants = mfu_variants(cfg, args.compile, args.matrix.split(","))
+        except ConfigError as e:
+            parser.error(str(e))
         figures = mfu_matrix(
-            args.config, args.overrides, args.shape or "1b", args.steps, args.device
+            args.config, args.overrides, args.shape or "1b", args.steps, args.device, variants
         )
     elif args.which == "mfu":
         figures = mfu(

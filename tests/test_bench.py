@@ -10,7 +10,7 @@ import torch
 from transformers import LlamaConfig
 
 from ecomtrain import bench
-from ecomtrain.config import load_config
+from ecomtrain.config import ConfigError, load_config
 from ecomtrain.train.inputs import model_inputs
 
 
@@ -53,6 +53,14 @@ def test_mfu_matrix_runs_each_variant_in_its_own_process_and_keeps_failures(monk
     """`bench mfu --matrix`: a row per variant, each from its own process; a variant that
     cannot run is that row's result, not the end of the matrix."""
     small = ["data.max_seq_len=64", "train.micro_batch_size=1"]
+    cfg = load_config(None, small)
+    assert len(bench.mfu_variants(cfg, False, list(bench.MFU_DIMENSIONS))) == 8
+    assert bench.mfu_variants(cfg, True, ["checkpointing"]) == [
+        ("sdpa", True, True),
+        ("sdpa", False, True),
+    ]
+    with pytest.raises(ConfigError, match="unknown"):
+        bench.mfu_variants(cfg, False, ["kernel"])
     variants = [("sdpa", True, False), ("sdpa", False, False), ("flash_attention_2", False, False)]
     monkeypatch.setattr(bench, "has_flash_attn", lambda: False)
     out = bench.mfu_matrix(None, small, "smol135m", 1, "cpu", variants[2:])
