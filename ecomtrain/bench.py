@@ -125,9 +125,9 @@ runs every combination of attention kernel (sdpa, flash-attention 2's varlen ker
 flash-attn is installed), gradient checkpointing on and off, and compiled or not, each in a
 process of its own (a failure or out-of-memory is that row's result), and names the fastest
 whose peak memory fits an 80 GB GPU; `--matrix attn,checkpointing` varies only those (the
-rest as configured, `--compile` included), for a GPU with little time. Each row also gives the float32 logits of a
-micro-batch's answer tokens (`answer_logits_gib`): the most a fused or chunked
-cross-entropy could save, since ecomtrain computes logits at no other token.
+rest as configured, `--compile` included), for a GPU with little time. Each row also gives
+the float32 logits of a micro-batch's answer tokens (`answer_logits_gib`): the most a fused
+or chunked cross-entropy could save, since ecomtrain computes logits at no other token.
 """
 
 from __future__ import annotations
