@@ -736,7 +736,8 @@ def throughput(cfg: Config, shape: str = "tiny", repeats: int = 1) -> dict:
         )
     runs, batch = [], 0
     for r in range(repeats):
-        ours = fit(cfg, meta, tempfile.mkdtemp()).metrics
+        with tempfile.TemporaryDirectory(prefix="ecomtrain-bench-") as storage:  # checkpoints
+            ours = fit(cfg, meta, storage).metrics
         if ours["window_steps"] != window:
             raise RuntimeError(
                 f"bench throughput: ecomtrain's last report covers {ours['window_steps']} "
