@@ -5,7 +5,7 @@
                                          [a.b=c ...]
     python -m ecomtrain.bench ablation [--shape ...] [--steps N] [a.b=c ...]
     python -m ecomtrain.bench raytax [--shape ...] [--repeats N] [a.b=c ...]
-    python -m ecomtrain.bench mfu --shape 1b|7b [--matrix | --compile] [--config FILE]
+    python -m ecomtrain.bench mfu --shape 1b|7b [--matrix [DIMS]] [--config FILE]
                                   [a.b=c ...]   (CUDA GPU)
     python -m ecomtrain.bench data --workers 1 2 4 8 [--json FILE] [a.b=c ...]
     python -m ecomtrain.bench eval [--workers 2] [--config FILE] [a.b=c ...]
@@ -120,13 +120,13 @@ gradient with respect to activations (as much again); the frozen weights get no 
 gradients, so the usual 6 x N per token (PaLM) would overstate it by half. The vocabulary
 projection is counted at the labelled positions only, where ecomtrain computes it. `hfu`
 adds the forward pass recomputed under gradient checkpointing (hardware FLOPs).
-`--compile` compiles the model (DeepSpeed's `engine.compile`: torch.compile). `--matrix`
+`train.compile=true` compiles the model as training does (torch.compile). `--matrix`
 runs every combination of attention kernel (sdpa, flash-attention 2's varlen kernel where
 flash-attn is installed), gradient checkpointing on and off, and compiled or not, each in a
 process of its own (a failure or out-of-memory is that row's result), and names the fastest
-whose peak memory fits an 80 GB GPU; `--matrix attn,checkpointing` varies only those (the
-rest as configured, `--compile` included), for a GPU with little time. Each row also gives
-the float32 logits of a micro-batch's answer tokens (`answer_logits_gib`): the most a fused
+whose peak memory fits an 80 GB GPU, with its settings as config overrides (`preset`);
+`--matrix attn,checkpointing` varies only those (the rest as configured, `train.compile`
+included), for a GPU with little time. Each row also gives the float32 logits of a micro-batch's answer tokens (`answer_logits_gib`): the most a fused
 or chunked cross-entropy could save, since ecomtrain computes logits at no other token.
 """
 
@@ -1172,10 +1172,9 @@ def mfu(
     steps: int = 10,
     warmup: int = 3,
     device: str = "cuda",
-    compile_model: bool = False,
 ) -> dict:
     """Tokens/s, MFU and peak memory of ecomtrain's step on one GPU (see the module doc),
-    with the model compiled (DeepSpeed's `engine.compile`, torch.compile) if asked.
+    the model compiled as in training when `train.compile`.
 
     device="cpu" runs the same code without the figures only a GPU has (for tests)."""
     gpu = device == "cuda"
@@ -1197,8 +1196,6 @@ def mfu(
     model = training_model(model, cfg.lora, cfg.train.gradient_checkpointing)
     train = dataclasses.replace(cfg.train, grad_accum=1)  # one micro-batch per timed step
     engine, _ = initialize(model, train)
-    if compile_model:
-        engine.compile()
     rows = cfg.train.micro_batch_size
     batches = [
         model_inputs(synthetic_rows(rows, cfg.data.max_seq_len, config.vocab_size, i), attn)
@@ -1222,7 +1219,7 @@ def mfu(
         "shape": shape,
         "attn_implementation": attn,
         "gradient_checkpointing": cfg.train.gradient_checkpointing,
-        "compile": compile_model,
+        "compile": cfg.train.compile,
         "base_params": sum(p.numel() for p in model.parameters() if not p.requires_grad),
         "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "tokens_per_s": sum(b["input_ids"].numel() for b in timed) / seconds,
@@ -1246,13 +1243,13 @@ MFU_DIMENSIONS = {  # what `mfu --matrix` varies, and the values each takes
 }
 
 
-def mfu_variants(cfg: Config, compiled: bool, vary: list[str]) -> list[tuple]:
+def mfu_variants(cfg: Config, vary: list[str]) -> list[tuple]:
     """(attention kernel, gradient checkpointing, torch.compile) of each matrix row: every
     value of the dimensions in `vary`, the configured one of the others."""
     fixed = {
         "attn": (cfg.model.attn_implementation,),
         "checkpointing": (cfg.train.gradient_checkpointing,),
-        "compile": (compiled,),
+        "compile": (cfg.train.compile,),
     }
     unknown = sorted(set(vary) - set(MFU_DIMENSIONS))
     if unknown:
@@ -1278,7 +1275,8 @@ def mfu_matrix(
     variants: list[tuple],
 ) -> dict:
     """`mfu` for each of `variants`, each in a process of its own (its own GPU memory,
-    compile caches and failures), and the fastest that fits MFU_MEMORY_GIB."""
+    compile caches and failures), the fastest that fits MFU_MEMORY_GIB, and its settings as
+    the config lines of a preset."""
     rows = []
     for attn, checkpointing, compiled in variants:
         row: dict = {"attn": attn, "checkpointing": checkpointing, "compile": compiled}
@@ -1290,9 +1288,9 @@ def mfu_matrix(
             command = [sys.executable, "-m", "ecomtrain.bench", "mfu", "--shape", shape]
             command += ["--steps", str(steps), "--device", device, "--json", str(out), "-q"]
             command += ["--config", config] if config else []
-            command += ["--compile"] if compiled else []
             command += [*overrides, f"model.attn_implementation={attn}"]
             command += [f"train.gradient_checkpointing={str(checkpointing).lower()}"]
+            command += [f"train.compile={str(compiled).lower()}"]
             group = ("MASTER_ADDR", "MASTER_PORT", "RANK", "LOCAL_RANK", "WORLD_SIZE")
             env = {k: v for k, v in os.environ.items() if k not in group}  # a group of its own
             proc = subprocess.run(command, capture_output=True, text=True, env=env)
@@ -1306,7 +1304,18 @@ def mfu_matrix(
         rows.append(row)
     fitting = [r for r in rows if r["result"] == "ok" and not r["peak_memory_gib"] > MFU_MEMORY_GIB]
     best = max(fitting, key=lambda r: r["tokens_per_s"], default=None)
-    return {"shape": shape, "device": device, "rows": rows, "fastest_fitting": best}
+    preset = best and (
+        f"model.attn_implementation={best['attn']} "
+        f"train.gradient_checkpointing={str(best['checkpointing']).lower()} "
+        f"train.compile={str(best['compile']).lower()}"
+    )
+    return {
+        "shape": shape,
+        "device": device,
+        "rows": rows,
+        "fastest_fitting": best,
+        "preset": preset,
+    }
 
 
 DATA_SPACE = ["data.corpus=[demo:300]", "train.max_steps=20"]
@@ -1802,7 +1811,6 @@ def main(argv: list[str] | None = None) -> int:
         help="mfu: a row per attention kernel x gradient checkpointing x torch.compile "
         "(or only the DIMS given, e.g. attn,checkpointing; the others as configured)",
     )
-    parser.add_argument("--compile", action="store_true", help="mfu: torch.compile the model")
     parser.add_argument(
         "--device",
         choices=["cuda", "cpu"],
@@ -1841,16 +1849,14 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     elif args.which == "mfu" and args.matrix:
         try:
-            variants = mfu_variants(cfg, args.compile, args.matrix.split(","))
+            variants = mfu_variants(cfg, args.matrix.split(","))
         except ConfigError as e:
             parser.error(str(e))
         figures = mfu_matrix(
             args.config, args.overrides, args.shape or "1b", args.steps, args.device, variants
         )
     elif args.which == "mfu":
-        figures = mfu(
-            cfg, args.shape or "1b", args.steps, device=args.device, compile_model=args.compile
-        )
+        figures = mfu(cfg, args.shape or "1b", args.steps, device=args.device)
     elif args.which == "scale":
         figures = scale(cfg, args.trials, args.gpus, args.nodes, args.step_s)
     elif args.which == "corpus":

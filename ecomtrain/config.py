@@ -203,6 +203,9 @@ class TrainConfig:
     offload_optimizer: bool = False  # ZeRO: keep optimizer states in host memory
     offload_params: bool = False  # ZeRO-3: keep parameters in host memory
     gradient_checkpointing: bool = False  # recompute activations in backward to save memory
+    # torch.compile the model for its training steps (DeepSpeed's engine.compile; the first
+    # steps take the compile time); evaluation runs it eagerly (new shapes at every call)
+    compile: bool = False
     keep_checkpoints: int = 2  # checkpoints (taken at each evaluation) kept per run, best by score
     max_failures: int = 0  # worker failures to recover from, resuming from the last checkpoint
 

@@ -44,6 +44,24 @@ def write_text(path: str | Path, text: str) -> None:
         f.write(text.encode("utf-8"))
 
 
+def download_files(uri: str, folder: Path) -> Path:
+    """The files directly in the cloud folder `uri` (not its sub-folders), copied into
+    `folder`; returns `folder`."""
+    import pyarrow.fs
+
+    fs, inner = pyarrow.fs.FileSystem.from_uri(uri.rstrip("/"))
+    folder.mkdir(parents=True, exist_ok=True)
+    for info in fs.get_file_info(pyarrow.fs.FileSelector(inner, recursive=False)):
+        if info.type == pyarrow.fs.FileType.File:
+            pyarrow.fs.copy_files(
+                info.path,
+                str(folder / info.base_name),
+                source_filesystem=fs,
+                destination_filesystem=pyarrow.fs.LocalFileSystem(),
+            )
+    return folder
+
+
 def cache_dir() -> Path:
     """Where ecomtrain caches what it builds (tiny models, built-in corpora, scans)."""
     return Path(os.environ.get("ECOMTRAIN_CACHE", Path.home() / ".cache" / "ecomtrain"))

@@ -39,7 +39,7 @@ from ecomtrain.data.pipeline import check_names, check_scan, train_counts
 from ecomtrain.data.scan import corpus_files, eval_index, scan_corpus, split_count
 from ecomtrain.data.sources import check_files
 from ecomtrain.evaluate.held_out import base_model_scores, held_out_rows
-from ecomtrain.files import atomic_write, is_uri, read_text, write_text
+from ecomtrain.files import atomic_write, download_files, is_uri, read_text, write_text
 from ecomtrain.model import find_adapter
 from ecomtrain.report.analysis import best
 from ecomtrain.report.card import adapter_only
@@ -144,19 +144,16 @@ def score_baseline(cfg: Config, model_path: str, rows: list[dict], path: Path) -
 
 def best_adapter(rows: list[dict], local: Path) -> Path | None:
     """The best trial's adapter, alone with its model card, in `best-adapter/` (ready for
-    `PeftModel.from_pretrained` and `push_to_hub`); a checkpoint in a bucket is copied here
-    first (the output's publishing then puts `best-adapter/` beside the report)."""
+    `PeftModel.from_pretrained` and `push_to_hub`); from a checkpoint in a bucket, the files at
+    its top (adapter, tokenizer, trial) are copied here first, and the output's publishing
+    then puts `best-adapter/` beside the report."""
     top = best(rows)
     checkpoint = (top or {}).get("checkpoint") or ""
     if not checkpoint:
         return None
     with tempfile.TemporaryDirectory(prefix="ecomtrain-best-") as tmp:
-        if is_uri(checkpoint):
-            import pyarrow.fs
-
-            here = Path(tmp, checkpoint.rstrip("/").rsplit("/", 1)[-1])
-            pyarrow.fs.copy_files(checkpoint, str(here))
-            checkpoint = str(here)
+        if is_uri(checkpoint):  # the adapter's files only, not the DeepSpeed state below
+            checkpoint = str(download_files(checkpoint, Path(tmp, "checkpoint")))
         if not Path(checkpoint).is_dir():
             return None
         out = adapter_only(find_adapter(checkpoint), local / "best-adapter")

@@ -54,13 +54,14 @@ def test_mfu_matrix_runs_each_variant_in_its_own_process_and_keeps_failures(monk
     cannot run is that row's result, not the end of the matrix."""
     small = ["data.max_seq_len=64", "train.micro_batch_size=1"]
     cfg = load_config(None, small)
-    assert len(bench.mfu_variants(cfg, False, list(bench.MFU_DIMENSIONS))) == 8
-    assert bench.mfu_variants(cfg, True, ["checkpointing"]) == [
+    assert len(bench.mfu_variants(cfg, list(bench.MFU_DIMENSIONS))) == 8
+    compiled = load_config(None, [*small, "train.compile=true"])
+    assert bench.mfu_variants(compiled, ["checkpointing"]) == [
         ("sdpa", True, True),
         ("sdpa", False, True),
     ]
     with pytest.raises(ConfigError, match="unknown"):
-        bench.mfu_variants(cfg, False, ["kernel"])
+        bench.mfu_variants(cfg, ["kernel"])
     variants = [("sdpa", True, False), ("sdpa", False, False), ("flash_attention_2", False, False)]
     monkeypatch.setattr(bench, "has_flash_attn", lambda: False)
     out = bench.mfu_matrix(None, small, "smol135m", 1, "cpu", variants[2:])
@@ -75,13 +76,19 @@ def test_mfu_matrix_runs_each_variant_in_its_own_process_and_keeps_failures(monk
     assert ckpt["tokens_per_s"] > 0 and 0 < ckpt["answer_logits_gib"] < 0.01
     assert flash["result"].startswith("failed (exit"), flash
     assert out["fastest_fitting"] in (ckpt, plain)
+    fastest = out["fastest_fitting"]["checkpointing"]
+    assert out["preset"] == (
+        "model.attn_implementation=sdpa "
+        f"train.gradient_checkpointing={str(fastest).lower()} train.compile=false"
+    )
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the GPU path is tests/test_gpu.py's")
 def test_mfu_step_runs_compiled_on_cpu(test_shape):
-    """`bench mfu --compile`: the same step through DeepSpeed's engine.compile (inductor)."""
-    figures = bench.mfu(test_shape, "test", steps=2, warmup=1, device="cpu", compile_model=True)
+    """`bench mfu train.compile=true`: the same step, compiled as training compiles it."""
+    test_shape.train.compile = True
+    figures = bench.mfu(test_shape, "test", steps=2, warmup=1, device="cpu")
     assert figures["compile"] and figures["tokens_per_s"] > 0
     assert torch.isfinite(torch.tensor(figures["loss"]))
 

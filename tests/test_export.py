@@ -79,3 +79,27 @@ def test_adapter_only_export_ships_weights_and_a_model_card(adapter, tmp_path):
     assert "| query_ner | 4 | 0.5000 |" in card
     model = PeftModel.from_pretrained(load_model(str(resolve_model(ModelConfig()))), out)
     assert any("lora_A" in n for n, _ in model.named_parameters())
+
+
+def test_the_best_adapter_from_a_bucket_leaves_the_deepspeed_state_there(adapter, tmp_path):
+    """A sweep to a bucket builds `best-adapter/` from the best checkpoint's top files only."""
+    import shutil
+
+    from ecomtrain.files import download_files
+    from ecomtrain.sweep import best_adapter
+
+    checkpoint = tmp_path / "bucket" / "checkpoint_000003"
+    shutil.copytree(adapter[0], checkpoint)
+    (checkpoint / "deepspeed" / "global_step3").mkdir(parents=True)
+    (checkpoint / "deepspeed" / "global_step3" / "optim_states.pt").write_bytes(b"x" * 1000)
+    got = download_files(checkpoint.as_uri(), tmp_path / "fetched")
+    assert {p.name for p in got.iterdir()} == {p.name for p in adapter[0].iterdir()}
+    rows = [
+        {"trial": "ladder-1-r4", "score": 0.4, "checkpoint": str(checkpoint), "error": ""},
+        {"trial": "ladder-2-r4", "score": 0.6, "checkpoint": checkpoint.as_uri(), "error": ""},
+    ]
+    out = best_adapter(rows, tmp_path / "report")
+    assert out == tmp_path / "report" / "best-adapter"
+    assert {"adapter_model.safetensors", "adapter_config.json", "README.md"} <= {
+        p.name for p in out.iterdir()
+    }

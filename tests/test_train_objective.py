@@ -1,7 +1,8 @@
 """The training objective does not depend on how a step is cut up: every supervised token of
 an optimizer step weighs the same, whether the step runs on 1, 2 or 4 workers with 4, 2 or
 1 accumulation steps, or unevenly over 2 workers, one padded with zero-weight micro-batches
-as an elastic trial's smaller world pads (DeepSpeed ZeRO-2, gloo, the tiny model)."""
+as an elastic trial's smaller world pads (DeepSpeed ZeRO-2, gloo, the tiny model); nor
+whether the model is compiled (train.compile), whose evaluation then runs eagerly."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from ecomtrain.config import LoraConfig, ModelConfig, TrainConfig
+from ecomtrain.config import Config, LoraConfig, ModelConfig, TrainConfig
 from ecomtrain.data.demo import demo_records
 from ecomtrain.data.packing import Prompt, encode, layout
 from ecomtrain.data.records import render_answer
@@ -21,7 +22,7 @@ from ecomtrain.model import load_model, load_tokenizer, training_model
 from ecomtrain.tiny_model import resolve_model
 from ecomtrain.train.engine import initialize
 from ecomtrain.train.inputs import model_inputs, training_attention
-from ecomtrain.train.loop import Micro, optimizer_step
+from ecomtrain.train.loop import Micro, optimizer_step, score_adapter
 
 MAX_LEN = 256
 
@@ -51,9 +52,12 @@ def micro_batches(path: str) -> list[dict]:
     return out
 
 
-def _worker(rank: int, world: int, split: list, path: str, port: int, out: str) -> None:
+def _worker(
+    rank: int, world: int, split: list, path: str, port: int, out: str, held_out: list = ()
+) -> None:
     """Rank `rank` takes micro-batches split[rank] (indices), padded to the longest split
-    with zero-weight repeats."""
+    with zero-weight repeats. With `held_out` rows, the model is compiled (train.compile)
+    and, after the step, scored on them as the loop scores it."""
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank))
     os.environ.update(LOCAL_RANK=str(rank), WORLD_SIZE=str(world))
     torch.set_num_threads(1)
@@ -67,6 +71,7 @@ def _worker(rank: int, world: int, split: list, path: str, port: int, out: str) 
             p.register_hook(lambda g, n=name: grads.__setitem__(n, grads.get(n, 0) + g.detach()))
     accum = max(len(part) for part in split)
     cfg = TrainConfig(zero_stage=2, micro_batch_size=1, grad_accum=accum, grad_clip=0.0)
+    cfg.compile = bool(held_out)
     engine, _ = initialize(model, cfg)
     batches = micro_batches(path)
     mine = [Micro(batches[i]) for i in split[rank]]
@@ -74,9 +79,24 @@ def _worker(rank: int, world: int, split: list, path: str, port: int, out: str) 
     loss, tokens = optimizer_step(engine, mine, world)
     flat = torch.cat([grads[n].flatten() for n in sorted(grads)])
     dist.all_reduce(flat)  # DeepSpeed averages the ranks' gradients; so do we
+    result = {"grad": flat / world, "loss": loss, "tokens": tokens}
+    if held_out:
+        result |= compiled_evaluation(engine.module, path, held_out)
     if rank == 0:
-        torch.save({"grad": flat / world, "loss": loss, "tokens": tokens}, out)
+        torch.save(result, out)
     dist.destroy_process_group()
+
+
+def compiled_evaluation(model, path: str, rows: list) -> dict:
+    """Frames torch.compile captured in training, and during the loop's evaluation after it."""
+    from torch._dynamo.utils import counters
+
+    trained = counters["frames"]["total"]
+    cfg = Config()
+    cfg.eval.batch_size, cfg.eval.max_new_tokens = 4, 4
+    metrics, _ = score_adapter(model, load_tokenizer(path), rows, cfg, {"tasks": []}, (0, 1))
+    evaluated = counters["frames"]["total"] - trained
+    return {"trained_frames": trained, "evaluated_frames": evaluated, "score": metrics["score"]}
 
 
 def _free_port() -> int:
@@ -109,3 +129,24 @@ def test_one_step_has_the_same_gradient_however_it_is_split(tmp_path):
         torch.testing.assert_close(step["grad"], ref["grad"], rtol=0, atol=1e-5, msg=str(key))
     # the step's gradient is that of the mean token loss over all four micro-batches
     assert ref["grad"].abs().max() > 1e-3
+
+
+@pytest.mark.slow
+def test_a_compiled_model_has_the_same_gradient_and_evaluates_eagerly(tmp_path):
+    """train.compile: the step's loss and gradient are the eager step's (inductor on CPU);
+    the evaluation's generation and answer losses run eagerly, compiling nothing."""
+    from test_evaluate_shards import held_out_rows
+
+    path = resolve_model(ModelConfig())
+    got = {}
+    for key, held_out in {"eager": [], "compiled": held_out_rows(8)}.items():
+        out = tmp_path / f"{key}.pt"
+        mp.spawn(_worker, args=(1, [[0, 1, 2, 3]], path, _free_port(), str(out), held_out))
+        got[key] = torch.load(out, weights_only=True)
+    eager, compiled = got["eager"], got["compiled"]
+    assert compiled["trained_frames"] > 0  # the step ran through torch.compile
+    assert compiled["evaluated_frames"] == 0, compiled
+    assert 0 <= compiled["score"] <= 1
+    assert compiled["tokens"] == eager["tokens"]
+    assert compiled["loss"] == pytest.approx(eager["loss"], rel=1e-5)
+    torch.testing.assert_close(compiled["grad"], eager["grad"], rtol=0, atol=1e-5)

@@ -62,7 +62,8 @@ def zero3_loading(cfg: TrainConfig):
 
 
 def initialize(model, cfg: TrainConfig):
-    """Wrap `model` in a DeepSpeed engine with AdamW and warmup+cosine."""
+    """Wrap `model` in a DeepSpeed engine with AdamW and warmup+cosine, its module compiled
+    (torch.compile, in place) when `cfg.compile`."""
     import deepspeed
 
     params = [p for p in model.parameters() if p.requires_grad]
@@ -76,6 +77,8 @@ def initialize(model, cfg: TrainConfig):
             config=deepspeed_config(cfg),
             dist_init_required=False,
         )
+    if cfg.compile:
+        engine.compile()
     return engine, lr_schedule
 
 

@@ -274,8 +274,10 @@ def score_adapter(
     model, tokenizer, rows: list[dict], cfg: Config, trial: dict, share: tuple[int, int]
 ) -> tuple:
     """Flat metrics and per-record scores of the adapter (see evaluate.answer.evaluate_rows;
-    `share`: this rank's part of the batches, every rank calls it)."""
-    metrics, entries = evaluate_rows(model, tokenizer, rows, cfg, trial["tasks"], share)
+    `share`: this rank's part of the batches, every rank calls it). A model compiled for
+    training (train.compile) runs eagerly here: each batch's shapes would compile anew."""
+    with torch.compiler.set_stance("force_eager"):
+        metrics, entries = evaluate_rows(model, tokenizer, rows, cfg, trial["tasks"], share)
     model.train()
     return metrics, entries
 
