@@ -19,7 +19,7 @@ house, bottom to top (a module imports only from the lines above it, or its own 
     report/     trials.csv, analysis, charts, report pages, W&B summary, model cards
     sweep       `python -m ecomtrain.sweep`: the Tune sweep (uses tuning/)
     export      merge an adapter into its base model, or ship it alone with a card
-    bench       benchmarks that print figures
+    bench/      benchmarks that print figures, a module each
 
 `ecomtrain COMMAND` (ecomtrain/__main__.py) runs every entry point from one table.
 """

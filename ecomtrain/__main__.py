@@ -24,7 +24,7 @@ COMMANDS = {
     "generate": "ecomtrain.generate.__main__",
     "report": "ecomtrain.report.__main__",
     "export": "ecomtrain.export",
-    "bench": "ecomtrain.bench",
+    "bench": "ecomtrain.bench.__main__",
 }
 
 

@@ -9,7 +9,39 @@ import ray
 import torch
 from transformers import LlamaConfig
 
-from ecomtrain import bench
+import ecomtrain.bench.__main__ as cli
+import ecomtrain.bench.mfu as bench_mfu
+from ecomtrain.bench.ablation import ABLATIONS, ablation
+from ecomtrain.bench.asha import (
+    evaluations,
+    grid_best,
+    replay_asha,
+    replayed_orders,
+    steps_until_best,
+)
+from ecomtrain.bench.corpus import CORPUS_SPACE, corpus_path
+from ecomtrain.bench.data import data_work
+from ecomtrain.bench.evaluation import eval_work
+from ecomtrain.bench.measure import ratio_interval
+from ecomtrain.bench.mfu import (
+    MFU_DIMENSIONS,
+    forward_flops,
+    mfu,
+    mfu_matrix,
+    mfu_variants,
+    synthetic_rows,
+)
+from ecomtrain.bench.models import SHAPES, head_share
+from ecomtrain.bench.raytax import (
+    RAYTAX_GOAL,
+    RAYTAX_SPACE,
+    CpuTime,
+    raytax,
+    run_figures,
+    steady_window,
+)
+from ecomtrain.bench.scale import SCALE_SPACE, scale
+from ecomtrain.bench.throughput import THROUGHPUT_SPACE, throughput
 from ecomtrain.config import ConfigError, load_config
 from ecomtrain.train.inputs import model_inputs
 
@@ -18,13 +50,13 @@ def test_forward_flops_counts_attention_per_record():
     config = LlamaConfig(hidden_size=64, intermediate_size=128, vocab_size=100)
     config.num_hidden_layers, config.num_attention_heads, config.num_key_value_heads = 1, 4, 4
     inputs = {"position_ids": torch.tensor([[0, 1, 2, 0, 1]]), "targets": torch.zeros(2)}
-    body, head = bench.forward_flops(config, inputs)
+    body, head = forward_flops(config, inputs)
     dense = 2 * (4 * 64 * 64 + 3 * 64 * 128) * 5
     assert body == dense + 2 * 64 * (9 + 4) and head == 2 * 64 * 100 * 2
 
 
 def test_synthetic_rows_are_full_and_prompt_masked():
-    rows = bench.synthetic_rows(4, 512, 1000, seed=0)
+    rows = synthetic_rows(4, 512, 1000, seed=0)
     assert rows["input_ids"].shape == (4, 512)
     assert (rows["segment_ids"] > 0).float().mean() > 0.95  # FFD fills the first rows
     inputs = model_inputs(rows)
@@ -36,13 +68,13 @@ def test_shape(monkeypatch):
     """A small shape named "test" for mfu on CPU, and a config of short rows for it."""
     shape = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2}
     shape |= {"num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 500}
-    monkeypatch.setitem(bench.SHAPES, "test", shape)
+    monkeypatch.setitem(SHAPES, "test", shape)
     return load_config(None, ["data.max_seq_len=128", "train.micro_batch_size=2"])
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the GPU path is tests/test_gpu.py's")
 def test_mfu_step_runs_on_cpu(test_shape):
-    figures = bench.mfu(test_shape, "test", steps=2, warmup=1, device="cpu")
+    figures = mfu(test_shape, "test", steps=2, warmup=1, device="cpu")
     assert figures["tokens_per_s"] > 0 and figures["supervised_tokens_per_s"] > 0
     assert figures["trainable_params"] > 0 and torch.isfinite(torch.tensor(figures["loss"]))
     assert figures["model_tflops_per_s"] > 0  # (no peak FLOPs to divide by on a CPU)
@@ -54,21 +86,21 @@ def test_mfu_matrix_runs_each_variant_in_its_own_process_and_keeps_failures(monk
     cannot run is that row's result, not the end of the matrix."""
     small = ["data.max_seq_len=64", "train.micro_batch_size=1"]
     cfg = load_config(None, small)
-    assert len(bench.mfu_variants(cfg, list(bench.MFU_DIMENSIONS))) == 8
+    assert len(mfu_variants(cfg, list(MFU_DIMENSIONS))) == 8
     compiled = load_config(None, [*small, "train.compile=true"])
-    assert bench.mfu_variants(compiled, ["checkpointing"]) == [
+    assert mfu_variants(compiled, ["checkpointing"]) == [
         ("sdpa", True, True),
         ("sdpa", False, True),
     ]
     with pytest.raises(ConfigError, match="unknown"):
-        bench.mfu_variants(cfg, ["kernel"])
+        mfu_variants(cfg, ["kernel"])
     variants = [("sdpa", True, False), ("sdpa", False, False), ("flash_attention_2", False, False)]
-    monkeypatch.setattr(bench, "has_flash_attn", lambda: False)
-    out = bench.mfu_matrix(None, small, "smol135m", 1, "cpu", variants[2:])
+    monkeypatch.setattr(bench_mfu, "has_flash_attn", lambda: False)
+    out = mfu_matrix(None, small, "smol135m", 1, "cpu", variants[2:])
     assert out["rows"][0]["result"] == "not run: flash-attn is not installed"
     assert out["fastest_fitting"] is None
-    monkeypatch.setattr(bench, "has_flash_attn", lambda: True)  # its process then fails
-    out = bench.mfu_matrix(None, small, "smol135m", 1, "cpu", variants)
+    monkeypatch.setattr(bench_mfu, "has_flash_attn", lambda: True)  # its process then fails
+    out = mfu_matrix(None, small, "smol135m", 1, "cpu", variants)
     json.dumps(out)
     ckpt, plain, flash = out["rows"]
     assert ckpt["result"] == plain["result"] == "ok", out
@@ -88,7 +120,7 @@ def test_mfu_matrix_runs_each_variant_in_its_own_process_and_keeps_failures(monk
 def test_mfu_step_runs_compiled_on_cpu(test_shape):
     """`bench mfu train.compile=true`: the same step, compiled as training compiles it."""
     test_shape.train.compile = True
-    figures = bench.mfu(test_shape, "test", steps=2, warmup=1, device="cpu")
+    figures = mfu(test_shape, "test", steps=2, warmup=1, device="cpu")
     assert figures["compile"] and figures["tokens_per_s"] > 0
     assert torch.isfinite(torch.tensor(figures["loss"]))
 
@@ -108,8 +140,6 @@ def test_asha_replay_stops_trials_as_tunes_asha_does():
     """Tune's ASHA, fed recorded evaluations one trial at a time: rungs at 40 and 120 of 200
     steps keep the top third of the values recorded there so far. (Checked against real ASHA
     runs: the same steps for every trial in 3 launch orders.)"""
-    from ecomtrain.bench import replay_asha, steps_until_best
-
     cfg = load_config(None, ASHA_40)
     steps = [40, 80, 120, 160, 200]
     curve = {"a": 0.2, "b": 0.5, "c": 0.1, "d": 0.6}  # each trial's level at every step
@@ -148,21 +178,21 @@ def test_asha_replay_counts_the_best_point_over_all_its_seeds():
         fake_result("B", 1, 0.55, 3),  # B's mean 0.575 is the best; B-s1 alone is not
     ]
     cfg = load_config(None, ASHA_40 + ["sweep.stop_metric=metric"])
-    assert bench.grid_best(results, "score") == ("B-r2", ["B-r2-s0", "B-r2-s1"])
-    history = bench.evaluations(results, "score")
+    assert grid_best(results, "score") == ("B-r2", ["B-r2-s0", "B-r2-s1"])
+    history = evaluations(results, "score")
     assert history["B-r2-s1"] == {s: 0.55 for s in (40, 80, 120, 160, 200)}
     best = ["B-r2-s0", "B-r2-s1"]
     # B-s1 launched after B-s0 and A-s0 falls below the top third of {0.6, 0.5} at 40
-    rows = bench.replay_asha(cfg, history, ["B-r2-s0", "A-r2-s0", "B-r2-s1", "A-r2-s1"])
+    rows = replay_asha(cfg, history, ["B-r2-s0", "A-r2-s0", "B-r2-s1", "A-r2-s1"])
     assert rows[2] == ("B-r2-s1", 40)
-    assert bench.steps_until_best(rows, best, 200) is None
+    assert steps_until_best(rows, best, 200) is None
     # launched first, both seeds of B train to the end: half of the 800-step grid
-    rows = bench.replay_asha(cfg, history, ["B-r2-s1", "B-r2-s0", "A-r2-s0", "A-r2-s1"])
-    assert bench.steps_until_best(rows, best, 200) == 400
-    figures = bench.replayed_orders(cfg, results, orders=50)
+    rows = replay_asha(cfg, history, ["B-r2-s1", "B-r2-s0", "A-r2-s0", "A-r2-s1"])
+    assert steps_until_best(rows, best, 200) == 400
+    figures = replayed_orders(cfg, results, orders=50)
     found = int(figures["replay_found_best_in"].split()[0])
     assert 0 < found < 50 and 0.5 <= figures["replay_share_mean"] <= 1.0
-    assert figures == bench.replayed_orders(cfg, results, orders=50)  # the same orders
+    assert figures == replayed_orders(cfg, results, orders=50)  # the same orders
 
 
 @pytest.mark.slow
@@ -170,7 +200,7 @@ def test_data_bench_shares_the_work_and_the_steps(local_ray):
     """`bench data`: each rank reads 1 / world of the records, and every rank takes the
     same steps."""
     cfg = load_config(None, ["data.corpus=[demo:40]", "train.max_steps=3"])
-    out = bench.data_work(cfg, [1, 2])
+    out = data_work(cfg, [1, 2])
     json.dumps(out)  # --json writes this
     one, two = out["rows"]
     assert one["world"] == 1 and two["world"] == 2
@@ -183,7 +213,7 @@ def test_data_bench_shares_the_work_and_the_steps(local_ray):
 def test_eval_bench_shares_the_evaluation_and_agrees(local_ray):
     """`bench eval`: rank 0 alone and two ranks sharing the batches give the same result."""
     cfg = load_config(None, ["data.max_eval_per_task=3", "eval.batch_size=4"])
-    out = bench.eval_work(cfg, 2)
+    out = eval_work(cfg, 2)
     json.dumps(out)  # --json writes this
     assert out["records"] == 30 and out["world"] == 2 and out["equal_bit_for_bit"] is True
     assert out["rank_0_alone_s"] > 0 and out["every_rank_s"] > 0
@@ -194,8 +224,8 @@ def test_scale_bench_runs_simulated_trials_through_the_sweep_path(tmp_path):
     """`bench scale`, short: 20 simulated trials on 2 simulated nodes of 4 GPUs, through the
     Tuner, ASHA, trials.csv, the report and an offline W&B summary run."""
     overrides = ["wandb.project=scale-test", f"sweep.output={tmp_path}"]
-    cfg = load_config(None, bench.SCALE_SPACE + overrides)
-    out = bench.scale(cfg, trials=20, gpus=8, nodes=2, step_s=0.05)
+    cfg = load_config(None, SCALE_SPACE + overrides)
+    out = scale(cfg, trials=20, gpus=8, nodes=2, step_s=0.05)
     json.dumps(out)
     assert out["trials"] == 20 and out["errors"] == 0 and out["concurrent_trials"] == 4
     assert 20 <= out["evaluations_reported"] < 80  # ASHA stopped some trials early
@@ -211,8 +241,8 @@ def test_corpus_bench_spills_and_loses_no_record():
     so the tokenised mixture (about 80 MiB as int32 Arrow lists) spills to disk; every
     record is counted, every bad one found, and each rank packs every record of its share
     exactly as often as the mixture says."""
-    cfg = load_config(None, bench.CORPUS_SPACE)
-    out = bench.corpus_path(cfg, records=80_000, files=4, world=2, store_mib=80, words=120)
+    cfg = load_config(None, CORPUS_SPACE)
+    out = corpus_path(cfg, records=80_000, files=4, world=2, store_mib=80, words=120)
     json.dumps(out)
     scan, shares, packed = out["scan"], out["tokenise_mix_share"], out["read_and_pack"]
     assert out["object_store_spilled"].startswith("Spilled"), out["object_store_spilled"]
@@ -235,7 +265,7 @@ def test_head_share_counts_the_vocabulary_projection(tmp_path):
         vocab_size=1000,
     ).save_pretrained(tmp_path)
     body = 2 * (2 * 64 * 64 + 2 * 64 * 32 + 3 * 64 * 128)  # q, o; k, v; gate, up, down
-    assert bench.head_share(str(tmp_path)) == pytest.approx(64_000 / (64_000 + body))
+    assert head_share(str(tmp_path)) == pytest.approx(64_000 / (64_000 + body))
 
 
 @pytest.mark.slow
@@ -243,8 +273,8 @@ def test_throughput_bench_matches_tokens_and_times_the_same_window(local_ray):
     """`bench throughput`: HF under DDP gets about ecomtrain's supervised tokens per step
     over the same timed steps; the padding-free collator is refused where sdpa would
     attend across records."""
-    overrides = bench.THROUGHPUT_SPACE + ["train.max_steps=4", "train.log_every=2"]
-    out = bench.throughput(load_config(None, overrides))
+    overrides = THROUGHPUT_SPACE + ["train.max_steps=4", "train.log_every=2"]
+    out = throughput(load_config(None, overrides))
     json.dumps(out)  # --json writes this
     assert out["timed_steps"] == 2 and out["warmup_steps"] == 2
     ours, theirs = out["ecomtrain_tokens_per_step"], out["hf_padded_grouped_tokens_per_step"]
@@ -263,9 +293,9 @@ def test_throughput_bench_matches_tokens_and_times_the_same_window(local_ray):
 
 @pytest.mark.slow
 def test_ablation_bench_undoes_each_choice_without_changing_the_loss(local_ray):
-    out = bench.ablation(load_config(None, ["train.micro_batch_size=2"]), "tiny", steps=2)
+    out = ablation(load_config(None, ["train.micro_batch_size=2"]), "tiny", steps=2)
     json.dumps(out)
-    assert [r["step"] for r in out["rows"]] == list(bench.ABLATIONS)
+    assert [r["step"] for r in out["rows"]] == list(ABLATIONS)
     assert out["rows"][0]["ecomtrain_gain"] == 1.0 and out["supervised_tokens"] > 0
     assert out["loss_max_relative_difference"] < 1e-4
 
@@ -279,8 +309,8 @@ def test_raytax_bench_runs_one_loop_under_both_runners(monkeypatch):
     # records the variable's absence, so its teardown removes what connect sets)
     monkeypatch.setenv("RAY_API_SERVER_ADDRESS", "")
     monkeypatch.delenv("RAY_API_SERVER_ADDRESS")
-    overrides = bench.RAYTAX_SPACE + ["train.max_steps=12", "train.log_every=4"]
-    out = bench.raytax(load_config(None, overrides), "tiny", repeats=1)
+    overrides = RAYTAX_SPACE + ["train.max_steps=12", "train.log_every=4"]
+    out = raytax(load_config(None, overrides), "tiny", repeats=1)
     json.dumps(out)
     assert out["same_records"] and out["loss_max_abs_difference"] == 0.0
     assert out["warmup_steps"] == 2 and out["timed_steps"] == 10
@@ -292,14 +322,14 @@ def test_raytax_bench_runs_one_loop_under_both_runners(monkeypatch):
 
 
 def test_raytax_ratio_interval_says_met_only_when_the_interval_does():
-    met = bench.ratio_interval([1.01, 1.02, 1.0, 1.015], bench.RAYTAX_GOAL)
+    met = ratio_interval([1.01, 1.02, 1.0, 1.015], RAYTAX_GOAL)
     assert met["goal"] == "met" and met["ratio_ci95"][1] <= 1.05
     assert met["ratio_ci95"][0] < met["ratio"] < met["ratio_ci95"][1]
-    assert bench.ratio_interval([1.2, 1.25, 1.22], bench.RAYTAX_GOAL)["goal"] == "missed"
-    assert bench.ratio_interval([0.95, 1.2], bench.RAYTAX_GOAL)["goal"] == "not clear"  # wide
-    one = bench.ratio_interval([1.01], bench.RAYTAX_GOAL)
+    assert ratio_interval([1.2, 1.25, 1.22], RAYTAX_GOAL)["goal"] == "missed"
+    assert ratio_interval([0.95, 1.2], RAYTAX_GOAL)["goal"] == "not clear"  # wide
+    one = ratio_interval([1.01], RAYTAX_GOAL)
     assert one["ratio_ci95"] is None and one["goal"] == "not clear"
-    assert "goal" not in bench.ratio_interval([2.0, 2.2])  # throughput's: no goal
+    assert "goal" not in ratio_interval([2.0, 2.2])  # throughput's: no goal
 
 
 def test_raytax_times_the_steps_after_the_warmup_from_the_loops_clock():
@@ -307,12 +337,12 @@ def test_raytax_times_the_steps_after_the_warmup_from_the_loops_clock():
     state["clock"][20][1] += 2.0  # step 21 waited on a report: the mean sees it
     for step in state["clock"][21:]:
         step[1] += 2.0
-    steps, t0, t1 = bench.steady_window(state)
+    steps, t0, t1 = steady_window(state)
     assert (steps, t0, t1) == (36, 102.0, 122.0)  # a tenth of 40 steps is the warm-up
-    cpu = bench.CpuTime()
+    cpu = CpuTime()
     cpu.samples = [(100.0, dict.fromkeys(cpu.KINDS, 0.0)), (130.0, dict.fromkeys(cpu.KINDS, 30.0))]
     cpu.samples[1][1]["ray"] = 3.0
-    figures = bench.run_figures(state, cpu)
+    figures = run_figures(state, cpu)
     assert figures["step_s"] == pytest.approx(20 / 36, abs=1e-4)
     assert figures["median_step_s"] == 0.5
     assert figures["cores"] == {"training": 1.0, "ray": 0.1, "driver": 1.0, "other": 1.0}
@@ -323,12 +353,12 @@ def test_every_documented_benchmark_is_a_command(capsys):
     here only for the --grid that is asha's alone)."""
     import re
 
-    names = re.findall(r"python -m ecomtrain\.bench (\w+)", bench.__doc__)
+    names = re.findall(r"python -m ecomtrain\.bench (\w+)", cli.__doc__)
     assert {"asha", "throughput", "ablation", "raytax", "eval", "data", "corpus"} <= set(names)
     for name in sorted(set(names) - {"asha"}):
         with pytest.raises(SystemExit):
-            bench.main([name, "--grid", "x"])
+            cli.main([name, "--grid", "x"])
         assert "--grid is asha's" in capsys.readouterr().err, name
     with pytest.raises(SystemExit):
-        bench.main(["mfu", "--shape", "tiny"])
+        cli.main(["mfu", "--shape", "tiny"])
     assert "real model's shape" in capsys.readouterr().err

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from ecomtrain.bench import mfu, synthetic_rows
+from ecomtrain.bench.mfu import mfu, synthetic_rows
 from ecomtrain.config import load_config
 from ecomtrain.data.packing import IGNORE
 from ecomtrain.train.inputs import model_inputs, packed_loss, to_device, training_attention
