@@ -203,7 +203,10 @@ def raytax(cfg: Config, shape: str = "tiny", repeats: int = 2) -> dict:
             plain = Path(tmp, f"plain{r}")
             plain.mkdir()
             job = {"loop_config": loop_config, "shares_file": str(shares_file), "out": str(plain)}
-            with environment(OMP_NUM_THREADS=str(threads)):
+            # DeepSpeed's accelerator named: it would warn, in each process as it imports,
+            # that it fell back to the CPU (a Ray worker's console set-up holds that warning)
+            named = {} if cfg.train.use_gpu else {"DS_ACCELERATOR": "cpu"}
+            with environment(OMP_NUM_THREADS=str(threads), **named):
                 torch.multiprocessing.start_processes(
                     process_group_worker,
                     args=(world, free_port(29500), threads, job),
