@@ -174,6 +174,15 @@ def has_flash_attn() -> bool:
     return importlib.util.find_spec("flash_attn") is not None
 
 
+def variant_overrides(attn: str, checkpointing: bool, compiled: bool) -> list[str]:
+    """The config overrides of one matrix row: what its process runs and a preset keeps."""
+    return [
+        f"model.attn_implementation={attn}",
+        f"train.gradient_checkpointing={str(checkpointing).lower()}",
+        f"train.compile={str(compiled).lower()}",
+    ]
+
+
 def mfu_matrix(
     config: str | None,
     overrides: list[str],
@@ -196,9 +205,7 @@ def mfu_matrix(
             command = [sys.executable, "-m", "ecomtrain.bench", "mfu", "--shape", shape]
             command += ["--steps", str(steps), "--device", device, "--json", str(out), "-q"]
             command += ["--config", config] if config else []
-            command += [*overrides, f"model.attn_implementation={attn}"]
-            command += [f"train.gradient_checkpointing={str(checkpointing).lower()}"]
-            command += [f"train.compile={str(compiled).lower()}"]
+            command += [*overrides, *variant_overrides(attn, checkpointing, compiled)]
             group = ("MASTER_ADDR", "MASTER_PORT", "RANK", "LOCAL_RANK", "WORLD_SIZE")
             env = {k: v for k, v in os.environ.items() if k not in group}  # a group of its own
             proc = subprocess.run(command, capture_output=True, text=True, env=env)
@@ -212,10 +219,8 @@ def mfu_matrix(
         rows.append(row)
     fitting = [r for r in rows if r["result"] == "ok" and not r["peak_memory_gib"] > MFU_MEMORY_GIB]
     best = max(fitting, key=lambda r: r["tokens_per_s"], default=None)
-    preset = best and (
-        f"model.attn_implementation={best['attn']} "
-        f"train.gradient_checkpointing={str(best['checkpointing']).lower()} "
-        f"train.compile={str(best['compile']).lower()}"
+    preset = best and " ".join(
+        variant_overrides(best["attn"], best["checkpointing"], best["compile"])
     )
     return {
         "shape": shape,
