@@ -26,6 +26,7 @@ import ray
 from ecomtrain import console
 from ecomtrain.config import (
     CONFIG_FILE,
+    OVERRIDES_HELP,
     Config,
     ConfigError,
     checked_config,
@@ -35,19 +36,19 @@ from ecomtrain.config import (
     yaml_mapping,
 )
 from ecomtrain.connect import connect
-from ecomtrain.data.pipeline import check_names, check_scan, train_counts
-from ecomtrain.data.scan import corpus_files, eval_index, scan_corpus, split_count
+from ecomtrain.data.pipeline import check_names, train_counts
+from ecomtrain.data.scan import corpus_scan, split_count
 from ecomtrain.data.sources import check_files
-from ecomtrain.evaluate.held_out import base_model_scores, held_out_rows
+from ecomtrain.evaluate.held_out import base_model_scores
 from ecomtrain.files import atomic_write, download_files, is_uri, read_text, write_text
 from ecomtrain.model import find_adapter
 from ecomtrain.report.analysis import best
 from ecomtrain.report.card import adapter_only
 from ecomtrain.report.pages import BASELINE_FILE, console_table, write_report
-from ecomtrain.report.trials import load_trials, trial_rows, write_csv
+from ecomtrain.report.trials import trial_rows, typed_rows, write_csv
 from ecomtrain.report.wandb_summary import log_summary
 from ecomtrain.tasks import OOD
-from ecomtrain.tiny_model import resolve_model
+from ecomtrain.train.driver import prepare
 from tuning.run import concurrency, n_trials, run_sweep
 from tuning.space import grid_points, subsets, trial_config
 
@@ -67,7 +68,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="print the resolved search space and the data each trial reads; start nothing",
     )
-    parser.add_argument("overrides", nargs="*", help="a.b=c config overrides")
+    parser.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
     console.add_arguments(parser)
     return parser.parse_args(argv)
 
@@ -75,7 +76,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def dry_run(cfg: Config) -> str:
     """The sweep's trials, one line each, and the training records each would read (of its
     data.provenance; with its out-of-domain tasks when its data.ood_fraction is set)."""
-    scan = scan_corpus(corpus_files(cfg.data), cfg.data, use_ray=False)
+    scan = corpus_scan(cfg.data, use_ray=False)
     held = sum(
         split_count(c, "eval", cfg.eval.provenance)
         for t, c in scan["tasks"].items()
@@ -216,15 +217,12 @@ def run_and_report(args: argparse.Namespace, cfg: Config, output: str, local: Pa
     logs = connect(args.address, log_to_driver=console.verbose())
     link_logs(logs, local)
     t0 = time.time()
-    model_path = resolve_model(cfg.model)  # build the tiny model once here, not per trial
-    scan = scan_corpus(corpus_files(cfg.data), cfg.data, index=eval_index(cfg.data))
-    console.log.info(check_scan(scan, cfg.data))
-    held_out, sample = held_out_rows(cfg)  # drawn once: every trial is scored on it
-    console.log.info(sample)
+    # the model built, the corpus scanned and the held-out sample drawn once, for every trial
+    prepared = prepare(cfg)
     # A resumed sweep keeps its baseline; a fresh one scores its own, even where an older
     # sweep (another corpus, another held-out sample) left one in the same folder.
     if not (args.resume and (local / BASELINE_FILE).exists()):
-        score_baseline(cfg, model_path, held_out, local / BASELINE_FILE)
+        score_baseline(cfg, prepared.model_path, prepared.held_out, local / BASELINE_FILE)
     console.log.info(
         "sweep %r: %d trials, %d at a time; a line per trial per report follows",
         cfg.sweep.name,
@@ -232,15 +230,16 @@ def run_and_report(args: argparse.Namespace, cfg: Config, output: str, local: Pa
         concurrency(cfg),
     )
     try:
-        results = run_sweep(cfg, output, str(local), resume=bool(args.resume), held_out=held_out)
+        results = run_sweep(cfg, output, str(local), resume=bool(args.resume), prepared=prepared)
     except Exception as e:  # the Tune loop itself failed (not a trial): exit with its error
         console.log.error("sweep %r failed: %s: %s", cfg.sweep.name, type(e).__name__, e)
         ray.shutdown()
         return 1
-    write_csv(trial_rows(results, cfg.sweep.metric, output), local / "trials.csv")
-    rows = load_trials(local / "trials.csv")
+    raw = trial_rows(results, cfg.sweep.metric, output)
+    write_csv(raw, local / "trials.csv")
+    rows = typed_rows(raw)  # as trials.csv reads back
     print(console_table(rows))
-    report = write_report(local)
+    report = write_report(local, rows)
     adapter = best_adapter(rows, local)
     log_summary(
         rows,

@@ -20,6 +20,7 @@ from ecomtrain.report.trials import (
     checkpoint_uri,
     load_trials,
     trial_rows,
+    typed_rows,
     write_csv,
 )
 
@@ -59,6 +60,15 @@ def test_report_files_and_table(tmp_path):
     text = console_table(typed).splitlines()
     assert text[2].split()[:2] == ["s1", "r16"]  # best first
     assert "failed" in text[-1]
+
+
+def test_rows_kept_in_memory_are_the_rows_trials_csv_reads_back(tmp_path):
+    """A sweep reports from its rows in memory: typed exactly as load_trials reads trials.csv."""
+    results = [_result("s1", 4, 0.25), _result("s1", 16, 0.5), _result("s2", 4, None, "boom")]
+    results[0].config |= {"seed": 1, "alpha": 8.0, "train.lr": 0.0001, "data.x": [1, 2]}
+    results[1].metrics |= {"trainable_params": 4096, "task_entropy": 1.25, "extra/score": 0.1}
+    raw = trial_rows(results)
+    assert typed_rows(raw) == load_trials(write_csv(raw, tmp_path / "trials.csv"))
 
 
 def test_swept_params_are_columns_and_never_folded(tmp_path):

@@ -248,11 +248,14 @@ def test_the_question_configs_resolve_their_space(config, trials, records, capsy
 def test_trial_drivers_take_the_driver_resources():
     """`sweep.driver_resources` pins each trial's driver (and Ray Train controller) to the
     nodes that offer them, e.g. an on-demand head."""
+    from ecomtrain.train.trial import Prepared
     from tuning.run import trainable
 
-    cfg = load_config(None, ["sweep.driver_resources={driver: 0.01}"])
-    assert trainable(cfg, "/tmp/x")._resources.bundles == [{"CPU": 0.01, "driver": 0.01}]
-    assert trainable(load_config(None, []), "/tmp/x")._resources.bundles == [{"CPU": 0.01}]
+    cfg, prepared = load_config(None, ["sweep.driver_resources={driver: 0.01}"]), Prepared("m")
+    assert trainable(cfg, "/tmp/x", prepared)._resources.bundles == [{"CPU": 0.01, "driver": 0.01}]
+    assert trainable(load_config(None, []), "/tmp/x", prepared)._resources.bundles == [
+        {"CPU": 0.01}
+    ]
 
 
 @pytest.mark.parametrize(

@@ -26,6 +26,7 @@ CPU rates vary from run to run, so a single run's ratio has no interval.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import tempfile
@@ -46,21 +47,24 @@ from transformers import (
     TrainingArguments,
 )
 
+from ecomtrain import console
 from ecomtrain.bench.measure import ratio_interval
-from ecomtrain.bench.models import head_share, shape_model
-from ecomtrain.config import Config, from_dict, to_dict
+from ecomtrain.bench.models import SHAPES, head_share, shape_model
+from ecomtrain.config import Config
+from ecomtrain.connect import connect
 from ecomtrain.data.packing import IGNORE
 from ecomtrain.data.shard import read_share, stream
 from ecomtrain.model import add_lora, load_model, load_tokenizer
 from ecomtrain.tasks import CAPABILITIES
-from ecomtrain.train.driver import fit, trial_inputs, trial_meta
+from ecomtrain.train.driver import fit, prepare, trial_inputs
 from ecomtrain.train.loop import HEALTH_CHECK_ENV
+from ecomtrain.train.trial import Prepared, TrialMeta
 
-THROUGHPUT_SPACE = [
+SPACE = [
     "train.eval_every=0",
-    # 100 steps of warm-up, then the timed window: the last 100 (at the tiny shape, seconds
-    # of each side: 8 steps, under half a second of ecomtrain's, gave ratios of 1.5-2.7
-    # run to run; real shapes take far longer steps and fewer of them, see the README)
+    # 100 steps of warm-up, then the timed window: the last 100 (a window of a few steps
+    # lasts too short a time at the tiny shape to time; real shapes take far longer steps
+    # and fewer of them: docs/benchmarks.md, "throughput")
     "train.max_steps=200",
     "train.log_every=100",
     "data.max_eval_per_task=1",  # the run's closing evaluation is not timed: keep it short
@@ -158,7 +162,7 @@ def hf_fn_per_worker(config: dict) -> None:
     """HF Trainer + PEFT under DDP, as its user would run it: padded batches grouped by
     length (or padding-free, flattened), the same LoRA, records, steps and warm-up as
     ecomtrain's run; rank 0 writes the timed window's seconds and tokens, all ranks'."""
-    cfg = from_dict(config["cfg"])
+    cfg = config["cfg"]
     model_path, rows, flat = config["model_path"], config["rows"], config["flat"]
     torch.manual_seed(cfg.train.seed)
     tokenizer = load_tokenizer(model_path)
@@ -220,7 +224,7 @@ def hf_trainer_window(cfg: Config, model_path: str, rows: list[dict], batch: int
     trainer = TorchTrainer(
         hf_fn_per_worker,
         train_loop_config={
-            "cfg": to_dict(cfg),
+            "cfg": cfg,
             "model_path": model_path,
             "rows": rows,
             "batch": batch,
@@ -251,13 +255,14 @@ def throughput(cfg: Config, shape: str = "tiny", repeats: int = 1) -> dict:
     each side once a repeat, back to back."""
     model_path = shape_model(cfg, shape)
     cfg.model.name_or_path = model_path
-    meta = trial_meta("bench", "all", cfg.data.tasks or list(CAPABILITIES), cfg)
+    meta = TrialMeta.of("bench", "all", cfg.data.tasks or list(CAPABILITIES), cfg)
+    prepared = prepare(cfg, Prepared(model_path, held_out=[]))  # no evaluation
     # Ray Train's controller polls often enough to take the report at the warm-up's end
     # (the loop reports no more often than the polls: loop.RayTrainRun.report_gap_s).
     os.environ.setdefault(HEALTH_CHECK_ENV, "0.1")
     window = cfg.train.log_every  # ecomtrain's last report covers exactly these steps
-    loop_config, datasets = trial_inputs(cfg, meta, held_out=[])  # the shares fit trains on
-    shares, mult = [read_share(d) for d in datasets], loop_config["mult"]
+    inputs, datasets = trial_inputs(cfg, meta, prepared)  # the shares fit trains on
+    shares, mult = [read_share(d) for d in datasets], inputs.mult
     rows = training_records(shares)
     processed, covered = packed_window(cfg, shares, mult)
     all_supervised = sum(supervised(torch.tensor(r["labels"])) for r in rows)
@@ -285,7 +290,7 @@ def throughput(cfg: Config, shape: str = "tiny", repeats: int = 1) -> dict:
     runs, batch = [], 0
     for r in range(repeats):
         with tempfile.TemporaryDirectory(prefix="ecomtrain-bench-") as storage:  # checkpoints
-            ours = fit(cfg, meta, storage).metrics
+            ours = fit(cfg, meta, storage, prepared=prepared).metrics
         if ours["window_steps"] != window:
             raise RuntimeError(
                 f"bench throughput: ecomtrain's last report covers {ours['window_steps']} "
@@ -332,3 +337,15 @@ def throughput(cfg: Config, shape: str = "tiny", repeats: int = 1) -> dict:
         run |= {k: round(v, 3) for k, v in run.items() if "ratio" in k}
     out["runs"] = runs
     return out
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--shape", choices=["tiny", *sorted(SHAPES)], default="tiny", help="the model's shape"
+    )
+    parser.add_argument("--repeats", type=int, default=1, help="runs of each side")
+
+
+def run(args: argparse.Namespace, config) -> dict:
+    connect(log_to_driver=console.verbose())
+    return throughput(config(), args.shape, args.repeats)

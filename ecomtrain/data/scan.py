@@ -238,6 +238,12 @@ def scan_corpus(
     return result
 
 
+def corpus_scan(cfg: DataConfig, use_ray: bool = True) -> dict:
+    """The scan of the configured corpus (`data.corpus` and `data.sources`), decontaminated
+    against `data.decontaminate`: what a run checks (data.pipeline.check_scan) and mixes by."""
+    return scan_corpus(corpus_files(cfg), cfg, use_ray=use_ray)
+
+
 def _ray_summaries(paths: list[str], cfg: DataConfig, index: Decontaminator | None) -> list[dict]:
     def one(row: dict) -> dict:
         return {"summary": json.dumps(summarise(row["path"], row["bytes"], cfg, index))}

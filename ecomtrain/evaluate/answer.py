@@ -212,8 +212,8 @@ def likelihood(entries: list[dict]) -> float:
     the reference's tokens, in [0, 1] like a record's score. It moves smoothly with training
     (no 0/1 jumps of a generated answer) and, unlike the pooled loss, is not dominated by
     the tasks a trial never trained on (their records sit near 0, as their scores do). Where
-    measured it still favoured subsets that cover more tasks, unlike the score (README,
-    "bench asha"); likely because most tokens of a trained task's templated answers become
+    measured it still favoured subsets that cover more tasks, unlike the score
+    (docs/benchmarks.md, "asha"); likely because most tokens of a trained task's templated answers become
     predictable whether or not its facts are right."""
     by_task, w = task_values(
         entries, lambda e: math.exp(-e["loss"] / e["tokens"]) if e["tokens"] else None

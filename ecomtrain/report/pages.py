@@ -58,12 +58,12 @@ ANALYSIS_FILE = "analysis.json"
 BASELINE_FILE = "baseline.jsonl"  # the untrained base model's per-record scores
 
 
-def write_report(output: str | Path) -> Path:
+def write_report(output: str | Path, rows: list[dict] | None = None) -> Path:
     """The charts, analysis.json, report.md (charts linked) and report.html (charts
-    embedded) under `output`, from `output/trials.csv` and the per-record scores of each
-    trial's last checkpoint; returns report.md."""
+    embedded) under `output`, from the typed trials (`rows`, else `output/trials.csv`) and
+    the per-record scores of each trial's last checkpoint; returns report.md."""
     output = Path(output)
-    rows = load_trials(output / "trials.csv")
+    rows = rows if rows is not None else load_trials(output / "trials.csv")
     metric = metric_of(rows)
     baseline = output / BASELINE_FILE  # the base model on the held-out split
     found = analyze(

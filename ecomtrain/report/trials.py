@@ -92,19 +92,38 @@ def _text(value) -> str:
     return str(value)
 
 
-def write_csv(rows: list[dict], path: Path) -> Path:
-    """trials.csv: the fixed columns first, then optional ones, then the swept config paths,
-    then per-track/per-task scores."""
+def columns(rows: list[dict]) -> list[str]:
+    """trials.csv's columns: the fixed ones first, then optional ones, then the swept config
+    paths, then per-track/per-task scores."""
     keys = {k for r in rows for k in r}
     optional = [k for k in OPTIONAL if k in keys]
     swept = sorted({k for r in rows for k in swept_keys(r)})
     extra = sorted(keys - set(COLUMNS) - set(optional) - set(swept))
-    optional += swept
+    return COLUMNS + optional + swept + extra
+
+
+def write_csv(rows: list[dict], path: Path) -> Path:
+    """trials.csv of the rows `trial_rows` made."""
     with atomic_open(path) as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS + optional + extra)
+        writer = csv.DictWriter(f, fieldnames=columns(rows))
         writer.writeheader()
         writer.writerows(rows)
     return path
+
+
+def typed_rows(rows: list[dict]) -> list[dict]:
+    """The rows `trial_rows` made, typed exactly as `load_trials` reads them back from
+    trials.csv (the same text of each cell, the same parsing), without the file."""
+    names = columns(rows)
+    return [
+        _parse_row({k: _cell(r.get(k)) for k in names}, f"trial {r.get('trial', '?')}")
+        for r in rows
+    ]
+
+
+def _cell(value) -> str:
+    """A value as csv.DictWriter writes it."""
+    return "" if value is None else str(value)
 
 
 class ReportError(ValueError):
