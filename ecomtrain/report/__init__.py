@@ -11,17 +11,3 @@
 
 CLI: `python -m ecomtrain.report DIR` rebuilds DIR's report from DIR/trials.csv.
 """
-
-from ecomtrain.report.pages import console_table, write_report
-from ecomtrain.report.trials import ReportError, load_trials, trial_rows, write_csv
-from ecomtrain.report.wandb_summary import log_summary
-
-__all__ = [
-    "ReportError",
-    "console_table",
-    "load_trials",
-    "log_summary",
-    "trial_rows",
-    "write_csv",
-    "write_report",
-]
