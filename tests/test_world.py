@@ -1,15 +1,27 @@
-"""The shopping world: valid records, unique inputs, the planted structure as declared."""
+"""The shopping world: valid records, unique inputs, the planted structure as declared; other
+sizes and seeds."""
 
+import json
 import re
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
+from ecomtrain.config import Config, ConfigError
 from ecomtrain.data.overlap import exact_key
-from ecomtrain.data.records import assign_family, problem, provenance_of, render_answer
+from ecomtrain.data.records import (
+    CorpusError,
+    assign_family,
+    problem,
+    provenance_of,
+    render_answer,
+)
+from ecomtrain.data.sources import Builtin, builtin_corpus, check_files, resolve_corpus
 from ecomtrain.data.world import (
     CATEGORIES,
     CONTROL,
+    DEFAULT_PRODUCTS,
     GENERATORS,
     MAX_PRODUCTS,
     MIN_PRODUCTS,
@@ -103,3 +115,52 @@ def test_the_synthetic_twin_is_valid_generated_and_wrong_at_its_rate(records):
         pairs = [(a, b) for a, b in zip(twin, records, strict=True) if b["task_name"] == family]
         wrong = sum(a["output_field"] != b["output_field"] for a, b in pairs) / len(pairs)
         assert abs(wrong - SYNTHETIC_NOISE) < 0.1, (family, wrong)
+
+
+# --- world:N@SEED -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "entry, want",
+    [
+        ("world", Builtin("world", DEFAULT_PRODUCTS, 0)),
+        ("world:100", Builtin("world", 100, 0)),
+        ("world@3", Builtin("world", DEFAULT_PRODUCTS, 3)),
+        ("world-synthetic@1", Builtin("world-synthetic", DEFAULT_PRODUCTS, 1)),
+        ("demo:30@2", Builtin("demo", 30, 2)),
+        ("worlds.jsonl", None),
+        ("data/world@1.jsonl", None),
+    ],
+)
+def test_a_built_in_corpus_names_its_size_and_seed(entry, want):
+    assert builtin_corpus(entry) == want
+
+
+@pytest.mark.parametrize(
+    "entry, message",
+    [
+        ("world@one", "with SEED a whole number >= 0, got 'one'"),
+        ("world@-1", "with SEED a whole number >= 0, got '-1'"),
+        ("world@", "with SEED a whole number >= 0, got ''"),
+        ("world:ten", "with N a whole number (the size), got 'ten'"),
+        ("world:50@1", "size 50 is out of range (world:N takes 80 to 2000)"),
+        ("world-synthetic:3000", "size 3000 is out of range"),
+        ("demo:0", "size 0 is out of range (demo:N takes at least 1)"),
+    ],
+)
+def test_a_bad_size_or_seed_is_a_config_error_before_any_cluster(entry, message):
+    with pytest.raises(CorpusError, match=re.escape(message)):
+        builtin_corpus(entry)
+    cfg = Config()
+    cfg.data.corpus = ["demo", entry]
+    with pytest.raises(ConfigError, match=re.escape(f"my.yaml: data.corpus[1]: {entry}: ")):
+        check_files(cfg, "my.yaml")
+
+
+def test_another_seed_is_another_world_and_each_is_deterministic():
+    assert world_records(100, 3) == world_records(100, 3)
+    assert world_records(100, 3) != world_records(100, 0)
+    files = resolve_corpus(["world:100@3", "world:100", "world@3"])
+    assert len(set(files)) == 3 and resolve_corpus(["world:100@3"])[0] == files[0]
+    written = [json.loads(line) for line in Path(files[0]).read_text().splitlines()]
+    assert written == world_records(100, 3)

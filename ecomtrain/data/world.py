@@ -29,6 +29,9 @@ price; category accessories; a second language, "Vellish", from a generated lexi
 - **Facts grow with families.** Each family that is added brings facts of its own (3 per
   product for the summaries, the lexicon, accessories, ratings), so a small adapter can run
   out of capacity as the task set grows.
+
+`world:N@SEED` (and `world-synthetic:N@SEED`) generates the world of another seed: another
+catalogue and lexicon.
 """
 
 from __future__ import annotations
