@@ -17,7 +17,7 @@ import yaml
 from ecomtrain.tasks import CAPABILITIES, FAMILIES, LABELS, METRICS_BY_TYPE
 
 # data.corpus names that are not files ("demo:N", "world:N@SEED" too): data.sources.BUILTIN
-BUILTIN_CORPORA = ("demo", "world", "world-synthetic", "ood")
+BUILTIN_CORPORA = ("demo", "world", "world-synthetic", "world-effects", "ood")
 LORA_SHAPES = ("single", "per-capability", "per-task", "moe")  # lora.shape
 PROMPT_FORMATS = ("chat", "raw")  # model.prompt_format
 PROVENANCES = ("curated", "synthetic")  # where a record comes from (data.provenance)

@@ -24,6 +24,7 @@ from ecomtrain.data.world import (
     DEFAULT_PRODUCTS,
     MAX_PRODUCTS,
     MIN_PRODUCTS,
+    world_effect_records,
     world_records,
     world_synthetic_records,
 )
@@ -51,6 +52,7 @@ BUILTIN = {
     "demo": (60, 1, None, demo_records),  # "demo:N": N records per family
     "world": (*WORLD_SIZES, world_records),
     "world-synthetic": (*WORLD_SIZES, world_synthetic_records),  # its simulated twin
+    "world-effects": (*WORLD_SIZES, world_effect_records),  # its effects of known size
     "ood": (60, 1, None, ood_records),  # "ood:N": N records per out-of-domain family
 }
 assert set(BUILTIN) == set(BUILTIN_CORPORA)
