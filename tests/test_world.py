@@ -1,5 +1,6 @@
 """The shopping world: valid records, unique inputs, the planted structure as declared; its
-effects of known size; other sizes and seeds."""
+effects of known size; other sizes and seeds; a base model that read none of its held-out
+records."""
 
 import json
 import re
@@ -9,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from ecomtrain.config import CONFIGS, Config, ConfigError, load_config
+from ecomtrain import tiny_model
+from ecomtrain.config import CONFIGS, Config, ConfigError, DataConfig, load_config
 from ecomtrain.data.mixture import targets
 from ecomtrain.data.overlap import exact_key
 from ecomtrain.data.records import (
@@ -19,7 +21,14 @@ from ecomtrain.data.records import (
     provenance_of,
     render_answer,
 )
-from ecomtrain.data.sources import Builtin, builtin_corpus, check_files, resolve_corpus
+from ecomtrain.data.scan import parse_file
+from ecomtrain.data.sources import (
+    BUILTIN_EVAL_FRACTION_MAX,
+    Builtin,
+    builtin_corpus,
+    check_files,
+    resolve_corpus,
+)
 from ecomtrain.data.world import (
     ACCESSORIES,
     ARMS,
@@ -269,6 +278,57 @@ def test_another_seed_is_another_world_and_each_is_deterministic():
     assert len(set(files)) == 3 and resolve_corpus(["world:100@3"])[0] == files[0]
     written = [json.loads(line) for line in Path(files[0]).read_text().splitlines()]
     assert written == world_records(100, 3)
+
+
+def test_a_built_in_corpus_is_held_out_at_most_half():
+    """The offline base read the questions the built-in corpora keep in training at any
+    data.eval_fraction up to BUILTIN_EVAL_FRACTION_MAX."""
+    cfg = Config()
+    cfg.data.corpus, cfg.data.eval_fraction = ["world@2"], BUILTIN_EVAL_FRACTION_MAX
+    check_files(cfg, "my.yaml")
+    cfg.data.eval_fraction = 0.6
+    with pytest.raises(ConfigError, match=r"data.eval_fraction: 0.6 holds out more than 0.5"):
+        check_files(cfg, "my.yaml")
+
+
+# --- no leak into the tiny base ---------------------------------------------------------------
+
+# Corpora and held-out shares a sweep may evaluate on: other sizes and seeds too.
+EVALUATED = ["demo", "demo:200@1", "world", "world:480@1", "world@2", "world-synthetic@1"]
+EVALUATED += ["world-effects", "world-effects@1", "world-effects:960@4", "ood"]
+
+
+def held_out_inputs(entry: str, fraction: float) -> set[str]:
+    path = resolve_corpus([entry])[0]
+    rows = parse_file(path, None, DataConfig(eval_fraction=fraction), None)
+    return {exact_key(r["input"]) for r in rows if isinstance(r, dict) and r["split"] == "eval"}
+
+
+def test_the_tiny_base_reads_no_held_out_record(tmp_path, monkeypatch):
+    """What `pretrain` is given, and what the tokenizer is trained on, holds no held-out input of
+    any built-in corpus at any size, seed or data.eval_fraction a config may set, nor of the
+    shipped configs' held-out splits."""
+    read: list[str] = []
+
+    def pretrain(model, tokenizer, texts, seed, steps=300):
+        read.extend(texts)
+        return 0.0
+
+    monkeypatch.setattr(tiny_model, "pretrain", pretrain)
+    tiny_model.build_tiny_llama(tmp_path / "base")
+    seen = {exact_key(t) for t in read}
+    # the tokenizer is trained on these records' inputs and answers
+    assert seen == {exact_key(r["input_field"]) for r in tiny_model.pretraining_records()}
+    assert len(seen) > 1000
+    for entry in EVALUATED:
+        for fraction in (0.05, 0.15, BUILTIN_EVAL_FRACTION_MAX):
+            assert not seen & held_out_inputs(entry, fraction), (entry, fraction)
+    for path in sorted(CONFIGS.glob("*.yaml")):
+        cfg = load_config(path)
+        for entry in cfg.data.corpus:
+            if builtin_corpus(entry):
+                leak = seen & held_out_inputs(entry, cfg.data.eval_fraction)
+                assert not leak, (path.name, entry)
 
 
 def test_the_effects_config_trains_one_arm_a_trial_against_the_chance_arm_first():

@@ -56,6 +56,9 @@ BUILTIN = {
     "ood": (60, 1, None, ood_records),  # "ood:N": N records per out-of-domain family
 }
 assert set(BUILTIN) == set(BUILTIN_CORPORA)
+# The offline tiny model read the questions the built-in corpora keep in training at any
+# data.eval_fraction up to this (tiny_model.pretraining_records): a config holds out no more.
+BUILTIN_EVAL_FRACTION_MAX = 0.5
 
 
 @dataclass(frozen=True)
@@ -127,7 +130,7 @@ def resolve_corpus(paths: list[str]) -> list[str]:
 def check_files(cfg: Config, source: str) -> None:
     """Every corpus, decontamination and extra eval file exists (built-in corpora and hub
     datasets aside; any entry may be a Shopping MMLU folder); a built-in corpus' size and seed
-    are in range.
+    are in range, and no more of it is held out than BUILTIN_EVAL_FRACTION_MAX.
     Entry points call it before starting Ray; `load_config` does not, so a cluster's config
     (paths on the cluster's storage) loads anywhere."""
     files = [(f"data.corpus[{i}]", p) for i, p in enumerate(cfg.data.corpus)]
@@ -155,6 +158,13 @@ def check_files(cfg: Config, source: str) -> None:
             raise ConfigError(f"{source}: {where}: {p} is a directory, not a file")
         if not Path(p).is_file():
             raise ConfigError(f"{source}: {where}: file not found: {p}")
+    builtin = [p for p in cfg.data.corpus if builtin_corpus(p)]
+    if builtin and cfg.data.eval_fraction > BUILTIN_EVAL_FRACTION_MAX:
+        raise ConfigError(
+            f"{source}: data.eval_fraction: {cfg.data.eval_fraction} holds out more than "
+            f"{BUILTIN_EVAL_FRACTION_MAX} of the built-in corpus {builtin[0]}, whose other "
+            "questions the offline tiny model read in pretraining"
+        )
 
 
 def hub_file(spec: str) -> Path:
