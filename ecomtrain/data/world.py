@@ -399,7 +399,7 @@ class Arm:
     def predicted(self) -> float:
         """accessory_rule's held-out score when the pairs stated are learnt: 1 on a held-out
         category stated right, 0 stated wrong, and on one not stated the model's guess
-        (chance in expectation, not in one world: a guess may follow a similar category)."""
+        (chance in expectation over worlds, not in one trial: the guess is no coin)."""
         right = sum(s == 0 for s in self.shifts)
         return (right + CHANCE * self.shifts.count(None)) / len(self.shifts)
 
@@ -450,13 +450,8 @@ def world_effect_records(n_products: int = DEFAULT_PRODUCTS, seed: int = 0) -> l
         rng = random.Random(f"world-{seed}-{family}-{split}")
         for category in categories:
             for item in _items(rng, n, [category]):
-                add(
-                    family,
-                    f"A shopper {verb} a {item}. {ask}",
-                    r.accessory(category),
-                    ACCESSORIES,
-                    split,
-                )
+                question = f"A shopper {verb} a {item}. {ask}"
+                add(family, question, r.accessory(category), ACCESSORIES, split)
     for arm in ARMS.values():
         rng = random.Random(f"world-{seed}-{arm.family}")
         for category, accessory in arm.pairs(r):
