@@ -45,11 +45,11 @@ def resolve_model(cfg: ModelConfig) -> str:
 
 def pretraining_records() -> list[dict]:
     """The records the tiny model reads: those of the built-in demo corpus and shopping world
-    (default size and seed) that no split can hold out. A record that chooses its own split
-    (the world's effect families) is never read, nor one whose input hashes into the held-out
-    share of any data.eval_fraction up to BUILTIN_EVAL_FRACTION_MAX: equal inputs land on the
-    same side in any size or seed of these corpora, so a sweep on any of them scores no
-    question the base has read."""
+    (default size and seed; not the world's effect families, which choose their own split)
+    that no split can hold out: none with a split of its own, none whose input hashes into
+    the held-out share of any data.eval_fraction up to BUILTIN_EVAL_FRACTION_MAX. Equal inputs
+    land on the same side in any size or seed of these corpora, so a sweep on any of them
+    scores no question the base has read."""
     return [
         r
         for r in demo_records() + world_records()

@@ -178,7 +178,7 @@ def stated(records: list[dict], family: str) -> dict[str, set[str]]:
 
 
 @pytest.mark.parametrize("seed", [0, 3])
-def test_the_arms_state_the_rule_for_none_half_all_or_wrongly(seed):
+def test_each_arm_states_its_share_of_the_held_out_pairs_rightly(seed):
     """Each arm's source states 8 pairs in as many records (the same dilution in every arm):
     the trained categories only (none), or every held-out category with 1/4, 5/8, all or
     none of them right (chance, half, all, sham); the target trains on the other categories
@@ -347,3 +347,15 @@ def test_the_effects_config_trains_one_arm_a_trial_against_the_chance_arm_first(
     assert sorted(set(arms)) == sorted(a.family for a in ARMS.values())
     assert Counter(arms) == dict.fromkeys(set(arms), len(cfg.sweep.seeds))
     assert set(cfg.eval.tasks) == set(EFFECT_TARGETS)
+
+
+def test_the_mixture_config_moves_the_sources_share_from_none_to_all():
+    """configs/world-mixture.yaml: the source's share of the epoch at 0, 1/4, 1/2, 3/4, 1."""
+    cfg = load_config(CONFIGS / "world-mixture.yaml")
+    shares = []
+    for point in grid_points(cfg):
+        trial = trial_config(cfg, point)
+        share = targets(dict.fromkeys(trial.data.tasks, 200), trial.data)
+        shares.append(round(share["accessory_guide_all"] / sum(share.values()), 6))
+    assert shares == [0, 0.25, 0.5, 0.75, 1]
+    assert set(cfg.eval.tasks) == {"accessory_rule", "accessory_recall"}
