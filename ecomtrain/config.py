@@ -29,8 +29,8 @@ import yaml
 
 from ecomtrain.tasks import CAPABILITIES, FAMILIES, LABELS, METRICS_BY_TYPE
 
-# data.corpus names that are not files ("demo:N" too): data.sources.BUILTIN
-BUILTIN_CORPORA = ("demo", "world", "world-synthetic", "ood")
+# data.corpus names that are not files ("demo:N", "world:N@SEED" too): data.sources.BUILTIN
+BUILTIN_CORPORA = ("demo", "world", "world-synthetic", "world-effects", "ood")
 PROVENANCES = ("curated", "synthetic")  # where a record comes from (data.provenance)
 PromptFormat = Literal["chat", "raw"]
 PROMPT_FORMATS = typing.get_args(PromptFormat)  # model.prompt_format

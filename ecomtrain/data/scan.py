@@ -37,7 +37,7 @@ from ecomtrain.data.sources import iter_items, resolve_corpus
 from ecomtrain.files import atomic_write, cache_dir
 from ecomtrain.tasks import FAMILIES
 
-SCAN_VERSION = 4  # bump when parse_file's result changes for the same input
+SCAN_VERSION = 5  # bump when parse_file's result changes for the same input
 MAX_INLINE_REJECTS = 100_000  # per file; beyond it the run stops whatever max_bad_fraction
 MAX_REJECT_CHARS = 10_000  # longer rejected records are stored as a truncated JSON string
 COUNTS = ("train", "eval", "exact", "ngram", "train_synthetic", "eval_synthetic")  # per task
@@ -83,7 +83,8 @@ def parse_file(
     """Rows (dicts of plain values) and `Bad` entries of one file, in file order.
 
     A row's `split` is "eval" (held out), "train", or "exact"/"ngram" for a training record
-    excluded because it overlaps a `data.decontaminate` file.
+    excluded because it overlaps a `data.decontaminate` file. A record's own `split` field
+    ("train" or "eval", checked by `problem`) chooses its side; without one, `is_eval`.
     """
     source = source_for(cfg, path)
     for item in mapped_items(path, data, source) if source else iter_items(path, data):
@@ -102,7 +103,9 @@ def parse_file(
                 return
             continue
         text, answer = item.record["input_field"], render_answer(item.record)
-        split = "eval" if is_eval(text, cfg.eval_fraction) else "train"
+        split = item.record.get("split")  # the record's own choice, else a hash of its input
+        if split is None:
+            split = "eval" if is_eval(text, cfg.eval_fraction) else "train"
         if split == "train":
             hit = index.check(text, answer) if index else None
             split = hit[0] if hit else split
