@@ -13,6 +13,7 @@ there directly and the report files are uploaded at the end.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shutil
@@ -73,6 +74,30 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+SEAL = "# the config this sweep runs; --resume checks that it is unchanged: sha256 {}\n"
+
+
+def sealed(cfg: Config) -> str:
+    """The config a sweep saves (config.yaml), headed by the digest of the rest."""
+    body = config_yaml(cfg)
+    return SEAL.format(hashlib.sha256(body.encode()).hexdigest()) + body
+
+
+def unsealed(text: str, where: str) -> dict:
+    """The mapping of a saved config, refused when it was edited after the sweep began: a
+    resumed sweep runs the experiment it began, so an edit would leave a config.yaml that
+    no longer matches its results (a file without a digest is taken as it is)."""
+    head, _, body = text.partition("\n")
+    want = head.rpartition(" ")[2] if head.startswith(SEAL.split("sha256")[0]) else None
+    if want and hashlib.sha256(body.encode()).hexdigest() != want:
+        raise ConfigError(
+            f"{where}: edited after the sweep began (it no longer matches the digest in its "
+            "first line); --resume runs the experiment the sweep began: undo the edit, or "
+            f"start a new sweep from it (--config {where} --output NEW_DIR)"
+        )
+    return yaml_mapping(text, where)
+
+
 def dry_run(cfg: Config) -> str:
     """The sweep's trials, one line each, and the training records each would read (of its
     data.provenance; with its out-of-domain tasks when its data.ood_fraction is set)."""
@@ -120,7 +145,7 @@ def setup(args: argparse.Namespace) -> tuple[Config, str]:
             raise ConfigError(
                 f"{saved}: cannot read ({e}); is {args.resume} a sweep's output?"
             ) from None
-        return checked_config(yaml_mapping(text, saved), saved), args.resume
+        return checked_config(unsealed(text, saved), saved), args.resume
     cfg = load_config(args.config, args.overrides)
     check_files(cfg, args.config or "config")
     check_names(cfg, args.config or "config")  # tasks of the user's own are in the corpus
@@ -209,7 +234,7 @@ def run_and_report(args: argparse.Namespace, cfg: Config, output: str, local: Pa
     """Run the sweep, write trials.csv, the report and the W&B summary into `local` (the
     output folder, or a staging folder published to a bucket); returns the exit code."""
     local.mkdir(parents=True, exist_ok=True)
-    saved = config_yaml(cfg)
+    saved = sealed(cfg)
     atomic_write(local / CONFIG_FILE, saved)
     if is_uri(output):  # there from the start, so `--resume URI` works after a driver is lost
         write_text(f"{output}/{CONFIG_FILE}", saved)
