@@ -227,6 +227,16 @@ class EvalConfig:
     # per-record scores in [0, 1], where the data allow (0: data.max_eval_per_task records
     # per task). The log and the report print the bound reached and the measured error.
     target_se: float = 0.0
+    # Part of each task's held-out sample, chosen by a salted hash of the record
+    # (evaluate.held_out.part_of), kept for claims about the selected best: trials are
+    # ranked and stopped on the rest (score, track/*), this part only scores confirm/*.
+    # 0: no confirmation sample. docs/statistics-method.md says why.
+    confirm_fraction: float = 0.25
+    # `sweep --plan`: the seed-to-seed SD of a trial's score to plan with (0: training
+    # noise not counted), and the smallest cell-vs-cell difference the sweep should detect
+    # at 80 % power (0: no target; else the plan says the records or seeds it needs).
+    seed_sd: float = 0.0
+    target_mde: float = 0.0
     batch_size: int = 16  # prompts per generate() call
     # Prepend the official ShopBench prompt prefix at training and evaluation time.
     prompt_prefix: bool = True
@@ -474,6 +484,9 @@ LIMITS = {
     ("eval", "max_new_tokens"): _at_least(1),
     ("eval", "batch_size"): _at_least(1),
     ("eval", "target_se"): _at_least(0),
+    ("eval", "confirm_fraction"): (lambda v: 0 <= v < 1, "must be in [0, 1)"),
+    ("eval", "seed_sd"): _at_least(0),
+    ("eval", "target_mde"): _at_least(0),
     ("eval", "extra_max_new_tokens"): _at_least(1),
     ("sweep", "metric"): (
         lambda v: v in METRICS,
