@@ -6,6 +6,7 @@
     analysis        views of the trials, cells and comparisons with 95 % intervals, the
                     diversity x capacity interaction and the selected best, confirmed
     findings        what the analysis found, typed; analysis.json written and read back
+    planning        what a sweep will be able to see: `sweep --plan`'s detectable effects
     charts          the PNG charts (cell means with 95 % intervals)
     pages           report.md and report.html (and the console table)
     wandb_summary   one W&B run summing up a sweep beside its trial runs
