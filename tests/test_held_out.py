@@ -90,7 +90,7 @@ def test_a_records_part_follows_from_its_own_text():
 def test_the_sample_carries_each_records_part_and_says_the_sizes():
     rows = _rows(80, "a") + _rows(80, "c")
     picked, message = held_out_sample(rows, cfg(cap=40, confirm=0.25))
-    assert all(r["part"] == part_of(r, 0.25) for r in picked)
+    assert all(r["part"] == part_of(r, 0.25) for r in picked)  # no task lacks selection
     n_confirm = sum(r["part"] == CONFIRM for r in picked)
     assert 0 < n_confirm < len(picked)
     assert f"{len(picked) - n_confirm} records" in message
@@ -99,9 +99,10 @@ def test_the_sample_carries_each_records_part_and_says_the_sizes():
     select = [r for r in _rows(80, "a") if part_of(r, 0.25) == SELECT][:3]
     _, message = held_out_sample(select + rows[80:], cfg(cap=40, confirm=0.25))
     assert "no confirmation record for a: the confirmation part's scores leave it out" in message
-    confirm = [r for r in rows if part_of(r, 0.25) == CONFIRM]
-    with pytest.raises(ValueError, match="none is left to rank trials on"):
-        held_out_sample(confirm, cfg(confirm=0.25))
+    # a task whose records would all be confirmation records keeps them for selection
+    confirm = [r for r in rows[80:] if part_of(r, 0.25) == CONFIRM]
+    picked, message = held_out_sample(select + confirm, cfg(confirm=0.25))
+    assert {r["part"] for r in picked} == {SELECT} and "no confirmation record for a, c" in message
 
 
 def test_trials_are_scored_on_the_selection_part_and_confirm_on_the_other(monkeypatch):

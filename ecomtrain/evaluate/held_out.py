@@ -5,13 +5,15 @@ Per task, the first records in the order of a hash of their normalised input: a 
 unbiased sample (not the first records by text) that is the same for every trial whatever
 it trains on. How many: `held_out_sizes`.
 
-The sample has two parts (`part_of`, the one rule, stamped on each row as "part"): the
+The sample has two parts (`with_parts`, the one rule, stamps each row's "part"): the
 selection part, which every metric trials are ranked and stopped on comes from (score,
 track/*: Tune, ASHA, checkpoint retention, the best adapter), and the confirmation part
-(`eval.confirm_fraction` of the records), which only scores confirm/* and the report's
-claims about the selected best: records that chose nothing. A record's part follows from
-its own text alone, so it is the same in every sweep whatever the sample's size, and a
-search that proposes something on selection records can confirm it on these.
+(about `eval.confirm_fraction` of the records), which only scores confirm/* and the
+report's claims about the selected best: records that chose nothing. A record's part
+follows from its own text (`part_of`), so it stays the same when the sample grows, and a
+search that proposes something on selection records can confirm it on these; the one
+exception keeps every task in the selection part: a task whose records would all be
+confirmation records keeps them for selection.
 """
 
 from __future__ import annotations
@@ -33,19 +35,31 @@ CONFIRM_SALT = b"ecomtrain-confirm"  # not the train/eval split's hash (data.sca
 
 
 def part_of(row: dict, fraction: float) -> str:
-    """The part of the held-out sample a record is in: CONFIRM when a salted hash of its
-    normalised input falls below `fraction`, else SELECT. Records equal after normalisation
-    share a part; the salt keeps the parts independent of the train/eval split and of the
-    sample's order, which hash the same text unsalted."""
+    """The part of the held-out sample a record is in by its own text: CONFIRM when a salted
+    hash of its normalised input falls below `fraction`, else SELECT (`with_parts` applies
+    it to a sample). Records equal after normalisation share a part; the salt keeps the
+    parts independent of the train/eval split and of the sample's order, which hash the
+    same text unsalted."""
     text = " ".join(words(row["input"])).encode("utf-8")
     digest = hashlib.blake2b(text, digest_size=8, key=CONFIRM_SALT).digest()
     return CONFIRM if int.from_bytes(digest, "big") / 2**64 < fraction else SELECT
 
 
+def with_parts(rows: list[dict], fraction: float) -> list[dict]:
+    """The rows, each with its "part": `part_of`'s, except that the records of a task that
+    would have no selection record are all selection (the trials' score keeps every task)."""
+    parts = [part_of(r, fraction) for r in rows]
+    kept = {r["task_family"] for r, p in zip(rows, parts, strict=True) if p == SELECT}
+    return [
+        r | {"part": p if r["task_family"] in kept else SELECT}
+        for r, p in zip(rows, parts, strict=True)
+    ]
+
+
 def held_out_sample(rows: Iterable[dict], cfg: Config) -> tuple[list[dict], str]:
-    """The scored sample of the held-out rows, each with its "part" (`part_of`), and what
-    it is: records per part, the score's worst-case standard error on each, and any task
-    that has no record in a part (its scores leave that part's figures)."""
+    """The scored sample of the held-out rows, each with its "part" (`with_parts`), and
+    what it is: records per part, the score's worst-case standard error on each, and any
+    task without a confirmation record (the confirmation part's scores leave it out)."""
     by_task: dict[str, list[dict]] = {}
     for row in rows:
         by_task.setdefault(row["task_family"], []).append(row)
@@ -54,20 +68,11 @@ def held_out_sample(rows: Iterable[dict], cfg: Config) -> tuple[list[dict], str]
     tracks = {task: task_rows[0]["capability"] for task, task_rows in by_task.items()}
     sizes, _ = held_out_sizes({t: len(r) for t, r in by_task.items()}, tracks, cfg)
     fraction = cfg.eval.confirm_fraction
-    sample = [
-        r | {"part": part_of(r, fraction)}
-        for task in sorted(by_task)
-        for r in by_task[task][: sizes[task]]
-    ]
+    sample = with_parts([r for t in sorted(by_task) for r in by_task[t][: sizes[t]]], fraction)
     counts = {
         part: {t: sum(r["part"] == part and r["task_family"] == t for r in sample) for t in sizes}
         for part in (SELECT, CONFIRM)
     }
-    if not any(counts[SELECT].values()):
-        raise ValueError(
-            f"eval.confirm_fraction {fraction}: every one of the {len(sample)} held-out records "
-            "fell in the confirmation part, none is left to rank trials on"
-        )
     message = (
         f"eval: {len(sample)} held-out records over {len(sizes)} tasks; "
         f"{_part_text(counts[SELECT], tracks)} rank the trials (score, track/*), "
@@ -75,13 +80,12 @@ def held_out_sample(rows: Iterable[dict], cfg: Config) -> tuple[list[dict], str]
         f"eval.confirm_fraction {fraction}); any scores in [0, 1], eval.target_se "
         f"{cfg.eval.target_se or 'off'}"
     )
-    for part, name in ((SELECT, "selection"), (CONFIRM, "confirmation")):
-        empty = sorted(t for t, n in counts[part].items() if n == 0)
-        if empty and (part == SELECT or fraction > 0):
-            message += (
-                f"; no {name} record for {', '.join(empty)}: the {name} part's scores leave "
-                f"{'it' if len(empty) == 1 else 'them'} out"
-            )
+    empty = sorted(t for t, n in counts[CONFIRM].items() if n == 0)
+    if empty and fraction > 0:
+        message += (
+            f"; no confirmation record for {', '.join(empty)}: the confirmation part's scores "
+            f"leave {'it' if len(empty) == 1 else 'them'} out"
+        )
     return sample, message
 
 
