@@ -22,9 +22,11 @@ from ecomtrain.evaluate.metrics import aggregate, record_scores, standard_error,
 from ecomtrain.experts import route_rows
 
 SCORES_FILE = "scores.jsonl"  # per-record entries of the held-out sample, in each checkpoint
-# The parts of the held-out sample (a row's "part", set by evaluate.held_out.part_of): trials
-# are ranked and stopped on the selection part; the confirmation part scores confirm/* only.
+# The parts of the held-out sample (a row's "part", set by evaluate.held_out.with_parts):
+# trials are ranked and stopped on the selection part; the confirmation part scores only
+# confirm/*, its metrics of these prefixes.
 SELECT, CONFIRM = "select", "confirm"
+SHOWN = ("score", "track/", "task/")
 EXTRA_SCORES_FILE = "extra_scores.jsonl"  # and of the extra eval files
 INPUT_CHARS = 500  # of each prediction's input (see `predictions`)
 
@@ -157,7 +159,7 @@ def evaluate_rows(
     track/<name>, task/<name> (ShopBench); score_se (its standard error from the records' own
     scores); score_seen and score_unseen (on the tasks in `trained` and on the others, when
     there are both); eval_loss and eval_loss/<task> (mean answer-token loss); eval_likelihood
-    (`likelihood`). On the confirmation part's rows (evaluate.held_out.part_of), when there
+    (`likelihood`). On the confirmation part's rows (evaluate.held_out.with_parts), when there
     are any: confirm/score, confirm/score_se, confirm/track/<name>, confirm/task/<name>,
     confirm/records. Entries, one per row of either part: id (the record's file:line), part,
     task, track, metric, score (with TP, FP and FN for micro F1), loss, tokens and the
@@ -180,8 +182,8 @@ def evaluate_rows(
         entry |= {"task": record["task_name"], "track": row["capability"]}
         entry |= {"metric": row["metric"], **score, "loss": loss, "tokens": tokens}
         entries.append(entry | {"response": response})
-    select = [i for i, e in enumerate(entries) if e["part"] != CONFIRM]
-    confirm = [i for i, e in enumerate(entries) if e["part"] == CONFIRM]
+    select = [i for i, x in enumerate(entries) if x["part"] != CONFIRM]
+    confirm = [i for i, x in enumerate(entries) if x["part"] == CONFIRM]
     if not select:
         raise ValueError(f"none of the {len(rows)} rows is in the selection part")
     flat = part_metrics(select, records, responses, entries, trained)
@@ -191,9 +193,6 @@ def evaluate_rows(
         flat |= {f"confirm/{k}": v for k, v in picked.items() if k.startswith(SHOWN)}
         flat["confirm/records"] = len(confirm)
     return flat, entries
-
-
-SHOWN = ("score", "track/", "task/")  # the confirmation part's metrics (confirm/*)
 
 
 def part_metrics(

@@ -323,9 +323,11 @@ def analyze(
     )
     cells, n = [cell_key(r) for r in ok], len(ok)
     main = Scored(select, cells, n, n_boot, seed)
-    conf = None
-    if all(confirm[:n]) and set(confirm[0]).intersection(*confirm[1:]):
-        conf = Scored(confirm, cells, n, n_boot, seed + 1)
+    conf, with_base = None, bool(baseline)
+    if all(confirm[:n]) and set(confirm[0]).intersection(*confirm[1:n]):
+        # a baseline scored before the split has no confirmation records: left out there
+        with_base = bool(baseline) and bool(set(confirm[0]) & set(confirm[-1]))
+        conf = Scored(confirm[: n + with_base], cells, n, n_boot, seed + 1)
     order = list(dict.fromkeys(cells))
     found = [c for c in (_cell(main, ok, cell) for cell in order) if c is not None]
     comparisons = [c for c in (main.comparison(*x) for x in _comparisons(ok, order)) if c]
@@ -357,7 +359,7 @@ def analyze(
         baseline=base,
         seen_unseen=_seen_unseen(main, ok, order),
         lines=_lines(main, ok),
-        selected=_selected(main, conf, found, ok, bool(baseline)),
+        selected=_selected(main, conf, found, ok, with_base),
         notes=[
             f"{', '.join(statistics.single(part.s))}: one record among the {name} records, "
             "so no record noise of it is in the intervals."
@@ -453,7 +455,8 @@ def _selected(
 ) -> Selected | None:
     """The best cell by its mean on the selection records, and the best trial by its score,
     then tested on the confirmation records: its mean, against the runner-up (overall, per
-    track and task, each family adjusted) and against the untrained baseline."""
+    track and task, each family adjusted) and against the untrained baseline (`baseline`:
+    whether the records tested on have its scores)."""
     if not cells:
         return None
     ranked = sorted(cells, key=lambda c: -c.mean)
@@ -465,8 +468,8 @@ def _selected(
         vs = on.comparison(
             (top.subset, top.rank), (runner.subset, runner.rank), "best vs runner-up"
         )
-    if vs is not None:
-        vs.adjusted = vs.clear if conf else None
+    if vs is not None and conf is not None:  # no verdict on the records that chose it
+        vs.adjusted = vs.clear
         _adjust(list(vs.tracks.values()))
         _adjust(list(vs.tasks.values()))
     vs_base = None

@@ -162,7 +162,8 @@ def report_sections(
         ("h2", "Score by task subset and LoRA rank"),
     ]
     if found:
-        out += [("p", _sample_text(found)), ("table", *_cell_table(found))]
+        out += [("p", _sample_text(found)), *[("p", note) for note in found.notes]]
+        out.append(("table", *_cell_table(found)))
         if found.baseline:
             out.append(("p", f"Untrained base model, same records: {_ci(found.baseline)}."))
         out += _selected_blocks(found)
@@ -258,25 +259,24 @@ def _adjusted(e: Difference | None) -> str:
 
 
 def _adjust_text(found: Analysis) -> str:
-    what = statistics.ADJUSTMENTS[found.adjustment]
     return (
-        f"Many comparisons make some look clear by chance: each table's verdicts are also given "
-        f"after the {what} adjustment over its family, and the report's headline verdicts are "
-        "those."
+        "Many comparisons make some look clear by chance: each table also gives the verdict "
+        f"after {statistics.ADJUSTMENTS[found.adjustment]} adjustment at 5 % over its family "
+        '("adjusted"), and the report\'s headline verdicts are those.'
     )
 
 
 def _family_text(found: Analysis, family: list[Difference | None], name: str) -> str:
-    """How many of a family are clear, unadjusted, after Holm and after Benjamini-Hochberg."""
+    """How many of a family are clear, unadjusted, after the headline adjustment and after
+    Benjamini-Hochberg's."""
     given = [d for d in family if d is not None]
     bh = statistics.adjust([d.p for d in given], "fdr_bh")
     return (
         f"The {len(given)} {name} comparisons of this sweep form one family: "
         f"{sum(d.clear for d in given)} clear unadjusted (about {0.05 * len(given):.1f} would "
         f"be by chance alone where nothing differs), {sum(bool(d.adjusted) for d in given)} "
-        f"after {statistics.ADJUSTMENTS[found.adjustment]} (the verdict shown as "
-        f'"adjusted"), {sum(bool(x) for x in bh)} after '
-        f"{statistics.ADJUSTMENTS['fdr_bh']}."
+        f'after {statistics.ADJUSTMENTS[found.adjustment]} adjustment ("adjusted"), '
+        f"{sum(bool(x) for x in bh)} after {statistics.ADJUSTMENTS['fdr_bh']}."
     )
 
 
@@ -305,7 +305,8 @@ def _sample_text(found: Analysis) -> str:
         "best (below)"
         if found.confirmation_records
         else "; no records were kept apart to confirm the selected best (eval.confirm_fraction "
-        "0, or per-record scores from before the confirmation sample)"
+        "0, the extra eval files' metric, which scores them whole, or per-record scores from "
+        "before the confirmation sample)"
     )
     return (
         f"Cells: mean over seeds with a 95 % interval from a paired bootstrap over the "
@@ -352,16 +353,16 @@ def _selected_blocks(found: Analysis) -> list[tuple]:
     )
     if not sel.confirmed:
         text = (
-            f"{chose} This sweep kept no confirmation records, so every claim about the best "
-            "would rest on the records that chose it; they are shown without a verdict."
+            f"{chose} There are no confirmation records, so every claim about the best would "
+            "rest on the records that chose it; they are shown without a verdict"
         )
-    else:
+    elif sel.score is not None:
         text = (
             f"{chose} On the {sel.records} confirmation records, which chose nothing: mean "
             f"{_ci(sel.score)}"
-            if sel.score
-            else chose
         )
+    else:
+        text = chose.removesuffix(".")
     if sel.vs_runner_up is not None:
         v = sel.vs_runner_up
         text += f"; against the runner-up {sel.runner_up}: {_ci(v)}"

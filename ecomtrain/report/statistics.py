@@ -47,7 +47,11 @@ LEVEL = 0.95
 # two or three seeds the estimate is often small by chance, and Welch-Satterthwaite's plug-in
 # degrees of freedom would then be far too many (docs/statistics-method.md, "Calibration").
 DF_BOUND = 0.25
-ADJUSTMENTS = {"holm": "Holm (family-wise error 5 %)", "fdr_bh": "Benjamini-Hochberg (FDR 5 %)"}
+# multipletests' methods the report uses, and what each holds at 5 %
+ADJUSTMENTS = {
+    "holm": "Holm's (family-wise error)",
+    "fdr_bh": "Benjamini-Hochberg's (false discovery rate)",
+}
 
 
 @dataclass
