@@ -46,6 +46,7 @@ from ecomtrain.model import find_adapter
 from ecomtrain.report.analysis import best
 from ecomtrain.report.card import adapter_only
 from ecomtrain.report.pages import BASELINE_FILE, console_table, write_report
+from ecomtrain.report.planning import plan
 from ecomtrain.report.trials import trial_rows, typed_rows, write_csv
 from ecomtrain.report.wandb_summary import log_summary
 from ecomtrain.tasks import OOD
@@ -69,6 +70,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="print the resolved search space and the data each trial reads; start nothing",
     )
+    parser.add_argument(
+        "--plan",
+        action="store_true",
+        help="print what the sweep will be able to see (minimum detectable effects); start nothing",
+    )
+    parser.add_argument("--noise-from", metavar="DIR", help="--plan with an earlier sweep's noise")
     parser.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
     console.add_arguments(parser)
     return parser.parse_args(argv)
@@ -216,6 +223,9 @@ def main(argv: list[str] | None = None) -> int:
         cfg, output = setup(args)
         if args.dry_run:
             print(dry_run(cfg))
+            return 0
+        if args.plan:
+            print(plan(cfg, grid_points(cfg), args.noise_from))
             return 0
     except (ConfigError, KeyError, ValueError, FileNotFoundError) as e:
         console.log.error("error: %s", e)
