@@ -95,7 +95,9 @@ def compiled_evaluation(model, path: str, rows: list) -> dict:
     trained = counters["frames"]["total"]
     cfg = Config()
     cfg.eval.batch_size, cfg.eval.max_new_tokens = 4, 4
-    metrics, _ = score_adapter(model, load_tokenizer(path), rows, cfg, TrialMeta.of("c", "c", [], cfg), (0, 1))
+    metrics, _ = score_adapter(
+        model, load_tokenizer(path), rows, cfg, TrialMeta.of("c", "c", [], cfg), (0, 1)
+    )
     evaluated = counters["frames"]["total"] - trained
     return {"trained_frames": trained, "evaluated_frames": evaluated, "score": metrics["score"]}
 
