@@ -282,12 +282,14 @@ def test_checkpoints_on_cloud_storage_are_uris():
 
 
 def test_trials_whose_scores_cannot_be_read_are_named_in_the_report_and_console(
-    tmp_path, caplog
+    tmp_path, caplog, monkeypatch
 ):
     """A scored trial whose scores.jsonl is missing, corrupt or without ids is left out of
     the intervals, and the report and the console say which and why."""
     import json
+    import logging
 
+    monkeypatch.setattr(logging.getLogger("ecomtrain"), "propagate", True)  # to caplog
     entries = [
         {"id": f"f:{i}", "task": "t", "track": "x", "metric": "accuracy", "score": i % 2}
         for i in range(6)
