@@ -168,9 +168,18 @@ def check_scan(scan: dict, cfg: DataConfig) -> str:
     for f in scan["files"]:
         if hint := unknown_capability(f["path"], f["capabilities"]):
             log.warning("data: %s", hint)
+        if f["duplicates"]:
+            log.warning(
+                "data: %s: %d exact duplicate record(s), trained on as often as they appear "
+                "and scored once if held out (first: %s)",
+                f["path"],
+                f["duplicates"],
+                f["duplicate_example"],
+            )
     return (
         f"data: {scan['records']} records in {len(scan['files'])} files; bad {bad}{where}; "
-        f"held out {held}; dropped as overlapping eval files: exact {exact}, ngram {ngram}"
+        f"exact duplicates {scan['duplicates']}; held out {held}; dropped as overlapping eval "
+        f"files: exact {exact}, ngram {ngram}"
     )
 
 

@@ -218,6 +218,12 @@ def _check_output(record: dict, max_chars: int) -> Problem | None:
             return "output_field", "input_field lists no numbered choices or 'N to M' scale"
         if out not in choices:
             return "output_field", f"{out} is not one of the listed choices {choices}"
+        if out > 9:
+            return (
+                "output_field",
+                f"{out}: ShopBench's parser reads one digit (a response's first character), "
+                "so an answer of 10 or more could never score",
+            )
     elif task_type == "retrieval":
         if not isinstance(out, list) or not out or not all(_is_int(x) for x in out):
             return "output_field", f"retrieval answer must be a non-empty list of ints, got {out!r}"
@@ -290,6 +296,32 @@ def validate(
     bad = problem(record, max_chars, any_task)
     if bad:
         raise CorpusError(f"{where}: {bad[0]}: {bad[1]}")
+
+
+class TaskLabels:
+    """What a task's records must agree on: its capability (track), its task_type and its
+    metric (generation metrics may mix, as ShopBench's task17 mixes bleu and jp-bleu). A
+    record that disagrees with its task's first record would have its score filed under
+    another track, or mixed into a task score of another kind."""
+
+    def __init__(self):
+        self.first: dict[str, tuple[tuple, str, int]] = {}
+
+    def check(
+        self, task: str, labels: tuple[str, str, str], field: str, path: str, line: int
+    ) -> Problem | None:
+        """The first disagreement of a record's (capability, task_type, metric) with the
+        first record of `task`, as (field, reason); `field` names the capability's field
+        ("capability" or "track")."""
+        first, where, at = self.first.setdefault(task, (labels, path, line))
+        for key, mine, theirs in zip((field, "task_type", "metric"), labels, first, strict=True):
+            if mine != theirs and not (key == "metric" and labels[1] == "generation"):
+                place = f"line {at}" if where == path else f"{where}:{at}"
+                return (
+                    key,
+                    f"{mine!r}, but task {task!r} is {theirs!r} ({place}); a task has one {key}",
+                )
+        return None
 
 
 # --- families and answers ----------------------------------------------------------------------

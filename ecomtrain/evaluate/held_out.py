@@ -3,7 +3,7 @@ scores on it (the baseline the report compares every cell with).
 
 Per task, the first records in the order of a hash of their normalised input: a stable,
 unbiased sample (not the first records by text) that is the same for every trial whatever
-it trains on. How many: `held_out_sizes`.
+it trains on; an exact duplicate of a record is scored once. How many: `held_out_sizes`.
 """
 
 from __future__ import annotations
@@ -16,18 +16,22 @@ import ray
 from ecomtrain.config import Config
 from ecomtrain.data.overlap import exact_key
 from ecomtrain.data.pipeline import task_split
+from ecomtrain.data.scan import Duplicates
 from ecomtrain.evaluate.answer import evaluate_rows
 from ecomtrain.evaluate.metrics import task_weights
 from ecomtrain.model import DTYPES, load_model, load_tokenizer
 
 
 def held_out_sample(rows: Iterable[dict], cfg: Config) -> tuple[list[dict], str]:
-    """The scored sample of the held-out rows, and a line saying what it is."""
+    """The scored sample of the held-out rows (exact duplicates once), and a line saying
+    what it is."""
     by_task: dict[str, list[dict]] = {}
     for row in rows:
         by_task.setdefault(row["task_family"], []).append(row)
-    for task_rows in by_task.values():
+    duplicates = Duplicates()
+    for task, task_rows in by_task.items():
         task_rows.sort(key=lambda r: (exact_key(r["input"]), r["source"]))
+        by_task[task] = [r for r in task_rows if not duplicates.add(r)]
     tracks = {task: task_rows[0]["capability"] for task, task_rows in by_task.items()}
     sizes, bound = held_out_sizes({t: len(r) for t, r in by_task.items()}, tracks, cfg)
     message = (
@@ -35,6 +39,8 @@ def held_out_sample(rows: Iterable[dict], cfg: Config) -> tuple[list[dict], str]
         f"error of the score at most {bound:.4f} (any scores in [0, 1]; "
         f"eval.target_se {cfg.eval.target_se or 'off'})"
     )
+    if duplicates.count:
+        message += f"; {duplicates.count} exact duplicate(s) left out (first: {duplicates.example})"
     return [r for task in sorted(by_task) for r in by_task[task][: sizes[task]]], message
 
 
