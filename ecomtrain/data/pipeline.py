@@ -29,7 +29,7 @@ from ecomtrain.data.overlap import Decontaminator
 from ecomtrain.data.packing import Prompt, tokenize_records
 from ecomtrain.data.records import Bad, CorpusError
 from ecomtrain.data.scan import corpus_files, eval_index, parse_file, scan_corpus, split_count
-from ecomtrain.experts import ROUTE_KEYS, route_label
+from ecomtrain.experts import ROUTE_KEYS, ROUTED_SHAPES, expert_ranks, route_label
 from ecomtrain.tasks import CAPABILITIES, FAMILIES, LABELS, OOD, UNKNOWN, expand
 
 log = logging.getLogger(__name__)
@@ -198,9 +198,12 @@ def mixture_stats(cfg: Config, tasks: list[str]) -> dict:
 def route_table(cfg: Config, tasks: list[str]) -> dict | None:
     """The experts of a label-routed adapter (`lora.shape` per-capability or per-task): one
     per capability (task) the trial trains on, in canonical order, and the expert of every
-    corpus task that has one; None for the other shapes."""
+    corpus task that has one; None for the other shapes. A rank the experts of a routed
+    shape cannot split (lora.match_params) is refused here, before any worker starts."""
     key = ROUTE_KEYS.get(cfg.lora.shape)
     if key is None:
+        if cfg.lora.shape in ROUTED_SHAPES:  # moe
+            expert_ranks(cfg.lora.rank, cfg.lora.experts, cfg.lora.match_params)
         return None
     scan = scan_corpus(corpus_files(cfg.data), cfg.data, use_ray=ray.is_initialized())
     capabilities = scan["capabilities"]
@@ -215,6 +218,7 @@ def route_table(cfg: Config, tasks: list[str]) -> dict | None:
     if key == "capability":
         names.sort(key=lambda c: LABELS.index(c) if c in LABELS else len(LABELS))
     of_family = {t: names.index(label(t)) for t in scan["tasks"] if label(t) in names}
+    expert_ranks(cfg.lora.rank, len(names), cfg.lora.match_params)
     return {"names": names, "of_family": of_family}
 
 

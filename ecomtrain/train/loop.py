@@ -36,7 +36,13 @@ from ecomtrain.config import Config, from_dict
 from ecomtrain.data.shard import Share, StreamStats, read_share, stream
 from ecomtrain.evaluate.answer import EXTRA_SCORES_FILE, SCORES_FILE, evaluate_rows, predictions
 from ecomtrain.experts import UNROUTED
-from ecomtrain.model import load_model, load_tokenizer, save_adapter, training_model
+from ecomtrain.model import (
+    load_model,
+    load_tokenizer,
+    save_adapter,
+    trainable_count,
+    training_model,
+)
 from ecomtrain.train.engine import gathered, initialize, load_state, save_state, zero3_loading
 from ecomtrain.train.inputs import model_inputs, packed_loss, to_device, training_attention
 
@@ -99,7 +105,7 @@ def train_loop(loop_config: dict, run) -> None:
     base = load_model(model_path, attn, cfg.train.precision, cfg.model.quantization)
     routes = trial.get("routes")  # the experts of a label-routed adapter (ecomtrain.experts)
     model = training_model(base, cfg.lora, cfg.train.gradient_checkpointing, routes)
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    trainable = trainable_count(model)
     engine, schedule = initialize(model, dataclasses.replace(cfg.train, grad_accum=per_rank))
     device = engine.device
 
