@@ -4,6 +4,7 @@ import csv
 import json
 
 import wandb
+from wandb_files import read_run
 
 from ecomtrain.report.pages import write_report
 from ecomtrain.report.trials import load_trials
@@ -61,6 +62,13 @@ def test_log_summary_offline(tmp_path, monkeypatch):
         "summary",
     )
     assert seen["project"] == "ecomtrain-test" and seen["mode"] == "offline"
+
+    # the run's config, as W&B files it: no key without a name; the line chart's settings
+    # under _wandb.visualize, where W&B keeps a custom chart's
+    config = read_run(run_dir)["config"]
+    assert "" not in config and config["n_trials"] == len(ROWS)
+    chart = config["_wandb"]["visualize"]["score_by_capabilities"]
+    assert chart["panel_type"] == "Vega2"
 
 
 def test_log_summary_disabled_writes_nothing(tmp_path):
