@@ -8,6 +8,7 @@ generate   LLM data generation from a spec                      (python -m ecomt
 report     rebuild a sweep's report from its trials.csv         (python -m ecomtrain.report)
 export     merge an adapter into its base model                 (python -m ecomtrain.export)
 bench      benchmarks that print figures                        (python -m ecomtrain.bench)
+config     what each config key means: --explain [KEY]          (python -m ecomtrain.config)
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ COMMANDS = {
     "report": "ecomtrain.report.__main__",
     "export": "ecomtrain.export",
     "bench": "ecomtrain.bench.__main__",
+    "config": "ecomtrain.config",
 }
 
 

@@ -36,7 +36,7 @@ from ecomtrain.model import (
     load_tokenizer,
 )
 from ecomtrain.report.card import adapter_only
-from ecomtrain.train.loop import TRIAL_FILE
+from ecomtrain.train.trial import TRIAL_FILE
 
 
 def merge(adapter: Path, out: Path, base: str | None = None) -> Path:

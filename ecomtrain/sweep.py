@@ -13,6 +13,7 @@ there directly and the report files are uploaded at the end.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shutil
@@ -26,6 +27,7 @@ import ray
 from ecomtrain import console
 from ecomtrain.config import (
     CONFIG_FILE,
+    OVERRIDES_HELP,
     Config,
     ConfigError,
     checked_config,
@@ -35,19 +37,20 @@ from ecomtrain.config import (
     yaml_mapping,
 )
 from ecomtrain.connect import connect
-from ecomtrain.data.pipeline import check_names, check_scan, train_counts
-from ecomtrain.data.scan import corpus_files, eval_index, scan_corpus, split_count
+from ecomtrain.data.pipeline import check_names, train_counts
+from ecomtrain.data.scan import corpus_scan, split_count
 from ecomtrain.data.sources import check_files
-from ecomtrain.evaluate.held_out import base_model_scores, held_out_rows
+from ecomtrain.evaluate.held_out import base_model_scores
 from ecomtrain.files import atomic_write, download_files, is_uri, read_text, write_text
 from ecomtrain.model import find_adapter
 from ecomtrain.report.analysis import best
 from ecomtrain.report.card import adapter_only
 from ecomtrain.report.pages import BASELINE_FILE, console_table, write_report
-from ecomtrain.report.trials import load_trials, trial_rows, write_csv
+from ecomtrain.report.planning import plan
+from ecomtrain.report.trials import trial_rows, typed_rows, write_csv
 from ecomtrain.report.wandb_summary import log_summary
 from ecomtrain.tasks import OOD
-from ecomtrain.tiny_model import resolve_model
+from ecomtrain.train.driver import prepare
 from tuning.run import concurrency, n_trials, run_sweep
 from tuning.space import grid_points, subsets, trial_config
 
@@ -67,15 +70,45 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="print the resolved search space and the data each trial reads; start nothing",
     )
-    parser.add_argument("overrides", nargs="*", help="a.b=c config overrides")
+    parser.add_argument(
+        "--plan",
+        action="store_true",
+        help="print what the sweep will be able to see (minimum detectable effects); start nothing",
+    )
+    parser.add_argument("--noise-from", metavar="DIR", help="--plan with an earlier sweep's noise")
+    parser.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
     console.add_arguments(parser)
     return parser.parse_args(argv)
+
+
+SEAL = "# the config this sweep runs; --resume checks that it is unchanged: sha256 {}\n"
+
+
+def sealed(cfg: Config) -> str:
+    """The config a sweep saves (config.yaml), headed by the digest of the rest."""
+    body = config_yaml(cfg)
+    return SEAL.format(hashlib.sha256(body.encode()).hexdigest()) + body
+
+
+def unsealed(text: str, where: str) -> dict:
+    """The mapping of a saved config, refused when it was edited after the sweep began: a
+    resumed sweep runs the experiment it began, so an edit would leave a config.yaml that
+    no longer matches its results (a file without a digest is taken as it is)."""
+    head, _, body = text.partition("\n")
+    want = head.rpartition(" ")[2] if head.startswith(SEAL.split("sha256")[0]) else None
+    if want and hashlib.sha256(body.encode()).hexdigest() != want:
+        raise ConfigError(
+            f"{where}: edited after the sweep began (it no longer matches the digest in its "
+            "first line); --resume runs the experiment the sweep began: undo the edit, or "
+            f"start a new sweep from it (--config {where} --output NEW_DIR)"
+        )
+    return yaml_mapping(text, where)
 
 
 def dry_run(cfg: Config) -> str:
     """The sweep's trials, one line each, and the training records each would read (of its
     data.provenance; with its out-of-domain tasks when its data.ood_fraction is set)."""
-    scan = scan_corpus(corpus_files(cfg.data), cfg.data, use_ray=False)
+    scan = corpus_scan(cfg.data, use_ray=False)
     held = sum(
         split_count(c, "eval", cfg.eval.provenance)
         for t, c in scan["tasks"].items()
@@ -119,7 +152,7 @@ def setup(args: argparse.Namespace) -> tuple[Config, str]:
             raise ConfigError(
                 f"{saved}: cannot read ({e}); is {args.resume} a sweep's output?"
             ) from None
-        return checked_config(yaml_mapping(text, saved), saved), args.resume
+        return checked_config(unsealed(text, saved), saved), args.resume
     cfg = load_config(args.config, args.overrides)
     check_files(cfg, args.config or "config")
     check_names(cfg, args.config or "config")  # tasks of the user's own are in the corpus
@@ -191,6 +224,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.dry_run:
             print(dry_run(cfg))
             return 0
+        if args.plan:
+            print(plan(cfg, grid_points(cfg), args.noise_from))
+            return 0
     except (ConfigError, KeyError, ValueError, FileNotFoundError) as e:
         console.log.error("error: %s", e)
         return 2
@@ -208,7 +244,7 @@ def run_and_report(args: argparse.Namespace, cfg: Config, output: str, local: Pa
     """Run the sweep, write trials.csv, the report and the W&B summary into `local` (the
     output folder, or a staging folder published to a bucket); returns the exit code."""
     local.mkdir(parents=True, exist_ok=True)
-    saved = config_yaml(cfg)
+    saved = sealed(cfg)
     atomic_write(local / CONFIG_FILE, saved)
     if is_uri(output):  # there from the start, so `--resume URI` works after a driver is lost
         write_text(f"{output}/{CONFIG_FILE}", saved)
@@ -216,15 +252,12 @@ def run_and_report(args: argparse.Namespace, cfg: Config, output: str, local: Pa
     logs = connect(args.address, log_to_driver=console.verbose())
     link_logs(logs, local)
     t0 = time.time()
-    model_path = resolve_model(cfg.model)  # build the tiny model once here, not per trial
-    scan = scan_corpus(corpus_files(cfg.data), cfg.data, index=eval_index(cfg.data))
-    console.log.info(check_scan(scan, cfg.data))
-    held_out, sample = held_out_rows(cfg)  # drawn once: every trial is scored on it
-    console.log.info(sample)
+    # the model built, the corpus scanned and the held-out sample drawn once, for every trial
+    prepared = prepare(cfg)
     # A resumed sweep keeps its baseline; a fresh one scores its own, even where an older
     # sweep (another corpus, another held-out sample) left one in the same folder.
     if not (args.resume and (local / BASELINE_FILE).exists()):
-        score_baseline(cfg, model_path, held_out, local / BASELINE_FILE)
+        score_baseline(cfg, prepared.model_path, prepared.held_out, local / BASELINE_FILE)
     console.log.info(
         "sweep %r: %d trials, %d at a time; a line per trial per report follows",
         cfg.sweep.name,
@@ -232,15 +265,16 @@ def run_and_report(args: argparse.Namespace, cfg: Config, output: str, local: Pa
         concurrency(cfg),
     )
     try:
-        results = run_sweep(cfg, output, str(local), resume=bool(args.resume), held_out=held_out)
+        results = run_sweep(cfg, output, str(local), resume=bool(args.resume), prepared=prepared)
     except Exception as e:  # the Tune loop itself failed (not a trial): exit with its error
         console.log.error("sweep %r failed: %s: %s", cfg.sweep.name, type(e).__name__, e)
         ray.shutdown()
         return 1
-    write_csv(trial_rows(results, cfg.sweep.metric, output), local / "trials.csv")
-    rows = load_trials(local / "trials.csv")
+    raw = trial_rows(results, cfg.sweep.metric, output)
+    write_csv(raw, local / "trials.csv")
+    rows = typed_rows(raw)  # as trials.csv reads back
     print(console_table(rows))
-    report = write_report(local)
+    report = write_report(local, rows)
     adapter = best_adapter(rows, local)
     log_summary(
         rows,

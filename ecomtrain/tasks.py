@@ -158,6 +158,18 @@ _family("session_recommendation", BEHAVIOR, RET, "hit rate@3",
         r"\b(browsing|purchase|session) history\b")
 _family("sentence_translation", MULTILINGUAL, GEN, "bleu",  # upstream spells it "Sentece" too
         r"translat\w*\b.*\bsente?n?ce\b")
+# The shopping world's effects of known size (ecomtrain/data/world.py): a target, the same
+# question on its trained categories, one source per arm (its guide's edition), a control.
+_family("accessory_rule", KNOWLEDGE, MC, "accuracy",
+        r"\bA shopper buys a\b[^\n]*\bshop's rule\b")
+_family("accessory_recall", KNOWLEDGE, MC, "accuracy",
+        r"\bA shopper orders a\b[^\n]*\bshop's rule\b")
+_family("accessory_guide_none", CONCEPT, MC, "accuracy", r"\bspring accessory guide\b")
+_family("accessory_guide_chance", CONCEPT, MC, "accuracy", r"\bholiday accessory guide\b")
+_family("accessory_guide_half", CONCEPT, MC, "accuracy", r"\bsummer accessory guide\b")
+_family("accessory_guide_all", CONCEPT, MC, "accuracy", r"\bautumn accessory guide\b")
+_family("accessory_guide_sham", CONCEPT, MC, "accuracy", r"\bwinter accessory guide\b")
+_family("stock_status", BEHAVIOR, MC, "accuracy", r"\bwhat is its stock status\b")
 # fmt: on
 
 

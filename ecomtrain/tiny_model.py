@@ -4,7 +4,7 @@
 and a ChatML chat template, trained on the built-in corpora (demo and shopping world), and
 caches it on disk. From
 then on it is an ordinary local directory: the same `from_pretrained` path a hub id
-or a user's checkpoint takes.
+or a user's checkpoint takes. It reads no record a sweep can hold out (`pretraining_records`).
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ from ecomtrain import console
 from ecomtrain.config import ModelConfig
 from ecomtrain.data.demo import demo_records
 from ecomtrain.data.records import fingerprint, render_answer
+from ecomtrain.data.scan import is_eval
+from ecomtrain.data.sources import BUILTIN_EVAL_FRACTION_MAX
 from ecomtrain.data.world import world_records
 from ecomtrain.files import atomic_dir, cache_dir
 
@@ -37,14 +39,27 @@ def resolve_model(cfg: ModelConfig) -> str:
     if cfg.name_or_path not in TINY_MODELS:
         return cfg.name_or_path
     root = Path(cfg.cache_dir) if cfg.cache_dir else cache_dir() / "models"
-    stamps = f"{fingerprint(demo_records())}-{fingerprint(world_records())}"
-    target = root / f"{TINY_MODELS[cfg.name_or_path]}-{stamps}"
+    target = root / f"{TINY_MODELS[cfg.name_or_path]}-{fingerprint(pretraining_records())}"
     return str(atomic_dir(target, build_tiny_llama))
 
 
+def pretraining_records() -> list[dict]:
+    """The records the tiny model reads: those of the built-in demo corpus and shopping world
+    (default size and seed; not the world's effect families, which choose their own split)
+    that no split can hold out: none with a split of its own, none whose input hashes into
+    the held-out share of any data.eval_fraction up to BUILTIN_EVAL_FRACTION_MAX. Equal inputs
+    land on the same side in any size or seed of these corpora, so a sweep on any of them
+    scores no question the base has read."""
+    return [
+        r
+        for r in demo_records() + world_records()
+        if "split" not in r and not is_eval(r["input_field"], BUILTIN_EVAL_FRACTION_MAX)
+    ]
+
+
 def build_tiny_llama(out: Path, vocab_size: int = 2048, seed: int = 0) -> None:
-    """Train a byte-level BPE tokenizer on the built-in corpora and save a tiny Llama that has
-    read their questions (see `pretrain`)."""
+    """Train a byte-level BPE tokenizer on the records of `pretraining_records` and save a
+    tiny Llama that has read their questions (see `pretrain`)."""
     log.info("tiny-llama: building the offline model in %s (first use only)", out)
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -59,7 +74,7 @@ def build_tiny_llama(out: Path, vocab_size: int = 2048, seed: int = 0) -> None:
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    records = demo_records() + world_records()
+    records = pretraining_records()
     texts = [t for r in records for t in (r["input_field"], render_answer(r))]
     tok.train_from_iterator(texts, trainer)
     fast = PreTrainedTokenizerFast(
@@ -99,8 +114,9 @@ def build_tiny_llama(out: Path, vocab_size: int = 2048, seed: int = 0) -> None:
 def pretrain(model, tokenizer, texts: list[str], seed: int, steps: int = 300) -> float:
     """Language-model the built-in *questions* (never the answers) so the base knows the words.
 
-    A random base gives LoRA nothing to adapt; a base that has read the inputs but never
-    the answers leaves the tasks themselves to the fine-tuning being compared.
+    A random base gives LoRA nothing to adapt; a base that has read training inputs but never
+    the answers, nor any held-out record, leaves the tasks themselves to the fine-tuning being
+    compared.
     """
     gen = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)

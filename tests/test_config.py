@@ -2,7 +2,14 @@ from pathlib import Path
 
 import pytest
 
-from ecomtrain.config import Config, ConfigError, from_dict, load_config, to_dict
+from ecomtrain.config import (
+    Config,
+    ConfigError,
+    checked_config,
+    field_docs,
+    load_config,
+    to_dict,
+)
 
 # Run configs: configs/*.yaml and configs/sweeps/*.yaml (generation specs have their own test).
 _DIR = Path(__file__).resolve().parent.parent / "configs"
@@ -73,10 +80,46 @@ def test_bad_yaml_file_named(tmp_path):
 
 def test_dict_round_trip():
     cfg = load_config(None, ["lora.rank=32"])
-    assert from_dict(to_dict(cfg)) == cfg
+    assert checked_config(to_dict(cfg), "<dict>") == cfg
 
 
 def test_the_sweep_metric_must_be_one_a_trial_reports():
     assert load_config(None, ["sweep.metric=extra/track/multi-lingual-abilities"])
-    with pytest.raises(ConfigError, match="sweep.metric: 'accuracy' is not a metric"):
+    with pytest.raises(ConfigError, match="sweep.metric: 'accuracy' is not one of"):
         load_config(None, ["sweep.metric=accuracy"])
+
+
+def test_every_key_has_its_doc_and_explain_prints_type_default_range_and_doc(capsys):
+    """Each field's doc is the string under it; `ecomtrain config --explain KEY` prints it."""
+    from ecomtrain.config import explain, keys, main
+
+    undocumented = [k for k, cls, f in keys() if not field_docs(cls).get(f.name)]
+    assert not undocumented
+    text = explain("train.lr")
+    assert text.splitlines()[0] == "train.lr: float = 0.001  (in (0, 10])"
+    assert "Peak learning rate" in text
+    assert main(["--explain", "lora"]) == 0 and "lora.shape: 'single' | " in capsys.readouterr().out
+    assert main(["--explain", "train.nope"]) == 2
+    assert "train.nope: no such config key" in capsys.readouterr().err
+
+
+def test_a_section_checks_its_rules_when_made_and_when_the_config_is_checked():
+    """Made in code, a section refuses a value outside its rules; a value set afterwards is
+    caught when the whole config is checked."""
+    from ecomtrain.config import TrainConfig, check_values
+
+    with pytest.raises(ConfigError, match=r"zero_stage: 5 is not one of \(0, 1, 2, 3\)"):
+        TrainConfig(zero_stage=5)
+    with pytest.raises(ConfigError, match="num_workers: \\[3, 2\\]: the fewest workers"):
+        TrainConfig(num_workers=2, min_workers=3)
+    cfg = load_config()
+    cfg.train.grad_clip = float("nan")
+    with pytest.raises(ConfigError, match="x.yaml: train.grad_clip: nan must be a finite number"):
+        check_values(cfg, "x.yaml")
+
+
+def test_swept_values_that_the_sweep_sets_itself_are_refused():
+    """`sweep.params` of the rank, alpha, task set or seeds would be overwritten per trial."""
+    for key in ("lora.rank", "lora.alpha", "data.tasks", "train.seed", "data.seed"):
+        with pytest.raises(ConfigError, match=f"sweep.params.{key}: set per trial by the sweep"):
+            load_config(None, [f"sweep.params={{{key}: [1, 2]}}"])

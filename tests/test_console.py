@@ -8,7 +8,8 @@ import types
 import pytest
 
 from ecomtrain import console
-from tuning.progress import Progress
+from ecomtrain.config import load_config
+from tuning.progress import Progress, status_table
 
 
 @pytest.fixture(autouse=True)
@@ -104,3 +105,12 @@ def test_sweep_progress_lines(caplog):
     assert stopped.startswith(
         "stopped pair r8 shape=moe s0  at step 40  score=0.2000  [2/4 done, 1 pending"
     )
+
+
+def test_tunes_status_table_waits_its_interval_and_comes_at_the_end():
+    """The sweep's own lines say what starts: Tune's table comes every few minutes and at the
+    end, never at the start."""
+    table = status_table(load_config(None, []))
+    trials = [trial("PENDING")]
+    assert not table.should_report(trials)
+    assert table.should_report(trials, done=True)

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import ray
 
 from ecomtrain.config import Config, ConfigError, DataConfig, ModelConfig
 from ecomtrain.data.demo import demo_records
@@ -19,7 +18,13 @@ from ecomtrain.data.mixture import (
     stats,
     targets,
 )
-from ecomtrain.data.pipeline import check_names, mixture_stats, task_split, train_dataset
+from ecomtrain.data.pipeline import (
+    check_names,
+    checked_scan,
+    mixture_stats,
+    task_split,
+    train_dataset,
+)
 from ecomtrain.data.records import CorpusError
 from ecomtrain.data.scan import is_eval, parse_file, scan_corpus
 from ecomtrain.data.shard import Share, StreamStats, epoch_order, read_share, stream
@@ -50,7 +55,7 @@ def test_caps_and_weights():
         targets(COUNTS, DataConfig(task_weights={"nope": 1.0}))
     with pytest.raises(ValueError, match="data.capability_weights: unknown capability"):
         targets(COUNTS, DataConfig(capability_weights={"shoes": 1.0}))
-    with pytest.raises(ValueError, match="data.temperature"):
+    with pytest.raises(ConfigError, match="temperature: 0 must be > 0"):
         targets(COUNTS, DataConfig(temperature=0))
     with pytest.raises(ValueError, match="mixture is empty"):
         targets({"query_ner": 0}, DataConfig())
@@ -87,13 +92,6 @@ def test_mixture_stats_are_flat_and_json_able():
     assert all(not isinstance(v, (dict, list)) for v in s.values())
 
 
-@pytest.fixture(scope="module")
-def ray_local():
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
 def small_cfg(tmp_path, records: list[dict], **data) -> Config:
     corpus = tmp_path / "corpus.jsonl"
     corpus.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in records) + "\n")
@@ -109,18 +107,20 @@ def share_of(dataset) -> Share:
     return read_share(dataset, batch_size=64)
 
 
-def test_pipeline_shares_the_trial_deterministically(ray_local, tmp_path):
+def test_pipeline_shares_the_trial_deterministically(module_ray, tmp_path):
     cfg = small_cfg(tmp_path, demo_records(per_task=12))
     model = resolve_model(ModelConfig())
     tasks = ["query_ner", "review_rating", "title_translation"]
-    shares, mult = train_dataset(cfg, model, tasks, world=2)
+    shares, mult = train_dataset(cfg, model, tasks, 2, checked_scan(cfg.data))
     held_out = task_split(cfg, tasks)[1]  # the raw held-out split, whatever the tasks
     got = [share_of(s) for s in shares]
-    again = [share_of(s) for s in train_dataset(cfg, model, tasks, world=2)[0]]
+    again = [share_of(s) for s in train_dataset(cfg, model, tasks, 2, checked_scan(cfg.data))[0]]
     assert [list(g.key) for g in got] == [list(a.key) for a in again]  # reproducible
     assert abs(len(got[0]) - len(got[1])) <= 1  # one share per rank, even
     keys = [*got[0].key, *got[1].key]
-    assert len(set(keys)) == len(keys) == mixture_stats(cfg, tasks)["records"]
+    assert (
+        len(set(keys)) == len(keys) == mixture_stats(cfg, tasks, checked_scan(cfg.data))["records"]
+    )
     assert {f for g in got for f in g.tasks} == set(tasks) and set(mult) == set(tasks)
     batch = next(stream(got[0], cfg, mult, rank=0))
     assert batch["input_ids"].shape == (2, 128) == batch["segment_ids"].shape
@@ -134,7 +134,7 @@ def test_pipeline_shares_the_trial_deterministically(ray_local, tmp_path):
     assert not train_inputs & {r["input"] for r in eval_rows}
 
 
-def test_epochs_follow_temperature_and_caps(ray_local, tmp_path):
+def test_epochs_follow_temperature_and_caps(module_ray, tmp_path):
     records = [r for r in demo_records(per_task=40) if r["task_name"] != "query_ner"]
     records += [r for r in demo_records(per_task=6) if r["task_name"] == "query_ner"]
     cfg = small_cfg(tmp_path, records, temperature=3.0, max_per_task=30)
@@ -154,13 +154,15 @@ def test_epochs_follow_temperature_and_caps(ray_local, tmp_path):
             assert abs(got[t] - n) <= 1, (t, got[t], n)
 
 
-def test_stream_trains_on_every_record_and_resumes_across_epochs(ray_local, tmp_path):
+def test_stream_trains_on_every_record_and_resumes_across_epochs(module_ray, tmp_path):
     """A downsampled task's records all come round within a few epochs; a stream that skips k
     micro-batches continues exactly where an uninterrupted one is after k, across epochs."""
     records = demo_records(per_task=30)
     cfg = small_cfg(tmp_path, records, max_per_task=8)
     model = resolve_model(ModelConfig())
-    shares, mult = train_dataset(cfg, model, ["query_ner", "review_rating"], world=2)
+    shares, mult = train_dataset(
+        cfg, model, ["query_ner", "review_rating"], 2, checked_scan(cfg.data)
+    )
     share = share_of(shares[0])
     assert all(m < 1 for m in mult.values())  # both tasks are downsampled
     stats = StreamStats()
@@ -177,21 +179,23 @@ def test_stream_trains_on_every_record_and_resumes_across_epochs(ray_local, tmp_
         assert all(np.array_equal(got[k], want[k]) for k in want)
 
 
-def test_a_share_shorter_than_one_step_repeats_and_too_few_records_fail(ray_local, tmp_path):
+def test_a_share_shorter_than_one_step_repeats_and_too_few_records_fail(module_ray, tmp_path):
     cfg = small_cfg(tmp_path, demo_records(per_task=3))
     cfg.train.num_workers, cfg.train.micro_batch_size = 2, 8
     model = resolve_model(ModelConfig())
-    shares, mult = train_dataset(cfg, model, ["query_ner", "review_rating"], world=2)
+    shares, mult = train_dataset(
+        cfg, model, ["query_ner", "review_rating"], 2, checked_scan(cfg.data)
+    )
     share = share_of(shares[1])
     assert len(share) < 8  # fewer records than rows of one micro-batch
     endless = stream(share, cfg, mult, rank=1)
     batches = [next(endless) for _ in range(3)]  # epochs repeat; no hang
     assert all(b["input_ids"].shape == (8, 128) for b in batches)
     with pytest.raises(CorpusError, match="cannot give each of 64 workers a share"):
-        train_dataset(cfg, model, ["query_ner"], world=64)
+        train_dataset(cfg, model, ["query_ner"], 64, checked_scan(cfg.data))
 
 
-def test_pipeline_rejects_and_decontaminates(ray_local, tmp_path):
+def test_pipeline_rejects_and_decontaminates(module_ray, tmp_path):
     records = demo_records(per_task=6)
     bad = dict(records[0], output_field="not an index")
     eval_file = tmp_path / "dev.jsonl"
@@ -199,19 +203,19 @@ def test_pipeline_rejects_and_decontaminates(ray_local, tmp_path):
     cfg = small_cfg(tmp_path, [*records, bad], decontaminate=[str(eval_file)])
     model = resolve_model(ModelConfig())
     with pytest.raises(CorpusError, match=r"corpus.jsonl:61: output_field: multiple-choice"):
-        train_dataset(cfg, model, [], world=2)
+        train_dataset(cfg, model, [], 2, checked_scan(cfg.data))
     cfg.data.max_bad_fraction = 0.05
-    shares, _ = train_dataset(cfg, model, [], world=2)
+    shares, _ = train_dataset(cfg, model, [], 2, checked_scan(cfg.data))
     (reject,) = [json.loads(x) for x in Path(cfg.data.rejects).read_text().splitlines()]
     assert reject["line"] == 61 and reject["record"]["output_field"] == "not an index"
-    stats = mixture_stats(cfg, [])
+    stats = mixture_stats(cfg, [], checked_scan(cfg.data))
     assert stats["bad_records"] == 1
     not_held = sum(not is_eval(r["input_field"], cfg.data.eval_fraction) for r in records[:5])
     assert stats["decontaminated/exact"] == not_held > 0  # held-out ones never train anyway
     assert sum(len(share_of(s)) for s in shares) == stats["records"]
 
 
-def test_tasks_of_the_users_own_train_and_weigh_by_their_capability(ray_local, tmp_path):
+def test_tasks_of_the_users_own_train_and_weigh_by_their_capability(module_ray, tmp_path):
     """Records of no built-in family are kept: a task_name of the user's own, or the file's
     name; their capability from data.file_capabilities weighs them in the mixture; the
     pipeline trains on them when data.tasks names them."""
@@ -233,13 +237,20 @@ def test_tasks_of_the_users_own_train_and_weigh_by_their_capability(ray_local, t
     assert scan["tasks"]["shoe_check"]["train"] + scan["tasks"]["shoe_check"]["eval"] == 40
     cfg.data.tasks = ["shoe_check", "query_ner"]
     check_names(cfg, "config")  # the corpus holds it
-    mix = mixture_stats(cfg, cfg.data.tasks)
+    mix = mixture_stats(cfg, cfg.data.tasks, checked_scan(cfg.data))
     assert mix["n_tasks"] == 2 and mix["n_capabilities"] == 2
     assert 0 < mix["capability_share/user-behavior-alignment"] < 1
     cfg.data.capability_weights = {"user-behavior-alignment": 0.0}
-    assert mixture_stats(cfg, cfg.data.tasks)["capability_share/user-behavior-alignment"] == 0
+    assert (
+        mixture_stats(cfg, cfg.data.tasks, checked_scan(cfg.data))[
+            "capability_share/user-behavior-alignment"
+        ]
+        == 0
+    )
     cfg.data.capability_weights = {}
-    shares, mult = train_dataset(cfg, resolve_model(ModelConfig()), cfg.data.tasks, world=2)
+    shares, mult = train_dataset(
+        cfg, resolve_model(ModelConfig()), cfg.data.tasks, 2, checked_scan(cfg.data)
+    )
     trained = Counter(t for s in map(share_of, shares) for t in s.tasks)
     assert set(trained) == {"shoe_check", "query_ner"} and mult["shoe_check"] > 0
 
@@ -268,7 +279,7 @@ def test_an_ood_fraction_takes_its_share_of_an_epoch_of_unchanged_size():
         targets(COUNTS, DataConfig(ood_fraction=0.1))
 
 
-def test_ood_tasks_train_at_their_share_and_are_never_evaluated(ray_local, tmp_path):
+def test_ood_tasks_train_at_their_share_and_are_never_evaluated(module_ray, tmp_path):
     cfg = small_cfg(tmp_path, demo_records(per_task=20))
     tasks = ["query_ner", "review_rating", "numeric_reasoning"]
     cfg.data.ood_fraction = 0.25
@@ -277,11 +288,11 @@ def test_ood_tasks_train_at_their_share_and_are_never_evaluated(ray_local, tmp_p
     cfg.data.corpus.append("ood:40")
     check_names(cfg, "config")
     model = resolve_model(ModelConfig())
-    shares, mult = train_dataset(cfg, model, tasks, world=2)
+    shares, mult = train_dataset(cfg, model, tasks, 2, checked_scan(cfg.data))
     held_out = task_split(cfg, tasks)[1]  # the raw held-out split, whatever the tasks
     assert set(mult) == {*tasks, "ood_arithmetic", "ood_general_knowledge"}
     assert not {r["capability"] for r in held_out.take_all()} & {"ood"}
-    mix = mixture_stats(cfg, tasks)
+    mix = mixture_stats(cfg, tasks, checked_scan(cfg.data))
     for epoch in range(3):
         got = Counter()
         for rank, s in enumerate(shares):
@@ -291,12 +302,12 @@ def test_ood_tasks_train_at_their_share_and_are_never_evaluated(ray_local, tmp_p
         assert abs(ood - 0.25 * mix["records"]) <= 4, (got, mix)  # one record per task, rank
         assert sum(got.values()) == pytest.approx(mix["records"], abs=12)
     cfg.data.ood_fraction = 0.0
-    shares, mult = train_dataset(cfg, model, [], world=2)
+    shares, mult = train_dataset(cfg, model, [], 2, checked_scan(cfg.data))
     trained = {t for s in shares for t in share_of(s).tasks}
     assert trained and not trained & {"ood_arithmetic", "ood_general_knowledge"}
 
 
-def test_provenance_keeps_synthetic_or_curated_training_records(ray_local, tmp_path):
+def test_provenance_keeps_synthetic_or_curated_training_records(module_ray, tmp_path):
     """Records ecomtrain.generate wrote (a provenance object), or labelled synthetic by
     themselves or their file, are synthetic; the filter keeps one kind for training, the
     held-out split whatever it says; a malformed label is a bad record."""
@@ -305,14 +316,13 @@ def test_provenance_keeps_synthetic_or_curated_training_records(ray_local, tmp_p
         if i % 2:
             r["provenance"] = {"spec": "s", "backend": "local"} if i % 4 == 1 else "synthetic"
     labelled = tmp_path / "gpt_written.jsonl"
-    extra = [dict(r, task_name="query_ner") for r in demo_records(per_task=8)]
-    labelled.write_text(
-        "".join(json.dumps(r) + "\n" for r in extra if r["task_name"] == "query_ner")
-    )
+    extra = [r for r in demo_records(per_task=8) if r["task_name"] == "query_ner"]
+    labelled.write_text("".join(json.dumps(r) + "\n" for r in extra))
     cfg = small_cfg(tmp_path, records, max_per_task=6)
     cfg.data.corpus.append(str(labelled))
     cfg.data.file_provenance = {"gpt_*.jsonl": "synthetic"}
     scan = scan_corpus(resolve_corpus(cfg.data.corpus), cfg.data, use_ray=False)
+    assert scan["bad"] == 0
     ner = scan["tasks"]["query_ner"]
     held = {}
     for provenance in ("curated", "synthetic", "both"):
@@ -328,7 +338,7 @@ def test_provenance_keeps_synthetic_or_curated_training_records(ray_local, tmp_p
         assert n_ner == want.get(provenance, ner["train"]) > 0
         held_rows = held_out.take_all()
         held[provenance] = sorted(r["source"] for r in held_rows)
-        mix = mixture_stats(cfg, [])
+        mix = mixture_stats(cfg, [], scan)
         assert mix["records/query_ner"] == 6  # the equal budget per task
     assert held["curated"] == held["synthetic"] == held["both"]
     cfg.eval.provenance = "curated"  # score against curated answers only

@@ -279,16 +279,18 @@ def test_the_evaluation_pool_answers_each_record_with_its_capabilitys_expert(tin
 
 def test_the_route_table_has_an_expert_per_trained_capability():
     from ecomtrain.data.pipeline import route_table
+    from ecomtrain.data.scan import corpus_scan
 
     tasks = ["query_ner", "review_rating"]
-    table = route_table(load_config(None, ["lora.shape=per-capability"]), tasks)
+    scan = corpus_scan(load_config().data, use_ray=False)
+    table = route_table(load_config(None, ["lora.shape=per-capability"]), tasks, scan)
     assert table["names"] == [CAPABILITIES[0], CAPABILITIES[2]]
     assert table["of_family"]["query_ner"] == table["of_family"]["attribute_inference_mcq"] == 0
     assert table["of_family"]["review_rating"] == 1
     assert "numeric_reasoning" not in table["of_family"]  # its capability has no expert
-    per_task = route_table(load_config(None, ["lora.shape=per-task"]), tasks)
+    per_task = route_table(load_config(None, ["lora.shape=per-task"]), tasks, scan)
     assert per_task["names"] == tasks and "attribute_inference_mcq" not in per_task["of_family"]
-    assert route_table(load_config(None, ["lora.shape=moe"]), tasks) is None
+    assert route_table(load_config(None, ["lora.shape=moe"]), tasks, scan) is None
 
 
 @pytest.mark.parametrize("shape", ["single", "per-capability", "per-task", "moe"])

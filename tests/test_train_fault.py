@@ -22,7 +22,8 @@ from ray.cluster_utils import Cluster
 from ecomtrain.config import load_config
 from ecomtrain.experts import experts_of
 from ecomtrain.model import base_model_of, load_adapter, load_model
-from ecomtrain.train.driver import extra_eval_rows, fit, trial_meta
+from ecomtrain.train.driver import extra_eval_rows, fit
+from ecomtrain.train.trial import TrialMeta
 
 pytestmark = pytest.mark.slow
 TESTS = Path(__file__).resolve().parent
@@ -77,7 +78,7 @@ def inject(workdirs, tmp_path, **fault) -> None:
 
 def run(tmp_path: Path, name: str, *overrides: str):
     cfg = load_config(None, [*FAST, *overrides])
-    return fit(cfg, trial_meta(name, "pair", TASKS, cfg), str(tmp_path))
+    return fit(cfg, TrialMeta.of(name, "pair", TASKS, cfg), str(tmp_path))
 
 
 def state(result) -> dict:

@@ -1,5 +1,6 @@
 """A sweep's console: one line per trial per report, where the sweep stands, and every few
-minutes Tune's status table with readable columns (subset id, rank, seed, step, score).
+minutes (and at the end) Tune's status table with readable columns (subset id, rank, seed,
+step, score).
 
 Both run on the driver, so they work the same when the workers' own output stays in the
 Ray session's log files (the default: see ecomtrain.console).
@@ -17,13 +18,22 @@ from ecomtrain.console import duration, log, progress_line
 TABLE_EVERY_S = 300  # Tune's status table at most this often (and at the end)
 
 
-def status_table(cfg: Config) -> tune.CLIReporter:
+class StatusTable(tune.CLIReporter):
+    """Tune's status table every TABLE_EVERY_S and at the end, never at the start: the
+    sweep's own lines say then what starts."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self._last_report_time = time.time()
+
+
+def status_table(cfg: Config) -> StatusTable:
     """Tune's status table, its columns the swept values and the objective."""
     params = {"subset/id": "subset", "rank": "rank"}
     params |= {"seed": "seed"} if cfg.sweep.seeds else {}
     params |= {key: key for key in cfg.sweep.params}
     metrics = {"step": "step", "loss": "loss", cfg.sweep.metric: cfg.sweep.metric}
-    return tune.CLIReporter(
+    return StatusTable(
         parameter_columns=params,
         metric_columns=metrics,
         max_report_frequency=TABLE_EVERY_S,

@@ -9,12 +9,14 @@ import tempfile
 
 import ray
 from ray import tune
-from ray.air.integrations.wandb import WandbLoggerCallback, _WandbLoggingActor
+from ray.air.integrations.wandb import WANDB_ENV_VAR, WandbLoggerCallback, _WandbLoggingActor
+from ray.air.util.node import _force_on_current_node
 
-from ecomtrain.config import Config, from_dict, to_dict
+from ecomtrain.config import Config, to_dict
 from ecomtrain.console import quiet, verbose
 from ecomtrain.tracking import predictions_table, resolve_mode
-from ecomtrain.train.driver import fit, trial_meta
+from ecomtrain.train.driver import fit
+from ecomtrain.train.trial import Prepared, TrialMeta
 from tuning.progress import Progress, status_table
 from tuning.relay import relay_to_tune
 from tuning.space import grid_points, optuna_search, param_space, trial_config
@@ -67,7 +69,7 @@ class TrialRuns(WandbLoggerCallback):
     _logger_actor_cls = TrialLogger
 
     def __init__(self, cfg: Config, mode: str, local_dir: str):
-        self.base = to_dict(cfg)
+        self.base = cfg
         super().__init__(
             project=cfg.wandb.project,
             group=cfg.sweep.name,
@@ -78,8 +80,17 @@ class TrialRuns(WandbLoggerCallback):
         )
 
     def _start_logging_actor(self, trial, exclude_results: list, **wandb_init_kwargs):
+        if not self._remote_logger_class:
+            # Ray would start it restartable (max_restarts=-1), but its constructor takes
+            # the trial's queue (an actor handle, so an argument in the object store), and
+            # Ray warns that such an actor cannot be restarted. A restarted logger would
+            # begin the trial's W&B run again anyway: one that dies is not restarted.
+            key = {WANDB_ENV_VAR: os.environ[WANDB_ENV_VAR]} if WANDB_ENV_VAR in os.environ else {}
+            self._remote_logger_class = ray.remote(
+                num_cpus=0, **_force_on_current_node(), runtime_env={"env_vars": key}
+            )(self._logger_actor_cls)
         point = trial.config
-        full = to_dict(trial_config(from_dict(self.base), point))
+        full = to_dict(trial_config(self.base, point))
         wandb_init_kwargs["config"] = full | wandb_init_kwargs.get("config", {})
         wandb_init_kwargs["job_type"] = "trial"
         wandb_init_kwargs["tags"] = [self.group, point["subset"]["id"]]
@@ -150,21 +161,26 @@ def n_trials(cfg: Config) -> int:
     return cfg.sweep.num_samples * max(1, len(cfg.sweep.seeds))
 
 
-def trainable(cfg: Config, storage: str, held_out: list[dict] | None = None):
+def trainable(cfg: Config, storage: str, prepared: Prepared):
     """The per-trial driver: resolve the point's config and fit through Ray Train. Every
-    trial is scored on `held_out` (the sweep's sample, put in the object store once),
-    unless the sweep varies data.* or eval.* keys: then each trial draws its own."""
-    base = to_dict(cfg)
-    if any(key.split(".")[0] in ("data", "eval") for key in cfg.sweep.params):
-        held_out = None
+    trial reuses what the sweep `prepared` (put in the object store once): the base model's
+    path always, the corpus scan unless the sweep varies data.* keys, and the held-out sample
+    unless it varies data.* or eval.* keys (then each trial makes its own)."""
+    varied = {key.split(".")[0] for key in cfg.sweep.params}
+    shared = Prepared(
+        prepared.model_path,
+        scan=None if "data" in varied else prepared.scan,
+        held_out=None if varied & {"data", "eval"} else prepared.held_out,
+    )
 
-    def trial(point: dict, held_out: list[dict] | None) -> None:
-        run_cfg = trial_config(from_dict(base), point)
+    def trial(point: dict, prepared: Prepared) -> None:
+        run_cfg = trial_config(cfg, point)
         name = tune.get_context().get_trial_name()  # stable across a resumed sweep
-        meta = trial_meta(name, point["subset"]["id"], point["subset"]["tasks"], run_cfg)
-        relay_to_tune(lambda callbacks: fit(run_cfg, meta, f"{storage}/train", callbacks, held_out))
+        meta = TrialMeta.of(name, point["subset"]["id"], point["subset"]["tasks"], run_cfg)
+        storage_path = f"{storage}/train"
+        relay_to_tune(lambda callbacks: fit(run_cfg, meta, storage_path, callbacks, prepared))
 
-    fn = tune.with_parameters(trial, held_out=held_out)
+    fn = tune.with_parameters(trial, prepared=shared)
     return tune.with_resources(fn, {"CPU": 0.01, **cfg.sweep.driver_resources})
 
 
@@ -174,18 +190,18 @@ def run_sweep(
     local_dir: str,
     resume: bool = False,
     fn=None,
-    held_out: list[dict] | None = None,
+    prepared: Prepared | None = None,
 ):
     """Run (or resume) the sweep; checkpoints under `storage`, W&B files under `local_dir`.
     `fn`: another trainable for each point (`ecomtrain.bench scale` simulates trials);
-    `held_out`: the sample every trial is scored on (else each trial draws it).
+    `prepared`: what every trial reuses (train.driver.prepare; needed without `fn`).
 
     Training steps report loss only and evaluations add `score` and `eval_loss`; Tune's
     strict check that every result holds the metric is off, and ASHA decides at the
     evaluations (on `sweep.stop_metric`).
     """
     os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
-    fn = fn or trainable(cfg, storage, held_out)
+    fn = fn or trainable(cfg, storage, prepared)
     run_config = tune.RunConfig(
         name=cfg.sweep.name,
         storage_path=storage,

@@ -14,7 +14,7 @@ import random
 
 from ray import tune
 
-from ecomtrain.config import Config, SweepConfig, checked_config, set_path, to_dict
+from ecomtrain.config import Config, SweepConfig, with_values
 from ecomtrain.tasks import CAPABILITIES, FAMILIES, capabilities_of, expand
 
 
@@ -147,11 +147,7 @@ def param_space(cfg: Config) -> dict:
 
 def trial_config(base: Config, point: dict) -> Config:
     """The run config of one point: its tasks, rank, alpha and any dotted-path values."""
-    raw = to_dict(base)
-    for key, value in point.items():
-        if "." in key:
-            set_path(raw, key, value)
-    cfg = checked_config(raw, "sweep.params")
+    cfg = with_values(base, {k: v for k, v in point.items() if "." in k}, "sweep.params")
     cfg.data.tasks = list(point["subset"]["tasks"])
     cfg.lora.rank = int(point["rank"])
     cfg.lora.alpha = float(point.get("alpha", alpha_for(cfg.sweep, cfg.lora.rank, cfg.lora.alpha)))

@@ -10,16 +10,19 @@ cost, not the result. `--shape` as for `throughput`, `--steps` micro-batches tim
 
 from __future__ import annotations
 
+import argparse
 import math
 import time
 
 import torch
 import torch.nn.functional as F
 
-from ecomtrain.bench.models import head_share, shape_model
+from ecomtrain import console
+from ecomtrain.bench.models import SHAPES, head_share, shape_model
 from ecomtrain.config import Config
+from ecomtrain.connect import connect
 from ecomtrain.data.packing import IGNORE
-from ecomtrain.data.pipeline import train_dataset
+from ecomtrain.data.pipeline import checked_scan, train_dataset
 from ecomtrain.data.shard import read_share, stream
 from ecomtrain.model import load_model, training_model
 from ecomtrain.train.inputs import GROUP_SLACK, model_inputs, packed_loss, training_attention
@@ -73,7 +76,7 @@ def ablation(cfg: Config, shape: str, steps: int = 8, warmup: int = 2) -> dict:
     loss is from ecomtrain's on every micro-batch (the choices change the cost, not the
     result)."""
     model_path = shape_model(cfg, shape)
-    shares, mult = train_dataset(cfg, model_path, cfg.data.tasks, 1)
+    shares, mult = train_dataset(cfg, model_path, cfg.data.tasks, 1, checked_scan(cfg.data))
     share = read_share(shares[0])
     batches = stream(share, cfg, mult, rank=0)
     micro = [
@@ -121,3 +124,18 @@ def ablation(cfg: Config, shape: str, steps: int = 8, warmup: int = 2) -> dict:
     out["loss_max_relative_difference"] = max(r["loss_max_relative_difference"] for r in rows)
     out["losses_equal_bit_for_bit"] = all(r["losses"] == reference for r in rows)
     return out
+
+
+SPACE: list[str] = []
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--shape", choices=["tiny", *sorted(SHAPES)], default="tiny", help="the model's shape"
+    )
+    parser.add_argument("--steps", type=int, default=10, help="timed micro-batches")
+
+
+def run(args: argparse.Namespace, config) -> dict:
+    connect(log_to_driver=console.verbose())
+    return ablation(config(), args.shape, args.steps)

@@ -14,6 +14,7 @@ have been evaluated before its last step, `train.eval_every`).
 
 from __future__ import annotations
 
+import argparse
 import copy
 import tempfile
 from types import SimpleNamespace
@@ -22,7 +23,9 @@ import numpy as np
 from ray.tune import ExperimentAnalysis, ResultGrid
 from ray.tune.schedulers import TrialScheduler
 
-from ecomtrain.config import CONFIG_FILE, Config, config_yaml, load_config
+from ecomtrain import console
+from ecomtrain.config import CONFIG_FILE, Config, ConfigError, config_yaml, load_config
+from ecomtrain.connect import connect
 from ecomtrain.evaluate.held_out import held_out_rows
 from ecomtrain.files import atomic_write
 from tuning.run import run_sweep, scheduler, stop_metric, trial_key
@@ -31,7 +34,7 @@ ASHA_GRID = [  # on configs/world.yaml: its ladder x ranks 2, 8, 32, one seed (1
     "sweep.seeds=[0]",
     "train.eval_every=60",
 ]
-ASHA_RULE = [  # what ASHA decides on and when (README: measured on the grid above)
+ASHA_RULE = [  # what ASHA decides on and when (docs/benchmarks.md: measured on the grid above)
     "sweep.scheduler=asha",
     "sweep.stop_metric=metric",
     "sweep.grace_period=60",
@@ -238,3 +241,24 @@ def asha_payoff(cfg: Config, orders: int = ASHA_ORDERS) -> dict:
         "share_of_grid_worst": max(x if x is not None else 1.0 for x in shares),
         **replayed_orders(asha_cfg, results),
     }
+
+
+SPACE = ASHA_GRID + ASHA_RULE
+CONFIG = "world.yaml"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--grid", metavar="DIR", help="replay ASHA over a finished full-grid sweep's output"
+    )
+
+
+def run(args: argparse.Namespace, config) -> dict:
+    """`bench asha`: the payoff over the configured grid, or a replay over `--grid`'s."""
+    if args.grid:
+        try:
+            return asha_replay(args.grid, args.overrides)
+        except (ValueError, OSError) as e:  # not a finished grid's output
+            raise ConfigError(f"--grid {args.grid}: {e}") from None
+    connect(log_to_driver=console.verbose())
+    return asha_payoff(config())

@@ -15,6 +15,7 @@ share.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import logging
@@ -40,7 +41,7 @@ from ecomtrain.tiny_model import resolve_model
 log = logging.getLogger(__name__)
 
 
-CORPUS_SPACE = [
+SPACE = [
     "data.corpus=[]",  # the generated files are the corpus
     "data.max_bad_fraction=0.01",  # the bench writes a bad record into every file
     "data.max_seq_len=256",
@@ -175,14 +176,14 @@ def private_and_shared() -> dict:
 
 
 def corpus_path(
-    cfg: Config, records: int, files: int, world: int, store_mib: int = 0, words: int = 0
+    cfg: Config, records: int, files: int, ranks: int, store_mib: int = 0, words: int = 0
 ) -> dict:
     """The data path on a generated corpus (see the module's docstring); returns its figures."""
     cpus = os.cpu_count() or 1
     store = {"object_store_memory": store_mib * 2**20} if store_mib else {}
     ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False, **store)
     folder = Path(tempfile.mkdtemp(prefix="ecomtrain-corpus-"))
-    out: dict = {"records": records, "files": files, "world": world, "cpus": cpus}
+    out: dict = {"records": records, "files": files, "ranks": ranks, "cpus": cpus}
     try:
         model_path = resolve_model(cfg.model)
         t0 = time.perf_counter()
@@ -204,7 +205,7 @@ def corpus_path(
         } | peak.figures()
         with PeakRSS() as peak:
             t0 = time.perf_counter()
-            shares, mult = train_dataset(cfg, model_path, [], world)
+            shares, mult = train_dataset(cfg, model_path, [], ranks, scan)
             seconds = time.perf_counter() - t0
         train = sum(t["train"] for t in scan["tasks"].values())
         out["tokenise_mix_share"] = {
@@ -219,7 +220,7 @@ def corpus_path(
         packed = sum(r["records"] for r in ranks)
         out["read_and_pack"] = {
             "seconds": round(seconds, 1),
-            "records_per_s_per_core": round(packed / seconds / min(cpus, world)),
+            "records_per_s_per_core": round(packed / seconds / min(cpus, ranks)),
             "records_in_shares": packed,
             "every_record_packed_as_mixed": all(r["packed_as_mixed"] for r in ranks),
             "every_record_once_per_epoch": all(r["each_once"] for r in ranks),
@@ -242,3 +243,19 @@ def spilled() -> str:
     except Exception:  # an internal API: the figure is optional
         return ""
     return next((line.strip() for line in text.splitlines() if "Spilled" in line), "none")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--records", type=int, default=10_000_000, help="records generated")
+    parser.add_argument("--files", type=int, default=100, help="files they are written to")
+    parser.add_argument("--ranks", type=int, default=2, help="training ranks dealt shares")
+    parser.add_argument(
+        "--object-store-mib", type=int, default=0, help="the object store (default: Ray's)"
+    )
+    parser.add_argument("--words", type=int, default=0, help="words added to every input")
+
+
+def run(args: argparse.Namespace, config) -> dict:
+    return corpus_path(
+        config(), args.records, args.files, args.ranks, args.object_store_mib, args.words
+    )

@@ -8,6 +8,7 @@ corpus, unless overridden: the demo corpus at 300 records per family.
 
 from __future__ import annotations
 
+import argparse
 import json
 import tempfile
 import time
@@ -19,24 +20,26 @@ import torch.distributed as dist
 from ray.train import DataConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
 
-from ecomtrain.config import Config, from_dict, to_dict
-from ecomtrain.data.pipeline import train_dataset
+from ecomtrain import console
+from ecomtrain.config import Config
+from ecomtrain.connect import connect
+from ecomtrain.data.pipeline import checked_scan, train_dataset
 from ecomtrain.data.shard import read_share, stream
 from ecomtrain.tiny_model import resolve_model
 
-DATA_SPACE = ["data.corpus=[demo:300]", "train.max_steps=20"]
+SPACE = ["data.corpus=[demo:300]", "train.max_steps=20"]
 
 
-def data_fn_per_worker(loop_config: dict) -> None:
+def data_fn_per_worker(config: dict) -> None:
     """A rank's data work for `train.max_steps` steps, without a model; rank 0 reports every
     rank's figures."""
-    cfg = from_dict(loop_config["cfg"])
+    cfg = config["cfg"]
     ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    rank, world_size = ctx.get_world_rank(), ctx.get_world_size()
     t0 = time.perf_counter()
     share = read_share(ray.train.get_dataset_shard(f"train_{rank}"))
     read_s = time.perf_counter() - t0
-    batches = stream(share, cfg, loop_config["mult"], rank)
+    batches = stream(share, cfg, config["mult"], rank)
     micro = [next(batches) for _ in range(cfg.train.max_steps * cfg.train.grad_accum)]
     mine = {
         "records": len(share),
@@ -45,7 +48,7 @@ def data_fn_per_worker(loop_config: dict) -> None:
         "read_s": read_s,
         "seconds": time.perf_counter() - t0,
     }
-    every = [None] * world
+    every = [None] * world_size
     dist.all_gather_object(every, mine)
     with tempfile.TemporaryDirectory() as path:  # Ray Train keeps results with checkpoints
         if rank == 0:
@@ -55,13 +58,13 @@ def data_fn_per_worker(loop_config: dict) -> None:
 
 def data_work(cfg: Config, worlds: list[int]) -> dict:
     """Per world size: the records each rank read and the steps each took (see module doc)."""
-    model_path = resolve_model(cfg.model)
+    model_path, scan = resolve_model(cfg.model), checked_scan(cfg.data)
     rows = []
     for world in worlds:
-        shares, mult = train_dataset(cfg, model_path, cfg.data.tasks, world)
+        shares, mult = train_dataset(cfg, model_path, cfg.data.tasks, world, scan)
         trainer = TorchTrainer(
             data_fn_per_worker,
-            train_loop_config={"cfg": to_dict(cfg), "mult": mult},
+            train_loop_config={"cfg": cfg, "mult": mult},
             scaling_config=ScalingConfig(
                 num_workers=world, resources_per_worker={"CPU": min(1.0, 1.5 / world)}
             ),
@@ -85,3 +88,14 @@ def data_work(cfg: Config, worlds: list[int]) -> dict:
     for row in rows:
         row["share_of_records_per_rank"] = [round(n / total, 4) for n in row["records_per_rank"]]
     return {"rows": rows}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--workers", type=int, nargs="+", default=[1, 2, 4, 8], help="the world sizes"
+    )
+
+
+def run(args: argparse.Namespace, config) -> dict:
+    connect(log_to_driver=console.verbose())
+    return data_work(config(), args.workers)

@@ -8,6 +8,7 @@ per-record entry came out equal.
 
 from __future__ import annotations
 
+import argparse
 import json
 import tempfile
 import time
@@ -19,25 +20,26 @@ import torch.distributed as dist
 from ray.train import RunConfig, ScalingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
 
-from ecomtrain.config import Config, from_dict, to_dict
+from ecomtrain import console
+from ecomtrain.config import Config
+from ecomtrain.connect import connect
 from ecomtrain.evaluate.answer import evaluate_rows
 from ecomtrain.evaluate.held_out import held_out_rows
 from ecomtrain.model import add_lora, load_model, load_tokenizer
 from ecomtrain.tiny_model import resolve_model
 
 
-def eval_fn_per_worker(loop_config: dict) -> None:
+def eval_fn_per_worker(config: dict) -> None:
     """The held-out evaluation twice in one process group: on rank 0 alone while the others
     wait, then shared over every rank (as the training loop evaluates); rank 0 reports the
     seconds of each and whether the two results are equal."""
-    cfg = from_dict(loop_config["cfg"])
-    rows, ctx = loop_config["held_out"], ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    cfg, rows, ctx = config["cfg"], config["held_out"], ray.train.get_context()
+    rank, world_size = ctx.get_world_rank(), ctx.get_world_size()
     model_path = resolve_model(cfg.model)
     tokenizer = load_tokenizer(model_path)
     model = add_lora(load_model(model_path), cfg.lora).eval()
     figures = {}
-    for name, share in (("rank_0_alone", (0, 1)), ("every_rank", (rank, world))):
+    for name, share in (("rank_0_alone", (0, 1)), ("every_rank", (rank, world_size))):
         dist.barrier()
         t0 = time.perf_counter()
         if rank == 0 or share[1] > 1:
@@ -64,7 +66,7 @@ def eval_work(cfg: Config, world: int) -> dict:
     rows, sample = held_out_rows(cfg)
     trainer = TorchTrainer(
         eval_fn_per_worker,
-        train_loop_config={"cfg": to_dict(cfg), "held_out": rows},
+        train_loop_config={"cfg": cfg, "held_out": rows},
         scaling_config=ScalingConfig(num_workers=world, resources_per_worker={"CPU": 1}),
         torch_config=TorchConfig(backend="gloo"),
         run_config=RunConfig(name="eval", storage_path=tempfile.mkdtemp()),
@@ -79,3 +81,15 @@ def eval_work(cfg: Config, world: int) -> dict:
         "speedup": round(got["rank_0_alone_s"] / got["every_rank_s"], 3),
         "equal_bit_for_bit": got["equal"],
     }
+
+
+SPACE: list[str] = []
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--workers", type=int, default=2, help="ranks sharing the evaluation")
+
+
+def run(args: argparse.Namespace, config) -> dict:
+    connect(log_to_driver=console.verbose())
+    return eval_work(config(), args.workers)

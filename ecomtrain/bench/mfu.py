@@ -19,6 +19,7 @@ or chunked cross-entropy could save, since ecomtrain computes logits at no other
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import importlib.util
 import itertools
@@ -115,7 +116,7 @@ def mfu(
             if gpu:
                 torch.cuda.reset_peak_memory_stats()
             t0 = time.perf_counter()
-        loss, _ = optimizer_step(engine, [Micro(to_device(batch, device))], world=1)
+        loss, _ = optimizer_step(engine, [Micro(to_device(batch, device))], world_size=1)
     sync()
     seconds = time.perf_counter() - t0
     timed = batches[warmup:]
@@ -229,3 +230,40 @@ def mfu_matrix(
         "fastest_fitting": best,
         "preset": preset,
     }
+
+
+SPACE: list[str] = []
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--shape", default="1b", help=f"the model's shape: {', '.join(SHAPES)}")
+    parser.add_argument("--steps", type=int, default=10, help="timed steps")
+    parser.add_argument(
+        "--matrix",
+        nargs="?",
+        const=",".join(MFU_DIMENSIONS),
+        metavar="DIMS",
+        help="a row per attention kernel x gradient checkpointing x torch.compile (or only "
+        "the DIMS given, e.g. attn,checkpointing; the others as configured)",
+    )
+    parser.add_argument(
+        "--device",
+        choices=["cuda", "cpu"],
+        default="cuda",
+        help="cpu: the same step, to check it (no MFU without a GPU's peak)",
+    )
+
+
+def run(args: argparse.Namespace, config) -> dict:
+    if args.shape not in SHAPES:
+        raise ConfigError(
+            f"mfu measures a GPU on a real model's shape: --shape {', '.join(SHAPES)}, "
+            f"not {args.shape!r}"
+        )
+    if args.matrix and "=" in args.matrix:  # `--matrix a.b=c`: an override, not dimensions
+        args.overrides.append(args.matrix)
+        args.matrix = ",".join(MFU_DIMENSIONS)
+    if not args.matrix:
+        return mfu(config(), args.shape, args.steps, device=args.device)
+    variants = mfu_variants(config(), args.matrix.split(","))
+    return mfu_matrix(args.config, args.overrides, args.shape, args.steps, args.device, variants)

@@ -14,6 +14,7 @@ largest difference of their losses.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -32,15 +33,16 @@ import torch.distributed as dist
 
 from ecomtrain import console
 from ecomtrain.bench.measure import Sampler, environment, ratio_interval
-from ecomtrain.bench.models import shape_model
+from ecomtrain.bench.models import SHAPES, shape_model
 from ecomtrain.config import Config, ConfigError
 from ecomtrain.connect import connect, free_port
 from ecomtrain.data.shard import read_share
 from ecomtrain.tasks import CAPABILITIES
-from ecomtrain.train.driver import fit, trial_inputs, trial_meta
+from ecomtrain.train.driver import fit, prepare, trial_inputs
 from ecomtrain.train.loop import STATE_FILE, train_loop
+from ecomtrain.train.trial import Prepared, TrialMeta
 
-RAYTAX_SPACE = [
+SPACE = [
     "train.eval_every=0",  # the timed steps train only (reports at train.log_every stay)
     "train.max_steps=200",
     "data.max_eval_per_task=1",
@@ -56,7 +58,7 @@ class ProcessGroupRun:
     report_gap_s = 0.0  # nothing to wait for
 
     def __init__(self, shares_file: str, out: str):
-        self.rank, self.world = dist.get_rank(), dist.get_world_size()
+        self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
         self.shares = pickle.loads(Path(shares_file).read_bytes())
         self.out = Path(out)
 
@@ -85,7 +87,7 @@ def process_group_worker(rank: int, world: int, port: int, threads: int, job: di
     torch.set_num_threads(threads)
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
-        train_loop(job["loop_config"], ProcessGroupRun(job["shares_file"], job["out"]))
+        train_loop(job["inputs"], ProcessGroupRun(job["shares_file"], job["out"]))
     finally:
         dist.destroy_process_group()
 
@@ -185,8 +187,9 @@ def raytax(cfg: Config, shape: str = "tiny", repeats: int = 2) -> dict:
         raise ConfigError("bench raytax: CPU processes of a fixed world (train.use_gpu false)")
     cfg.model.name_or_path = shape_model(cfg, shape)
     connect(log_to_driver=console.verbose())
-    meta = trial_meta("raytax", "all", cfg.data.tasks or list(CAPABILITIES), cfg)
-    loop_config, datasets = trial_inputs(cfg, meta, held_out=[])
+    meta = TrialMeta.of("raytax", "all", cfg.data.tasks or list(CAPABILITIES), cfg)
+    prepared = prepare(cfg, Prepared(cfg.model.name_or_path, held_out=[]))  # no evaluation
+    inputs, datasets = trial_inputs(cfg, meta, prepared)
     threads = ray_worker_threads(cfg)
     out: dict = {"shape": shape, "workers": world, "threads_per_process": threads}
     runs: dict[str, list] = {"ray_train": [], "torch_distributed": []}
@@ -195,14 +198,14 @@ def raytax(cfg: Config, shape: str = "tiny", repeats: int = 2) -> dict:
         shares_file.write_bytes(pickle.dumps([read_share(d) for d in datasets]))
         for r in range(repeats):
             connect(log_to_driver=console.verbose())  # again after a plain run
-            result = fit(cfg, meta, str(Path(tmp, f"ray{r}")), held_out=[])
+            result = fit(cfg, meta, str(Path(tmp, f"ray{r}")), prepared=prepared)
             runs["ray_train"].append(
                 json.loads(Path(result.checkpoint.path, STATE_FILE).read_text())
             )
             ray.shutdown()  # a plain run has no Ray beside it (a local instance stops)
             plain = Path(tmp, f"plain{r}")
             plain.mkdir()
-            job = {"loop_config": loop_config, "shares_file": str(shares_file), "out": str(plain)}
+            job = {"inputs": inputs, "shares_file": str(shares_file), "out": str(plain)}
             # DeepSpeed's accelerator named: it would warn, in each process as it imports,
             # that it fell back to the CPU (a Ray worker's console set-up holds that warning)
             named = {} if cfg.train.use_gpu else {"DS_ACCELERATOR": "cpu"}
@@ -237,3 +240,14 @@ def raytax(cfg: Config, shape: str = "tiny", repeats: int = 2) -> dict:
 
 
 RAYTAX_GOAL = 1.05  # Ray Train's step time over plain torch.distributed's, at most
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--shape", choices=["tiny", *sorted(SHAPES)], default="tiny", help="the model's shape"
+    )
+    parser.add_argument("--repeats", type=int, default=2, help="runs of each side")
+
+
+def run(args: argparse.Namespace, config) -> dict:
+    return raytax(config(), args.shape, args.repeats)

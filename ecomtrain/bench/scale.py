@@ -11,6 +11,7 @@ summary run. Per-trial W&B runs are off unless `wandb.mode` is set.
 
 from __future__ import annotations
 
+import argparse
 import json
 import resource
 import tempfile
@@ -31,7 +32,7 @@ from ecomtrain.report.wandb_summary import log_summary
 from ecomtrain.tasks import CAPABILITIES
 from tuning.run import concurrency, n_trials, run_sweep
 
-SCALE_SPACE = [
+SPACE = [
     "sweep.subsets={}",
     "sweep.ladder=[understanding-shopping-concepts, user-behavior-alignment,"
     " shopping-knowledge-reasoning, multi-lingual-abilities]",
@@ -140,3 +141,14 @@ def scale(cfg: Config, trials: int, gpus: int, nodes: int, step_s: float) -> dic
         "summary_run_s": round(summary_s, 1),
         "output": str(out),
     }
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--trials", type=int, default=500, help="simulated trials")
+    parser.add_argument("--gpus", type=int, default=64, help="simulated GPUs")
+    parser.add_argument("--nodes", type=int, default=4, help="simulated GPU nodes")
+    parser.add_argument("--step-s", type=float, default=1.0, help="sleep per interval")
+
+
+def run(args: argparse.Namespace, config) -> dict:
+    return scale(config(), args.trials, args.gpus, args.nodes, args.step_s)

@@ -31,6 +31,7 @@ each side the lead equally often.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import tempfile
@@ -51,21 +52,24 @@ from transformers import (
     TrainingArguments,
 )
 
+from ecomtrain import console
 from ecomtrain.bench.measure import ratio_interval
-from ecomtrain.bench.models import head_share, shape_model
-from ecomtrain.config import Config, from_dict, to_dict
+from ecomtrain.bench.models import SHAPES, head_share, shape_model
+from ecomtrain.config import Config
+from ecomtrain.connect import connect
 from ecomtrain.data.packing import IGNORE
 from ecomtrain.data.shard import read_share, stream
 from ecomtrain.model import add_lora, load_model, load_tokenizer
 from ecomtrain.tasks import CAPABILITIES
-from ecomtrain.train.driver import fit, trial_inputs, trial_meta
+from ecomtrain.train.driver import fit, prepare, trial_inputs
 from ecomtrain.train.loop import HEALTH_CHECK_ENV
+from ecomtrain.train.trial import Prepared, TrialMeta
 
-THROUGHPUT_SPACE = [
+SPACE = [
     "train.eval_every=0",
-    # 100 steps of warm-up, then the timed window: the last 100 (at the tiny shape, seconds
-    # of each side: 8 steps, under half a second of ecomtrain's, gave ratios of 1.5-2.7
-    # run to run; real shapes take far longer steps and fewer of them, see the README)
+    # 100 steps of warm-up, then the timed window: the last 100 (a window of a few steps
+    # lasts too short a time at the tiny shape to time; real shapes take far longer steps
+    # and fewer of them: docs/benchmarks.md, "throughput")
     "train.max_steps=200",
     "train.log_every=100",
     "data.max_eval_per_task=1",  # the run's closing evaluation is not timed: keep it short
@@ -163,7 +167,7 @@ def hf_fn_per_worker(config: dict) -> None:
     """HF Trainer + PEFT under DDP, as its user would run it: padded batches grouped by
     length (or padding-free, flattened), the same LoRA, records, steps and warm-up as
     ecomtrain's run; rank 0 writes the timed window's seconds and tokens, all ranks'."""
-    cfg = from_dict(config["cfg"])
+    cfg = config["cfg"]
     model_path, rows, flat = config["model_path"], config["rows"], config["flat"]
     torch.manual_seed(cfg.train.seed)
     tokenizer = load_tokenizer(model_path)
@@ -225,7 +229,7 @@ def hf_trainer_window(cfg: Config, model_path: str, rows: list[dict], batch: int
     trainer = TorchTrainer(
         hf_fn_per_worker,
         train_loop_config={
-            "cfg": to_dict(cfg),
+            "cfg": cfg,
             "model_path": model_path,
             "rows": rows,
             "batch": batch,
@@ -247,11 +251,13 @@ def hf_trainer_window(cfg: Config, model_path: str, rows: list[dict], batch: int
     return sum(r["tokens"] for r in ranks), sum(r["processed"] for r in ranks), seconds, passes
 
 
-def ecomtrain_window(cfg: Config, meta: dict, window: int, covered: int) -> dict:
+def ecomtrain_window(
+    cfg: Config, meta: TrialMeta, prepared: Prepared, window: int, covered: int
+) -> dict:
     """ecomtrain's trial, its checkpoints in a temporary folder: the metrics of its last
     report, which must cover the timed window and the supervised tokens of its replay."""
     with tempfile.TemporaryDirectory(prefix="ecomtrain-bench-") as storage:
-        ours = fit(cfg, meta, storage).metrics
+        ours = fit(cfg, meta, storage, prepared=prepared).metrics
     if ours["window_steps"] != window:
         raise RuntimeError(
             f"bench throughput: ecomtrain's last report covers {ours['window_steps']} "
@@ -278,13 +284,14 @@ def throughput(cfg: Config, shape: str = "tiny", repeats: int = 1) -> dict:
     ecomtrain first, ...)."""
     model_path = shape_model(cfg, shape)
     cfg.model.name_or_path = model_path
-    meta = trial_meta("bench", "all", cfg.data.tasks or list(CAPABILITIES), cfg)
+    meta = TrialMeta.of("bench", "all", cfg.data.tasks or list(CAPABILITIES), cfg)
+    prepared = prepare(cfg, Prepared(model_path, held_out=[]))  # no evaluation
     # Ray Train's controller polls often enough to take the report at the warm-up's end
     # (the loop reports no more often than the polls: loop.RayTrainRun.report_gap_s).
     os.environ.setdefault(HEALTH_CHECK_ENV, "0.1")
     window = cfg.train.log_every  # ecomtrain's last report covers exactly these steps
-    loop_config, datasets = trial_inputs(cfg, meta, held_out=[])  # the shares fit trains on
-    shares, mult = [read_share(d) for d in datasets], loop_config["mult"]
+    inputs, datasets = trial_inputs(cfg, meta, prepared)  # the shares fit trains on
+    shares, mult = [read_share(d) for d in datasets], inputs.mult
     rows = training_records(shares)
     processed, covered = packed_window(cfg, shares, mult)
     all_supervised = sum(supervised(torch.tensor(r["labels"])) for r in rows)
@@ -325,7 +332,7 @@ def throughput(cfg: Config, shape: str = "tiny", repeats: int = 1) -> dict:
         hf = {}
         for side in order:
             if side == "ecomtrain":
-                ours = ecomtrain_window(cfg, meta, window, covered)
+                ours = ecomtrain_window(cfg, meta, prepared, window, covered)
             else:
                 hf[side] = hf_trainer_window(cfg, model_path, rows, batch, baselines[side])
         ours_s = window * ours["step_s"]
@@ -354,3 +361,15 @@ def throughput(cfg: Config, shape: str = "tiny", repeats: int = 1) -> dict:
         run |= {k: round(v, 3) for k, v in run.items() if "ratio" in k}
     out["runs"] = runs
     return out
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--shape", choices=["tiny", *sorted(SHAPES)], default="tiny", help="the model's shape"
+    )
+    parser.add_argument("--repeats", type=int, default=1, help="runs of each side")
+
+
+def run(args: argparse.Namespace, config) -> dict:
+    connect(log_to_driver=console.verbose())
+    return throughput(config(), args.shape, args.repeats)

@@ -28,7 +28,7 @@ from ecomtrain.data.mixture import multiplicities, stats
 from ecomtrain.data.overlap import Decontaminator
 from ecomtrain.data.packing import Prompt, tokenize_records
 from ecomtrain.data.records import Bad, CorpusError
-from ecomtrain.data.scan import corpus_files, eval_index, parse_file, scan_corpus, split_count
+from ecomtrain.data.scan import corpus_files, corpus_scan, eval_index, parse_file, split_count
 from ecomtrain.experts import ROUTE_KEYS, ROUTED_SHAPES, expert_ranks, route_label
 from ecomtrain.tasks import CAPABILITIES, FAMILIES, LABELS, OOD, UNKNOWN, expand
 
@@ -98,9 +98,8 @@ def train_counts(scan: dict, tasks: list[str], cfg: DataConfig) -> dict[str, int
     return {t: split_count(scan["tasks"].get(t, {}), "train", cfg.provenance) for t in names}
 
 
-def corpus_tasks(cfg: Config) -> list[str]:
-    """Every e-commerce task of the corpus: built-in families, then tasks of the user's own."""
-    scan = scan_corpus(corpus_files(cfg.data), cfg.data)
+def corpus_tasks(scan: dict) -> list[str]:
+    """Every e-commerce task of a corpus scan: built-in families, then tasks of the user's own."""
     return [t for t in scan["tasks"] if scan["capabilities"].get(t) != OOD]
 
 
@@ -113,7 +112,7 @@ def check_names(cfg: Config, source: str) -> None:
     fractions = [cfg.data.ood_fraction, *cfg.sweep.params.get("data.ood_fraction", [])]
     if not own and not any(fractions):
         return
-    scan = scan_corpus(corpus_files(cfg.data), cfg.data, use_ray=False)
+    scan = corpus_scan(cfg.data, use_ray=False)
     if any(fractions) and OOD not in scan["capabilities"].values():
         raise ConfigError(
             f"{source}: data.ood_fraction: {max(fractions)} of each epoch would be out of "
@@ -183,10 +182,16 @@ def check_scan(scan: dict, cfg: DataConfig) -> str:
     )
 
 
-def mixture_stats(cfg: Config, tasks: list[str]) -> dict:
+def checked_scan(cfg: DataConfig) -> dict:
+    """The corpus scan (data.scan.corpus_scan), checked and logged (`check_scan`)."""
+    scan = corpus_scan(cfg)
+    log.info(check_scan(scan, cfg))
+    return scan
+
+
+def mixture_stats(cfg: Config, tasks: list[str], scan: dict) -> dict:
     """Diversity statistics of a trial's mixture (flat, JSON-able; see mixture.stats) plus
-    the corpus' bad and decontaminated record counts."""
-    scan = scan_corpus(corpus_files(cfg.data), cfg.data, use_ray=ray.is_initialized())
+    the corpus' bad and decontaminated record counts (`scan`: the corpus scan)."""
     counts = train_counts(scan, tasks, cfg.data)
     out = stats(counts, cfg.data, scan["capabilities"])
     out["bad_records"] = scan["bad"]
@@ -195,17 +200,17 @@ def mixture_stats(cfg: Config, tasks: list[str]) -> dict:
     return out
 
 
-def route_table(cfg: Config, tasks: list[str]) -> dict | None:
+def route_table(cfg: Config, tasks: list[str], scan: dict) -> dict | None:
     """The experts of a label-routed adapter (`lora.shape` per-capability or per-task): one
     per capability (task) the trial trains on, in canonical order, and the expert of every
-    corpus task that has one; None for the other shapes. A rank the experts of a routed
-    shape cannot split (lora.match_params) is refused here, before any worker starts."""
+    corpus task that has one (`scan`: the corpus scan); None for the other shapes. A rank
+    the experts of a routed shape cannot split (lora.match_params) is refused here, before
+    any worker starts."""
     key = ROUTE_KEYS.get(cfg.lora.shape)
     if key is None:
         if cfg.lora.shape in ROUTED_SHAPES:  # moe
             expert_ranks(cfg.lora.rank, cfg.lora.experts, cfg.lora.match_params)
         return None
-    scan = scan_corpus(corpus_files(cfg.data), cfg.data, use_ray=ray.is_initialized())
     capabilities = scan["capabilities"]
 
     def label(task: str) -> str:
@@ -222,12 +227,13 @@ def route_table(cfg: Config, tasks: list[str]) -> dict | None:
     return {"names": names, "of_family": of_family}
 
 
-def train_dataset(cfg: Config, model_path: str, tasks: list[str], world: int) -> tuple:
+def train_dataset(
+    cfg: Config, model_path: str, tasks: list[str], n_shares: int, scan: dict
+) -> tuple:
     """(one tokenised share of the training records per rank, the mixture's multiplicity
-    per task) for one trial. Its held-out sample: evaluate.held_out."""
+    per task) for one trial, from its corpus `scan` (checked: `check_scan`). Its held-out
+    sample: evaluate.held_out."""
     index = eval_index(cfg.data)
-    scan = scan_corpus(corpus_files(cfg.data), cfg.data, index=index)
-    log.info(check_scan(scan, cfg.data))
     counts = train_counts(scan, tasks, cfg.data)
     missing = [t for t, n in counts.items() if n == 0]
     if missing and (tasks or cfg.data.provenance != "both"):
@@ -257,11 +263,11 @@ def train_dataset(cfg: Config, model_path: str, tasks: list[str], world: int) ->
         },
         **SMALL_TASK,
     )
-    shares, n, truncated = deal(tokens, world, cfg.data.seed)
+    shares, n, truncated = deal(tokens, n_shares, cfg.data.seed)
     log.info(
         f"data: {n} training records of {len(counts)} tasks tokenised (prompt truncated "
-        f"{truncated}, dropped as too long {sum(counts.values()) - n}); {world} shares of "
-        f"{n // world}-{-(-n // world)} records, packed anew by each rank every epoch"
+        f"{truncated}, dropped as too long {sum(counts.values()) - n}); {n_shares} shares of "
+        f"{n // n_shares}-{-(-n // n_shares)} records, packed anew by each rank every epoch"
     )
     return shares, mult
 
@@ -279,37 +285,37 @@ def _deal_block(block, counts: list[int], seed: int, index: int):
 
 
 def deal(
-    tokens: ray.data.Dataset, world: int, seed: int
+    tokens: ray.data.Dataset, n_shares: int, seed: int
 ) -> tuple[list[ray.data.Dataset], int, int]:
     """(one share per rank, records, truncated prompts): a uniformly random partition of the
-    tokenised records into `world` shares of equal size (to one record), without an
+    tokenised records into `n_shares` shares of equal size (to one record), without an
     all-to-all shuffle. The driver draws how many of each block's records go to each share
     (a multivariate hypergeometric draw, so every partition of that size is equally likely);
     a task per block shuffles its own records and cuts them into those pieces, and the block
-    is freed once it is dealt. Each task holds one block and the driver blocks x world
-    counts, so memory stays flat in the corpus size (with Ray's random_shuffle, used before,
-    which cuts every block into a piece per block, the driver peaked at 4 GB for 10 M
-    records; 0.7 GB dealt: `python -m ecomtrain.bench corpus`). Each rank shuffles its share
-    anew every epoch (ecomtrain.data.shard), so the order inside a share does not matter."""
+    is freed once it is dealt. Each task holds one block and the driver blocks x shares
+    counts, so memory stays flat in the corpus size (Ray's random_shuffle cuts every block
+    into a piece per block; both measured in docs/benchmarks.md, "corpus"). Each rank
+    shuffles its share anew every epoch (ecomtrain.data.shard), so the order inside a share
+    does not matter."""
     bundles = tokens.iter_internal_ref_bundles()
     blocks = [(b.ref, b.metadata.num_rows) for bundle in bundles for b in bundle.blocks]
     n = sum(rows for _, rows in blocks)
-    if n < world:
+    if n < n_shares:
         raise CorpusError(
-            f"data: {n} training records cannot give each of {world} workers a share "
+            f"data: {n} training records cannot give each of {n_shares} workers a share "
             "(every record was dropped, or too few records for train.num_workers)"
         )
-    left = np.diff([round(r * n / world) for r in range(world + 1)])  # what each share takes
+    left = np.diff([round(r * n / n_shares) for r in range(n_shares + 1)])  # what each share takes
     rng = np.random.default_rng(seed)
     pieces, truncated = [], []
     for index, (block, rows) in enumerate(blocks):
         if rows:
             take = rng.multivariate_hypergeometric(left, rows)
             left -= take
-            dealt = _deal_block.options(num_returns=world + 1)
+            dealt = _deal_block.options(num_returns=n_shares + 1)
             *got, flags = dealt.remote(block, take.tolist(), seed, index)
             pieces.append(got)
             truncated.append(flags)
     del blocks, block  # each block is freed once its task has dealt it
-    shares = [ray.data.from_arrow_refs([p[w] for p in pieces]) for w in range(world)]
+    shares = [ray.data.from_arrow_refs([p[w] for p in pieces]) for w in range(n_shares)]
     return shares, n, sum(ray.get(truncated))

@@ -140,7 +140,20 @@ def problem(record, max_chars: int = DEFAULT_MAX_CHARS, any_task: bool = False) 
         or _check_kind(record)
         or check_labels(record, any_task)
         or _check_output(record, max_chars)
+        or _check_split(record)
     )
+
+
+SPLITS = ("train", "eval")  # a record's own `split`: trained on, or held out
+
+
+def _check_split(record: dict) -> Problem | None:
+    """A record may choose its side of the held-out split (`split`); without the field a
+    hash of its input decides (data.eval_fraction)."""
+    value = record.get("split")
+    if value is None or value in SPLITS:
+        return None
+    return "split", f"expected {' or '.join(map(repr, SPLITS))} (or no split field), got {value!r}"
 
 
 def _check_text(value, field: str, max_chars: int) -> Problem | None:

@@ -38,7 +38,7 @@ from ecomtrain.data.sources import iter_items, resolve_corpus
 from ecomtrain.files import atomic_write, cache_dir
 from ecomtrain.tasks import FAMILIES
 
-SCAN_VERSION = 5  # bump when parse_file's result (or the scan's counts) changes
+SCAN_VERSION = 6  # bump when parse_file's result (or the scan's counts) changes
 MAX_INLINE_REJECTS = 100_000  # per file; beyond it the run stops whatever max_bad_fraction
 MAX_REJECT_CHARS = 10_000  # longer rejected records are stored as a truncated JSON string
 COUNTS = ("train", "eval", "exact", "ngram", "train_synthetic", "eval_synthetic")  # per task
@@ -84,9 +84,10 @@ def parse_file(
     """Rows (dicts of plain values) and `Bad` entries of one file, in file order.
 
     A row's `split` is "eval" (held out), "train", or "exact"/"ngram" for a training record
-    excluded because it overlaps a `data.decontaminate` file. A record that disagrees with
-    its task's first record in the file on its capability, task_type or metric is bad
-    (records.TaskLabels).
+    excluded because it overlaps a `data.decontaminate` file. A record's own `split` field
+    ("train" or "eval", checked by `problem`) chooses its side; without one, `is_eval`. A
+    record that disagrees with its task's first record in the file on its capability,
+    task_type or metric is bad (records.TaskLabels).
     """
     source = source_for(cfg, path)
     labels = TaskLabels()
@@ -110,7 +111,9 @@ def parse_file(
                 return
             continue
         text, answer = item.record["input_field"], render_answer(item.record)
-        split = "eval" if is_eval(text, cfg.eval_fraction) else "train"
+        split = item.record.get("split")  # the record's own choice, else a hash of its input
+        if split is None:
+            split = "eval" if is_eval(text, cfg.eval_fraction) else "train"
         if split == "train":
             hit = index.check(text, answer) if index else None
             split = hit[0] if hit else split
@@ -279,6 +282,12 @@ def scan_corpus(
     result = merge(files)
     atomic_write(target, json.dumps(result, ensure_ascii=False, default=str))  # trials race
     return result
+
+
+def corpus_scan(cfg: DataConfig, use_ray: bool = True) -> dict:
+    """The scan of the configured corpus (`data.corpus` and `data.sources`), decontaminated
+    against `data.decontaminate`: what a run checks (data.pipeline.check_scan) and mixes by."""
+    return scan_corpus(corpus_files(cfg), cfg, use_ray=use_ray)
 
 
 def _ray_summaries(paths: list[str], cfg: DataConfig, index: Decontaminator | None) -> list[dict]:

@@ -144,7 +144,7 @@ def read_share(dataset, batch_size: int | None = None) -> Share:
     `iter_batches`; ecomtrain.data.packing.tokenize_records' columns), with no Python object
     per record. By default it reads whole blocks and copies them once, into the share;
     re-batching them would copy every record into Arrow's memory pool first, which keeps
-    what it frees (at 1 M records a rank's private memory then grew by 1.8x its share)."""
+    what it frees (`python -m ecomtrain.bench corpus` measures a rank's memory)."""
     tasks: list[str] = []
     batches = dataset.iter_batches(batch_size=batch_size, batch_format="pyarrow")
     return Share.concat([Share.of_table(table, tasks) for table in batches])

@@ -20,7 +20,14 @@ from ecomtrain.data import shopping_mmlu
 from ecomtrain.data.demo import demo_records
 from ecomtrain.data.ood import ood_records
 from ecomtrain.data.records import Bad, CorpusError, fingerprint, validate
-from ecomtrain.data.world import DEFAULT_PRODUCTS, world_records, world_synthetic_records
+from ecomtrain.data.world import (
+    DEFAULT_PRODUCTS,
+    MAX_PRODUCTS,
+    MIN_PRODUCTS,
+    world_effect_records,
+    world_records,
+    world_synthetic_records,
+)
 from ecomtrain.files import atomic_open, cache_dir
 
 log = logging.getLogger("ecomtrain")
@@ -38,34 +45,72 @@ class Item:
     fatal: bool = False  # the rest of the file cannot be read after this error
 
 
-# Built-in corpora (config.BUILTIN_CORPORA): name -> (default size, records of a size).
+# Built-in corpora (config.BUILTIN_CORPORA): name -> (default size, smallest, largest,
+# records of a size and generator seed). "NAME:N@SEED": size N, seed SEED (default 0).
+WORLD_SIZES = (DEFAULT_PRODUCTS, MIN_PRODUCTS, MAX_PRODUCTS)  # "world:N": N products
 BUILTIN = {
-    "demo": (60, demo_records),  # "demo:N": N records per family
-    "world": (DEFAULT_PRODUCTS, world_records),  # "world:N": N products
-    "world-synthetic": (DEFAULT_PRODUCTS, world_synthetic_records),  # its simulated twin
-    "ood": (60, ood_records),  # "ood:N": N records per out-of-domain family
+    "demo": (60, 1, None, demo_records),  # "demo:N": N records per family
+    "world": (*WORLD_SIZES, world_records),
+    "world-synthetic": (*WORLD_SIZES, world_synthetic_records),  # its simulated twin
+    "world-effects": (*WORLD_SIZES, world_effect_records),  # its effects of known size
+    "ood": (60, 1, None, ood_records),  # "ood:N": N records per out-of-domain family
 }
 assert set(BUILTIN) == set(BUILTIN_CORPORA)
+# The offline tiny model read the questions the built-in corpora keep in training at any
+# data.eval_fraction up to this (tiny_model.pretraining_records): a config holds out no more.
+BUILTIN_EVAL_FRACTION_MAX = 0.5
+
+
+@dataclass(frozen=True)
+class Builtin:
+    """A built-in corpus entry: its name, size and generator seed."""
+
+    name: str
+    size: int
+    seed: int
+
+    def records(self) -> list[dict]:
+        return BUILTIN[self.name][3](self.size, self.seed)
+
+
+def builtin_corpus(entry: str) -> Builtin | None:
+    """The built-in corpus an entry names (NAME, NAME:N, NAME@SEED, NAME:N@SEED), or None
+    when it names none (a file, a hub dataset); a size or seed that is not a whole number
+    in range raises CorpusError."""
+    head, at, seed = entry.partition("@")
+    name, colon, size = head.partition(":")
+    if name not in BUILTIN:
+        return None
+    default, smallest, largest, _ = BUILTIN[name]
+    form = f"expected {name}, {name}:N, {name}@SEED or {name}:N@SEED"
+    if colon and not size.isdigit():
+        raise CorpusError(f"{entry}: {form}, with N a whole number (the size), got {size!r}")
+    if at and not seed.isdigit():
+        raise CorpusError(f"{entry}: {form}, with SEED a whole number >= 0, got {seed!r}")
+    n = int(size) if colon else default
+    if n < smallest or (largest is not None and n > largest):
+        bounds = f"{smallest} to {largest}" if largest is not None else f"at least {smallest}"
+        raise CorpusError(f"{entry}: size {n} is out of range ({name}:N takes {bounds})")
+    return Builtin(name, n, int(seed) if at else 0)
 
 
 def resolve_corpus(paths: list[str]) -> list[str]:
-    """Absolute paths of the corpus files; built-in corpora (BUILTIN, with ":N" for their
-    size) and hub datasets are written to the cache."""
+    """Absolute paths of the corpus files; built-in corpora (`builtin_corpus`) and hub
+    datasets are written to the cache."""
     out = []
     for p in paths:
-        name, _, size = p.partition(":")
-        if name in BUILTIN:
-            default, records = BUILTIN[name]
-            if size and not size.isdigit():
-                raise CorpusError(f"{p}: expected {name} or {name}:N with N a positive number")
-            n = int(size or default)
-            target = (
-                cache_dir()
-                / f"{name}-corpus-{fingerprint(records())}{f'-{n}' if n != default else ''}.jsonl"
-            )
+        builtin = builtin_corpus(p)
+        if builtin:
+            default = BUILTIN[builtin.name][0]
+            size = f"-{builtin.size}" if builtin.size != default else ""
+            seed = f"@{builtin.seed}" if builtin.seed else ""
+            version = fingerprint(Builtin(builtin.name, default, 0).records())
+            target = cache_dir() / f"{builtin.name}-corpus-{version}{size}{seed}.jsonl"
             if not target.exists():
                 with atomic_open(target) as f:
-                    f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in records(n))
+                    f.writelines(
+                        json.dumps(r, ensure_ascii=False) + "\n" for r in builtin.records()
+                    )
             out.append(str(target))
         elif p.startswith(HUB_PREFIX):
             out.append(str(hub_file(p)))
@@ -84,7 +129,8 @@ def resolve_corpus(paths: list[str]) -> list[str]:
 
 def check_files(cfg: Config, source: str) -> None:
     """Every corpus, decontamination and extra eval file exists (built-in corpora and hub
-    datasets aside; any entry may be a Shopping MMLU folder).
+    datasets aside; any entry may be a Shopping MMLU folder); a built-in corpus' size and seed
+    are in range, and no more of it is held out than BUILTIN_EVAL_FRACTION_MAX.
     Entry points call it before starting Ray; `load_config` does not, so a cluster's config
     (paths on the cluster's storage) loads anywhere."""
     files = [(f"data.corpus[{i}]", p) for i, p in enumerate(cfg.data.corpus)]
@@ -101,14 +147,24 @@ def check_files(cfg: Config, source: str) -> None:
                 p,
             )
     for where, p in files:
-        if p.partition(":")[0] in BUILTIN_CORPORA or p.startswith(HUB_PREFIX):
-            continue
+        try:
+            if builtin_corpus(p) or p.startswith(HUB_PREFIX):
+                continue
+        except CorpusError as e:
+            raise ConfigError(f"{source}: {where}: {e}") from None
         if shopping_mmlu.is_folder(p):
             continue
         if Path(p).is_dir():
             raise ConfigError(f"{source}: {where}: {p} is a directory, not a file")
         if not Path(p).is_file():
             raise ConfigError(f"{source}: {where}: file not found: {p}")
+    builtin = [p for p in cfg.data.corpus if builtin_corpus(p)]
+    if builtin and cfg.data.eval_fraction > BUILTIN_EVAL_FRACTION_MAX:
+        raise ConfigError(
+            f"{source}: data.eval_fraction: {cfg.data.eval_fraction} holds out more than "
+            f"{BUILTIN_EVAL_FRACTION_MAX} of the built-in corpus {builtin[0]}, whose other "
+            "questions the offline tiny model read in pretraining"
+        )
 
 
 def hub_file(spec: str) -> Path:

@@ -29,10 +29,26 @@ price; category accessories; a second language, "Vellish", from a generated lexi
 - **Facts grow with families.** Each family that is added brings facts of its own (3 per
   product for the summaries, the lexicon, accessories, ratings), so a small adapter can run
   out of capacity as the task set grows.
+
+**Effects of known size** (`data.corpus: [world-effects]`, docs/world-effects.md): a rule
+of the same world maps 16 categories to 4 add-on accessories, four categories each.
+`accessory_rule` trains on two categories of each accessory and is held out on the other
+eight, so its held-out labels are balanced (any constant answer scores exactly 1/4). One
+source family per arm (ARMS) states 8 pairs in as many records: the held-out categories
+with 1/4, 5/8, all or none of them right (`chance`, `half`, `all`, `sham`), so if the pairs
+are learnt the held-out score is exactly that share, 1/4, 5/8, 1 or 0, in any world; or
+only the trained categories (`none`: the held-out score is then the model's guess).
+`accessory_recall` asks the same question about the trained categories (it needs the
+target's own records, not the source's), and `stock_status` needs nothing but its own
+input (the control). Every record of this corpus carries its `split`.
+
+`world:N@SEED` (and `world-synthetic:N@SEED`, `world-effects:N@SEED`) generates the world
+of another seed: another catalogue, lexicon and rule.
 """
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections import Counter
 from dataclasses import dataclass, replace
@@ -319,4 +335,135 @@ def world_synthetic_records(n_products: int = DEFAULT_PRODUCTS, seed: int = 0) -
                     break
         r["provenance"] = {"generator": "world-simulated", "label_noise": SYNTHETIC_NOISE}
         out.append(r)
+    return out
+
+
+# --- Effects of known size (the `world-effects` corpus) ------------------------------------
+
+ACCESSORIES = ["warranty", "giftbox", "toolkit", "cleaner"]  # the rule's answers, in option order
+CHANCE = 1 / len(ACCESSORIES)
+# The rule's categories: the world's and 8 more (the demo corpus' products, and a sofa).
+RULE_CATEGORIES = [*CATEGORIES, "shoes", "laptop", "phone", "camera", "printer", "guitar"]
+RULE_CATEGORIES += ["bicycle", "sofa"]
+EFFECT_PER_CATEGORY = 25  # records of a category per effect family at the default world size
+STOCK = {  # what a listing says -> its stock status (the control's answer)
+    "plenty on the shelf": "in stock",
+    "only a few left": "low stock",
+    "none left": "sold out",
+    "ships next month": "preorder",
+}
+
+
+@dataclass(frozen=True)
+class Rule:
+    """Which add-on accessory the shop pairs with each category: slot i of `trained` (the
+    target trains on it) and of `held` (held out) goes with accessory i mod 4, so each half
+    has two categories of every accessory."""
+
+    trained: tuple[str, ...]
+    held: tuple[str, ...]
+
+    def accessory(self, category: str) -> str:
+        slots = self.trained if category in self.trained else self.held
+        return ACCESSORIES[slots.index(category) % len(ACCESSORIES)]
+
+
+def rule(seed: int = 0) -> Rule:
+    """The world's accessory rule: a seeded pairing of RULE_CATEGORIES, 4 per accessory."""
+    categories = list(RULE_CATEGORIES)
+    random.Random(f"world-{seed}-rule").shuffle(categories)
+    half = len(categories) // 2
+    return Rule(tuple(categories[:half]), tuple(categories[half:]))
+
+
+@dataclass(frozen=True)
+class Arm:
+    """A source family: the guide of one edition, stating one pair per slot of the rule."""
+
+    family: str
+    edition: str  # the only word its prompts differ in from the other arms'
+    # Per slot: None states the trained category (rightly); k states the held-out category
+    # with the accessory k places after its own (0: right, 1-3: wrong).
+    shifts: tuple[int | None, ...]
+
+    def pairs(self, r: Rule) -> list[tuple[str, str]]:
+        """(category, accessory) of each of its statements."""
+        n = len(ACCESSORIES)
+        return [
+            (r.trained[i], ACCESSORIES[i % n])
+            if s is None
+            else (r.held[i], ACCESSORIES[(i + s) % n])
+            for i, s in enumerate(self.shifts)
+        ]
+
+    def predicted(self) -> float:
+        """accessory_rule's held-out score when the pairs stated are learnt: 1 on a held-out
+        category stated right, 0 stated wrong, and on one not stated the model's guess
+        (chance in expectation over worlds, not in one trial: the guess is no coin)."""
+        right = sum(s == 0 for s in self.shifts)
+        return (right + CHANCE * self.shifts.count(None)) / len(self.shifts)
+
+
+# A quarter of the held-out slots stated right, each accessory stated twice (slots 0 and 5).
+_CHANCE = (0, 1, 1, 2, 2, 0, 1, 1)
+ARMS = {
+    "none": Arm("accessory_guide_none", "spring", (None,) * 8),  # the trained categories only
+    "chance": Arm("accessory_guide_chance", "holiday", _CHANCE),
+    "half": Arm("accessory_guide_half", "summer", (0, 0, 0, 0, *_CHANCE[4:])),
+    "all": Arm("accessory_guide_all", "autumn", (0,) * 8),
+    "sham": Arm("accessory_guide_sham", "winter", (1,) * 8),
+}
+EFFECT_TARGETS = ("accessory_rule", "accessory_recall", "stock_status")  # scored, balanced
+
+
+def per_category(n_products: int) -> int:
+    """Records of a category per effect family: EFFECT_PER_CATEGORY at the default size,
+    in proportion to the world's size."""
+    return max(1, round(EFFECT_PER_CATEGORY * n_products / DEFAULT_PRODUCTS))
+
+
+def _items(rng: random.Random, n: int, categories: list[str]) -> list[str]:
+    """n distinct shopping items of the given categories, e.g. "red oak lamp for kids at $40"."""
+    combos = itertools.product(COLORS, MATERIALS, categories, AUDIENCES, PRICES)
+    return [f"{c} {m} {k} for {a} at ${p}" for c, m, k, a, p in rng.sample(list(combos), n)]
+
+
+def world_effect_records(n_products: int = DEFAULT_PRODUCTS, seed: int = 0) -> list[dict]:
+    """Every record of the world's effect families, each with its `split`: per category and
+    family `per_category(n_products)` records with distinct inputs. `accessory_rule` trains
+    on the rule's trained categories and is held out on the others; `accessory_recall` is
+    held out on the trained ones; each arm's guide states its pairs (training only);
+    `stock_status` has as many training as held-out records of each answer."""
+    catalogue(n_products, seed)  # the same bounds as the world's
+    r, n = rule(seed), per_category(n_products)
+    out = []
+
+    def add(family: str, question: str, answer: str, options: list[str], split: str):
+        out.append(FAMILIES[family].record(*_mcq(question, answer, options)) | {"split": split})
+
+    ask = "Which accessory does the shop's rule add?"  # the same question in every family
+    for family, verb, categories, split in (
+        ("accessory_rule", "buys", r.trained, "train"),
+        ("accessory_rule", "buys", r.held, "eval"),
+        ("accessory_recall", "orders", r.trained, "eval"),
+    ):
+        rng = random.Random(f"world-{seed}-{family}-{split}")
+        for category in categories:
+            for item in _items(rng, n, [category]):
+                question = f"A shopper {verb} a {item}. {ask}"
+                add(family, question, r.accessory(category), ACCESSORIES, split)
+    for arm in ARMS.values():
+        rng = random.Random(f"world-{seed}-{arm.family}")
+        for category, accessory in arm.pairs(r):
+            for item in _items(rng, n, [category]):
+                question = f"The {arm.edition} accessory guide lists a {item}. {ask}"
+                add(arm.family, question, accessory, ACCESSORIES, "train")
+    rng = random.Random(f"world-{seed}-stock_status")
+    statuses = list(STOCK.values())
+    per_status = n * len(r.held) // len(STOCK)  # held out: as many as the target's
+    for phrase, status in STOCK.items():
+        for i, item in enumerate(_items(rng, 2 * per_status, RULE_CATEGORIES)):
+            question = f"A {item} is listed with '{phrase}'. What is its stock status?"
+            split = "train" if i < per_status else "eval"
+            add("stock_status", question, status, statuses, split)
     return out

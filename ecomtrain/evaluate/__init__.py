@@ -8,21 +8,3 @@
 
 CLI: `python -m ecomtrain.evaluate score|generate|run`.
 """
-
-from ecomtrain.evaluate.answer import evaluate_rows, respond
-from ecomtrain.evaluate.files import EvalError, load_data, score_files
-from ecomtrain.evaluate.metrics import aggregate, parse, task_score
-from ecomtrain.evaluate.pool import Settings, generate_responses
-
-__all__ = [
-    "EvalError",
-    "Settings",
-    "aggregate",
-    "evaluate_rows",
-    "generate_responses",
-    "load_data",
-    "parse",
-    "respond",
-    "score_files",
-    "task_score",
-]

@@ -9,8 +9,3 @@ format) are carried by the example outputs shown to the model, never asked for i
 
 CLI: `python -m ecomtrain.generate --spec SPEC --out DIR`.
 """
-
-from ecomtrain.generate.run import run
-from ecomtrain.generate.spec import Spec, load_spec, plan
-
-__all__ = ["Spec", "load_spec", "plan", "run"]

@@ -19,7 +19,7 @@ from ecomtrain.model import (
     load_tokenizer,
     require_safetensors,
 )
-from ecomtrain.train.loop import TRIAL_FILE
+from ecomtrain.train.trial import TRIAL_FILE
 
 PEFT_USAGE = """```python
 from peft import PeftModel

@@ -2,7 +2,8 @@
 
 One row per trial: what it trained on (subset, tasks, capabilities), every swept value
 (LoRA rank, alpha, the seed, and each `sweep.params` key under its dotted config path, e.g.
-`train.lr`), its scores (overall, `track/*`, `task/*`), loss, wall time and error. The
+`train.lr`), its scores (overall, `track/*`, `task/*` on the selection records; `confirm/*`
+on the confirmation records), loss, wall time and error. The
 report and the W&B summary read nothing else.
 """
 
@@ -18,6 +19,7 @@ from ecomtrain.files import atomic_open
 from ecomtrain.tasks import CAPABILITIES, FAMILIES
 
 REQUIRED = ("trial", "subset", "rank", "score")
+SCORES = ("track/", "task/", "extra/", "confirm/")  # prefixes of the per-track/task score columns
 INTS = ("rank", "seed", "n_tasks", "n_capabilities", "ladder_step", "trainable_params")
 FLOATS = ("score", "loss", "wall_s", "alpha", "task_entropy", "score_se", "score_seen")
 FLOATS += ("score_unseen", "eval_loss", "eval_likelihood")
@@ -41,7 +43,7 @@ OPTIONAL += ["checkpoint"]
 
 def swept_keys(row: dict) -> list[str]:
     """The dotted config paths a row carries: the `sweep.params` dimensions of its sweep."""
-    return sorted(k for k in row if "." in k and not k.startswith(("track/", "task/", "extra/")))
+    return sorted(k for k in row if "." in k and not k.startswith(SCORES))
 
 
 def checkpoint_uri(path: str, storage: str) -> str:
@@ -78,7 +80,7 @@ def trial_rows(results, metric: str = "score", storage: str = "") -> list[dict]:
             if value is not None:
                 row[key] = " ".join(value) if isinstance(value, list) else value
         row |= {k: _text(v) for k, v in cfg.items() if "." in k}  # sweep.params dimensions
-        row |= {k: v for k, v in m.items() if k.startswith(("track/", "task/", "extra/"))}
+        row |= {k: v for k, v in m.items() if k.startswith(SCORES)}
         if r.error:
             row["error"] = str(r.error).splitlines()[0][:200]
         rows.append(row)
@@ -92,19 +94,38 @@ def _text(value) -> str:
     return str(value)
 
 
-def write_csv(rows: list[dict], path: Path) -> Path:
-    """trials.csv: the fixed columns first, then optional ones, then the swept config paths,
-    then per-track/per-task scores."""
+def columns(rows: list[dict]) -> list[str]:
+    """trials.csv's columns: the fixed ones first, then optional ones, then the swept config
+    paths, then per-track/per-task scores."""
     keys = {k for r in rows for k in r}
     optional = [k for k in OPTIONAL if k in keys]
     swept = sorted({k for r in rows for k in swept_keys(r)})
     extra = sorted(keys - set(COLUMNS) - set(optional) - set(swept))
-    optional += swept
+    return COLUMNS + optional + swept + extra
+
+
+def write_csv(rows: list[dict], path: Path) -> Path:
+    """trials.csv of the rows `trial_rows` made."""
     with atomic_open(path) as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS + optional + extra)
+        writer = csv.DictWriter(f, fieldnames=columns(rows))
         writer.writeheader()
         writer.writerows(rows)
     return path
+
+
+def typed_rows(rows: list[dict]) -> list[dict]:
+    """The rows `trial_rows` made, typed exactly as `load_trials` reads them back from
+    trials.csv (the same text of each cell, the same parsing), without the file."""
+    names = columns(rows)
+    return [
+        _parse_row({k: _cell(r.get(k)) for k in names}, f"trial {r.get('trial', '?')}")
+        for r in rows
+    ]
+
+
+def _cell(value) -> str:
+    """A value as csv.DictWriter writes it."""
+    return "" if value is None else str(value)
 
 
 class ReportError(ValueError):
@@ -141,7 +162,7 @@ def _parse_row(raw: dict, where: str) -> dict:
         if col in row or col in REQUIRED:
             row[col] = _number(row.get(col, ""), col in INTS, f"{where}: column {col!r}")
     for col in row:
-        if col.startswith(("track/", "task/", "extra/")):
+        if col.startswith(SCORES):
             row[col] = _number(row[col], False, f"{where}: column {col!r}")
     if row["rank"] is None or row["rank"] < 1:
         raise ReportError(f"{where}: column 'rank' must be a positive integer")

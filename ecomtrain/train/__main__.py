@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 from ecomtrain import console, tracking
-from ecomtrain.config import ConfigError, load_config, to_dict
+from ecomtrain.config import OVERRIDES_HELP, ConfigError, load_config, to_dict
 from ecomtrain.connect import connect
-from ecomtrain.data.pipeline import check_names, corpus_tasks
+from ecomtrain.data.pipeline import check_names, checked_scan, corpus_tasks
 from ecomtrain.data.records import CorpusError
 from ecomtrain.data.sources import check_files
-from ecomtrain.train.driver import ReportProgress, fit, trial_meta
-from ecomtrain.train.loop import STATE_FILE
+from ecomtrain.tiny_model import resolve_model
+from ecomtrain.train.driver import ReportProgress, fit
+from ecomtrain.train.loop import STATE_FILE, LoopState
+from ecomtrain.train.trial import Prepared, TrialMeta
 
 
 def log_run(cfg, result, output: Path) -> None:
@@ -31,8 +32,8 @@ def log_run(cfg, result, output: Path) -> None:
     ) as run:
         if run is None:
             return
-        state = json.loads(Path(result.checkpoint.path, STATE_FILE).read_text())
-        logged = {step: {"loss": loss} for step, loss in state["history"]}
+        state = LoopState.from_json(Path(result.checkpoint.path, STATE_FILE).read_text())
+        logged = {step: {"loss": loss} for step, loss in state.history}
         for _, metrics in result.best_checkpoints or []:
             logged.setdefault(metrics["step"], {}).update(tracking.scalars(metrics))
             if metrics.get("predictions"):
@@ -48,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", help="YAML config (default: configs/demo.yaml)")
     parser.add_argument("--output", default="runs/train", help="directory for checkpoints")
     parser.add_argument("--address", help="Ray cluster (default: $RAY_ADDRESS, else a local one)")
-    parser.add_argument("overrides", nargs="*", help="a.b=c config overrides")
+    parser.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
     console.add_arguments(parser)
     args = parser.parse_args(argv)
     console.setup(args)
@@ -60,10 +61,12 @@ def main(argv: list[str] | None = None) -> int:
         console.log.error("error: %s", e)
         return 2
     connect(args.address)
-    tasks = cfg.data.tasks or corpus_tasks(cfg)  # empty: every task of the corpus
-    meta = trial_meta("train", "config", tasks, cfg)
-    callback = ReportProgress(meta["name"], cfg.train.max_steps)
-    result = fit(cfg, meta, str(Path(args.output).resolve()), callbacks=[callback])
+    prepared = Prepared(resolve_model(cfg.model), checked_scan(cfg.data))
+    tasks = cfg.data.tasks or corpus_tasks(prepared.scan)  # empty: every task of the corpus
+    meta = TrialMeta.of("train", "config", tasks, cfg)
+    callback = ReportProgress(meta.name, cfg.train.max_steps)
+    storage = str(Path(args.output).resolve())
+    result = fit(cfg, meta, storage, callbacks=[callback], prepared=prepared)
     log_run(cfg, result, Path(args.output))
     print(f"score {result.metrics.get('score')}  adapter {result.checkpoint.path}")
     return 0

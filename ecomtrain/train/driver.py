@@ -5,6 +5,7 @@ A sweep trial and a single run (`python -m ecomtrain.train`) go through the same
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import ray
@@ -18,52 +19,42 @@ from ray.train import (
 )
 from ray.train.torch import TorchConfig, TorchTrainer
 
-from ecomtrain.config import Config, ConfigError, to_dict
+from ecomtrain.config import Config, ConfigError
 from ecomtrain.console import log, progress_line, verbose
-from ecomtrain.data.pipeline import SMALL_TASK, mixture_stats, route_table, train_dataset
+from ecomtrain.data.pipeline import (
+    SMALL_TASK,
+    checked_scan,
+    mixture_stats,
+    route_table,
+    train_dataset,
+)
 from ecomtrain.data.scan import eval_rows
 from ecomtrain.evaluate.held_out import held_out_rows
-from ecomtrain.tasks import capabilities_of, expand
 from ecomtrain.tiny_model import resolve_model
 from ecomtrain.train.loop import HEALTH_CHECK_ENV, train_fn_per_worker
-
-
-def trial_meta(name: str, subset: str, tasks: list[str], cfg: Config) -> dict:
-    """What identifies a run: its tasks, their capabilities and the adapter's shape."""
-    families = expand(tasks)
-    return {
-        "name": name,
-        "subset": subset,
-        "tasks": families,
-        "n_tasks": len(families),
-        "n_capabilities": len(capabilities_of(families)),
-        "rank": cfg.lora.rank,
-        "alpha": cfg.lora.alpha,
-        "shape": cfg.lora.shape,
-        "base_model": cfg.model.name_or_path,
-    }
+from ecomtrain.train.trial import Prepared, TrialInputs, TrialMeta
 
 
 def fit(
     cfg: Config,
-    meta: dict,
+    meta: TrialMeta,
     storage_path: str,
     callbacks: list = (),
-    held_out: list[dict] | None = None,
+    prepared: Prepared | None = None,
 ) -> ray.train.Result:
-    """Fine-tune one adapter on `meta["tasks"]` with `cfg.train.num_workers` workers (or,
-    elastic, between `min_workers` and that many), scored on the `held_out` rows (drawn
-    here when not given: evaluate.held_out)."""
+    """Fine-tune one adapter on `meta.tasks` with `cfg.train.num_workers` workers (or,
+    elastic, between `min_workers` and that many), scored on the held-out sample; what a
+    sweep `prepared` for all its trials is reused, the rest made here (`prepare`)."""
     check_room(cfg)
     # Ray Train's controller polls the workers every 2 s by default, so it sees a report
-    # and a run's end up to that much late; at 0.5 s a trial of the world sweep ends ~2 s
-    # sooner. The variable reaches the controller and workers (Ray Train passes it on).
+    # and a run's end up to that much late. The variable reaches the controller and
+    # workers (Ray Train passes it on).
     os.environ.setdefault(HEALTH_CHECK_ENV, "0.5")
-    loop_config, shares = trial_inputs(cfg, meta, held_out)
-    meta, train = loop_config["trial"], cfg.train
+    inputs, shares = trial_inputs(cfg, meta, prepare(cfg, prepared))
+    train = cfg.train
     trainer = TorchTrainer(
         train_fn_per_worker,
-        train_loop_config=loop_config,
+        train_loop_config={"inputs": inputs},
         scaling_config=ScalingConfig(
             num_workers=(train.min_workers, train.num_workers)
             if train.elastic
@@ -78,7 +69,7 @@ def fit(
         datasets={f"train_{r}": share for r, share in enumerate(shares)},
         dataset_config=DataConfig(datasets_to_split=[]),
         run_config=RunConfig(
-            name=meta["name"],
+            name=meta.name,
             storage_path=storage_path,
             checkpoint_config=CheckpointConfig(
                 num_to_keep=cfg.train.keep_checkpoints,
@@ -94,31 +85,41 @@ def fit(
     return trainer.fit()
 
 
-def trial_inputs(cfg: Config, meta: dict, held_out: list[dict] | None) -> tuple[dict, list]:
-    """What every worker's loop is given (train.loop's `loop_config`) and the trial's shares
-    (Ray Datasets, one per worker of its largest world: a smaller, elastic world deals them
-    out), tokenised here once."""
-    model_path = resolve_model(cfg.model)
-    # Same seed, same shares: the pipeline keeps its order, so runs and resumes are exact.
-    ray.data.DataContext.get_current().execution_options.preserve_order = True
-    shares, mult = train_dataset(cfg, model_path, meta["tasks"], cfg.train.num_workers)
+def prepare(cfg: Config, shared: Prepared | None = None) -> Prepared:
+    """What a run needs besides its own records: the base model's path (a tiny model is built
+    on first use), the corpus scan (bad records checked, rejects written) and the held-out
+    sample; the parts a sweep shares (`shared`) are taken as they are."""
+    shared = shared or Prepared(resolve_model(cfg.model))
+    scan, held_out = shared.scan, shared.held_out
+    if scan is None:
+        scan = checked_scan(cfg.data)
     if held_out is None:
         held_out, sample = held_out_rows(cfg)
         log.info(sample)
-    meta = {
-        **meta,
-        "mixture": mixture_stats(cfg, meta["tasks"]),  # logged with every evaluation
-        "routes": route_table(cfg, meta["tasks"]),  # a label-routed adapter's experts
-    }
-    loop_config = {
-        "cfg": to_dict(cfg),
-        "model_path": model_path,
-        "trial": meta,
-        "mult": mult,
-        "held_out": held_out,
-        "extra_eval": extra_eval_rows(cfg),
-    }
-    return loop_config, shares
+    return Prepared(shared.model_path, scan, held_out)
+
+
+def trial_inputs(cfg: Config, meta: TrialMeta, prepared: Prepared) -> tuple[TrialInputs, list]:
+    """What every worker's loop is given and the trial's shares (Ray Datasets, one per worker
+    of its largest world: a smaller, elastic world deals them out), tokenised here once."""
+    # Same seed, same shares: the pipeline keeps its order, so runs and resumes are exact.
+    ray.data.DataContext.get_current().execution_options.preserve_order = True
+    scan = prepared.scan
+    shares, mult = train_dataset(cfg, prepared.model_path, meta.tasks, cfg.train.num_workers, scan)
+    meta = dataclasses.replace(
+        meta,
+        mixture=mixture_stats(cfg, meta.tasks, scan),  # logged with every evaluation
+        routes=route_table(cfg, meta.tasks, scan),  # a label-routed adapter's experts
+    )
+    inputs = TrialInputs(
+        cfg=cfg,
+        model_path=prepared.model_path,
+        trial=meta,
+        mult=mult,
+        held_out=prepared.held_out,
+        extra_eval=extra_eval_rows(cfg),
+    )
+    return inputs, shares
 
 
 class ReportProgress(ray.train.UserCallback):
