@@ -166,7 +166,7 @@ def _keep(record):
 def duplicate_key(row: dict) -> int:
     """What makes two valid records exact duplicates: the same input, answer, task and
     metric (a 64-bit digest of them)."""
-    blob = json.dumps([row[k] for k in ("input", "output_json", "task_family", "metric")])
+    blob = json.dumps([row.get(k) for k in ("input", "output_json", "task_family", "metric")])
     return int.from_bytes(hashlib.blake2b(blob.encode(), digest_size=8).digest(), "big")
 
 
