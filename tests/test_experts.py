@@ -86,20 +86,23 @@ def test_matched_routed_experts_have_exactly_the_parameters_of_one_lora(tiny, ra
 
 def test_a_rank_too_small_to_split_is_refused_before_training():
     """Per-task with the shopping world's 12 families at rank 8 had rank-1 experts, 50 %
-    more parameters than one rank-8 LoRA: refused, naming the way out."""
+    more parameters than one rank-8 LoRA: refused, naming the way out (moe: when the
+    config loads; the routed shapes, whose experts follow the trial's tasks, before any
+    worker starts)."""
     from ecomtrain.data.pipeline import route_table
+    from ecomtrain.data.scan import corpus_scan
 
     assert experts.expert_ranks(4, 3, True) == [2, 1, 1]
     assert experts.expert_ranks(8, 12, False) == [8] * 12
     with pytest.raises(ValueError, match=r"rank 8 cannot be split among 12 experts.*>= 12"):
         experts.expert_ranks(8, 12, True)
     tasks = ["query_ner", "review_rating", "numeric_reasoning"]
+    scan = corpus_scan(load_config().data, use_ray=False)
     cfg = load_config(None, ["lora.shape=per-task", "lora.match_params=true", "lora.rank=2"])
     with pytest.raises(ValueError, match="rank 2 cannot be split among 3 experts"):
-        route_table(cfg, tasks)
-    cfg = load_config(None, ["lora.shape=moe", "lora.match_params=true", "lora.rank=2"])
-    with pytest.raises(ValueError, match="rank 2 cannot be split among 4 experts"):
-        route_table(cfg, tasks)
+        route_table(cfg, tasks, scan)
+    with pytest.raises(ConfigError, match=r"lora\.rank: 2 cannot be split among lora.experts=4"):
+        load_config(None, ["lora.shape=moe", "lora.match_params=true", "lora.rank=2"])
 
 
 def test_per_capability_experts_are_one_lora_each(tiny):
