@@ -8,7 +8,7 @@ What is compared is what DeepSpeed applies: the LoRA parameters after one optimi
 (gathered from ZeRO-3's partitions), not gradients hooked before DeepSpeed reduces them.
 AdamW's first step moves each parameter by lr * g / (|g| + eps), which at the default eps
 is lr * sign(g) whatever the gradient's scale, so a step with a wrong scale would look
-right; the tests set eps to 1, where the step is close to linear in the gradient."""
+right; the tests set eps and lr to 1e3, where the step is close to -g, linear in the gradient."""
 
 from __future__ import annotations
 
