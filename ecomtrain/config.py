@@ -222,6 +222,12 @@ class LoraConfig(Section):
                 f"use_dora: DoRA is for lora.shape single only (its magnitude vector belongs "
                 f"to one adapter), not {self.shape}"
             )
+        if self.shape == "moe" and self.match_params and self.rank < self.experts:
+            raise ConfigError(
+                f"rank: {self.rank} cannot be split among lora.experts={self.experts} experts "
+                "(lora.match_params: each needs a rank of 1 or more): use a rank >= the "
+                "experts, fewer experts, or lora.match_params: false"
+            )
 
 
 def peft_targets(modules: list[str]) -> str | list[str]:

@@ -8,21 +8,25 @@
   (a task from a capability the trial never saw) gets the experts' mean.
 - `moe`: `lora.experts` LoRA experts mixed per token by a learned softmax router. Expert e's
   router logit is a learned read-out of its own down-projection, u_e . (A_e x), so the router
-  costs `rank` weights per module and, with `lora.match_params`, the mixture has the
-  trainable parameters of one LoRA of rank `rank` (experts of rank rank // experts) to
-  within 1 % at widths of 64 and more. Dense routing: every expert sees every token.
+  costs `rank` weights per module. Dense routing: every expert sees every token.
 
-A wrapped linear layer computes base(x) + s * B diag(g) A x, where A stacks the experts'
-down-projections (experts x r rows), B their up-projections and g repeats each expert's gate
-r times: one-hot (or the mean) from the routes set on the model before its forward pass
-(`set_routes`, `route_rows`), or the router's softmax. The routes stay set until the next
-call, so activations recomputed in the backward pass (gradient checkpointing) see the same.
-Expert e alone is a plain LoRA of rank r (scaling alpha / r, or alpha / sqrt(r) with
-rsLoRA), initialised as PEFT does (A Kaiming-uniform, B zero). Only this module's
-parameters train; DeepSpeed checkpoints them like any other.
+With `lora.match_params` the experts split `rank` between them (`expert_ranks`: ranks that
+differ by at most 1 and sum to `rank`, the first experts in route order the larger), so the
+adapter has exactly the A and B matrices of one LoRA of rank `rank` (moe: plus its router);
+a rank smaller than the number of experts cannot be split and is refused.
 
-On disk an adapter of these shapes is `routed_adapter.json` (shape, experts, rank, alpha,
-modules, routes, base model) beside `routed_adapter.safetensors`; `peft_adapter` writes one
+A wrapped linear layer computes base(x) + B diag(s g) A x, where A stacks the experts'
+down-projections (r_e rows for expert e), B their up-projections, g repeats each expert's
+gate over its rows and s its scaling: gates one-hot (or the mean) from the routes set on the
+model before its forward pass (`set_routes`, `route_rows`), or the router's softmax. The
+routes stay set until the next call, so activations recomputed in the backward pass
+(gradient checkpointing) see the same. Expert e alone is a plain LoRA of rank r_e (scaling
+alpha / r_e, or alpha / sqrt(r_e) with rsLoRA), initialised as PEFT does (A Kaiming-uniform,
+B zero). Only this module's parameters train; DeepSpeed checkpoints them like any other.
+
+On disk an adapter of these shapes is `routed_adapter.json` (shape, experts, rank `r`: one
+number when the experts' ranks are equal, else one per expert; alpha, modules, routes, base
+model) beside `routed_adapter.safetensors`; `peft_adapter` writes one
 expert of a routed adapter as a standard PEFT LoRA (the per-capability export).
 """
 
@@ -46,33 +50,47 @@ UNROUTED = -1  # a record whose label has no expert: the experts' mean
 
 
 class ExpertsLinear(nn.Module):
-    """A frozen linear layer plus `experts` LoRAs of rank `rank`, mixed per token."""
+    """A frozen linear layer plus one LoRA per expert (`ranks`: each one's rank; scaling
+    alpha / rank, or alpha / sqrt(rank) with rsLoRA), mixed per token."""
 
     def __init__(
-        self, base: nn.Linear, experts: int, rank: int, scaling: float, dropout: float, router: bool
+        self,
+        base: nn.Linear,
+        ranks: list[int],
+        alpha: float,
+        rslora: bool,
+        dropout: float,
+        router: bool,
     ):
         super().__init__()
-        self.base, self.experts, self.rank, self.scaling = base, experts, rank, scaling
-        dtype = base.weight.dtype
-        self.lora_A = nn.Parameter(torch.empty(experts * rank, base.in_features, dtype=dtype))
-        self.lora_B = nn.Parameter(torch.zeros(base.out_features, experts * rank, dtype=dtype))
+        self.base, self.experts, self.ranks = base, len(ranks), list(ranks)
+        self.alpha, self.rslora = alpha, rslora
+        rows, dtype = sum(ranks), base.weight.dtype
+        # each row's expert and its rank: integers, so no cast of the model's dtype rounds them
+        owner = torch.repeat_interleave(torch.arange(len(ranks)), torch.tensor(ranks))
+        self.register_buffer("owner", owner, persistent=False)
+        self.register_buffer("row_rank", torch.tensor(ranks)[owner], persistent=False)
+        self.lora_A = nn.Parameter(torch.empty(rows, base.in_features, dtype=dtype))
+        self.lora_B = nn.Parameter(torch.zeros(base.out_features, rows, dtype=dtype))
         nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))  # as PEFT initialises lora_A
-        self.router = nn.Parameter(torch.zeros(experts, rank, dtype=dtype)) if router else None
+        self.router = nn.Parameter(torch.zeros(rows, dtype=dtype)) if router else None
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.routes: torch.Tensor | None = None  # [batch, tokens or 1] expert of each token
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.base(x)
-        h = F.linear(self.dropout(x).to(self.lora_A.dtype), self.lora_A)
-        h = h.unflatten(-1, (self.experts, self.rank))  # [..., experts, rank]
-        gates = self.gates(h)
-        h = (h * gates.unsqueeze(-1).to(h.dtype)).flatten(-2)
-        return out + (F.linear(h, self.lora_B) * self.scaling).to(out.dtype)
+        h = F.linear(self.dropout(x).to(self.lora_A.dtype), self.lora_A)  # [..., rows]
+        rank = self.row_rank.float()
+        scale = self.alpha / (rank.sqrt() if self.rslora else rank)
+        weight = self.gates(h).index_select(-1, self.owner) * scale  # each row's gate x scaling
+        return out + F.linear(h * weight.to(h.dtype), self.lora_B).to(out.dtype)
 
     def gates(self, h: torch.Tensor) -> torch.Tensor:
         """[..., experts] weight of each expert for each token."""
         if self.router is not None:
-            return torch.softmax((h * self.router).sum(-1).float(), dim=-1)
+            rows = (h * self.router).float()
+            logits = rows.new_zeros(*rows.shape[:-1], self.experts).index_add(-1, self.owner, rows)
+            return torch.softmax(logits, dim=-1)
         if self.routes is None:
             raise RuntimeError("routed LoRA: no routes set (ecomtrain.experts.set_routes)")
         routes = self.routes.to(h.device)
@@ -81,9 +99,25 @@ class ExpertsLinear(nn.Module):
         return torch.where((routes == UNROUTED).unsqueeze(-1), mean, one_hot)
 
 
-def expert_rank(rank: int, experts: int, match_params: bool) -> int:
-    """Each expert's rank: `rank`, or under `match_params` its share (at least 1)."""
-    return max(1, rank // experts) if match_params else rank
+def expert_ranks(rank: int, experts: int, match_params: bool) -> list[int]:
+    """Each expert's rank: `rank`, or under `match_params` its share of it (the shares differ
+    by at most 1 and sum to `rank`); a rank that leaves an expert none is refused."""
+    if not match_params:
+        return [rank] * experts
+    if rank < experts:
+        raise ValueError(
+            f"lora.match_params: rank {rank} cannot be split among {experts} experts (each "
+            f"needs a rank of 1 or more): use ranks >= {experts}, fewer experts (tasks or "
+            "capabilities), or lora.match_params: false"
+        )
+    share, extra = divmod(rank, experts)
+    return [share + 1] * extra + [share] * (experts - extra)
+
+
+def ranks_of(config: dict) -> list[int]:
+    """Each expert's rank in a routed adapter's config (`r`: one for all, or one each)."""
+    r = config["r"]
+    return list(r) if isinstance(r, list) else [r] * config["experts"]
 
 
 def spec(lora, routes: dict | None = None) -> dict:
@@ -95,12 +129,12 @@ def spec(lora, routes: dict | None = None) -> dict:
     if lora.shape in ROUTE_KEYS and not names:
         raise ValueError(f"lora.shape {lora.shape}: the trial has no labels to route by")
     experts = len(names) if lora.shape in ROUTE_KEYS else lora.experts
-    r = expert_rank(lora.rank, experts, lora.match_params)
+    ranks = expert_ranks(lora.rank, experts, lora.match_params)
     return {
         "format": "ecomtrain-routed-lora",
         "shape": lora.shape,
         "experts": experts,
-        "r": r,
+        "r": ranks[0] if len(set(ranks)) == 1 else ranks,
         "lora_alpha": lora.alpha,
         "use_rslora": lora.use_rslora,
         "lora_dropout": lora.dropout,
@@ -115,8 +149,7 @@ def add_experts(model: nn.Module, config: dict) -> nn.Module:
     other parameter frozen. `config` as made by `spec`."""
     for p in model.parameters():
         p.requires_grad_(False)
-    r = config["r"]
-    scaling = config["lora_alpha"] / (math.sqrt(r) if config["use_rslora"] else r)
+    ranks = ranks_of(config)
     targets = config["target_modules"]
     head = model.get_output_embeddings()
     wrapped = 0
@@ -131,9 +164,9 @@ def add_experts(model: nn.Module, config: dict) -> nn.Module:
         parent = model.get_submodule(path)
         experts = ExpertsLinear(
             module,
-            config["experts"],
-            r,
-            scaling,
+            ranks,
+            config["lora_alpha"],
+            config["use_rslora"],
             config["lora_dropout"],
             router=config["shape"] == "moe",
         )
@@ -232,6 +265,8 @@ def load(model: nn.Module, adapter: str | Path) -> nn.Module:
         )
     with torch.no_grad():
         for name, tensor in stored.items():
+            if name.endswith(".router") and tensor.numel() == params[name].numel():
+                tensor = tensor.flatten()  # saved as [experts, rank] before uneven ranks
             if params[name].shape != tensor.shape:
                 raise ValueError(
                     f"{Path(adapter) / ROUTED_WEIGHTS}: {name}: shape {tuple(tensor.shape)}, "
@@ -251,15 +286,16 @@ def peft_adapter(adapter: str | Path, route: str, out: Path) -> Path:
     config = read_config(adapter)
     if route not in config["routes"]:
         raise ValueError(f"{adapter}: no expert {route!r} (experts: {config['routes']})")
-    e, r = config["routes"].index(route), config["r"]
+    e, ranks = config["routes"].index(route), ranks_of(config)
+    start, r = sum(ranks[:e]), ranks[e]
     tensors = {}
     for name, tensor in load_file(Path(adapter) / ROUTED_WEIGHTS).items():
         module, _, kind = name.rpartition(".")
         peft_name = f"base_model.model.{module}.{kind}.weight"
         if kind == "lora_A":
-            tensors[peft_name] = tensor[e * r : (e + 1) * r].contiguous()
+            tensors[peft_name] = tensor[start : start + r].contiguous()
         elif kind == "lora_B":
-            tensors[peft_name] = tensor[:, e * r : (e + 1) * r].contiguous()
+            tensors[peft_name] = tensor[:, start : start + r].contiguous()
     out.mkdir(parents=True, exist_ok=True)
     LoraConfig(
         r=r,

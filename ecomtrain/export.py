@@ -3,7 +3,7 @@
 Without `--adapter-only` the LoRA update is merged into its base: a standard Hugging Face
 model directory (safetensors weights, config, tokenizer) that any inference stack loads
 without PEFT. With it, the adapter alone: its safetensors weights, config and tokenizer,
-without the DeepSpeed optimizer state and random generators a checkpoint also holds, and a
+without the DeepSpeed optimizer and scheduler state a checkpoint also holds, and a
 model card (README.md: base model, tasks, rank, scores) ready for `push_to_hub`. It loads
 with `PeftModel.from_pretrained(base, DIR2)`.
 
@@ -24,6 +24,7 @@ import tempfile
 from pathlib import Path
 
 from ecomtrain import console, experts
+from ecomtrain.files import OutputError, check_output
 from ecomtrain.model import (
     ModelError,
     adapter_config,
@@ -91,8 +92,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     console.setup(args)
     try:
-        lines = export(find_adapter(args.adapter), args.out, args.base, args.adapter_only)
-    except (ModelError, OSError, ValueError) as e:
+        adapter = find_adapter(args.adapter)
+        check_output(args.out, "--out", {"--adapter": adapter}, folder=True)
+        lines = export(adapter, args.out, args.base, args.adapter_only)
+    except (ModelError, OSError, OutputError, ValueError) as e:
         console.log.error("error: %s", e)
         return 2
     print("\n".join(lines))

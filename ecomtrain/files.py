@@ -109,3 +109,51 @@ def atomic_dir(target: str | Path, build: Callable[[Path], None]) -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+class OutputError(ValueError):
+    """An output path that cannot take what a command would write; names the flag and path."""
+
+
+def check_output(
+    path: str | Path,
+    flag: str,
+    inputs: dict[str, str | Path | None] | None = None,
+    folder: bool = False,
+) -> None:
+    """Stop before any work when `path` (given as `flag`) cannot take a command's output: it
+    is one of the command's `inputs` ({flag: path}: writing would destroy it), a folder where
+    a file goes or a file where a folder goes (`folder`), a device, pipe or other special
+    file (an atomic write would replace it), under a file, or where nothing can be written
+    (a read-only or special filesystem such as /proc). Cloud URIs are not checked."""
+    if is_uri(str(path)):
+        return
+    p = Path(path)
+    for other, source in (inputs or {}).items():
+        if source and not is_uri(str(source)) and _same_file(p, Path(source)):
+            raise OutputError(f"{flag} {path}: is {other} too; writing it would destroy it")
+    if p.exists():
+        if folder and not p.is_dir():
+            raise OutputError(f"{flag} {path}: is a file, not a folder")
+        if not folder and p.is_dir():
+            raise OutputError(f"{flag} {path}: is a folder; name the file to write")
+        if not folder and not p.is_file():
+            raise OutputError(f"{flag} {path}: is not a regular file (a device, pipe or socket)")
+    base = p if folder and p.is_dir() else p.parent
+    while not base.exists() and base != base.parent:
+        base = base.parent
+    if not base.is_dir():
+        raise OutputError(f"{flag} {path}: {base} is a file, not a folder")
+    try:
+        fd, probe = tempfile.mkstemp(dir=base, prefix=".ecomtrain-probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise OutputError(f"{flag} {path}: cannot write in {base} ({e.strerror or e})") from None
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False

@@ -30,10 +30,29 @@ class ModelError(ValueError):
 
 def load_tokenizer(path: str):
     """The model's tokenizer, with a pad token (eos when the model has none)."""
-    tok = AutoTokenizer.from_pretrained(path)
+    try:
+        tok = AutoTokenizer.from_pretrained(path)
+    except OSError as e:  # no such folder or hub id, no network, ...
+        raise ModelError(f"{path}: cannot load its tokenizer ({first_line(e)})") from None
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok
+
+
+def trainable_count(model) -> int:
+    """The model's trainable parameters (a ZeRO-3 partitioned one counted whole): what a
+    trial reports as `trainable_params`, the report's capacity axis."""
+    return sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters() if p.requires_grad)
+
+
+def check_model_folder(name: str, flag: str) -> None:
+    """A model named as a path (starting with / . or ~) must be a folder here: else
+    `from_pretrained` takes it for a hub id and fails deep inside with a traceback."""
+    if name.startswith(("/", ".", "~")) and not Path(name).expanduser().is_dir():
+        raise ModelError(
+            f"{flag} {name}: no such folder (a local model is a folder holding its config.json "
+            "and weights; a hub id starts with no / . or ~)"
+        )
 
 
 def require_chat_template(tok) -> None:
@@ -56,9 +75,16 @@ def load_model(
     extra = {}
     if quantization == "nf4":
         extra["quantization_config"] = nf4_config(DTYPES[precision])
-    return AutoModelForCausalLM.from_pretrained(
-        path, dtype=DTYPES[precision], attn_implementation=attn_implementation, **extra
-    )
+    try:
+        return AutoModelForCausalLM.from_pretrained(
+            path, dtype=DTYPES[precision], attn_implementation=attn_implementation, **extra
+        )
+    except OSError as e:  # no such folder or hub id, no network, ...
+        raise ModelError(f"{path}: cannot load the model ({first_line(e)})") from None
+
+
+def first_line(error: Exception) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
 def nf4_config(dtype: torch.dtype):
@@ -183,11 +209,16 @@ def load_adapter(model, adapter: str | Path):
             return experts.load(model, adapter)
         except (KeyError, ValueError) as e:
             raise ModelError(f"{adapter}: cannot load the routed adapter: {e}") from None
-    return PeftModel.from_pretrained(model, adapter, use_safetensors=True).merge_and_unload()
+    try:
+        peft = PeftModel.from_pretrained(model, adapter, use_safetensors=True)
+    except (KeyError, RuntimeError, ValueError) as e:  # e.g. modules the base lacks
+        raise ModelError(f"{adapter}: does not fit the base model: {e}") from None
+    return peft.merge_and_unload()
 
 
 def require_safetensors(adapter: str | Path) -> Path:
-    """The adapter's safetensors weights; ecomtrain neither loads nor ships any other kind."""
+    """The adapter's safetensors weights, read whole and checked against its config (see
+    `check_weights`); ecomtrain neither loads nor ships any other kind."""
     weights = adapter_files(adapter)[1]
     path = Path(adapter) / weights
     if not path.is_file():
@@ -195,7 +226,39 @@ def require_safetensors(adapter: str | Path) -> Path:
             f"{adapter}: no {weights}; only safetensors adapters are used (a pickled "
             "adapter_model.bin could run code)"
         )
+    check_weights(path, adapter_config(adapter))
     return path
+
+
+def check_weights(path: Path, config: dict) -> None:
+    """A complete safetensors file (not empty, not cut short) whose LoRA matrices have the
+    rank its config gives (a PEFT adapter's `r`, unless a rank_pattern varies it; a routed
+    adapter's shapes are checked as it loads)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        tensors = load_file(path)
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise ModelError(f"{path}: not a complete safetensors file ({e})") from None
+    if not tensors:
+        raise ModelError(f"{path}: holds no tensors")
+    if is_routed(path.parent):
+        return
+    pairs = sorted(k for k in tensors if k.endswith("lora_A.weight"))
+    if not pairs:
+        raise ModelError(f"{path}: no LoRA weights (no lora_A.weight tensor)")
+    r = config.get("r")
+    for a in pairs:
+        b = a.replace("lora_A.weight", "lora_B.weight")
+        rank = tensors[a].shape[0]
+        if b not in tensors or tensors[b].shape[1] != rank:
+            raise ModelError(f"{path}: {a} has no lora_B.weight of rank {rank} beside it")
+        if not config.get("rank_pattern") and rank != r:
+            raise ModelError(
+                f"{path}: {a} has rank {rank}, but {ADAPTER_CONFIG} says r: {r}; "
+                "the weights and the config are from different adapters"
+            )
 
 
 def base_model_of(adapter: str | Path) -> str:

@@ -2,30 +2,52 @@
 
 Each run has a `job_type` saying which entry point wrote it ("trial", "train", "evaluate",
 "generate", "summary"), tags (the sweep, the subset) and its full resolved config. With no
-WANDB_API_KEY a run is written offline under the command's output folder (`wandb sync
-DIR/wandb/offline-run-*` uploads it later). Keys come from the environment only; nothing
-here copies them into a config.
+WANDB_API_KEY, or a key but no W&B server within reach, a run is written offline under the
+command's output folder (`wandb sync DIR/wandb/offline-run-*` uploads it later). Keys come
+from the environment only; nothing here copies them into a config.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
 
+import requests
+
+log = logging.getLogger(__name__)
+
 MODES = ("auto", "online", "offline", "disabled")
 PREDICTION_COLUMNS = ("task", "input", "gold", "answer", "score")
+PROBE_S = 5.0  # how long "auto" waits for the W&B server before it writes offline
+DEFAULT_SERVER = "https://api.wandb.ai"
 
 
 def resolve_mode(mode: str) -> str:
-    """ "auto": WANDB_MODE when it is set, else online with WANDB_API_KEY and offline without."""
+    """ "auto": WANDB_MODE when it is set, else online with WANDB_API_KEY and a W&B server
+    that answers within PROBE_S ($WANDB_BASE_URL, else W&B's cloud), and offline otherwise
+    (said on the console: W&B's own start would wait about 90 s, then fail)."""
     if mode != "auto":
         return mode
     if os.environ.get("WANDB_MODE") in MODES[1:]:
         return os.environ["WANDB_MODE"]
-    return "online" if os.environ.get("WANDB_API_KEY") else "offline"
+    if not os.environ.get("WANDB_API_KEY"):
+        return "offline"
+    server = os.environ.get("WANDB_BASE_URL") or DEFAULT_SERVER
+    try:
+        requests.head(server, timeout=PROBE_S)  # any answer will do; proxies are honoured
+    except requests.RequestException as e:
+        log.warning(
+            "warning: WANDB_API_KEY is set but the W&B server %s cannot be reached (%s): "
+            "runs are written offline; `wandb sync DIR/wandb/offline-run-*` uploads them",
+            server,
+            type(e).__name__,
+        )
+        return "offline"
+    return "online"
 
 
 @contextlib.contextmanager

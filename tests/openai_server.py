@@ -2,8 +2,9 @@
 
 It answers POST /v1/chat/completions on 127.0.0.1 with a `respond(body) -> str` function
 (scripted outputs derived from the prompt, or the tiny model's own generation), and can
-inject faults per request: 401, 429, 500, a timeout (sleeping past the client's limit), a
-truncated HTTP body, or a completion whose JSON is cut short.
+inject faults per request: 400, 401, 429, 500, a timeout (sleeping past the client's limit),
+a truncated HTTP body, or a completion whose JSON is cut short. A 400 or 401 echoes the
+Authorization header it got, after `echo_offset` characters of error text, as some servers do.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from collections import Counter
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-FAULTS = ("401", "429", "500", "timeout", "truncated_body", "truncated_json")
+FAULTS = ("400", "401", "429", "500", "timeout", "truncated_body", "truncated_json")
 
 
 def request_id(body: dict) -> str:
@@ -81,8 +82,11 @@ class ChatServer:
     """Serve `respond` on a free loopback port in a thread; `fault(request_id, attempt)`
     returns one of FAULTS (or None) for each arriving request."""
 
-    def __init__(self, respond, fault=None, delay: float = 0.0, hang: float = 2.0):
+    def __init__(
+        self, respond, fault=None, delay: float = 0.0, hang: float = 2.0, echo_offset: int = 0
+    ):
         self.respond, self.fault, self.delay, self.hang = respond, fault, delay, hang
+        self.echo_offset = echo_offset
         self.attempts: Counter = Counter()  # request_id -> requests seen
         self.injected: Counter = Counter()  # fault -> times injected
         self.requests = 0
@@ -127,9 +131,9 @@ def _handler(server: ChatServer) -> type[BaseHTTPRequestHandler]:
             server.auth.add(self.headers.get("Authorization"))
             fault = server.next_fault(body)
             time.sleep(server.delay)
-            if fault == "401":  # like some servers, echo the credential it refuses
-                refused = json.dumps({"error": f"invalid key {self.headers['Authorization']}"})
-                return self._send(401, refused.encode())
+            if fault in ("400", "401"):  # like some servers, echo the credential it refuses
+                said = "." * server.echo_offset + f"invalid key {self.headers['Authorization']}"
+                return self._send(int(fault), json.dumps({"error": said}).encode())
             if fault in ("429", "500"):
                 return self._send(int(fault), b'{"error": "injected"}')
             if fault == "timeout":

@@ -1,10 +1,14 @@
 """The bad-input corpus (tests/data/bad/cases.yaml): every class gives its one clear error
 line, `PATH:LINE: field: reason`, and exit code, never a traceback, and nothing is lost
-silently: the validator, the training scan and the scorer agree."""
+silently: the validator, the training scan and the scorer agree. Command-line classes
+(cli_*) run a command on bad arguments and check its error, that no traceback shows and
+that no input was touched. docs/bad-input.md describes the corpus and the fuzzing."""
 
 from __future__ import annotations
 
 import json
+import logging
+import shutil
 from pathlib import Path
 
 import pytest
@@ -16,13 +20,17 @@ from ecomtrain.data.records import Bad, problem
 from ecomtrain.data.scan import parse_file
 from ecomtrain.evaluate.__main__ import main as evaluate_main
 from ecomtrain.evaluate.files import EvalError, load_data
+from ecomtrain.export import main as export_main
 from ecomtrain.sweep import main as sweep_main
 
 BAD = Path(__file__).resolve().parent / "data" / "bad"
 CASES = yaml.safe_load((BAD / "cases.yaml").read_text())
-CORPUS = sorted(f for f in CASES if not f.startswith(("responses_", "config_")))
+CORPUS = sorted(f for f in CASES if not f.startswith(("responses_", "config_", "cli_")))
 RESPONSES = sorted(f for f in CASES if f.startswith("responses_"))
 CONFIGS = sorted(f for f in CASES if f.startswith("config_"))
+CLI = sorted(f for f in CASES if f.startswith("cli_"))
+MAINS = {"ecomtrain.evaluate": evaluate_main, "ecomtrain.data": data_main}
+MAINS["ecomtrain.export"] = export_main
 # Bad for training only. The scorer goes by a record's own labels: it scores any task_name
 # as the name of a task, and takes a record's task_type and capability over those of a
 # family of the same name.
@@ -40,7 +48,7 @@ def expected(name: str) -> str:
 
 def test_the_corpus_covers_forty_classes():
     assert len(CASES) >= 40
-    assert {p.name for p in BAD.iterdir()} >= set(CASES)
+    assert {p.name for p in BAD.iterdir()} >= set(CASES) - set(CLI)
 
 
 @pytest.mark.parametrize("name", CORPUS)
@@ -74,6 +82,59 @@ def test_responses_file(name, tmp_path, capsys):
 def test_config_file_stops_before_any_cluster(name, capsys):
     assert sweep_main(["--config", str(BAD / name)]) == CASES[name]["exit"] == 2
     assert capsys.readouterr().err.splitlines() == [f"error: {expected(name)}"]
+
+
+@pytest.fixture(scope="module")
+def adapters(tmp_path_factory):
+    """A PEFT adapter of the tiny model (good/), and copies broken as a user may ship them:
+    empty weights, weights cut short, a config whose rank is not the weights'."""
+    from ecomtrain.config import LoraConfig, ModelConfig
+    from ecomtrain.model import add_lora, load_model
+    from ecomtrain.tiny_model import resolve_model
+
+    root = tmp_path_factory.mktemp("adapters")
+    lora = LoraConfig(rank=4, target_modules=["q_proj", "v_proj"])
+    add_lora(load_model(resolve_model(ModelConfig())), lora).save_pretrained(root / "good")
+    for name in ("empty", "truncated", "other-r"):
+        shutil.copytree(root / "good", root / name)
+    (root / "empty" / "adapter_model.safetensors").write_bytes(b"")
+    weights = root / "truncated" / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    config = json.loads((root / "other-r" / "adapter_config.json").read_text())
+    (root / "other-r" / "adapter_config.json").write_text(json.dumps(config | {"r": 8}))
+    return root
+
+
+@pytest.mark.parametrize("name", CLI)
+def test_command_line_case(name, tmp_path, capsys, request):
+    """A command on bad arguments: its exit code and error, no traceback, inputs intact."""
+    case = CASES[name]
+    (tmp_path / "file").write_text("a file, not a folder\n")
+    shutil.copy(BAD / "score_data.jsonl", tmp_path / "data.jsonl")
+    answers = ["1", "0", "acme"]
+    (tmp_path / "responses.jsonl").write_text(
+        "".join(json.dumps({"index": i, "response": a}) + "\n" for i, a in enumerate(answers))
+    )
+    subs = {"{tmp}": str(tmp_path), "{bad}": str(BAD)}
+    if any("{adapters}" in a for a in case["args"]):
+        subs["{adapters}"] = str(request.getfixturevalue("adapters"))
+
+    def sub(text: str) -> str:
+        for key, value in subs.items():
+            text = text.replace(key, value)
+        return text
+
+    inputs = [p for p in tmp_path.iterdir() if p.is_file()]
+    before = {p: p.read_bytes() for p in inputs}
+    module, *argv = (sub(a) for a in case["args"])
+    try:
+        code = MAINS[module](argv)
+    except SystemExit as e:  # an argparse error
+        code = e.code
+    err = capsys.readouterr().err
+    assert code == case["exit"], err
+    assert sub(case["expect"]) in err and "Traceback" not in err, err
+    assert {p: p.read_bytes() for p in inputs} == before
 
 
 def test_a_directory_is_no_corpus_file(capsys):
@@ -229,3 +290,91 @@ def test_generation_flags_are_checked(flag, message, capsys):
     with pytest.raises(SystemExit):
         parse_args(["--spec", "s.yaml", "--out", "o", flag])
     assert message in capsys.readouterr().err
+
+
+MC_LINE = (
+    '{"input_field": "Which color?\\n0. red\\n1. blue\\nAnswer:", "output_field": 1, '
+    '"task_type": "multiple-choice", "metric": "accuracy", "task_name": "attribute_inference_mcq"}'
+)
+
+
+def test_an_edited_corpus_is_scanned_again_whatever_its_size_and_time(tmp_path):
+    """The scan's cache is keyed on the files' contents: an edit that keeps the size and
+    the modification time (a restored timestamp, a coarse clock) is scanned again, so a
+    record made bad is counted and not dropped in silence by the pipeline."""
+    import os
+
+    from ecomtrain.data.scan import scan_corpus
+
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text(
+        MC_LINE + "\n" + MC_LINE.replace('"output_field": 1', '"output_field": 0') + "\n"
+    )
+    cfg = DataConfig(corpus=[str(corpus)])
+    assert scan_corpus([str(corpus)], cfg, use_ray=False)["bad"] == 0
+    stat = corpus.stat()
+    corpus.write_text(corpus.read_text().replace('"output_field": 0', '"output_field": 7'))
+    os.utime(corpus, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert (corpus.stat().st_size, corpus.stat().st_mtime_ns) == (stat.st_size, stat.st_mtime_ns)
+    scan = scan_corpus([str(corpus)], cfg, use_ray=False)
+    assert scan["bad"] == 1 and scan["files"][0]["rejects"][0]["line"] == 2
+
+
+def test_exact_duplicates_are_counted_and_held_out_once(tmp_path, capsys, caplog, monkeypatch):
+    """A record repeated exactly: `validate` and the run's data line count it, and the
+    held-out sample scores it once."""
+    from ecomtrain.config import Config
+    from ecomtrain.data.pipeline import check_scan
+    from ecomtrain.data.scan import scan_corpus
+    from ecomtrain.evaluate.held_out import held_out_sample
+
+    corpus = tmp_path / "dup.jsonl"
+    other = MC_LINE.replace("Which color?", "Which colour?")
+    corpus.write_text("\n".join([MC_LINE, other, MC_LINE]) + "\n")
+    assert data_main(["validate", str(corpus)]) == 0
+    said = f"exact duplicates: 1 (trained on again, scored once if held out; first: {corpus}:3"
+    assert said in capsys.readouterr().err
+    cfg = DataConfig(corpus=[str(corpus)], eval_fraction=0.999, rejects=str(tmp_path / "r.jsonl"))
+    monkeypatch.setattr(logging.getLogger("ecomtrain"), "propagate", True)  # to caplog
+    with caplog.at_level("WARNING"):
+        line = check_scan(scan_corpus([str(corpus)], cfg, use_ray=False), cfg)
+    assert "exact duplicates 1;" in line and "1 exact duplicate record(s)" in caplog.text
+    rows = [r for r in parse_file(str(corpus), None, cfg, None) if r["split"] == "eval"]
+    assert len(rows) == 3
+    sample, message = held_out_sample(rows, Config())
+    assert sorted(r["source"] for r in sample) == [f"{corpus}:1", f"{corpus}:2"]
+    assert f"1 exact duplicate(s) left out (first: {corpus}:3 repeats {corpus}:1)" in message
+
+
+def test_a_wandb_key_without_a_reachable_server_writes_offline_at_once(monkeypatch, caplog):
+    """WANDB_API_KEY set, no W&B server within reach: "auto" writes offline and says why,
+    within the probe's seconds (W&B's own start waited about 90 s, then failed); with a
+    server that answers, online. The key is never shown."""
+    import http.server
+    import socket
+    import threading
+    import time
+
+    from ecomtrain.tracking import PROBE_S, resolve_mode
+
+    monkeypatch.setattr(logging.getLogger("ecomtrain"), "propagate", True)  # to caplog
+    key = "0123456789abcdef0123456789abcdef01234567"
+    monkeypatch.setenv("WANDB_API_KEY", key)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{port}")
+    t0 = time.monotonic()
+    with caplog.at_level("WARNING"):
+        assert resolve_mode("auto") == "offline"
+    assert time.monotonic() - t0 < PROBE_S + 1
+    assert "cannot be reached" in caplog.text and key not in caplog.text
+    assert resolve_mode("disabled") == "disabled"
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{server.server_address[1]}")
+        assert resolve_mode("auto") == "online"  # any answer (here a 501) will do
+    finally:
+        server.shutdown()

@@ -179,3 +179,86 @@ def test_bad_fraction_stops_the_run_or_writes_rejects(tmp_path, ecomtrain_cache)
     (reject,) = [json.loads(x) for x in rejects.read_text().splitlines()]
     assert reject["path"] == str(corpus) and reject["line"] == 10
     assert reject["field"] == "output_field" and reject["record"]["output_field"] == 5
+
+
+# EC-Guide's product retrieval layout: the first candidate follows a label on its line and the
+# candidates are numbered from 0; answers are 0-based item numbers.
+INLINE_ZERO = {
+    "input_field": "For 'paint brushes', select the products that apply.\n"
+    "Products: 0. liner brush size 10/0\n1. soap dish\n2. tail pipe\n3. rigger brush\nOutput:",
+    "output_field": [0, 3],
+    "task_type": "retrieval",
+    "metric": "hit rate@3",
+}
+
+
+def hit_rate_official(pred: list[int], truth: list[int]) -> float:
+    """The KDD Cup evaluator's hit rate@3: item numbers compared as written, whatever base."""
+    return len(set(truth) & set(pred[:3])) / len(truth)
+
+
+def test_a_listing_numbered_from_zero_after_a_label_is_read_as_listed(tmp_path, capsys):
+    from ecomtrain.data.records import numbered_items, problem
+
+    assert numbered_items(INLINE_ZERO["input_field"]) == (0, 3)
+    assert problem(INLINE_ZERO) is None
+    assert problem(INLINE_ZERO | {"output_field": [4]})[1] == "[4] must be item numbers in 0..3"
+    path = tmp_path / "pr.jsonl"
+    path.write_text(js(INLINE_ZERO) + "\n")
+    assert main(["validate", str(path)]) == 0
+    assert f"{path}: 1 records, 0 bad" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "response, score", [("0, 3", 1.0), ("3,0,1", 1.0), ("0", 0.5), ("1, 4", 0.0), ("[0, 2]", 0.5)]
+)
+def test_a_zero_based_record_scores_as_the_official_evaluator(tmp_path, response, score):
+    from ecomtrain.evaluate.files import score_files
+
+    data, responses = tmp_path / "d.jsonl", tmp_path / "r.jsonl"
+    data.write_text(js(INLINE_ZERO) + "\n")
+    responses.write_text(json.dumps({"index": 0, "response": response}) + "\n")
+    result = score_files(str(data), str(responses))
+    assert result["overall"] == score
+    nums = [int(p) for p in "".join(c for c in response if c.isdigit() or c == ",").split(",")]
+    assert score == hit_rate_official(nums, INLINE_ZERO["output_field"])
+
+
+def zero_based(record: dict) -> dict:
+    """A real 1-based record rewritten in EC-Guide's product-retrieval layout: candidates
+    numbered from 0, the first after the list's label on its line, answers shifted."""
+    lines = record["input_field"].split("\n")
+    at = next(i for i, line in enumerate(lines) if line.startswith("1. "))
+    for i in range(at, len(lines)):
+        num, dot, rest = lines[i].partition(". ")
+        if dot and num.isdigit():
+            lines[i] = f"{int(num) - 1}. {rest}"
+    lines[at - 1 : at + 1] = [f"{lines[at - 1].rstrip()} {lines[at]}"]
+    return record | {
+        "input_field": "\n".join(lines),
+        "output_field": [x - 1 for x in record["output_field"]],
+    }
+
+
+def test_real_listings_numbered_from_zero_are_accepted_and_scored(refdata, tmp_path):
+    """Every real review-aspect record, renumbered from 0 in EC-Guide's product-retrieval
+    layout, is accepted; its gold answer scores 1, and any answer scores what the official
+    evaluator gives it (a 1-based answer to a 0-based list hits only where it overlaps)."""
+    from ecomtrain.data.records import render_answer
+    from ecomtrain.evaluate.files import load_data
+    from ecomtrain.evaluate.metrics import aggregate, record_scores
+
+    real = json.loads((refdata / "ecguide_retrieval_review_aspects.json").read_text())
+    shifted = [zero_based(r) for r in real]
+    assert any(0 in r["output_field"] for r in shifted)
+    path = tmp_path / "zero_based.json"
+    path.write_text(json.dumps(shifted))
+    records, _ = load_data(str(path))
+    assert len(records) == len(real) == 1000
+    assert aggregate(records, [render_answer(r) for r in records])["overall"] == 1.0
+    one_based = [render_answer(r) for r in real]
+    scores = [s["score"] for s in record_scores(records, one_based)]
+    assert scores == [
+        hit_rate_official(o["output_field"], r["output_field"])
+        for o, r in zip(real, shifted, strict=True)
+    ]

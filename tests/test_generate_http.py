@@ -195,6 +195,59 @@ def test_fatal_status_stops_the_run_without_leaking_the_key(tmp_path, monkeypatc
     assert "HTTP 401" in err and "sk-test-secret" not in err
 
 
+KEY = "sk-test-" + "0123456789abcdefghijklmnopqrstuvwxyz"[:28]  # 36 characters
+
+
+def leaked(text: str, key: str = KEY, piece: int = 6) -> list[str]:
+    """Pieces of `key` (of `piece` characters or more) that `text` shows."""
+    return [key[i : i + piece] for i in range(len(key) - piece + 1) if key[i : i + piece] in text]
+
+
+def test_an_echoed_key_is_redacted_at_every_offset(monkeypatch):
+    """A 400 or 401 whose body echoes the Authorization header, at every offset around the
+    cut of the error text: no piece of the key in the error raised (the console) or in the
+    reject's detail (rejects.jsonl). The text was cut before it was redacted, so a key
+    straddling the cut kept up to 34 of its 36 characters."""
+    import requests
+
+    from ecomtrain.generate.backends import ERROR_CHARS, BackendError, HttpOptions, _post
+
+    assert len(KEY) == 36
+    headers = {"Authorization": f"Bearer {KEY}"}
+    opts = HttpOptions(base_url="", model="m", max_retries=0)
+    for status in ("400", "401"):
+        with ChatServer(scripted, fault=lambda rid, attempt, s=status: s) as server:
+            session, url = requests.Session(), server.url + "/chat/completions"
+            for offset in range(ERROR_CHARS + 1):
+                server.echo_offset = offset
+                body = {"messages": [{"role": "user", "content": str(offset)}], "seed": 0}
+                if status == "401":
+                    with pytest.raises(BackendError) as error:
+                        _post(session, url, headers, body, opts, "k")
+                    text = str(error.value)
+                else:
+                    text = _post(session, url, headers, body, opts, "k").detail
+                assert not leaked(text), (status, offset, text[-80:])
+                assert ("***" in text) == (offset + 33 <= ERROR_CHARS), (offset, text[-60:])
+
+
+def test_a_rejected_request_keeps_no_piece_of_the_key(tmp_path, monkeypatch, capsys):
+    """The whole path: a 400 echoing the key across the cut (34 of its 36 characters before it), to rejects.jsonl and the
+    console, and a 401 to the error that stops the run."""
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    spec = SPECS[0]
+    with ChatServer(scripted, fault=lambda rid, attempt: "400", echo_offset=236) as server:
+        stats = generate(spec, tmp_path, server.url, "--target", "3", "--max-retries", "0")
+    assert stats["run"]["rejected"] == 3
+    for path in tmp_path.iterdir():
+        assert not leaked(path.read_text()), path
+    with ChatServer(scripted, fault=lambda rid, attempt: "401", echo_offset=236) as server:
+        argv = ["--spec", str(spec), "--out", str(tmp_path / "b"), "--base-url", server.url]
+        assert main(argv + ["--model", "m", "--target", "4"]) == 2
+    out = capsys.readouterr()
+    assert "HTTP 401" in out.err and not leaked(out.out + out.err)
+
+
 def test_killed_run_resumes_without_duplicates_or_losses(tmp_path):
     spec = ROOT / "configs" / "generate" / "title_translation.yaml"
     items = plan_of(spec, 40)

@@ -293,6 +293,44 @@ def test_checkpoints_on_cloud_storage_are_uris():
     assert checkpoint_uri("", "s3://b/p") == ""
 
 
+def test_trials_whose_scores_cannot_be_read_are_named_in_the_report_and_console(
+    tmp_path, caplog, monkeypatch
+):
+    """A scored trial whose scores.jsonl is missing, corrupt or without ids is left out of
+    the intervals, and the report and the console say which and why."""
+    import json
+    import logging
+
+    monkeypatch.setattr(logging.getLogger("ecomtrain"), "propagate", True)  # to caplog
+    entries = [
+        {"id": f"f:{i}", "task": "t", "track": "x", "metric": "accuracy", "score": i % 2}
+        for i in range(6)
+    ]
+    text = "".join(json.dumps(e) + "\n" for e in entries)
+    contents = {"good": text, "also": text, "corrupt": text + "{oops\n", "no-id": '{"x": 1}\n'}
+    results = []
+    for name in [*contents, "missing"]:
+        result = _result(name, 4, 0.5)
+        folder = tmp_path / "ckpt" / name
+        folder.mkdir(parents=True)
+        if name in contents:
+            (folder / "scores.jsonl").write_text(contents[name])
+        result.metrics["checkpoint_path"] = str(folder)
+        results.append(result)
+    write_csv(trial_rows(results), tmp_path / "trials.csv")
+    with caplog.at_level("WARNING"):
+        md = write_report(tmp_path).read_text()
+    analysis = json.loads((tmp_path / "analysis.json").read_text())
+    assert [c["subset"] for c in analysis["cells"]] == ["also", "good"]
+    assert "3 scored trial(s) left out of the intervals" in md
+    corrupt = tmp_path / "ckpt" / "corrupt" / "scores.jsonl"
+    assert f"| corrupt-r4 | {corrupt}:7: not a per-record score (" in md
+    assert f"| no-id-r4 | {tmp_path / 'ckpt' / 'no-id' / 'scores.jsonl'}:1: not a per-record" in md
+    assert f"| missing-r4 | {tmp_path / 'ckpt' / 'missing' / 'scores.jsonl'}: not found |" in md
+    warned = [r.getMessage() for r in caplog.records if "left out of the analysis" in r.message]
+    assert len(set(warned)) == 3 and any(str(corrupt) in w for w in warned)
+
+
 # --- the report from per-record scores: intervals, the selected best, charts with error bars ---
 
 

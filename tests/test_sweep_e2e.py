@@ -38,6 +38,7 @@ def test_sweep_cli_end_to_end(tmp_path, run_cli):
         # every trial is scored on the held-out split of all ten demo tasks
         assert sum(k.startswith("task/") for k in r) == 10
         assert 0.0 < float(r["task_entropy"]) <= 0.7  # two tasks: at most ln 2
+        assert int(r["trainable_params"]) > 0  # the report's capacity axis
     assert (out / "scores.png").read_bytes()[:4] == b"\x89PNG"
     assert "pair" in proc.stdout and "score" in proc.stdout
     # the console tells the sweep's story in a screen: a line per trial per report, no

@@ -90,7 +90,8 @@ def history(result) -> list:
 
 
 def assert_same_curve(clean: list, resumed) -> None:
-    """Every step once, none repeated or skipped, each loss equal to the undisturbed run's."""
+    """Every step once, none repeated or skipped, each loss within 1e-5 of the undisturbed
+    run's (what docs/fault-tolerance.md claims; bit-equality is not asserted)."""
     assert [s for s, _ in history(resumed)] == list(range(1, 9))
     for (s, a), (_, b) in zip(clean, history(resumed), strict=True):
         assert abs(a - b) < 1e-5, f"step {s}: {a} vs {b}"
@@ -99,7 +100,7 @@ def assert_same_curve(clean: list, resumed) -> None:
     assert resumed.metrics["step"] == 8 and "score" in resumed.metrics
 
 
-DROPOUT = "lora.dropout=0.1"  # resuming must restore every rank's random generators too
+DROPOUT = "lora.dropout=0.1"  # the resumed masks must be the same: seeded per micro-batch
 ZERO3 = "train.zero_stage=3"
 ZERO0 = "train.zero_stage=0"  # elastic runs need it (a ZeRO checkpoint reloads at one world size)
 

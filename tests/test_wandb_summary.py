@@ -63,6 +63,13 @@ def test_log_summary_offline(tmp_path, monkeypatch):
     )
     assert seen["project"] == "ecomtrain-test" and seen["mode"] == "offline"
 
+    # the run's config, as W&B files it: no key without a name; the line chart's settings
+    # under _wandb.visualize, where W&B keeps a custom chart's
+    config = read_run(run_dir)["config"]
+    assert "" not in config and config["n_trials"] == len(ROWS)
+    chart = config["_wandb"]["visualize"]["score_by_capabilities"]
+    assert chart["panel_type"] == "Vega2"
+
 
 def test_log_summary_disabled_writes_nothing(tmp_path):
     rows = load_trials(_sweep_dir(tmp_path) / "trials.csv")

@@ -36,6 +36,15 @@ def records(path: Path):
             yield record
 
 
+def set_item(config: dict, update) -> None:
+    """A config update into `config`: at its key, or at its nested key (W&B files a custom
+    chart's settings under _wandb.visualize.<name> that way, with an empty `key`)."""
+    keys = list(update.nested_key) or [update.key]
+    for key in keys[:-1]:
+        config = config.setdefault(key, {})
+    config[keys[-1]] = json.loads(update.value_json)
+
+
 def read_run(folder: Path) -> dict:
     """job_type, tags, group, config and summary (decoded), the history keys and the
     artifact names of one offline run."""
@@ -46,9 +55,11 @@ def read_run(folder: Path) -> dict:
         if kind == "run":
             run = record.run
             out |= {"job_type": run.job_type, "tags": list(run.tags), "group": run.run_group}
-            out["config"] |= {u.key: json.loads(u.value_json) for u in run.config.update}
+            for update in run.config.update:
+                set_item(out["config"], update)
         elif kind == "config":
-            out["config"] |= {u.key: json.loads(u.value_json) for u in record.config.update}
+            for update in record.config.update:
+                set_item(out["config"], update)
         elif kind == "history":
             out["history"] |= {
                 item.key or "/".join(item.nested_key) for item in record.history.item

@@ -2,9 +2,10 @@
 packed micro-batches of the configured corpus with each of its choices undone in turn:
 logits at every token, every record of a micro-batch in one attention call, and no packing
 (each record its own padded row). It prints the seconds and supervised tokens/s of each, the
-time each choice saves (`ecomtrain_gain`: the variant's seconds over ecomtrain's) and the
-loss of the first micro-batch under each (equal up to rounding: the choices change the
-cost, not the result). `--shape` as for `throughput`, `--steps` micro-batches timed.
+time each choice saves (`ecomtrain_gain`: the variant's seconds over ecomtrain's) and how far
+each one's loss is from ecomtrain's on every micro-batch, warm-up included
+(`loss_max_relative_difference`, and `losses_equal_bit_for_bit`): the choices change the
+cost, not the result. `--shape` as for `throughput`, `--steps` micro-batches timed.
 """
 
 from __future__ import annotations
@@ -71,8 +72,8 @@ def ablation_loss(model, name: str, inputs: dict) -> torch.Tensor:
 def ablation(cfg: Config, shape: str, steps: int = 8, warmup: int = 2) -> dict:
     """`bench ablation`: ecomtrain's training step (forward and backward, one process) with
     each of its choices undone in turn, on the same packed micro-batches of the configured
-    corpus: supervised tokens/s of each, what each choice gains, and the loss of each on
-    the same batches (equal up to float rounding: the choices change the cost, not the
+    corpus: supervised tokens/s of each, what each choice gains, and how far each one's
+    loss is from ecomtrain's on every micro-batch (the choices change the cost, not the
     result)."""
     model_path = shape_model(cfg, shape)
     shares, mult = train_dataset(cfg, model_path, cfg.data.tasks, 1, checked_scan(cfg.data))
@@ -95,14 +96,14 @@ def ablation(cfg: Config, shape: str, steps: int = 8, warmup: int = 2) -> dict:
         prepared = [model_inputs(m, "sdpa", group_slack=slack) for m in micro]
         if name == "padded":
             prepared = [padded_inputs(p) for p in prepared]
+        losses = []
         for i, inputs in enumerate(prepared):
             if i == warmup:
                 t0 = time.perf_counter()
             loss = ablation_loss(model, name, inputs)
             loss.backward()
             model.zero_grad(set_to_none=True)
-            if i == 0:
-                first = float(loss.detach())
+            losses.append(float(loss.detach()))
         seconds = time.perf_counter() - t0
         rows.append(
             {
@@ -110,17 +111,18 @@ def ablation(cfg: Config, shape: str, steps: int = 8, warmup: int = 2) -> dict:
                 "what": what,
                 "seconds": round(seconds, 3),
                 "tokens_per_s": round(supervised_tokens / seconds, 1),
-                "first_loss": first,
+                "losses": losses,  # of every micro-batch, warm-up included
             }
         )
-    full = rows[0]["seconds"]
+    full, reference = rows[0]["seconds"], rows[0]["losses"]
     for row in rows:
         row["ecomtrain_gain"] = round(row["seconds"] / full, 3)
-    reference = rows[0]["first_loss"]
+        row["loss_max_relative_difference"] = max(
+            abs(a - b) / abs(b) for a, b in zip(row["losses"], reference, strict=True)
+        )
     out["rows"] = rows
-    out["loss_max_relative_difference"] = max(
-        abs(row["first_loss"] - reference) / abs(reference) for row in rows
-    )
+    out["loss_max_relative_difference"] = max(r["loss_max_relative_difference"] for r in rows)
+    out["losses_equal_bit_for_bit"] = all(r["losses"] == reference for r in rows)
     return out
 
 

@@ -7,7 +7,9 @@ baseline where it is correct for the attention kernel (checked on the model: a f
 batch's logits against each record's alone; with sdpa in transformers 5.24 it attends across
 records, so it is reported and not run). Same model, records, LoRA, precision, learning rate,
 steps and gradient accumulation; HF's batch size in records is chosen so that its supervised
-tokens per optimizer step match ecomtrain's. Both are timed over the same window, the last
+tokens per optimizer step match ecomtrain's in expectation, to half a record per micro-batch
+(`hf_expected_tokens_per_step`, from the records' mean; a window's own records, grouped by
+length, hold more or fewer). Both are timed over the same window, the last
 `train.log_every` optimizer steps after the same warm-up, and supervised tokens (the labels
 a loss covers) are counted exactly on both sides. `--shape` trains a random-initialised model
 of a real shape (SHAPES, e.g. `qwen0.5b`) with the offline tokenizer, so the share of FLOPs in
@@ -21,7 +23,10 @@ ecomtrain's by replaying its stream) and prints their ratio (`processed_ratio_vs
 the tokens processed per supervised token in each window and in all the records.
 `--repeats N` runs the two sides N times, back to back, and prints each run's rates and
 ratios, then each ratio's geometric mean over the runs with a 95 % t-interval (as raytax's):
-CPU rates vary from run to run, so a single run's ratio has no interval.
+CPU rates vary from run to run, so a single run's ratio has no interval. The order alternates
+from pair to pair, HF first in the first (each run's `order`): a side that ran second in
+every pair would meet warm caches, or a machine busier by then, every time; an even N gives
+each side the lead equally often.
 """
 
 from __future__ import annotations
@@ -246,13 +251,37 @@ def hf_trainer_window(cfg: Config, model_path: str, rows: list[dict], batch: int
     return sum(r["tokens"] for r in ranks), sum(r["processed"] for r in ranks), seconds, passes
 
 
+def ecomtrain_window(
+    cfg: Config, meta: TrialMeta, prepared: Prepared, window: int, covered: int
+) -> dict:
+    """ecomtrain's trial, its checkpoints in a temporary folder: the metrics of its last
+    report, which must cover the timed window and the supervised tokens of its replay."""
+    with tempfile.TemporaryDirectory(prefix="ecomtrain-bench-") as storage:
+        ours = fit(cfg, meta, storage, prepared=prepared).metrics
+    if ours["window_steps"] != window:
+        raise RuntimeError(
+            f"bench throughput: ecomtrain's last report covers {ours['window_steps']} "
+            f"steps, not train.log_every={window}: its steps are too fast for Ray "
+            f"Train's polls (raise train.log_every and train.max_steps, or lower "
+            f"{HEALTH_CHECK_ENV})"
+        )
+    per_step = ours["tokens_per_s"] * ours["step_s"]  # supervised, all ranks
+    if abs(per_step * window - covered) > 0.5:  # the replay is not the run's window
+        raise RuntimeError(
+            f"bench throughput: ecomtrain's window held {per_step * window:.0f} supervised "
+            f"tokens, its replay {covered}: the processed-token figures would be wrong"
+        )
+    return ours
+
+
 def throughput(cfg: Config, shape: str = "tiny", repeats: int = 1) -> dict:
     """Supervised tokens/s over the same timed window: ecomtrain's trial (packed, DeepSpeed,
     Ray Train) against HF Trainer + PEFT under DDP with the same workers, records, LoRA,
     precision, steps and supervised tokens per optimizer step (its batch size in records
     chosen to match ecomtrain's tokens), padded and grouped by length, and padding-free
     where that is correct for the attention kernel (see the module doc); `repeats` times,
-    each side once a repeat, back to back."""
+    each side once a repeat, back to back, the order alternating (HF first, then
+    ecomtrain first, ...)."""
     model_path = shape_model(cfg, shape)
     cfg.model.name_or_path = model_path
     meta = TrialMeta.of("bench", "all", cfg.data.tasks or list(CAPABILITIES), cfg)
@@ -287,33 +316,28 @@ def throughput(cfg: Config, shape: str = "tiny", repeats: int = 1) -> dict:
             f"not run: with attn_implementation={cfg.model.attn_implementation} a flattened "
             f"batch attends across records (logits differ by up to {diff:.3g})"
         )
-    runs, batch = [], 0
+    # HF's batch: its expected supervised tokens a step (records' mean) nearest ecomtrain's,
+    # which the replay gives exactly (each run checks its own window against it)
+    per_step, micro = covered / window, cfg.train.num_workers * cfg.train.grad_accum
+    mean_record = all_supervised / len(rows)
+    batch = max(1, round(per_step / micro / mean_record))
+    out |= {
+        "ecomtrain_tokens_per_step": round(per_step, 1),
+        "hf_batch_records": batch,
+        "hf_expected_tokens_per_step": round(batch * micro * mean_record, 1),
+    }
+    runs = []
     for r in range(repeats):
-        with tempfile.TemporaryDirectory(prefix="ecomtrain-bench-") as storage:  # checkpoints
-            ours = fit(cfg, meta, storage, prepared=prepared).metrics
-        if ours["window_steps"] != window:
-            raise RuntimeError(
-                f"bench throughput: ecomtrain's last report covers {ours['window_steps']} "
-                f"steps, not train.log_every={window}: its steps are too fast for Ray "
-                f"Train's polls (raise train.log_every and train.max_steps, or lower "
-                f"{HEALTH_CHECK_ENV})"
-            )
-        per_step = ours["tokens_per_s"] * ours["step_s"]  # supervised, all ranks
-        if abs(per_step * window - covered) > 0.5:  # the replay is not the run's window
-            raise RuntimeError(
-                f"bench throughput: ecomtrain's window held {per_step * window:.0f} supervised "
-                f"tokens, its replay {covered}: the processed-token figures would be wrong"
-            )
-        if not batch:  # ecomtrain's window is the same each run (its stream is fixed)
-            ranks_and_micro = cfg.train.num_workers * cfg.train.grad_accum
-            batch = max(1, round(per_step / ranks_and_micro / (all_supervised / len(rows))))
-            out |= {"ecomtrain_tokens_per_step": round(per_step, 1), "hf_batch_records": batch}
+        order = [*baselines, "ecomtrain"] if r % 2 == 0 else ["ecomtrain", *baselines]
+        hf = {}
+        for side in order:
+            if side == "ecomtrain":
+                ours = ecomtrain_window(cfg, meta, prepared, window, covered)
+            else:
+                hf[side] = hf_trainer_window(cfg, model_path, rows, batch, baselines[side])
         ours_s = window * ours["step_s"]
-        run = {"run": r, "ecomtrain_tokens_per_s": round(ours["tokens_per_s"], 1)}
-        for name, flat in baselines.items():
-            tokens, hf_processed, seconds, passes = hf_trainer_window(
-                cfg, model_path, rows, batch, flat
-            )
+        run = {"run": r, "order": order, "ecomtrain_tokens_per_s": round(ours["tokens_per_s"], 1)}
+        for name, (tokens, hf_processed, seconds, passes) in hf.items():
             out[f"{name}_processed_per_supervised"] = round(hf_processed / tokens, 2)
             out[f"{name}_tokens_per_step"] = round(tokens / window, 1)
             run |= {

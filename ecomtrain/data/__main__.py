@@ -23,7 +23,8 @@ from ecomtrain.data.mixture import stats as mixture_stats
 from ecomtrain.data.packing import Prompt, encode, pack, tokenizer_at, truncate
 from ecomtrain.data.pipeline import unknown_capability
 from ecomtrain.data.records import Bad, CorpusError
-from ecomtrain.data.scan import parse_file
+from ecomtrain.data.scan import Duplicates, parse_file
+from ecomtrain.model import ModelError, check_model_folder
 from ecomtrain.tiny_model import resolve_model
 
 
@@ -52,11 +53,12 @@ def _files(paths: list[str]) -> list[str]:
 
 def validate(args) -> int:
     """Print every bad record (stdout), then per file what its records became (stderr):
-    records, the family and capability each got, bad records by field; exit status 1 when
-    there is a bad record."""
+    records, the family and capability each got, exact duplicates, bad records by field;
+    exit status 1 when there is a bad record."""
     cfg, total, bad, summaries = _data_config(args), 0, 0, []
     for path in _files(args.paths):
         families, capabilities, reasons, capability = Counter(), Counter(), {}, {}
+        duplicates = Duplicates()
         for entry in console.bar(parse_file(path, None, cfg, None), desc=path, unit=" records"):
             total += 1
             if isinstance(entry, Bad):
@@ -68,7 +70,14 @@ def validate(args) -> int:
                 families[entry["task_family"]] += 1
                 capabilities[entry["capability"]] += 1
                 capability.setdefault(entry["task_family"], entry["capability"])
-        summaries.append(file_summary(path, families, capabilities, reasons, capability))
+                duplicates.add(entry)
+        lines = file_summary(path, families, capabilities, reasons, capability)
+        if duplicates.count:
+            lines.append(
+                f"  exact duplicates: {duplicates.count} (trained on again, scored once if "
+                f"held out; first: {duplicates.example})"
+            )
+        summaries.append(lines)
     for lines in summaries:
         print("\n".join(lines), file=sys.stderr)
     print(f"{total} records, {bad} bad, in {len(summaries)} files", file=sys.stderr)
@@ -94,6 +103,7 @@ def file_summary(
 
 def stats(args) -> int:
     """Print corpus, mixture and packing statistics as JSON."""
+    check_model_folder(args.model, "--model")
     cfg = _data_config(args)
     rows, bad = [], 0
     for path in _files(args.paths):
@@ -196,10 +206,19 @@ def main(argv: list[str] | None = None) -> int:
         help="the chat template, or raw text for a base model (model.prompt_format)",
     )
     args = parser.parse_args(argv)
+    checks = [(args.max_chars < 1, "--max-chars must be >= 1")]
+    if args.command == "stats":
+        checks += [
+            (args.window < 1, "--window must be >= 1 (records per pack)"),
+            (args.max_seq_len < 2, "--max-seq-len must be >= 2"),
+        ]
+    for bad, message in checks:
+        if bad:
+            sub.choices[args.command].error(message)
     console.setup(args)
     try:
         return validate(args) if args.command == "validate" else stats(args)
-    except (CorpusError, FileNotFoundError) as e:
+    except (CorpusError, FileNotFoundError, ModelError) as e:
         console.log.error("error: %s", e)
         return 2
 

@@ -29,7 +29,7 @@ from ecomtrain.data.overlap import Decontaminator
 from ecomtrain.data.packing import Prompt, tokenize_records
 from ecomtrain.data.records import Bad, CorpusError
 from ecomtrain.data.scan import corpus_files, corpus_scan, eval_index, parse_file, split_count
-from ecomtrain.experts import ROUTE_KEYS, route_label
+from ecomtrain.experts import ROUTE_KEYS, ROUTED_SHAPES, expert_ranks, route_label
 from ecomtrain.tasks import CAPABILITIES, FAMILIES, LABELS, OOD, UNKNOWN, expand
 
 log = logging.getLogger(__name__)
@@ -167,9 +167,18 @@ def check_scan(scan: dict, cfg: DataConfig) -> str:
     for f in scan["files"]:
         if hint := unknown_capability(f["path"], f["capabilities"]):
             log.warning("data: %s", hint)
+        if f["duplicates"]:
+            log.warning(
+                "data: %s: %d exact duplicate record(s), trained on as often as they appear "
+                "and scored once if held out (first: %s)",
+                f["path"],
+                f["duplicates"],
+                f["duplicate_example"],
+            )
     return (
         f"data: {scan['records']} records in {len(scan['files'])} files; bad {bad}{where}; "
-        f"held out {held}; dropped as overlapping eval files: exact {exact}, ngram {ngram}"
+        f"exact duplicates {scan['duplicates']}; held out {held}; dropped as overlapping eval "
+        f"files: exact {exact}, ngram {ngram}"
     )
 
 
@@ -194,9 +203,13 @@ def mixture_stats(cfg: Config, tasks: list[str], scan: dict) -> dict:
 def route_table(cfg: Config, tasks: list[str], scan: dict) -> dict | None:
     """The experts of a label-routed adapter (`lora.shape` per-capability or per-task): one
     per capability (task) the trial trains on, in canonical order, and the expert of every
-    corpus task that has one (`scan`: the corpus scan); None for the other shapes."""
+    corpus task that has one (`scan`: the corpus scan); None for the other shapes. A rank
+    the experts of a routed shape cannot split (lora.match_params) is refused here, before
+    any worker starts."""
     key = ROUTE_KEYS.get(cfg.lora.shape)
     if key is None:
+        if cfg.lora.shape in ROUTED_SHAPES:  # moe
+            expert_ranks(cfg.lora.rank, cfg.lora.experts, cfg.lora.match_params)
         return None
     capabilities = scan["capabilities"]
 
@@ -210,6 +223,7 @@ def route_table(cfg: Config, tasks: list[str], scan: dict) -> dict | None:
     if key == "capability":
         names.sort(key=lambda c: LABELS.index(c) if c in LABELS else len(LABELS))
     of_family = {t: names.index(label(t)) for t in scan["tasks"] if label(t) in names}
+    expert_ranks(cfg.lora.rank, len(names), cfg.lora.match_params)
     return {"names": names, "of_family": of_family}
 
 

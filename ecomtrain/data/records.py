@@ -35,6 +35,7 @@ DEFAULT_MAX_CHARS = 20_000  # longest input_field or answer accepted (DataConfig
 MAX_WEIGHT = 100  # largest ranking relevance weight: ndcg's gain 2**w stays a finite float
 
 _OPTION = re.compile(r"^\s*(\d{1,2})\s*[.):]\s?(.*)$")  # "0. red", "0) red", "0: red"
+_INLINE_ZERO = re.compile(r"(?:^|\s)0\s*[.):]\s")  # "Products: 0. first item"
 # "on a scale of 1 to 5", "from 1 to 5", "between 1 and 5", "a 1-5 scale"
 _SCALE = re.compile(r"\b(\d)\s*(?:to|and|-)\s*(\d{1,2})\b")
 _SURROGATE = re.compile("[\ud800-\udfff]")  # what undecodable bytes become (surrogateescape)
@@ -102,10 +103,24 @@ def listed_choices(text: str) -> list[int]:
 
 
 def numbered_items(text: str) -> tuple[int, int] | None:
-    """(first, last) item number of the candidates a retrieval/ranking input lists (numbered
-    from 1, or from 0 as some public sets do), or None when it lists none."""
-    nums = [int(m[1]) for line in text.split("\n") if (m := _OPTION.match(line))]
-    return (min(nums), max(nums)) if nums else None
+    """(first, last) item number of the candidates a retrieval/ranking input lists, or None
+    when it lists none: its last run of lines numbered n, n+1, ... ShopBench numbers from 1,
+    some public sets from 0, and EC-Guide writes the first item after a label on its line
+    ("Products: 0. ..." then "1. ..."). Any other first number is the caller's to refuse."""
+    lines = text.split("\n")
+    run: list[tuple[int, int]] = []  # (line, number) of the current run
+    for i, line in enumerate(lines):
+        if m := _OPTION.match(line):
+            n = int(m[1])
+            if not run or n != run[-1][1] + 1:
+                run = []
+            run.append((i, n))
+    if not run:
+        return None
+    (start, first), last = run[0], run[-1][1]
+    if first == 1 and start > 0 and _INLINE_ZERO.search(lines[start - 1]):
+        first = 0
+    return first, last
 
 
 # --- checks -------------------------------------------------------------------------------------
@@ -216,12 +231,23 @@ def _check_output(record: dict, max_chars: int) -> Problem | None:
             return "output_field", "input_field lists no numbered choices or 'N to M' scale"
         if out not in choices:
             return "output_field", f"{out} is not one of the listed choices {choices}"
+        if out > 9:
+            return (
+                "output_field",
+                f"{out}: ShopBench's parser reads one digit (a response's first character), "
+                "so an answer of 10 or more could never score",
+            )
     elif task_type == "retrieval":
         if not isinstance(out, list) or not out or not all(_is_int(x) for x in out):
             return "output_field", f"retrieval answer must be a non-empty list of ints, got {out!r}"
-        first, last = numbered_items(text) or (1, None)
-        if any(x < first or (last is not None and x > last) for x in out):
-            return "output_field", f"{out} must be item numbers in {first}..{last or 'N'}"
+        listed = numbered_items(text)
+        if listed is None:
+            return "input_field", "lists no numbered candidates (lines '1. ...' or '0. ...')"
+        first, last = listed
+        if first not in (0, 1):
+            return "input_field", f"candidates numbered from {first}: expected from 0 or from 1"
+        if any(x < first or x > last for x in out):
+            return "output_field", f"{out} must be item numbers in {first}..{last}"
         if len(set(out)) != len(out):
             return "output_field", f"{out} repeats an item"
     elif task_type == "ranking":
@@ -232,6 +258,12 @@ def _check_output(record: dict, max_chars: int) -> Problem | None:
                 f"{out!r}",
             )
         listed = numbered_items(text)
+        if listed and listed[0] != 1:
+            return (
+                "input_field",
+                f"candidates numbered from {listed[0]}: ShopBench's ndcg reads a ranking "
+                "answer as item numbers from 1",
+            )
         if listed and len(out) != listed[1] - listed[0] + 1:
             return (
                 "output_field",
@@ -277,6 +309,32 @@ def validate(
     bad = problem(record, max_chars, any_task)
     if bad:
         raise CorpusError(f"{where}: {bad[0]}: {bad[1]}")
+
+
+class TaskLabels:
+    """What a task's records must agree on: its capability (track), its task_type and its
+    metric (generation metrics may mix, as ShopBench's task17 mixes bleu and jp-bleu). A
+    record that disagrees with its task's first record would have its score filed under
+    another track, or mixed into a task score of another kind."""
+
+    def __init__(self):
+        self.first: dict[str, tuple[tuple, str, int]] = {}
+
+    def check(
+        self, task: str, labels: tuple[str, str, str], field: str, path: str, line: int
+    ) -> Problem | None:
+        """The first disagreement of a record's (capability, task_type, metric) with the
+        first record of `task`, as (field, reason); `field` names the capability's field
+        ("capability" or "track")."""
+        first, where, at = self.first.setdefault(task, (labels, path, line))
+        for key, mine, theirs in zip((field, "task_type", "metric"), labels, first, strict=True):
+            if mine != theirs and not (key == "metric" and labels[1] == "generation"):
+                place = f"line {at}" if where == path else f"{where}:{at}"
+                return (
+                    key,
+                    f"{mine!r}, but task {task!r} is {theirs!r} ({place}); a task has one {key}",
+                )
+        return None
 
 
 # --- families and answers ----------------------------------------------------------------------

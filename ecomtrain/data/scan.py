@@ -4,7 +4,8 @@
 its parse step, and `scan_corpus` calls it (in Ray tasks, one per file) to count records,
 bad records and contaminated records per task before a run. The scan keeps only counts
 and the rejected records, so the driver never holds the corpus; it is cached on disk,
-keyed by the files' sizes and mtimes and the settings that change its result.
+keyed by the files' contents (a SHA-1 of each: an edit that keeps a file's size and
+modification time still makes a new scan) and the settings that change its result.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import hashlib
 import json
 from collections.abc import Iterator
 from dataclasses import asdict
-from pathlib import Path
 
 import ray
 
@@ -26,6 +26,7 @@ from ecomtrain.data.overlap import Decontaminator, exact_key
 from ecomtrain.data.records import (
     Bad,
     CorpusError,
+    TaskLabels,
     assign_family,
     check_labels,
     own_capability,
@@ -37,7 +38,7 @@ from ecomtrain.data.sources import iter_items, resolve_corpus
 from ecomtrain.files import atomic_write, cache_dir
 from ecomtrain.tasks import FAMILIES
 
-SCAN_VERSION = 5  # bump when parse_file's result changes for the same input
+SCAN_VERSION = 6  # bump when parse_file's result (or the scan's counts) changes
 MAX_INLINE_REJECTS = 100_000  # per file; beyond it the run stops whatever max_bad_fraction
 MAX_REJECT_CHARS = 10_000  # longer rejected records are stored as a truncated JSON string
 COUNTS = ("train", "eval", "exact", "ngram", "train_synthetic", "eval_synthetic")  # per task
@@ -84,9 +85,12 @@ def parse_file(
 
     A row's `split` is "eval" (held out), "train", or "exact"/"ngram" for a training record
     excluded because it overlaps a `data.decontaminate` file. A record's own `split` field
-    ("train" or "eval", checked by `problem`) chooses its side; without one, `is_eval`.
+    ("train" or "eval", checked by `problem`) chooses its side; without one, `is_eval`. A
+    record that disagrees with its task's first record in the file on its capability,
+    task_type or metric is bad (records.TaskLabels).
     """
     source = source_for(cfg, path)
+    labels = TaskLabels()
     for item in mapped_items(path, data, source) if source else iter_items(path, data):
         bad = item.error or problem(item.record, cfg.max_chars)
         family = capability = ""
@@ -97,6 +101,10 @@ def parse_file(
             bad = ("task_name", reason) if reason else None
         if not bad:  # an explicit capability or track must agree with the assigned family
             bad = check_labels(item.record | {"task_name": family})
+        if not bad:
+            r, field = item.record, "track" if item.record.get("track") else "capability"
+            kind = (capability, r["task_type"], r["metric"])
+            bad = labels.check(family, kind, field, path, item.line)
         if bad:
             yield Bad(path, item.line, item.index, *bad, _keep(item.record), item.fatal)
             if item.fatal:
@@ -155,13 +163,39 @@ def _keep(record):
     return record if len(text) <= MAX_REJECT_CHARS else text[:MAX_REJECT_CHARS] + "..."
 
 
+def duplicate_key(row: dict) -> int:
+    """What makes two valid records exact duplicates: the same input, answer, task and
+    metric (a 64-bit digest of them)."""
+    blob = json.dumps([row.get(k) for k in ("input", "output_json", "task_family", "metric")])
+    return int.from_bytes(hashlib.blake2b(blob.encode(), digest_size=8).digest(), "big")
+
+
+class Duplicates:
+    """Counts the exact duplicates among rows (`duplicate_key`), keeping the first one's place."""
+
+    def __init__(self):
+        self.first: dict[int, str] = {}
+        self.count, self.example = 0, ""
+
+    def add(self, row: dict) -> bool:
+        """Whether `row` repeats an earlier row."""
+        first = self.first.setdefault(duplicate_key(row), row["source"])
+        if first == row["source"]:
+            return False
+        self.count += 1
+        self.example = self.example or f"{row['source']} repeats {first}"
+        return True
+
+
 def summarise(path: str, data: bytes | None, cfg: DataConfig, index: Decontaminator | None) -> dict:
-    """Counts of one file: records, bad records (kept for the rejects file), per task the
-    train, eval and excluded (exact / ngram) records and the synthetic ones among its train
-    and eval records (COUNTS), and each task's capability (the first record's, for a task
-    of the user's own)."""
+    """Counts of one file: records, bad records (kept for the rejects file), exact duplicates
+    of an earlier record of the file (trained on again, counted and said; the held-out sample
+    scores one), per task the train, eval and excluded (exact / ngram) records and the
+    synthetic ones among its train and eval records (COUNTS), and each task's capability
+    (the first record's, for a task of the user's own)."""
     out = {"path": path, "records": 0, "bad": 0, "fatal": False, "rejects": [], "tasks": {}}
     out["capabilities"] = {}
+    duplicates = Duplicates()
     for entry in parse_file(path, data, cfg, index):
         out["records"] += 1
         if isinstance(entry, Bad):
@@ -175,6 +209,8 @@ def summarise(path: str, data: bytes | None, cfg: DataConfig, index: Decontamina
         if entry["provenance"] == "synthetic" and entry["split"] in ("train", "eval"):
             counts[f"{entry['split']}_synthetic"] += 1
         out["capabilities"].setdefault(entry["task_family"], entry["capability"])
+        duplicates.add(entry)
+    out["duplicates"], out["duplicate_example"] = duplicates.count, duplicates.example
     return out
 
 
@@ -194,6 +230,7 @@ def merge(files: list[dict]) -> dict:
     return {
         "records": sum(f["records"] for f in files),
         "bad": sum(f["bad"] for f in files),
+        "duplicates": sum(f["duplicates"] for f in files),
         "fatal": any(f["fatal"] or f["bad"] > len(f["rejects"]) for f in files),
         "tasks": {k: tasks[k] for k in order},
         "capabilities": {k: capabilities[k] for k in order},
@@ -202,11 +239,11 @@ def merge(files: list[dict]) -> dict:
 
 
 def scan_key(paths: list[str], cfg: DataConfig) -> str:
-    """Cache key: the files (path, size, mtime), the recognisers and every setting
+    """Cache key: the files (path and content), the recognisers and every setting
     parse_file depends on."""
-    stat = [(p, Path(p).stat().st_size, Path(p).stat().st_mtime_ns) for p in paths]
+    stat = [(p, content_digest(p)) for p in paths]
     extra = [
-        (f, Path(f).stat().st_size, Path(f).stat().st_mtime_ns)
+        (f, content_digest(f))
         for p in cfg.decontaminate
         for f in shopping_mmlu.data_files(p, "data.decontaminate")
     ]
@@ -218,6 +255,12 @@ def scan_key(paths: list[str], cfg: DataConfig) -> str:
     settings += (cfg.ngram, [dataclasses.asdict(s) for s in cfg.sources], families, SCAN_VERSION)
     blob = json.dumps([stat, extra, settings], sort_keys=True, default=str)
     return hashlib.sha1(blob.encode()).hexdigest()[:16]
+
+
+def content_digest(path: str) -> str:
+    """SHA-1 of a file's bytes (hashlib reads it in chunks)."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha1").hexdigest()
 
 
 def scan_corpus(

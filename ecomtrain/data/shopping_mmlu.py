@@ -217,7 +217,7 @@ def _choice_record(row: dict, task: str) -> tuple[dict | None, Problem | None]:
     if task != RATING_TASK:
         try:
             options = ast.literal_eval(choices or "")
-        except (ValueError, SyntaxError, MemoryError, RecursionError):
+        except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
             return None, ("choices", f"not a list literal: {str(choices)[:80]!r}")
         if not isinstance(options, list | tuple) or len(options) != N_CHOICES:
             return None, ("choices", f"expected a list of {N_CHOICES} options, got {options!r}")

@@ -34,7 +34,14 @@ from ecomtrain.evaluate.files import (
 )
 from ecomtrain.evaluate.metrics import ModelUnavailableError, record_scores
 from ecomtrain.evaluate.pool import InferenceError, Settings, gpus_per_actor, timed_generate
-from ecomtrain.model import ModelError, adapter_config, base_model_of, find_adapter
+from ecomtrain.files import OutputError, check_output
+from ecomtrain.model import (
+    ModelError,
+    adapter_config,
+    base_model_of,
+    check_model_folder,
+    find_adapter,
+)
 from ecomtrain.tiny_model import resolve_model
 
 DATA_HELP = "ShopBench JSON Lines or JSON array, or a Shopping MMLU data folder or file"
@@ -46,6 +53,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
     model = args.model or (base_model_of(adapter) if adapter else "")
     if not model:
         raise EvalError("--model is required without --adapter")
+    check_model_folder(model, "--model")
     if args.model and adapter:
         base = adapter_config(adapter).get("base_model_name_or_path")
         if base and base != args.model:
@@ -106,6 +114,7 @@ def log_run(args: argparse.Namespace, result: dict, responses_file: str, out_dir
 
 
 def cmd_score(args: argparse.Namespace) -> None:
+    check_output(args.out, "--out", {"--data": args.data, "--responses": args.responses})
     result = score_files(args.data, args.responses)
     write_json(args.out, result)
     print(table(result))
@@ -113,15 +122,19 @@ def cmd_score(args: argparse.Namespace) -> None:
 
 
 def cmd_generate(args: argparse.Namespace) -> None:
+    check_output(args.out, "--out", {"--data": args.data})
     responses, _ = generate(args)
     write_responses(args.out, responses)
     print(f"wrote {len(responses)} responses to {args.out}")
 
 
 def cmd_run(args: argparse.Namespace) -> None:
+    out = Path(args.out_dir)
+    check_output(out, "--out-dir", folder=True)
+    for name in ("responses.jsonl", "generation.json", "scores.json"):
+        check_output(out / name, "--out-dir", {"--data": args.data})
     load_data(args.data)  # fail on unscorable data before spending time on generation
     responses, stats = generate(args)
-    out = Path(args.out_dir)
     write_responses(out / "responses.jsonl", responses)
     write_json(out / "generation.json", stats)
     result = score_files(args.data, str(out / "responses.jsonl"))
@@ -213,7 +226,14 @@ def main(argv: list[str] | None = None) -> int:
     console.setup(args)
     try:
         args.fn(args)
-    except (CorpusError, EvalError, InferenceError, ModelError, ModelUnavailableError) as e:
+    except (
+        CorpusError,
+        EvalError,
+        InferenceError,
+        ModelError,
+        ModelUnavailableError,
+        OutputError,
+    ) as e:
         console.log.error("error: %s", e)
         return 2
     return 0

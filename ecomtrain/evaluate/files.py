@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 
 from ecomtrain.data import shopping_mmlu
-from ecomtrain.data.records import CorpusError, assign_family, validate
+from ecomtrain.data.records import CorpusError, TaskLabels, assign_family, validate
 from ecomtrain.data.sources import read_records
 from ecomtrain.evaluate.metrics import TASK_TYPE_BY_METRIC, aggregate
 from ecomtrain.files import atomic_open, atomic_write
@@ -35,21 +35,42 @@ def load_data(path: str, need_truth: bool = True) -> tuple[list[dict], list[str]
     except CorpusError as e:
         raise EvalError(str(e)) from e
     records, places = [], []
+    labels, ids = TaskLabels(), {}
     for file in paths:
         for lineno, record in read_records(file):
             where = f"{file}:{lineno}"
             if need_truth:
                 metric = record.get("metric") if isinstance(record, dict) else None
-                if metric is not None and metric not in TASK_TYPE_BY_METRIC:
-                    raise EvalError(f"{where}: metric: unknown {metric!r}")
+                if isinstance(metric, str) and metric not in TASK_TYPE_BY_METRIC:
+                    raise EvalError(f"{where}: metric: unknown {metric!r}")  # (others: validate)
                 validate(record, where, any_task=True)
             else:
                 _check_prompt(record, where)
-            records.append(_labelled(record, file))
+            labelled = _labelled(record, file)
+            if need_truth:  # what a task is scored as
+                field = "track" if record.get("track") else "capability"
+                _check_task(labelled, field, where, labels)
+            if record.get("id") is not None:
+                first = ids.setdefault(str(record["id"]), where)
+                if first != where:
+                    raise EvalError(
+                        f"{where}: id: {record['id']!r} again (first at {first}); responses "
+                        "are matched by id, so each record needs its own"
+                    )
+            records.append(labelled)
             places.append(where)
     if not records:
         raise EvalError(f"{path}: no records")
     return records, places
+
+
+def _check_task(record: dict, field: str, where: str, labels: TaskLabels) -> None:
+    """A record agrees with its task's first on the track, task_type and metric
+    (records.TaskLabels): else scores would be filed under another track or mixed."""
+    path, _, line = where.rpartition(":")
+    kind = (record["track"], record["task_type"], record.get("metric"))
+    if bad := labels.check(record["task_name"], kind, field, path, int(line)):
+        raise EvalError(f"{where}: {bad[0]}: {bad[1]}")
 
 
 def _labelled(record: dict, path: str) -> dict:
@@ -66,8 +87,9 @@ def _check_prompt(record, where: str) -> None:
         raise EvalError(f"{where}: record: expected an object, got {type(record).__name__}")
     if not isinstance(record.get("input_field"), str) or not record["input_field"].strip():
         raise EvalError(f"{where}: input_field: must be a non-empty string")
-    if record.get("task_type") not in METRICS_BY_TYPE:
-        raise EvalError(f"{where}: task_type: unknown {record.get('task_type')!r}")
+    task_type = record.get("task_type")
+    if not (isinstance(task_type, str) and task_type in METRICS_BY_TYPE):
+        raise EvalError(f"{where}: task_type: unknown {task_type!r}")
 
 
 def read_responses(path: str, data_path: str, records: list[dict], places: list[str]) -> list[str]:
@@ -82,6 +104,8 @@ def read_responses(path: str, data_path: str, records: list[dict], places: list[
         text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise EvalError(f"{path}: responses file not found") from None
+    except OSError as e:  # under a file, unreadable, ...
+        raise EvalError(f"{path}: cannot read the responses file ({e.strerror or e})") from None
     except UnicodeDecodeError as e:
         raise EvalError(f"{path}: encoding: invalid UTF-8 at byte {e.start}") from None
     text_lines = [line.rstrip("\r") for line in text.split("\n")]  # JSON never holds a raw "\n"

@@ -3,7 +3,7 @@ scores on it (the baseline the report compares every cell with).
 
 Per task, the first records in the order of a hash of their normalised input: a stable,
 unbiased sample (not the first records by text) that is the same for every trial whatever
-it trains on. How many: `held_out_sizes`.
+it trains on; an exact duplicate of a record is scored once. How many: `held_out_sizes`.
 
 The sample has two parts (`with_parts`, the one rule, stamps each row's "part"): the
 selection part, which every metric trials are ranked and stopped on comes from (score,
@@ -27,6 +27,7 @@ import ray
 from ecomtrain.config import Config
 from ecomtrain.data.overlap import exact_key, words
 from ecomtrain.data.pipeline import task_split
+from ecomtrain.data.scan import Duplicates
 from ecomtrain.evaluate.answer import CONFIRM, SELECT, evaluate_rows
 from ecomtrain.evaluate.metrics import task_weights
 from ecomtrain.model import DTYPES, load_model, load_tokenizer
@@ -57,14 +58,16 @@ def with_parts(rows: list[dict], fraction: float) -> list[dict]:
 
 
 def held_out_sample(rows: Iterable[dict], cfg: Config) -> tuple[list[dict], str]:
-    """The scored sample of the held-out rows, each with its "part" (`with_parts`), and
+    """The scored sample of the held-out rows (exact duplicates once), each with its "part" (`with_parts`), and
     what it is: records per part, the score's worst-case standard error on each, and any
     task without a confirmation record (the confirmation part's scores leave it out)."""
     by_task: dict[str, list[dict]] = {}
     for row in rows:
         by_task.setdefault(row["task_family"], []).append(row)
-    for task_rows in by_task.values():
+    duplicates = Duplicates()
+    for task, task_rows in by_task.items():
         task_rows.sort(key=lambda r: (exact_key(r["input"]), r["source"]))
+        by_task[task] = [r for r in task_rows if not duplicates.add(r)]
     tracks = {task: task_rows[0]["capability"] for task, task_rows in by_task.items()}
     sizes, _ = held_out_sizes({t: len(r) for t, r in by_task.items()}, tracks, cfg)
     fraction = cfg.eval.confirm_fraction
@@ -86,6 +89,8 @@ def held_out_sample(rows: Iterable[dict], cfg: Config) -> tuple[list[dict], str]
             f"; no confirmation record for {', '.join(empty)}: the confirmation part's scores "
             f"leave {'it' if len(empty) == 1 else 'them'} out"
         )
+    if duplicates.count:
+        message += f"; {duplicates.count} exact duplicate(s) left out (first: {duplicates.example})"
     return sample, message
 
 

@@ -112,13 +112,12 @@ def _post(session, url: str, headers: dict, body: dict, opts: HttpOptions, key: 
                     return done
                 cause = "bad_response"
             elif status in FATAL_STATUS:
-                raise BackendError(f"{url}: HTTP {status}: {_redact(resp.text[:300], headers)}")
+                raise BackendError(f"{url}: HTTP {status}: {_error_text(resp, headers)}")
             elif status in RETRY_STATUS or status >= 500:
                 cause, wait_s = f"http_{status}", _retry_after(resp)
             else:
-                return Completion(
-                    key, error=f"http_{status}", detail=_redact(resp.text[:300], headers)
-                )
+                detail = _error_text(resp, headers)
+                return Completion(key, error=f"http_{status}", detail=detail)
         if attempt == opts.max_retries:
             break
         retries.append(cause)
@@ -142,10 +141,15 @@ def _parse_response(resp, key: str, retries: list[str]) -> Completion | None:
     return Completion(key, text=text, finish_reason=str(finish), retries=retries)
 
 
-def _redact(text: str, headers: dict) -> str:
-    """Error text without the API key, should a server echo it."""
+ERROR_CHARS = 300  # of a server's error body, in an error message or a reject
+
+
+def _error_text(resp, headers: dict) -> str:
+    """A server's error body, the API key redacted, then cut to ERROR_CHARS (cut first, a
+    key echoed across the cut would survive in part)."""
     secret = headers.get("Authorization", "").removeprefix("Bearer ")
-    return text.replace(secret, "***") if secret else text
+    text = resp.text.replace(secret, "***") if secret else resp.text
+    return text[:ERROR_CHARS]
 
 
 def _retry_after(resp) -> float | None:

@@ -1,5 +1,5 @@
 """An adapter on its own: its weights, config and tokenizer without the DeepSpeed optimizer
-state and random generators a checkpoint also holds, and a Hugging Face model card (base
+and scheduler state a checkpoint also holds, and a Hugging Face model card (base
 model, tasks, rank, held-out scores). `python -m ecomtrain.export --adapter-only` and the
 sweep's `best-adapter/` both write it; it loads with `PeftModel.from_pretrained`."""
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import html
+import logging
 import re
 from pathlib import Path
 
@@ -41,6 +42,7 @@ from ecomtrain.report.charts import (
 from ecomtrain.report.findings import Analysis, Difference, Value
 from ecomtrain.report.trials import load_trials
 
+log = logging.getLogger(__name__)
 CHARTS = {  # file -> (how it is drawn, its caption in the report)
     "heatmap.png": (
         plot_heatmap,
@@ -76,14 +78,14 @@ def write_report(output: str | Path, rows: list[dict] | None = None) -> Path:
     output = Path(output)
     rows = rows if rows is not None else load_trials(output / "trials.csv")
     metric = metric_of(rows)
-    baseline = output / BASELINE_FILE  # the base model on the held-out split
-    found = analyze(
-        rows,
-        per_record_scores(rows, metric),
-        only(metric, statistics.read_scores(baseline.read_text().splitlines()))
-        if baseline.exists() and not metric.startswith("extra/")
-        else None,
-    )
+    scores, left_out = per_record_scores(rows, metric)
+    baseline = None  # the base model on the held-out split
+    if (output / BASELINE_FILE).exists() and not metric.startswith("extra/"):
+        try:
+            baseline = only(metric, scores_file(str(output / BASELINE_FILE)))
+        except ValueError as e:
+            log.warning("warning: the untrained baseline is left out of the analysis: %s", e)
+    found = analyze(rows, scores, baseline)
     if found:
         findings.write(found, output)
     else:
@@ -94,22 +96,53 @@ def write_report(output: str | Path, rows: list[dict] | None = None) -> Path:
         (name, caption if found else f"{caption} Here: {NO_INTERVALS}.")
         for name, (_, caption) in CHARTS.items()
     ]
-    return write_pages(rows, output, found, charts + extra_charts(rows, found, output))
+    charts += extra_charts(rows, found, output)
+    return write_pages(rows, output, found, charts, left_out)
 
 
-def per_record_scores(rows: list[dict], metric: str) -> dict[str, dict[str, dict]]:
-    """Each trial's per-record scores behind `metric`, from its last checkpoint (local or
-    cloud): the held-out split's, or the extra eval files' for extra/*; trials whose
-    checkpoint has none are left out (their figures then carry no uncertainty)."""
+def per_record_scores(
+    rows: list[dict], metric: str
+) -> tuple[dict[str, dict[str, dict]], dict[str, str]]:
+    """Each scored trial's per-record scores behind `metric`, from its last checkpoint
+    (local or cloud): the held-out split's, or the extra eval files' for extra/*. Also the
+    trials left out of the analysis, with why (said on the console too): a scores file that
+    cannot be read, or no checkpoint where other trials have one. Without any checkpoint
+    (an older sweep), nothing carries uncertainty and the report says so."""
     name = EXTRA_SCORES_FILE if metric.startswith("extra/") else SCORES_FILE
-    out = {}
+    out, left_out = {}, {}
+    any_checkpoint = any(r.get("checkpoint") for r in rows)
     for r in rows:
-        if r.get("checkpoint"):
-            try:
-                text = read_text(f"{r['checkpoint']}/{name}")
-            except OSError:  # no such file (FileNotFoundError), or unreadable
-                continue
-            out[r["trial"]] = only(metric, statistics.read_scores(text.splitlines()))
+        if is_failed(r):
+            continue
+        if not r.get("checkpoint"):
+            if any_checkpoint:
+                left_out[r["trial"]] = "no checkpoint recorded in trials.csv"
+            continue
+        try:
+            out[r["trial"]] = only(metric, scores_file(f"{r['checkpoint']}/{name}"))
+        except ValueError as e:
+            left_out[r["trial"]] = str(e)
+    for trial, why in left_out.items():
+        log.warning("warning: trial %s is left out of the analysis: %s", trial, why)
+    return out, left_out
+
+
+def scores_file(path: str) -> dict[str, dict]:
+    """Per-record scores (statistics.read_scores) of a local or cloud file; ValueError
+    naming the file (and line) when it cannot be read."""
+    try:
+        text = read_text(path)
+    except FileNotFoundError:
+        raise ValueError(f"{path}: not found") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: cannot be read ({e})") from None
+    out: dict[str, dict] = {}
+    for line_no, line in enumerate(text.splitlines(), 1):
+        try:
+            out |= statistics.read_scores([line])
+        except (ValueError, KeyError, TypeError) as e:
+            what = f"no {e}" if isinstance(e, KeyError) else str(e)
+            raise ValueError(f"{path}:{line_no}: not a per-record score ({what})") from None
     return out
 
 
@@ -135,22 +168,30 @@ def console_table(rows: list[dict]) -> str:
 
 
 def write_pages(
-    rows: list[dict], output: Path, found: Analysis | None, charts: list[tuple[str, str]]
+    rows: list[dict],
+    output: Path,
+    found: Analysis | None,
+    charts: list[tuple[str, str]],
+    left_out: dict[str, str] | None = None,
 ) -> Path:
     """report.md and report.html under `output` (the charts, (file, caption), must be
     there); returns report.md. `found`: the analysis with uncertainty, when per-record
-    scores exist."""
-    sections = report_sections(rows, output.resolve().name, found, charts)
+    scores exist; `left_out`: trials left out of it, with why."""
+    sections = report_sections(rows, output.resolve().name, found, charts, left_out or {})
     atomic_write(output / "report.html", to_html(sections, output))
     path = atomic_write(output / "report.md", to_markdown(sections))
     return path
 
 
 def report_sections(
-    rows: list[dict], name: str, found: Analysis | None, charts: list[tuple[str, str]]
+    rows: list[dict],
+    name: str,
+    found: Analysis | None,
+    charts: list[tuple[str, str]],
+    left_out: dict[str, str] | None = None,
 ) -> list[tuple]:
     """The report as (kind, ...) blocks, rendered to Markdown and to HTML alike; `charts`:
-    (file, caption) of each chart drawn."""
+    (file, caption) of each chart drawn; `left_out`: trials the analysis lacks, with why."""
     n_failed = sum(is_failed(r) for r in rows)
     out = [
         ("h1", f"Sweep report: {name}"),
@@ -162,6 +203,15 @@ def report_sections(
         ),
         ("h2", "Score by task subset and LoRA rank"),
     ]
+    if left_out:
+        out += [
+            (
+                "p",
+                f"{len(left_out)} scored trial(s) left out of the intervals and comparisons "
+                "below: their per-record scores could not be read.",
+            ),
+            ("table", ["trial", "why"], [[t, why] for t, why in left_out.items()]),
+        ]
     if found:
         out += [("p", _sample_text(found)), *[("p", note) for note in found.notes]]
         out.append(("table", *_cell_table(found)))

@@ -102,6 +102,22 @@ def save_state(engine, path: str, client_state: dict) -> None:
 
 
 def load_state(engine, path: str) -> dict:
-    """Restore what `save_state` wrote; returns its client state."""
-    _, client_state = engine.load_checkpoint(path, tag=STATE_TAG, load_module_strict=False)
+    """Restore what `save_state` wrote; returns its client state. The checkpoint must hold
+    exactly the module's state less its frozen parameters (what `save_state` keeps): an
+    adapter of other modules, or with more or fewer of them, is an error naming them."""
+
+    def load(src: dict, dst) -> None:
+        frozen = {n for n, p in dst.named_parameters() if not p.requires_grad}
+        wanted = set(dst.state_dict()) - frozen
+        missing, unexpected = sorted(wanted - set(src)), sorted(set(src) - wanted)
+        if missing or unexpected:
+            raise ValueError(
+                f"{path}: the checkpoint does not fit this model's adapter: "
+                f"{len(missing)} missing ({', '.join(missing[:3])}), {len(unexpected)} "
+                f"unexpected ({', '.join(unexpected[:3])}); was it saved with another "
+                "lora config?"
+            )
+        dst.load_state_dict(src, strict=False)  # the frozen base is not in the checkpoint
+
+    _, client_state = engine.load_checkpoint(path, tag=STATE_TAG, custom_load_fn=load)
     return client_state or {}

@@ -2,13 +2,19 @@
 
 Read it top to bottom. The objective is the mean token loss over every supervised token
 of an optimizer step, on every rank and accumulation step alike, so it does not change
-with `num_workers` or `grad_accum`. Resuming is exact: a checkpoint holds the adapter,
-optimizer and scheduler state and the random number generators of every rank, the step
-and the loss history; the data stream is deterministic, so a resumed run skips exactly
-the micro-batches already trained on. A step takes `grad_accum` micro-batches from each of
-the trial's shares (one per worker of its largest world) and seeds each one's dropout by
-(seed, step, share), so an elastic run that resumes with fewer or more workers trains
-every step on the same records, tokens and masks (`shares_of`, `step_batches`).
+with `num_workers` or `grad_accum`. A step takes `grad_accum` micro-batches from each of
+the trial's shares (one per worker of its largest world) and seeds every random draw of
+each one's forward pass (dropout) by (seed, step, share, micro-batch), so an elastic run
+that resumes with fewer or more workers trains every step on the same records, tokens and
+masks (`shares_of`, `step_batches`).
+
+What makes a resume exact, and nothing else: the checkpoint's DeepSpeed state (adapter,
+optimizer, scheduler) and step; the data stream, deterministic, which a resumed run
+replays past the micro-batches already trained on; and those per-micro-batch seeds, which
+leave no step depending on the random generators' state before it (tests/
+test_train_objective.py checks a step is the same bit for bit whatever they held). The
+fault tests assert each resumed step's loss within 1e-5 of an undisturbed run's
+(tests/test_train_fault.py).
 """
 
 from __future__ import annotations
@@ -17,7 +23,6 @@ import dataclasses
 import json
 import logging
 import os
-import random
 import resource
 import tempfile
 import time
@@ -32,7 +37,13 @@ from ecomtrain.config import Config
 from ecomtrain.data.shard import Share, StreamStats, read_share, stream
 from ecomtrain.evaluate.answer import EXTRA_SCORES_FILE, SCORES_FILE, evaluate_rows, predictions
 from ecomtrain.experts import UNROUTED
-from ecomtrain.model import load_model, load_tokenizer, save_adapter, training_model
+from ecomtrain.model import (
+    load_model,
+    load_tokenizer,
+    save_adapter,
+    trainable_count,
+    training_model,
+)
 from ecomtrain.train.engine import gathered, initialize, load_state, save_state, zero3_loading
 from ecomtrain.train.inputs import model_inputs, packed_loss, to_device, training_attention
 from ecomtrain.train.trial import TRIAL_FILE, TrialInputs, TrialMeta
@@ -40,7 +51,6 @@ from ecomtrain.train.trial import TRIAL_FILE, TrialInputs, TrialMeta
 log = logging.getLogger(__name__)
 
 STATE_FILE = "ecomtrain_state.json"  # the loop's `LoopState`, as JSON
-RNG_FILE = "rng_rank{rank}.pt"  # every rank's random number generators, in each checkpoint
 HEALTH_CHECK_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"  # how often Ray Train's controller
 HEALTH_CHECK_DEFAULT_S = 2.0  # polls the workers (Ray's default; train.driver.fit sets 0.5)
 
@@ -96,7 +106,7 @@ def train_loop(inputs: TrialInputs, run) -> None:
     base = load_model(inputs.model_path, attn, cfg.train.precision, cfg.model.quantization)
     routes = trial.routes  # the experts of a label-routed adapter (ecomtrain.experts)
     model = training_model(base, cfg.lora, cfg.train.gradient_checkpointing, routes)
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    trainable = trainable_count(model)
     engine, schedule = initialize(model, dataclasses.replace(cfg.train, grad_accum=per_rank))
     device = engine.device
 
@@ -282,12 +292,11 @@ def score_adapter(
 def save_checkpoint(
     path: Path, engine, tokenizer, trial: TrialMeta, state: LoopState, rank: int, scored: dict
 ):
-    """Every rank saves its DeepSpeed state and random number generators into `path`; rank 0
-    adds the PEFT adapter (safetensors), the tokenizer, the trial's metadata, the loss
-    history and the evaluation's per-record scores (JSON Lines). Ray Train merges the ranks'
-    folders into one checkpoint."""
+    """Every rank saves its DeepSpeed state into `path`; rank 0 adds the PEFT adapter
+    (safetensors), the tokenizer, the trial's metadata, the loss history and the
+    evaluation's per-record scores (JSON Lines). Ray Train merges the ranks' folders into
+    one checkpoint."""
     save_state(engine, str(path), client_state={"step": state.step})
-    torch.save(rng_state(), path / RNG_FILE.format(rank=rank))
     with gathered(engine):
         if rank == 0:
             save_adapter(engine.module, path)
@@ -323,41 +332,17 @@ class LoopState:
 
 def restore(engine, run) -> LoopState:
     """The state of the latest checkpoint after a failure or a resumed sweep, else a fresh
-    one, with this attempt's start and world size added. This rank's random number
-    generators continue where they were (a rank the checkpoint's world lacked keeps its own:
-    dropout is reseeded per micro-batch, step_batches)."""
+    one, with this attempt's start and world size added. No random generator state is kept
+    or restored: every micro-batch seeds its own (step_batches)."""
     checkpoint = run.checkpoint()
     if checkpoint is None:
         return LoopState(workers=[run.world_size])
     with checkpoint as path:
         load_state(engine, path)
         state = LoopState.from_json((Path(path) / STATE_FILE).read_text())
-        rng = Path(path) / RNG_FILE.format(rank=run.rank)
-        if rng.exists():
-            set_rng_state(torch.load(rng, weights_only=True))
     state.starts.append(state.step)  # where each attempt began
     state.workers.append(run.world_size)  # and with how many workers
     return state
-
-
-def rng_state() -> dict:
-    """Python's, numpy's and torch's (CPU and CUDA) random number generator states."""
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    return {
-        "python": random.getstate(),
-        "numpy": [kind, torch.from_numpy(keys.copy()), pos, has_gauss, gauss],
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-    }
-
-
-def set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    kind, keys, pos, has_gauss, gauss = state["numpy"]
-    np.random.set_state((kind, keys.numpy(), pos, has_gauss, gauss))
-    torch.set_rng_state(state["torch"])
-    if state["cuda"]:
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def peak_memory_gib(device: torch.device, world_size: int) -> float:
