@@ -309,6 +309,15 @@ class DataConfig(Section):
     """Capability -> its weight in the mixture (default 1)."""
     task_weights: dict[str, float] = rule(factory=dict, ge=0)
     """Task family -> its weight in the mixture (default 1)."""
+    weighting: Literal["size", "shares"] = "size"
+    """How the mixture reads the weights. "size": p(task) ~ capability weight * task weight *
+    size ** (1 / temperature), size = min(n, max_per_task). "shares": the weights are shares
+    of every epoch's e-commerce records, size aside: with task_weights, a task's share ~ its
+    task weight (every task trained named; with capability_weights too, a capability's
+    share ~ its weight, split among its tasks by their task weights); with
+    capability_weights alone, a capability's share ~ its weight (every capability trained
+    named), split among its tasks by size ** (1 / temperature). A swept mixture
+    (sweep.mixtures) sets it."""
     ood_fraction: float = rule(0.0, ge=0, lt=1)
     """Share of every epoch drawn from the out-of-domain tasks (capability "ood": the
     built-in "ood" corpus, or files and records labelled so); the epoch's size stays that of
