@@ -36,6 +36,7 @@ from ecomtrain.config import (
     yaml_mapping,
 )
 from ecomtrain.connect import connect
+from ecomtrain.data.mixture import targets
 from ecomtrain.data.pipeline import check_names, train_counts
 from ecomtrain.data.scan import corpus_scan, split_count
 from ecomtrain.data.sources import check_files
@@ -50,7 +51,7 @@ from ecomtrain.report.wandb_summary import log_summary
 from ecomtrain.tasks import OOD
 from ecomtrain.train.driver import prepare
 from tuning.run import concurrency, n_trials, run_sweep
-from tuning.space import grid_points, subsets, trial_config
+from tuning.space import grid_points, subsets, sweep_mixtures, trial_config
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -95,17 +96,29 @@ def dry_run(cfg: Config) -> str:
     for i, point in enumerate(
         points * (cfg.sweep.num_samples if cfg.sweep.search == "grid" else 1)
     ):
-        subset = point["subset"]
-        records = sum(train_counts(scan, subset["tasks"], trial_config(cfg, point).data).values())
-        swept = [f"{k}={v}" for k, v in point.items() if k not in ("subset", "rank", "alpha")]
+        subset, data = point["subset"], trial_config(cfg, point).data
+        counts = train_counts(scan, subset["tasks"], data)
+        own = ("subset", "mixture", "rank", "alpha")
+        swept = [f"{k}={v}" for k, v in point.items() if k not in own]
         head = [f"{i + 1:>4}", subset["id"], f"rank {point['rank']}", f"alpha {point['alpha']:g}"]
         lines.append(
             "  ".join(head + swept)
             + f"  | {subset['n_tasks']} tasks over {subset['n_capabilities']} capabilities "
             f"({', '.join(subset['capabilities'])}): {', '.join(subset['tasks'])} "
-            f"| {records} training records"
+            f"| {sum(counts.values())} training records"
         )
+        if "mixture" in point:
+            lines.append(f"        mixture {mixture_line(point['mixture'], counts, data, scan)}")
     return "\n".join(lines)
+
+
+def mixture_line(mixture: dict, counts: dict, data, scan: dict) -> str:
+    """A trial's mixture as it will train: each task's share of an epoch."""
+    planned = targets(counts, data, scan["capabilities"])
+    ecommerce = {t: v for t, v in planned.items() if scan["capabilities"].get(t) != OOD}
+    total = sum(ecommerce.values()) or 1.0
+    shares = ", ".join(f"{t} {v / total:.3f}" for t, v in ecommerce.items())
+    return f"{mixture['id']}: {shares}"
 
 
 def setup(args: argparse.Namespace) -> tuple[Config, str]:
@@ -125,8 +138,12 @@ def setup(args: argparse.Namespace) -> tuple[Config, str]:
     check_files(cfg, args.config or "config")
     check_names(cfg, args.config or "config")  # tasks of the user's own are in the corpus
     subsets(cfg)  # reject subsets outside the task set before starting Ray
-    if cfg.sweep.seeds and cfg.sweep.search == "optuna":
-        raise ConfigError("sweep.seeds: replicates need sweep.search grid or random, not optuna")
+    if cfg.sweep.mixtures.active:  # and mixtures the law cannot fit, unknown names
+        sweep_mixtures(cfg, args.config or "config")
+    if cfg.sweep.seeds and cfg.sweep.search in ("optuna", "mixture"):
+        raise ConfigError(
+            f"sweep.seeds: replicates need sweep.search grid or random, not {cfg.sweep.search}"
+        )
     output = args.output or cfg.sweep.output
     return cfg, output if is_uri(output) else str(Path(output).resolve())
 

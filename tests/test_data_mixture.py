@@ -113,6 +113,7 @@ def test_mixture_stats_are_flat_and_json_able():
     p = [0.75, 0.25]
     assert s["task_entropy"] == pytest.approx(-sum(x * math.log(x) for x in p))
     assert s["records/query_ner"] == 750 and "records/title_translation" not in s
+    assert (s["share/query_ner"], s["share/title_translation"]) == (0.75, 0.0)
     assert all(not isinstance(v, (dict, list)) for v in s.values())
 
 

@@ -81,6 +81,8 @@ class TrialRuns(WandbLoggerCallback):
     def _start_logging_actor(self, trial, exclude_results: list, **wandb_init_kwargs):
         point = trial.config
         full = to_dict(trial_config(self.base, point))
+        # a mixture's shares as flat keys, for W&B's parallel coordinates and scatter plots
+        full |= {f"mix/{k}": v for k, v in point.get("mixture", {}).get("shares", {}).items()}
         wandb_init_kwargs["config"] = full | wandb_init_kwargs.get("config", {})
         wandb_init_kwargs["job_type"] = "trial"
         wandb_init_kwargs["tags"] = [self.group, point["subset"]["id"]]
@@ -98,14 +100,15 @@ def wandb_callbacks(cfg: Config, local_dir: str) -> list:
 
 
 def trial_key(config: dict) -> tuple[str, str]:
-    """A trial's grid point (<subset>-r<rank>) and the trial itself (with -s<seed> when the
-    sweep has replicates)."""
-    cell = f"{config['subset']['id']}-r{config['rank']}"
+    """A trial's grid point (<subset>[-<mixture>]-r<rank>) and the trial itself (with
+    -s<seed> when the sweep has replicates)."""
+    mixture = f"-{config['mixture']['id']}" if "mixture" in config else ""
+    cell = f"{config['subset']['id']}{mixture}-r{config['rank']}"
     return cell, (f"{cell}-s{config['seed']}" if "seed" in config else cell)
 
 
 def trial_name(trial) -> str:
-    """Short, readable trial names: <subset>-r<rank>[-s<seed>]-<id>."""
+    """Short, readable trial names: <subset>[-<mixture>]-r<rank>[-s<seed>]-<id>."""
     return f"{trial_key(trial.config)[1]}-{trial.trial_id}"
 
 

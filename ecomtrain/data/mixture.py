@@ -39,6 +39,10 @@ import numpy as np
 from ecomtrain.config import DataConfig
 from ecomtrain.tasks import CAPABILITIES, FAMILIES, OOD, UNKNOWN
 
+# The two mixtures every comparison of mixtures holds (tuning/mixtures.py): shares in
+# proportion to the tasks' sizes (no earlier mixing method reliably beats it) and equal ones.
+STRATIFIED, UNIFORM = "stratified", "uniform"
+
 
 def check_weights(cfg: DataConfig, capability: dict[str, str] | None = None) -> None:
     """Reject unknown names in the mixture settings (`capability`: the corpus' tasks of the
@@ -174,9 +178,11 @@ def stats(
 ) -> dict:
     """Diversity of a mixture (flat, JSON-able): e-commerce tasks and capabilities covered,
     the entropy of their task distribution (nats; and normalised to [0, 1] by log of the
-    task count), the out-of-domain share, and the expected records per task per epoch."""
+    task count), the out-of-domain share, the expected records per task per epoch, and each
+    e-commerce task's share of them (`share/<task>`, 0 for a task left out)."""
     capability = capability or {}
-    every = {t: v for t, v in targets(counts, cfg, capability).items() if v > 0}
+    planned_all = targets(counts, cfg, capability)
+    every = {t: v for t, v in planned_all.items() if v > 0}
     planned = {t: v for t, v in every.items() if capability_of(t, capability) != OOD}
     total = sum(planned.values())
     probs = [v / total for v in planned.values()]
@@ -198,4 +204,9 @@ def stats(
         share = sum(v for t, v in planned.items() if capability_of(t, capability) == cap) / total
         out[f"capability_share/{cap}"] = share
     out |= {f"records/{t}": round(v) for t, v in every.items()}
+    out |= {
+        f"share/{t}": v / total
+        for t, v in planned_all.items()
+        if capability_of(t, capability) != OOD
+    }
     return out
