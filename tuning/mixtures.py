@@ -21,6 +21,7 @@ from ecomtrain.config import Config, ConfigError, DataConfig
 from ecomtrain.data.mixture import STRATIFIED, UNIFORM
 from ecomtrain.data.pipeline import train_counts
 from ecomtrain.data.scan import corpus_scan
+from ecomtrain.report.mixture_law import law_needs
 from ecomtrain.tasks import CAPABILITIES, capabilities_of
 
 DECIMALS = 4  # shares are rounded so a mixture reads the same in every log and table
@@ -31,12 +32,6 @@ def names(cfg: Config, subset: dict) -> list[str]:
     if cfg.sweep.mixtures.over == "capabilities":
         return [c for c in CAPABILITIES if c in capabilities_of(subset["tasks"])]
     return list(subset["tasks"])
-
-
-def law_needs(k: int) -> int:
-    """Mixtures the law needs for K shares: its K + 1 parameters per target (a level, a scale
-    and K - 1 directions on the simplex) and one more, to leave it a residual."""
-    return k + 2
 
 
 def normalised(shares: dict[str, float], keys: list[str]) -> dict[str, float]:

@@ -8,6 +8,8 @@
     pages           report.md and report.html (and the console table)
     wandb_summary   one W&B run summing up a sweep beside its trial runs
     card            an adapter alone with its model card (export, the sweep's best adapter)
+    mixture_law     each task's score as a function of the mixture and the rank, fitted on
+                    the trials, cross-validated, and the best mixture it predicts per rank
 
 CLI: `python -m ecomtrain.report DIR` rebuilds DIR's report from DIR/trials.csv.
 """

@@ -91,6 +91,7 @@ def trial_rows(results, metric: str = "score", storage: str = "") -> list[dict]:
                 row[key] = " ".join(value) if isinstance(value, list) else value
         if "mixture" in cfg:
             row["mixture"] = cfg["mixture"]["id"]
+            row["mixture_over"] = cfg["mixture"]["over"]  # what the law's shares are
         row |= {k: _text(v) for k, v in cfg.items() if "." in k}  # sweep.params dimensions
         row |= {k: v for k, v in m.items() if k.startswith(PER_NAME)}
         for metric_prefix, column in RENAMED.items():
