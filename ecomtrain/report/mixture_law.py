@@ -74,11 +74,17 @@ class Table:
         return self.y @ self.weights
 
     def inputs(self, shares: np.ndarray, rank) -> np.ndarray:
-        """The law's inputs: the shares, and log2(rank) when the trials have several ranks."""
-        if len(set(self.rank.tolist())) < 2:
-            return np.asarray(shares, float)
-        z = np.broadcast_to(np.log2(np.asarray(rank, float)), (len(shares),))
-        return np.column_stack([shares, z])
+        return inputs(shares, rank, len(set(self.rank.tolist())) > 1)
+
+
+def inputs(shares: np.ndarray, rank, ranked: bool) -> np.ndarray:
+    """The law's inputs: the shares, and log2(rank) when the trials have several ranks
+    (`ranked`); `rank` is one rank or one per row."""
+    shares = np.atleast_2d(np.asarray(shares, float))
+    if not ranked:
+        return shares
+    z = np.broadcast_to(np.log2(np.asarray(rank, float)), (len(shares),))
+    return np.column_stack([shares, z])
 
 
 def shopbench_weights(tasks: list[str]) -> np.ndarray:
