@@ -480,10 +480,17 @@ class MixturesConfig(Section):
     """Mixtures of your own: id -> {task (or capability, with over: capabilities): share},
     e.g. {concept-heavy: {query_ner: 3, review_rating: 1}}. Shares are >= 0 and are
     normalised to sum to 1; a task of the subset a mixture does not name gets 0."""
+    uniform: bool = True
+    """Include the uniform mixture beside the stratified one (a confirmation sweep, which
+    compares given mixtures with the stratified one only, leaves it out)."""
     fit: bool = True
     """Fit the mixture law on the finished trials (the report, `sweep --confirm`, search
     "mixture"): the sweep must then hold enough mixtures for it, at least K + 2 for K shares
     (the law has K + 1 parameters per target). false: sweep mixtures without the law."""
+    kl: float = rule(0.0, ge=0)
+    """The law's proposal maximises the predicted score less kl * KL(mixture || the
+    stratified one) (nats): larger keeps the proposal nearer the mixtures the data hold
+    most of; 0: the predicted score alone."""
     explore: float = rule(2.0, ge=0)
     """sweep.search "mixture": the next mixture maximises the Gaussian process's mean +
     explore * its standard deviation (an upper confidence bound); 0 exploits only."""
@@ -555,15 +562,20 @@ class SweepConfig(Section):
     """Further dimensions by dotted config path, e.g. {"train.lr": [1e-4, 3e-4]}."""
     mixtures: MixturesConfig = field(default_factory=MixturesConfig)
     """The sweep's task mixtures (see its keys)."""
-    search: Literal["grid", "random", "optuna"] = "grid"
-    """"grid" (every point), "random" (num_samples points), or "optuna" (num_samples points
-    chosen by Optuna's TPE from the scores so far; needs `pip install optuna`)."""
+    search: Literal["grid", "random", "optuna", "mixture"] = "grid"
+    """"grid" (every point), "random" (num_samples points), "optuna" (num_samples points
+    chosen by Optuna's TPE from the scores so far; needs `pip install optuna`), or "mixture"
+    (num_samples trials: the baselines, given and drawn mixtures first, then each next
+    mixture where the mixture law's Gaussian process expects most: sweep.mixtures)."""
     num_samples: int = rule(1, ge=1)
     """Grid: repeats of the grid; random and optuna: trials."""
     seed: int = rule(0, ge=0)
     """Seed of random subsets (and of Optuna)."""
-    scheduler: Literal["fifo", "asha"] = "fifo"
-    """"fifo" runs every trial out; "asha" stops weak ones early."""
+    scheduler: Literal["fifo", "asha", "asha-by-rank"] = "fifo"
+    """"fifo" runs every trial out; "asha" stops weak ones early; "asha-by-rank" does so
+    within each LoRA rank, a trial measured against trials of its own rank only (low ranks
+    follow high ranks' curves early and fall behind later, so an early rung cannot rank
+    them: docs/mixture.md)."""
     metric: str = rule("score", choices=METRICS)
     """The objective trials are ranked on, by Tune's searchers, ASHA, checkpoint retention
     and the report: "score" (the held-out split), "extra/score" (the extra eval files, e.g.

@@ -3,7 +3,7 @@ capabilities) of its one subset.
 
 Every mixture sweep holds the stratified mixture (shares in proportion to the tasks' training
 records, capped by `data.max_per_task`: no earlier mixing method reliably beats it) and the
-uniform one, then the user's own (`given`), then `draws` Dirichlet draws
+uniform one (unless `uniform` is false), then the user's own (`given`), then `draws` Dirichlet draws
 (`Dirichlet(concentration * K * prior)`, seeded). A mixture is `{"id", "over", "shares"}`;
 the stratified one has no shares of its own: its trials train under the size rule at
 temperature 1 (`data.weighting: size`), whatever the corpus' sizes. A trial's point carries
@@ -94,10 +94,11 @@ def mixtures(cfg: Config, subset: dict, source: str = "config") -> list[dict]:
                 )
         if not any(shares.get(k, 0.0) for k in keys):
             raise ConfigError(f"{source}: sweep.mixtures.given.{mid}: every share is 0")
-    out = [
-        {"id": STRATIFIED, "over": mix.over, "shares": {}},
-        {"id": UNIFORM, "over": mix.over, "shares": normalised(dict.fromkeys(keys, 1.0), keys)},
-    ]
+    out = [{"id": STRATIFIED, "over": mix.over, "shares": {}}]
+    if mix.uniform:
+        out.append(
+            {"id": UNIFORM, "over": mix.over, "shares": normalised(dict.fromkeys(keys, 1.0), keys)}
+        )
     out += [
         {"id": mid, "over": mix.over, "shares": normalised(shares, keys)}
         for mid, shares in mix.given.items()
@@ -109,7 +110,7 @@ def mixtures(cfg: Config, subset: dict, source: str = "config") -> list[dict]:
     n = len(out) if cfg.sweep.search != "mixture" else max(len(out), cfg.sweep.num_samples)
     if mix.fit and n < law_needs(len(keys)):
         raise ConfigError(
-            f"{source}: sweep.mixtures: {n} mixtures ({_counted(out, cfg)}) are fewer than the "
+            f"{source}: sweep.mixtures: {n} mixtures ({_counted(cfg)}) are fewer than the "
             f"mixture law needs for {len(keys)} {mix.over}: at least {law_needs(len(keys))} "
             f"(raise sweep.mixtures.draws{' or num_samples' if cfg.sweep.search == 'mixture' else ''}, "
             "or set sweep.mixtures.fit false to sweep them without the law)"
@@ -117,9 +118,10 @@ def mixtures(cfg: Config, subset: dict, source: str = "config") -> list[dict]:
     return out
 
 
-def _counted(out: list[dict], cfg: Config) -> str:
+def _counted(cfg: Config) -> str:
     given, drawn = len(cfg.sweep.mixtures.given), cfg.sweep.mixtures.draws
-    parts = ["stratified and uniform", f"{given} given", f"{drawn} drawn"]
+    baselines = "stratified and uniform" if cfg.sweep.mixtures.uniform else "stratified"
+    parts = [baselines, f"{given} given", f"{drawn} drawn"]
     if cfg.sweep.search == "mixture":
         parts.append(f"sweep.num_samples {cfg.sweep.num_samples}")
     return ", ".join(parts)

@@ -16,7 +16,9 @@ from ecomtrain.console import quiet, verbose
 from ecomtrain.tracking import predictions_table, resolve_mode
 from ecomtrain.train.driver import fit
 from ecomtrain.train.trial import Prepared, TrialMeta
+from tuning.mixture_search import MixtureSearch
 from tuning.progress import Progress, status_table
+from tuning.rank_asha import RankASHA
 from tuning.relay import relay_to_tune
 from tuning.space import grid_points, optuna_search, param_space, trial_config
 
@@ -132,18 +134,31 @@ def stop_metric(cfg: Config) -> tuple[str, str]:
 
 
 def scheduler(cfg: Config):
-    """ASHA on the held-out score, with rungs in training steps; else run every trial out."""
+    """ASHA on the held-out score, with rungs in training steps (one ASHA per LoRA rank under
+    "asha-by-rank"); else run every trial out."""
     if cfg.sweep.scheduler == "fifo":
         return None
     metric, mode = stop_metric(cfg)
-    return tune.schedulers.ASHAScheduler(
-        metric=metric,
-        mode=mode,
-        time_attr="step",
-        max_t=cfg.train.max_steps,
-        grace_period=cfg.sweep.grace_period,
-        reduction_factor=cfg.sweep.reduction_factor,
-    )
+    asha = {
+        "metric": metric,
+        "mode": mode,
+        "time_attr": "step",
+        "max_t": cfg.train.max_steps,
+        "grace_period": cfg.sweep.grace_period,
+        "reduction_factor": cfg.sweep.reduction_factor,
+    }
+    if cfg.sweep.scheduler == "asha-by-rank":
+        return RankASHA(**asha)
+    return tune.schedulers.ASHAScheduler(**asha)
+
+
+def search_alg(cfg: Config):
+    """The searcher that holds the space (Optuna's, the mixture search), else None."""
+    if cfg.sweep.search == "optuna":
+        return optuna_search(cfg)
+    if cfg.sweep.search == "mixture":
+        return MixtureSearch.of(cfg)
+    return None
 
 
 def n_trials(cfg: Config) -> int:
@@ -222,7 +237,7 @@ def run_sweep(
         param_space=param_space(cfg),
         tune_config=tune.TuneConfig(  # the scheduler and the searcher name their own metric
             scheduler=scheduler(cfg),
-            search_alg=optuna_search(cfg) if cfg.sweep.search == "optuna" else None,
+            search_alg=search_alg(cfg),
             num_samples=cfg.sweep.num_samples,
             max_concurrent_trials=concurrency(cfg),
             trial_name_creator=trial_name,
