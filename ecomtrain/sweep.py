@@ -2,6 +2,7 @@
 
     python -m ecomtrain.sweep [--config configs/demo.yaml] [--output DIR] [a.b=c ...]
     python -m ecomtrain.sweep --resume DIR
+    python -m ecomtrain.sweep --confirm DIR [--dry-run]
 
 Joins the Ray cluster at --address or $RAY_ADDRESS (as under `ray job submit`) or
 starts a local one, runs one trial per point of the search space, and writes
@@ -46,7 +47,14 @@ from ecomtrain.model import find_adapter
 from ecomtrain.report.analysis import best
 from ecomtrain.report.card import adapter_only
 from ecomtrain.report.pages import BASELINE_FILE, console_table, write_report
-from ecomtrain.report.trials import trial_rows, typed_rows, write_csv
+from ecomtrain.report.proposal import (
+    confirmation_configs,
+    confirmation_table,
+    proposal_text,
+    propose,
+    write_proposal,
+)
+from ecomtrain.report.trials import ReportError, load_trials, trial_rows, typed_rows, write_csv
 from ecomtrain.report.wandb_summary import log_summary
 from ecomtrain.tasks import OOD
 from ecomtrain.train.driver import prepare
@@ -63,6 +71,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--config", help="YAML config (default: configs/demo.yaml)")
     parser.add_argument("--output", help="directory or URI for everything the sweep writes")
     parser.add_argument("--resume", metavar="DIR", help="continue the interrupted sweep in DIR")
+    parser.add_argument(
+        "--confirm",
+        metavar="DIR",
+        help="fit the mixture law on the finished sweep of mixtures in DIR, write "
+        "DIR/proposal.json and train the proposed, best tried and stratified mixtures with "
+        "fresh seeds (each rank's sweep in DIR/confirm-r<rank>)",
+    )
     parser.add_argument("--address", help="Ray cluster (default: $RAY_ADDRESS, else a local one)")
     parser.add_argument(
         "--dry-run",
@@ -88,7 +103,12 @@ def dry_run(cfg: Config) -> str:
         f"{held} held out (every trial is scored on them)"
     ]
     points = grid_points(cfg)
-    if cfg.sweep.search != "grid":
+    if cfg.sweep.search == "mixture":
+        lines.append(
+            f"search: mixture, {cfg.sweep.num_samples} trial(s): these {len(points)} first, "
+            "then each next mixture where the law's Gaussian process expects most"
+        )
+    elif cfg.sweep.search != "grid":
         lines.append(
             f"search: {cfg.sweep.search}, {cfg.sweep.num_samples} trial(s) drawn from these "
             f"{len(points)} points"
@@ -201,9 +221,45 @@ def publish(local_dir: Path, output: str) -> None:
             pyarrow.fs.copy_files(str(path), f"{output}/{rel}")
 
 
+def confirm(args: argparse.Namespace) -> int:
+    """`--confirm DIR`: the law's proposals (proposal.json) and the sweeps that confirm them,
+    printed (with --dry-run) or run, then their mixtures side by side."""
+    if args.config or args.overrides or args.resume:
+        raise ConfigError("--confirm takes the sweep's saved config; no --config/overrides")
+    folder = args.confirm.rstrip("/")
+    try:
+        cfg, law = propose(folder)
+    except ReportError as e:
+        raise ConfigError(str(e)) from None
+    path = write_proposal(folder, cfg, law)
+    print(proposal_text(law))
+    print(f"proposal: {path}")
+    if not law.ok:
+        return 1
+    sweeps = confirmation_configs(cfg, law, folder)
+    for c in sweeps.values():
+        atomic_write(f"{c.sweep.output}.yaml", config_yaml(c))
+        print(f"\nsweep {c.sweep.name!r} ({c.sweep.output}.yaml):\n{dry_run(c)}")
+    if args.dry_run:
+        return 0
+    codes, rows = [], []
+    for c in sweeps.values():
+        codes.append(run_and_report(args, c, c.sweep.output, Path(c.sweep.output)))
+        rows += load_trials(Path(c.sweep.output) / "trials.csv")
+    table, _ = confirmation_table(rows)
+    print(f"\nconfirmation of {folder}:\n{table}")
+    return max(codes)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     console.setup(args)
+    if args.confirm:
+        try:
+            return confirm(args)
+        except (ConfigError, KeyError, ValueError, FileNotFoundError) as e:
+            console.log.error("error: %s", e)
+            return 2
     try:
         cfg, output = setup(args)
         if args.dry_run:
