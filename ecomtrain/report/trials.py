@@ -3,9 +3,10 @@
 One row per trial: what it trained on (subset, tasks, capabilities, and the realised
 mixture: each task's share of an epoch `mix/<task>`, each capability's `mix_cap/<capability>`),
 every swept value (its mixture's id, LoRA rank, alpha, the seed, and each `sweep.params` key
-under its dotted config path, e.g. `train.lr`), its scores (overall, `track/*`, `task/*`), its
-held-out loss (overall, `eval_loss/<task>`), loss, wall time and error. The report and the W&B
-summary read nothing else.
+under its dotted config path, e.g. `train.lr`), its scores (overall, `track/*`, `task/*` on the
+selection records; `confirm/*` on the confirmation records), its held-out loss (overall,
+`eval_loss/<task>`), loss, wall time and error. The report and the W&B summary read nothing
+else.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from ecomtrain.files import atomic_open
 from ecomtrain.tasks import CAPABILITIES, FAMILIES
 
 REQUIRED = ("trial", "subset", "rank", "score")
+SCORES = ("track/", "task/", "extra/", "confirm/")  # prefixes of the per-track/task score columns
 INTS = ("rank", "seed", "n_tasks", "n_capabilities", "ladder_step", "trainable_params")
 FLOATS = ("score", "loss", "wall_s", "alpha", "task_entropy", "score_se", "score_seen")
 FLOATS += ("score_unseen", "eval_loss", "eval_likelihood")
@@ -43,7 +45,7 @@ OPTIONAL += ["checkpoint"]
 
 
 # per-track, per-task and per-file figures: never swept values, whatever their names hold
-PER_NAME = ("track/", "task/", "extra/", "mix/", "mix_cap/", "eval_loss/")
+PER_NAME = SCORES + ("mix/", "mix_cap/", "eval_loss/")
 # trial metrics -> their trials.csv columns (a mixture's realised shares)
 RENAMED = {"mixture/share/": "mix/", "mixture/capability_share/": "mix_cap/"}
 MIXTURE_ORDER = {STRATIFIED: 0, UNIFORM: 1}  # the baselines first: the rest face them
