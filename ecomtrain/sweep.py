@@ -50,10 +50,12 @@ from ecomtrain.report.card import adapter_only
 from ecomtrain.report.pages import BASELINE_FILE, console_table, write_report
 from ecomtrain.report.planning import plan
 from ecomtrain.report.proposal import (
+    confirmable,
     confirmation_configs,
     confirmation_table,
     proposal_text,
     propose,
+    write_confirmation,
     write_proposal,
 )
 from ecomtrain.report.trials import ReportError, load_trials, trial_rows, typed_rows, write_csv
@@ -78,7 +80,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="DIR",
         help="fit the mixture law on the finished sweep of mixtures in DIR, write "
         "DIR/proposal.json and train the proposed, best tried and stratified mixtures with "
-        "fresh seeds (each rank's sweep in DIR/confirm-r<rank>)",
+        "fresh seeds, scored on the confirmation part (each rank's sweep in DIR/confirm-r<rank>)",
     )
     parser.add_argument("--address", help="Ray cluster (default: $RAY_ADDRESS, else a local one)")
     parser.add_argument(
@@ -268,6 +270,9 @@ def confirm(args: argparse.Namespace) -> int:
     print(f"proposal: {path}")
     if not law.ok:
         return 1
+    if why := confirmable(cfg):
+        print(why)
+        return 1
     sweeps = confirmation_configs(cfg, law, folder)
     for c in sweeps.values():
         atomic_write(f"{c.sweep.output}.yaml", config_yaml(c))
@@ -278,8 +283,9 @@ def confirm(args: argparse.Namespace) -> int:
     for c in sweeps.values():
         codes.append(run_and_report(args, c, c.sweep.output, Path(c.sweep.output)))
         rows += load_trials(Path(c.sweep.output) / "trials.csv")
-    table, _ = confirmation_table(rows)
+    table, figures = confirmation_table(rows)
     print(f"\nconfirmation of {folder}:\n{table}")
+    print(f"confirmation: {write_confirmation(folder, figures)}")
     return max(codes)
 
 

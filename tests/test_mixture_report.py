@@ -93,9 +93,8 @@ def test_confirm_writes_the_proposal_and_the_sweeps_that_confirm_it(tmp_path, ca
     assert sweep_main(["--confirm", str(tmp_path), "--dry-run"]) == 0
     out = capsys.readouterr().out
     proposal = json.loads((tmp_path / PROPOSAL_FILE).read_text())
-    assert proposal["sweep"] == "mix" and proposal["confirmation"]["status"].startswith(
-        "not scored"
-    )
+    assert proposal["sweep"] == "mix" and proposal["confirmation"]["status"].startswith("to train")
+    assert proposal["confirmation"]["metric"] == "confirm/score"
     assert [p["rank"] for p in proposal["proposals"]] == [4, 16]
     assert sum(proposal["proposals"][0]["shares"].values()) == pytest.approx(1, abs=1e-3)
     for rank in (4, 16):
@@ -128,7 +127,30 @@ def test_a_confirmation_is_called_one_only_on_the_confirmation_sample(tmp_path):
     law = propose(tmp_path)[1]
     configs = confirmation_configs(cfg, law, tmp_path)
     assert set(configs) == {4, 16} and configs[4].sweep.mixtures.fit is False
-    text, confirmed = confirmation_table(rows[:6])
-    assert not confirmed and text.startswith("NOT A CONFIRMATION")
-    text, confirmed = confirmation_table([r | {"confirm/score": 0.5} for r in rows[:6]])
-    assert confirmed and "confirm/score 0.5000" in text
+    text, figures = confirmation_table(rows[:6])
+    assert not figures["confirmed"] and text.startswith("NOT A CONFIRMATION")
+    text, figures = confirmation_table([r | {"confirm/score": 0.5} for r in rows[:6]])
+    assert figures["confirmed"] and "confirm/score 0.5000" in text
+
+
+def test_the_confirmation_compares_each_mixture_with_the_stratified_one_over_seeds():
+    rows = [{"rank": 4, "mixture": m, "seed": s, "score": 0.1, "confirm/score": v + 0.01 * s}
+            for m, v in (("stratified", 0.5), ("proposed", 0.6)) for s in range(3)]  # fmt: skip
+    text, figures = confirmation_table(rows)
+    proposed = next(a for a in figures["arms"] if a["mixture"] == "proposed")
+    assert proposed["vs_stratified"]["diff"] == pytest.approx(0.1)
+    half = 2.7764 * np.sqrt(2 * 0.01**2 / 3)  # Welch: t(0.975, 4 df), sd 0.01 on both sides
+    assert proposed["vs_stratified"]["ci"] == pytest.approx([0.1 - half, 0.1 + half], rel=1e-4)
+    assert "vs stratified +0.1000" in text and figures["metric"] == "confirm/score"
+
+
+def test_a_sweep_without_a_confirmation_part_gets_a_proposal_and_no_confirmation(tmp_path, capsys):
+    sweep_folder(tmp_path)
+    saved = yaml.safe_load((tmp_path / CONFIG_FILE).read_text())
+    saved["eval"]["confirm_fraction"] = 0.0
+    (tmp_path / CONFIG_FILE).write_text(yaml.safe_dump(saved))
+    assert sweep_main(["--confirm", str(tmp_path), "--dry-run"]) == 1
+    assert "eval.confirm_fraction 0" in capsys.readouterr().out
+    proposal = json.loads((tmp_path / PROPOSAL_FILE).read_text())
+    assert proposal["proposals"] and proposal["confirmation"]["status"].startswith("no confirm")
+    assert not list(tmp_path.glob("confirm-r*"))

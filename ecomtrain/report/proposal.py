@@ -8,11 +8,12 @@ the best tried mixture); `confirmation_configs` builds, per rank, the second swe
 proposed mixture, the best tried one and the stratified one, each with CONFIRM_SEEDS fresh
 training seeds, no early stopping. `confirmation_table` compares their trials.
 
-What a confirmation needs and this version does not have yet: the confirmation sample, part
-of each task's held-out records split off by a stable hash and never used to rank or select,
-scored as `confirm/score`. Until the evaluation reports it, the confirmation sweeps score on
-the held-out records that chose the proposal, and `confirmation_table` says so instead of
-calling anything confirmed (CONFIRM_METRIC is the one name to wire).
+The confirmation sweeps keep the sweep's evaluation settings, so their held-out sample and its
+confirmation part (`eval.confirm_fraction`: records split off by a salted hash of their text,
+evaluate/held_out.py `part_of`) are the sweep's own: records that never ranked a trial or
+shaped the law, scored as `confirm/score` (CONFIRM_METRIC). A sweep with no confirmation part
+(`eval.confirm_fraction: 0`) can have a proposal but no confirmation: `confirmable` says so
+and `sweep --confirm` trains nothing.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+from scipy import stats
 
 from ecomtrain.config import (
     CONFIG_FILE,
@@ -38,7 +40,8 @@ from ecomtrain.report.trials import load_trials
 
 PROPOSAL_FILE = "proposal.json"
 CONFIRM_SEEDS = 3  # training seeds per confirmed mixture, fresh ones
-CONFIRM_METRIC = "confirm/score"  # the confirmation sample's score, once evaluations report it
+CONFIRM_METRIC = "confirm/score"  # the confirmation part's score (evaluate/answer.py)
+CONFIRMATION_FILE = "confirmation.json"
 PROPOSED = "proposed"
 
 
@@ -61,10 +64,22 @@ def write_proposal(folder: str | Path, cfg: Config, law: LawFit) -> Path:
         "confirmation": {
             "metric": CONFIRM_METRIC,
             "seeds": CONFIRM_SEEDS,
-            "status": "not scored: the confirmation sample is not in this version",
+            "fraction": cfg.eval.confirm_fraction,
+            "status": confirmable(cfg) or "to train: sweep --confirm DIR",
         },
     }
     return atomic_write(Path(folder) / PROPOSAL_FILE, json.dumps(doc, indent=1) + "\n")
+
+
+def confirmable(cfg: Config) -> str | None:
+    """Why the sweep's proposal cannot be confirmed, or None when it can."""
+    if cfg.eval.confirm_fraction > 0:
+        return None
+    return (
+        "no confirmation: the sweep has eval.confirm_fraction 0, so every held-out record "
+        "helped choose the proposal and none is left to confirm it (run the sweep again with "
+        "eval.confirm_fraction > 0)"
+    )
 
 
 def proposal_text(law: LawFit) -> str:
@@ -123,26 +138,64 @@ def confirmation_configs(cfg: Config, law: LawFit, folder: str | Path) -> dict[i
     return out
 
 
-def confirmation_table(rows: list[dict]) -> tuple[str, bool]:
-    """The confirmation sweep's mixtures side by side (mean over seeds), on the
-    confirmation sample when the trials carry it; else on the held-out score, said to be no
-    confirmation. Returns the text and whether it is a confirmation."""
+def confirmation_table(rows: list[dict]) -> tuple[str, dict]:
+    """The confirmation sweeps' mixtures side by side on the confirmation part (mean and sd
+    over seeds), and each mixture's difference from the stratified one of its rank with a
+    Welch 95 % interval over seeds. Rows without CONFIRM_METRIC (a sweep without a
+    confirmation part) are compared on their held-out score and said to be no confirmation.
+    Returns the text and the figures (their "confirmed" says which)."""
     ok = [r for r in rows if r.get("score") is not None and not r.get("error")]
     confirmed = bool(ok) and all(r.get(CONFIRM_METRIC) is not None for r in ok)
     metric = CONFIRM_METRIC if confirmed else "score"
     lines = []
     if not confirmed:
         lines.append(
-            "NOT A CONFIRMATION: the confirmation sample (held-out records split off by a stable "
-            f"hash, never used to select, scored as {CONFIRM_METRIC}) is not in this version; "
-            "the scores below are on the held-out records that chose the proposal."
+            f"NOT A CONFIRMATION: some trials carry no {CONFIRM_METRIC} (the confirmation part "
+            "of the held-out records, eval.confirm_fraction); the scores below are on the "
+            "held-out records that chose the proposal."
         )
     by: dict[tuple[int, str], list[float]] = {}
     for r in ok:
         by.setdefault((r["rank"], r.get("mixture") or "?"), []).append(float(r[metric]))
+    arms = []
     for (rank, mixture), values in sorted(by.items()):
-        sd = f" sd {np.std(values, ddof=1):.4f}" if len(values) > 1 else ""
-        lines.append(
-            f"  rank {rank}  {mixture:<24} {metric} {np.mean(values):.4f}{sd}  ({len(values)} seeds)"
-        )
-    return "\n".join(lines), confirmed
+        arm = {
+            "rank": rank,
+            "mixture": mixture,
+            "seeds": len(values),
+            "mean": float(np.mean(values)),
+        }
+        arm["sd"] = float(np.std(values, ddof=1)) if len(values) > 1 else None
+        base = by.get((rank, STRATIFIED))
+        if mixture != STRATIFIED and base:
+            arm["vs_stratified"] = difference(values, base)
+        arms.append(arm)
+        sd = f" sd {arm['sd']:.4f}" if arm["sd"] is not None else ""
+        line = f"  rank {rank}  {mixture:<24} {metric} {arm['mean']:.4f}{sd}  ({len(values)} seeds)"
+        if arm.get("vs_stratified"):
+            d = arm["vs_stratified"]
+            ci = f" [{d['ci'][0]:+.4f}, {d['ci'][1]:+.4f}]" if d["ci"] else " [no interval]"
+            line += f"  vs stratified {d['diff']:+.4f}{ci}"
+        lines.append(line)
+    return "\n".join(lines), {"metric": metric, "confirmed": confirmed, "arms": arms}
+
+
+def difference(values: list[float], base: list[float]) -> dict:
+    """mean(values) - mean(base) with a Welch 95 % interval over the seeds (None with fewer
+    than two seeds on either side)."""
+    a, b = np.asarray(values, float), np.asarray(base, float)
+    diff = float(a.mean() - b.mean())
+    if len(a) < 2 or len(b) < 2:
+        return {"diff": diff, "ci": None}
+    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+    se = float(np.sqrt(va + vb))
+    if se == 0:
+        return {"diff": diff, "ci": [diff, diff]}
+    df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
+    half = float(stats.t.ppf(0.975, df)) * se
+    return {"diff": diff, "ci": [diff - half, diff + half]}
+
+
+def write_confirmation(folder: str | Path, figures: dict) -> Path:
+    """confirmation.json in `folder`: the confirmation sweeps' figures (confirmation_table)."""
+    return atomic_write(Path(folder) / CONFIRMATION_FILE, json.dumps(figures, indent=1) + "\n")
