@@ -17,6 +17,7 @@ from ecomtrain.report.mixture_section import (
     mixture_section,
     wandb_logs,
 )
+from ecomtrain.report.pages import write_report
 from ecomtrain.report.proposal import (
     PROPOSAL_FILE,
     confirmation_configs,
@@ -24,6 +25,7 @@ from ecomtrain.report.proposal import (
     propose,
 )
 from ecomtrain.report.trials import load_trials, write_csv
+from ecomtrain.report.wandb_summary import log_summary
 from ecomtrain.sweep import main as sweep_main
 from tuning.space import grid_points
 
@@ -154,3 +156,24 @@ def test_a_sweep_without_a_confirmation_part_gets_a_proposal_and_no_confirmation
     proposal = json.loads((tmp_path / PROPOSAL_FILE).read_text())
     assert proposal["proposals"] and proposal["confirmation"]["status"].startswith("no confirm")
     assert not list(tmp_path.glob("confirm-r*"))
+
+
+def test_the_report_and_the_wandb_summary_carry_the_mixture_section(tmp_path, monkeypatch):
+    _, rows = sweep_folder(tmp_path)
+    report = write_report(tmp_path).read_text()
+    assert "## Which mixture: the mixture law" in report and f"({CV_CHART})" in report
+    assert report.index("## Which mixture") < report.index("## Charts")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    run_dir = log_summary(rows, "ecomtrain-test", "mix", "offline", tmp_path)
+    media = run_dir / "files" / "media"
+    assert list(media.glob("table/mixture/cv_*.table.json"))
+    assert list(media.glob("table/mixture/proposals_*.table.json"))
+
+
+def test_a_sweep_that_fits_no_law_has_no_mixture_section(tmp_path):
+    sweep_folder(tmp_path)
+    saved = yaml.safe_load((tmp_path / CONFIG_FILE).read_text())
+    saved["sweep"]["mixtures"]["fit"] = False
+    (tmp_path / CONFIG_FILE).write_text(yaml.safe_dump(saved))
+    assert "Which mixture" not in write_report(tmp_path).read_text()
+    assert not (tmp_path / LAW_FILE).exists()

@@ -2,7 +2,9 @@
 about a sweep of mixtures, as the pages' blocks, two PNG charts and the W&B summary run's
 tables and images.
 
-`mixture_section(rows, folder)` returns the blocks, ("h2", text), ("p", text),
+`sweep_law(rows, folder)` fits the law as the sweep's config (`folder`/config.yaml, when
+there) asks: over its shares, with its KL weight and seed; None for a sweep without mixtures
+or with `sweep.mixtures.fit: false`. `mixture_section(rows, folder, law)` returns the blocks, ("h2", text), ("p", text),
 ("table", head, rows), ("img", file, caption), and draws the charts into `folder`
 (mixture_cv.png: each trial's out-of-fold prediction against its score; mixture_proposal.png:
 the proposed shares per rank beside the stratified mixture's) and writes mixture_law.json
@@ -17,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ecomtrain.files import atomic_write
+from ecomtrain.config import CONFIG_FILE, checked_config, yaml_mapping
+from ecomtrain.files import atomic_write, read_text
 from ecomtrain.report.mixture_law import LawFit, fit_law
 
 LAW_FILE = "mixture_law.json"
@@ -28,6 +31,17 @@ PROPOSAL_CHART = "mixture_proposal.png"
 def has_mixtures(rows: list[dict]) -> bool:
     """Whether the trials are a sweep of mixtures (a `mixture` column)."""
     return any(r.get("mixture") for r in rows)
+
+
+def sweep_law(rows: list[dict], folder: str | Path) -> LawFit | None:
+    """The sweep's mixture law (see the module doc), or None."""
+    if not has_mixtures(rows):
+        return None
+    saved = Path(folder) / CONFIG_FILE
+    if not saved.is_file():  # a report rebuilt from trials.csv alone: the defaults
+        return fit_law(rows)
+    mix = checked_config(yaml_mapping(read_text(saved), str(saved)), str(saved)).sweep.mixtures
+    return fit_law(rows, over=mix.over, kl=mix.kl, seed=mix.seed) if mix.fit else None
 
 
 def mixture_section(
@@ -66,7 +80,8 @@ def mixture_section(
             "p",
             "A proposal is the law's prediction, chosen on these trials' held-out records; "
             "`python -m ecomtrain.sweep --confirm DIR` trains it, the best tried mixture and the "
-            "stratified one with fresh seeds.",
+            "stratified one with fresh seeds and scores them on the confirmation part of the "
+            "held-out records (confirm/score), which ranked no trial and shaped no law.",
         ),
     ]
     return out

@@ -39,6 +39,7 @@ from ecomtrain.report.charts import (
     plot_scores,
 )
 from ecomtrain.report.findings import Analysis, Difference, Value
+from ecomtrain.report.mixture_section import mixture_section, sweep_law
 from ecomtrain.report.trials import load_trials
 
 CHARTS = {  # file -> (how it is drawn, its caption in the report)
@@ -94,7 +95,9 @@ def write_report(output: str | Path, rows: list[dict] | None = None) -> Path:
         (name, caption if found else f"{caption} Here: {NO_INTERVALS}.")
         for name, (_, caption) in CHARTS.items()
     ]
-    return write_pages(rows, output, found, charts + extra_charts(rows, found, output))
+    law = sweep_law(rows, output)
+    mixture = mixture_section(rows, output, law) if law else []
+    return write_pages(rows, output, found, charts + extra_charts(rows, found, output), mixture)
 
 
 def per_record_scores(rows: list[dict], metric: str) -> dict[str, dict[str, dict]]:
@@ -135,22 +138,31 @@ def console_table(rows: list[dict]) -> str:
 
 
 def write_pages(
-    rows: list[dict], output: Path, found: Analysis | None, charts: list[tuple[str, str]]
+    rows: list[dict],
+    output: Path,
+    found: Analysis | None,
+    charts: list[tuple[str, str]],
+    mixture: list[tuple] = (),
 ) -> Path:
     """report.md and report.html under `output` (the charts, (file, caption), must be
     there); returns report.md. `found`: the analysis with uncertainty, when per-record
-    scores exist."""
-    sections = report_sections(rows, output.resolve().name, found, charts)
+    scores exist; `mixture`: the mixture law's blocks (report/mixture_section.py)."""
+    sections = report_sections(rows, output.resolve().name, found, charts, mixture)
     atomic_write(output / "report.html", to_html(sections, output))
     path = atomic_write(output / "report.md", to_markdown(sections))
     return path
 
 
 def report_sections(
-    rows: list[dict], name: str, found: Analysis | None, charts: list[tuple[str, str]]
+    rows: list[dict],
+    name: str,
+    found: Analysis | None,
+    charts: list[tuple[str, str]],
+    mixture: list[tuple] = (),
 ) -> list[tuple]:
     """The report as (kind, ...) blocks, rendered to Markdown and to HTML alike; `charts`:
-    (file, caption) of each chart drawn."""
+    (file, caption) of each chart drawn; `mixture`: the mixture law's section, after the
+    best trial."""
     n_failed = sum(is_failed(r) for r in rows)
     out = [
         ("h1", f"Sweep report: {name}"),
@@ -227,6 +239,7 @@ def report_sections(
         ("table", *_track_table(rows)),
         ("h2", "Best trial"),
         ("p", _best_text(rows, found)),
+        *mixture,
         ("h2", "Charts"),
         *[("img", file, caption) for file, caption in charts],
         ("h2", "Diversity x capacity: interaction model"),
