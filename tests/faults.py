@@ -75,8 +75,8 @@ def install() -> None:
 
     def faulty_save(path, eng, tokenizer, trial, state, rank, *rest):
         for fault in _plan():
-            if fault.get("in_checkpoint") == state["step"] and _once(fault):
-                engine.save_state(eng, str(path), client_state={"step": state["step"]})  # a part
+            if fault.get("in_checkpoint") == state.step and _once(fault):
+                engine.save_state(eng, str(path), client_state={"step": state.step})  # a part
                 os.kill(os.getpid(), signal.SIGKILL)
         return save(path, eng, tokenizer, trial, state, rank, *rest)
 

@@ -481,16 +481,7 @@ def test_responder_applies_adapter_and_token_budgets(adapter, tiny):
 # ------------------------------------------------- generate / run through Ray Data
 
 
-@pytest.fixture(scope="module")
-def ray_local():
-    import ray
-
-    ray.init(address="local", num_cpus=2, include_dashboard=False)
-    yield
-    ray.shutdown()
-
-
-def test_generate_with_two_actors_keeps_input_order(ray_local, tiny, tmp_path, capsys):
+def test_generate_with_two_actors_keeps_input_order(module_ray, tiny, tmp_path, capsys):
     path, tok = tiny
     records = small_records()
     data = write_jsonl(tmp_path / "d.jsonl", records)
@@ -544,7 +535,7 @@ def _kill_one_actor(name: str, after_s: float, killed: list) -> None:
 
 
 @pytest.mark.slow
-def test_a_lost_actor_still_gives_every_record_one_response_in_order(ray_local, tiny, adapter):
+def test_a_lost_actor_still_gives_every_record_one_response_in_order(module_ray, tiny, adapter):
     """An actor of the generation pool killed mid-run: Ray Data restarts it and retries its
     batch; every record still gets exactly one response, its own, in input order (greedy
     answers equal an undisturbed run's)."""
@@ -573,7 +564,7 @@ def test_a_lost_actor_still_gives_every_record_one_response_in_order(ray_local, 
     assert changes > 10, changes  # answers vary along the records, so a shuffle would show
 
 
-def test_run_with_adapter_prints_table(ray_local, adapter, tmp_path, capsys):
+def test_run_with_adapter_prints_table(module_ray, adapter, tmp_path, capsys):
     records = small_records()
     data = write_jsonl(tmp_path / "d.jsonl", records)
     out_dir = tmp_path / "eval"
@@ -604,7 +595,7 @@ def test_run_with_adapter_prints_table(ray_local, adapter, tmp_path, capsys):
     assert stats["prompt_prefix"] is False and stats["prompt_format"] == "raw"
 
 
-def test_actor_pool_larger_than_cluster_is_refused(ray_local, tmp_path, capsys):
+def test_actor_pool_larger_than_cluster_is_refused(module_ray, tmp_path, capsys):
     data = write_jsonl(tmp_path / "d.jsonl", small_records(2))
     argv = [
         "generate",

@@ -23,6 +23,7 @@ from ecomtrain.tiny_model import resolve_model
 from ecomtrain.train.engine import initialize
 from ecomtrain.train.inputs import model_inputs, training_attention
 from ecomtrain.train.loop import Micro, optimizer_step, score_adapter
+from ecomtrain.train.trial import TrialMeta
 
 MAX_LEN = 256
 
@@ -94,7 +95,9 @@ def compiled_evaluation(model, path: str, rows: list) -> dict:
     trained = counters["frames"]["total"]
     cfg = Config()
     cfg.eval.batch_size, cfg.eval.max_new_tokens = 4, 4
-    metrics, _ = score_adapter(model, load_tokenizer(path), rows, cfg, {"tasks": []}, (0, 1))
+    metrics, _ = score_adapter(
+        model, load_tokenizer(path), rows, cfg, TrialMeta.of("c", "c", [], cfg), (0, 1)
+    )
     evaluated = counters["frames"]["total"] - trained
     return {"trained_frames": trained, "evaluated_frames": evaluated, "score": metrics["score"]}
 

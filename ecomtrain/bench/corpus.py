@@ -215,16 +215,16 @@ def corpus_path(
         } | peak.figures()
         with PeakRSS() as peak:
             t0 = time.perf_counter()
-            ranks = ray.get([pack_share.remote(s, cfg, mult, r) for r, s in enumerate(shares)])
+            per_rank = ray.get([pack_share.remote(s, cfg, mult, r) for r, s in enumerate(shares)])
             seconds = time.perf_counter() - t0
-        packed = sum(r["records"] for r in ranks)
+        packed = sum(r["records"] for r in per_rank)
         out["read_and_pack"] = {
             "seconds": round(seconds, 1),
             "records_per_s_per_core": round(packed / seconds / min(cpus, ranks)),
             "records_in_shares": packed,
-            "every_record_packed_as_mixed": all(r["packed_as_mixed"] for r in ranks),
-            "every_record_once_per_epoch": all(r["each_once"] for r in ranks),
-            "ranks": ranks,
+            "every_record_packed_as_mixed": all(r["packed_as_mixed"] for r in per_rank),
+            "every_record_once_per_epoch": all(r["each_once"] for r in per_rank),
+            "ranks": per_rank,
         } | peak.figures()
         out["object_store_spilled"] = spilled()
     finally:

@@ -133,7 +133,7 @@ def train_loop(inputs: TrialInputs, run) -> None:
         micro = [dataclasses.replace(m, inputs=to_device(m.inputs, device)) for m in micro]
         loss_value, tokens = optimizer_step(engine, micro, world_size)
         if not np.isfinite(loss_value):
-            raise FloatingPointError(f"trial {trial['name']}: non-finite loss at step {step}")
+            raise FloatingPointError(f"trial {trial.name}: non-finite loss at step {step}")
         state.history.append([step, loss_value])
         state.clock.append([step, round(time.time(), 3)])  # its end, Unix time
         # Rank 0 says whether a report is due (see RayTrainRun.report_gap_s); the flag
