@@ -110,3 +110,10 @@ def test_a_fit_that_does_not_converge_is_said_plainly_and_proposes_nothing():
     assert "No proposal." in law.message
     (exp,) = law.families
     assert not exp.converged and exp.rmse is None
+
+
+def test_a_sweep_stopped_before_any_trial_finished_says_so():
+    rows = [{"trial": f"t{i}", "subset": "s", "rank": 4, "score": None, "mixture": f"m{i}",
+             "error": "stopped"} for i in range(6)]  # fmt: skip
+    law = fit_law(rows)
+    assert not law.ok and not law.proposals and law.message.startswith("no mixture to fit")

@@ -124,7 +124,7 @@ def table(rows: list[dict], target: str = "score", over: str | None = None) -> T
         shares=shares.reshape(len(full), len(names)),
         rank=np.array([r["rank"] for r in full], float),
         targets=targets,
-        y=np.array([[r[t] for t in targets] for r in full], float).reshape(len(full), -1),
+        y=np.array([[r[t] for t in targets] for r in full], float).reshape(len(full), len(targets)),
         weights=sign * shopbench_weights([t[len(column) :] for t in targets]),
         mixture=[r.get("mixture") or _shares_key(s) for r, s in zip(full, shares, strict=True)],
         trial=[r["trial"] for r in full],
