@@ -315,6 +315,15 @@ class DataConfig(Section):
     """Capability -> its weight in the mixture (default 1)."""
     task_weights: dict[str, float] = rule(factory=dict, ge=0)
     """Task family -> its weight in the mixture (default 1)."""
+    weighting: Literal["size", "shares"] = "size"
+    """How the mixture reads the weights. "size": p(task) ~ capability weight * task weight *
+    size ** (1 / temperature), size = min(n, max_per_task). "shares": the weights are shares
+    of every epoch's e-commerce records, size aside: with task_weights, a task's share ~ its
+    task weight (every task trained named; with capability_weights too, a capability's
+    share ~ its weight, split among its tasks by their task weights); with
+    capability_weights alone, a capability's share ~ its weight (every capability trained
+    named), split among its tasks by size ** (1 / temperature). A swept mixture
+    (sweep.mixtures) sets it."""
     ood_fraction: float = rule(0.0, ge=0, lt=1)
     """Share of every epoch drawn from the out-of-domain tasks (capability "ood": the
     built-in "ood" corpus, or files and records labelled so); the epoch's size stays that of
@@ -464,6 +473,71 @@ class EvalConfig(Section):
 
 
 @dataclass
+class MixturesConfig(Section):
+    """A sweep's mixtures (`sweep.mixtures`): shares of the tasks (or capabilities) of its one
+    subset, each a point of the sweep crossed with the ranks and seeds (tuning/mixtures.py)."""
+
+    draws: int = rule(0, ge=0)
+    """Mixtures drawn from a Dirichlet over the subset's tasks (or capabilities: `over`). With
+    any mixture, drawn or given, the stratified mixture (shares in proportion to the tasks'
+    training records, capped by data.max_per_task) and the uniform one join as baselines. 0
+    and no `given`: no mixture dimension (the trials train on data.*'s own mixture)."""
+    over: Literal["tasks", "capabilities"] = "tasks"
+    """What a mixture gives shares of: each task of the subset, or each capability it covers
+    (a capability's tasks then split its share by size ** (1 / data.temperature))."""
+    concentration: float = rule(1.0, gt=0)
+    """The Dirichlet's concentration c: draws ~ Dirichlet(c * K * prior) over K shares, so
+    c = 1 with the uniform prior is flat on the simplex; larger keeps the draws near the
+    prior, smaller pushes them towards its corners (a few tasks only)."""
+    prior: Literal["uniform", "size"] = "uniform"
+    """The Dirichlet's mean: "uniform" (equal shares) or "size" (the stratified mixture)."""
+    seed: int = rule(0, ge=0)
+    """Seed of the draws: the same seed draws the same mixtures."""
+    given: dict[str, dict[str, float]] = field(default_factory=dict)
+    """Mixtures of your own: id -> {task (or capability, with over: capabilities): share},
+    e.g. {concept-heavy: {query_ner: 3, review_rating: 1}}. Shares are >= 0 and are
+    normalised to sum to 1; a task of the subset a mixture does not name gets 0."""
+    uniform: bool = True
+    """Include the uniform mixture beside the stratified one (a confirmation sweep, which
+    compares given mixtures with the stratified one only, leaves it out)."""
+    fit: bool = True
+    """Fit the mixture law on the finished trials (the report, `sweep --confirm`, search
+    "mixture"): the sweep must then hold enough mixtures for it, at least K + 2 for K shares
+    (the law has K + 1 parameters per target). false: sweep mixtures without the law."""
+    kl: float = rule(0.0, ge=0)
+    """The law's proposal maximises the predicted score less kl * KL(mixture || the
+    stratified one) (nats): larger keeps the proposal nearer the mixtures the data hold
+    most of; 0: the predicted score alone."""
+    explore: float = rule(2.0, ge=0)
+    """sweep.search "mixture": the next mixture maximises the Gaussian process's mean +
+    explore * its standard deviation (an upper confidence bound); 0 exploits only."""
+
+    @property
+    def active(self) -> bool:
+        """Whether the sweep has a mixture dimension."""
+        return bool(self.draws or self.given)
+
+    def check_section(self) -> None:
+        """Each given mixture: a folder-safe id that no baseline or draw takes, and shares
+        that are finite, >= 0 and not all 0."""
+        for name, shares in self.given.items():
+            if not _PATH_SAFE.fullmatch(name) or ".." in name:
+                raise ConfigError(
+                    f"given key {name!r}: becomes part of a folder name: use letters, digits "
+                    "and _ . + = - only, no '..'"
+                )
+            if name in ("stratified", "uniform") or re.fullmatch(r"dirichlet-\d+", name):
+                raise ConfigError(f"given key {name!r}: the name of a baseline or a draw")
+            if not shares:
+                raise ConfigError(f"given.{name}: no shares: name a task and its share")
+            for key, value in shares.items():
+                if problem := _problem(value, {"ge": 0}):
+                    raise ConfigError(f"given.{name}.{key}: {problem}")
+            if not any(shares.values()):
+                raise ConfigError(f"given.{name}: every share is 0: a mixture needs one above 0")
+
+
+@dataclass
 class SweepConfig(Section):
     name: str = "demo"
     """Tune experiment name; also the W&B group and a folder name."""
@@ -503,15 +577,22 @@ class SweepConfig(Section):
     """alpha / rank under alpha_rule "scale"."""
     params: dict[str, list] = field(default_factory=dict)
     """Further dimensions by dotted config path, e.g. {"train.lr": [1e-4, 3e-4]}."""
-    search: Literal["grid", "random", "optuna"] = "grid"
-    """"grid" (every point), "random" (num_samples points), or "optuna" (num_samples points
-    chosen by Optuna's TPE from the scores so far; needs `pip install optuna`)."""
+    mixtures: MixturesConfig = field(default_factory=MixturesConfig)
+    """The sweep's task mixtures (see its keys)."""
+    search: Literal["grid", "random", "optuna", "mixture"] = "grid"
+    """"grid" (every point), "random" (num_samples points), "optuna" (num_samples points
+    chosen by Optuna's TPE from the scores so far; needs `pip install optuna`), or "mixture"
+    (num_samples trials: the baselines, given and drawn mixtures first, then each next
+    mixture where the mixture law's Gaussian process expects most: sweep.mixtures)."""
     num_samples: int = rule(1, ge=1)
     """Grid: repeats of the grid; random and optuna: trials."""
     seed: int = rule(0, ge=0)
     """Seed of random subsets (and of Optuna)."""
-    scheduler: Literal["fifo", "asha"] = "fifo"
-    """"fifo" runs every trial out; "asha" stops weak ones early."""
+    scheduler: Literal["fifo", "asha", "asha-by-rank"] = "fifo"
+    """"fifo" runs every trial out; "asha" stops weak ones early; "asha-by-rank" does so
+    within each LoRA rank, a trial measured against trials of its own rank only (low ranks
+    follow high ranks' curves early and fall behind later, so an early rung cannot rank
+    them: docs/mixture.md)."""
     metric: str = rule("score", choices=METRICS)
     """The objective trials are ranked on, by Tune's searchers, ASHA, checkpoint retention
     and the report: "score" (the held-out split), "extra/score" (the extra eval files, e.g.
@@ -539,6 +620,12 @@ class SweepConfig(Section):
     losing a spot node then never takes a trial's driver with it."""
     output: str = "runs"
     """Where the sweep writes everything (overridden by --output)."""
+
+    def check_section(self) -> None:
+        try:
+            self.mixtures.check()
+        except ConfigError as e:
+            raise ConfigError(f"mixtures.{e}") from None
 
 
 @dataclass
@@ -907,14 +994,55 @@ def check_values(cfg: Config, source: str) -> Config:
                 "_ . + = - only, no '..'"
             )
     _check_tasks(cfg, source)
-    if cfg.sweep.scheduler == "asha" and cfg.sweep.grace_period > cfg.train.max_steps:
+    if cfg.sweep.scheduler != "fifo" and cfg.sweep.grace_period > cfg.train.max_steps:
         raise ConfigError(
             f"{source}: sweep.grace_period: {cfg.sweep.grace_period} is past "
             f"train.max_steps ({cfg.train.max_steps}): ASHA's first rung would never come"
         )
     _check_quantization(cfg, source)
     _check_params(cfg, source)
+    _check_mixtures(cfg, source)
     return cfg
+
+
+MIXTURE_KEYS = ("data.task_weights", "data.capability_weights", "data.weighting")
+
+
+def _check_mixtures(cfg: Config, source: str) -> None:
+    """A sweep of mixtures sets the mixture keys per trial: none may be set or swept too; a
+    mixture search has mixtures to start from."""
+    mixtures = cfg.sweep.mixtures
+    if cfg.sweep.search == "mixture" and not mixtures.active:
+        raise ConfigError(
+            f"{source}: sweep.search: mixture searches sweep.mixtures: set sweep.mixtures.draws "
+            "(the mixtures it starts from) or sweep.mixtures.given"
+        )
+    if not mixtures.active:
+        return
+    if cfg.sweep.search == "optuna":
+        raise ConfigError(
+            f"{source}: sweep.search: optuna does not search mixtures: use grid, random or "
+            "mixture with sweep.mixtures"
+        )
+    data = cfg.data
+    for key, value in [
+        ("data.task_weights", data.task_weights),
+        ("data.capability_weights", data.capability_weights),
+        ("data.weighting", data.weighting != "size"),
+    ] + [(key, True) for key in cfg.sweep.params if key in MIXTURE_KEYS]:
+        if value:
+            raise ConfigError(
+                f"{source}: {key}: set per trial by sweep.mixtures, so it would be overwritten; "
+                "give the mixture as sweep.mixtures.given instead"
+            )
+    if mixtures.over == "capabilities":
+        for name, shares in mixtures.given.items():
+            for key in shares:
+                if key not in CAPABILITIES:
+                    raise ConfigError(
+                        f"{source}: sweep.mixtures.given.{name} key {key!r}: expected one of "
+                        f"{', '.join(CAPABILITIES)} (sweep.mixtures.over is capabilities)"
+                    )
 
 
 def _check_quantization(cfg: Config, source: str) -> None:

@@ -2,6 +2,7 @@
 
     python -m ecomtrain.sweep [--config configs/demo.yaml] [--output DIR] [a.b=c ...]
     python -m ecomtrain.sweep --resume DIR
+    python -m ecomtrain.sweep --confirm DIR [--dry-run]
 
 Joins the Ray cluster at --address or $RAY_ADDRESS (as under `ray job submit`) or
 starts a local one, runs one trial per point of the search space, and writes
@@ -37,6 +38,7 @@ from ecomtrain.config import (
     yaml_mapping,
 )
 from ecomtrain.connect import connect
+from ecomtrain.data.mixture import targets
 from ecomtrain.data.pipeline import check_names, train_counts
 from ecomtrain.data.scan import corpus_scan, split_count
 from ecomtrain.data.sources import check_files
@@ -47,12 +49,21 @@ from ecomtrain.report.analysis import best
 from ecomtrain.report.card import adapter_only
 from ecomtrain.report.pages import BASELINE_FILE, console_table, write_report
 from ecomtrain.report.planning import plan
-from ecomtrain.report.trials import trial_rows, typed_rows, write_csv
+from ecomtrain.report.proposal import (
+    confirmable,
+    confirmation_configs,
+    confirmation_table,
+    proposal_text,
+    propose,
+    write_confirmation,
+    write_proposal,
+)
+from ecomtrain.report.trials import ReportError, load_trials, trial_rows, typed_rows, write_csv
 from ecomtrain.report.wandb_summary import log_summary
 from ecomtrain.tasks import OOD
 from ecomtrain.train.driver import prepare
 from tuning.run import concurrency, n_trials, run_sweep
-from tuning.space import grid_points, subsets, trial_config
+from tuning.space import grid_points, subsets, sweep_mixtures, trial_config
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -64,6 +75,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--config", help="YAML config (default: configs/demo.yaml)")
     parser.add_argument("--output", help="directory or URI for everything the sweep writes")
     parser.add_argument("--resume", metavar="DIR", help="continue the interrupted sweep in DIR")
+    parser.add_argument(
+        "--confirm",
+        metavar="DIR",
+        help="fit the mixture law on the finished sweep of mixtures in DIR, write "
+        "DIR/proposal.json and train the proposed, best tried and stratified mixtures with "
+        "fresh seeds, scored on the confirmation part (each rank's sweep in DIR/confirm-r<rank>)",
+    )
     parser.add_argument("--address", help="Ray cluster (default: $RAY_ADDRESS, else a local one)")
     parser.add_argument(
         "--dry-run",
@@ -119,7 +137,12 @@ def dry_run(cfg: Config) -> str:
         f"{held} held out (every trial is scored on them)"
     ]
     points = grid_points(cfg)
-    if cfg.sweep.search != "grid":
+    if cfg.sweep.search == "mixture":
+        lines.append(
+            f"search: mixture, {cfg.sweep.num_samples} trial(s): these {len(points)} first, "
+            "then each next mixture where the law's Gaussian process expects most"
+        )
+    elif cfg.sweep.search != "grid":
         lines.append(
             f"search: {cfg.sweep.search}, {cfg.sweep.num_samples} trial(s) drawn from these "
             f"{len(points)} points"
@@ -127,17 +150,29 @@ def dry_run(cfg: Config) -> str:
     for i, point in enumerate(
         points * (cfg.sweep.num_samples if cfg.sweep.search == "grid" else 1)
     ):
-        subset = point["subset"]
-        records = sum(train_counts(scan, subset["tasks"], trial_config(cfg, point).data).values())
-        swept = [f"{k}={v}" for k, v in point.items() if k not in ("subset", "rank", "alpha")]
+        subset, data = point["subset"], trial_config(cfg, point).data
+        counts = train_counts(scan, subset["tasks"], data)
+        own = ("subset", "mixture", "rank", "alpha")
+        swept = [f"{k}={v}" for k, v in point.items() if k not in own]
         head = [f"{i + 1:>4}", subset["id"], f"rank {point['rank']}", f"alpha {point['alpha']:g}"]
         lines.append(
             "  ".join(head + swept)
             + f"  | {subset['n_tasks']} tasks over {subset['n_capabilities']} capabilities "
             f"({', '.join(subset['capabilities'])}): {', '.join(subset['tasks'])} "
-            f"| {records} training records"
+            f"| {sum(counts.values())} training records"
         )
+        if "mixture" in point:
+            lines.append(f"        mixture {mixture_line(point['mixture'], counts, data, scan)}")
     return "\n".join(lines)
+
+
+def mixture_line(mixture: dict, counts: dict, data, scan: dict) -> str:
+    """A trial's mixture as it will train: each task's share of an epoch."""
+    planned = targets(counts, data, scan["capabilities"])
+    ecommerce = {t: v for t, v in planned.items() if scan["capabilities"].get(t) != OOD}
+    total = sum(ecommerce.values()) or 1.0
+    shares = ", ".join(f"{t} {v / total:.3f}" for t, v in ecommerce.items())
+    return f"{mixture['id']}: {shares}"
 
 
 def setup(args: argparse.Namespace) -> tuple[Config, str]:
@@ -157,8 +192,12 @@ def setup(args: argparse.Namespace) -> tuple[Config, str]:
     check_files(cfg, args.config or "config")
     check_names(cfg, args.config or "config")  # tasks of the user's own are in the corpus
     subsets(cfg)  # reject subsets outside the task set before starting Ray
-    if cfg.sweep.seeds and cfg.sweep.search == "optuna":
-        raise ConfigError("sweep.seeds: replicates need sweep.search grid or random, not optuna")
+    if cfg.sweep.mixtures.active:  # and mixtures the law cannot fit, unknown names
+        sweep_mixtures(cfg, args.config or "config")
+    if cfg.sweep.seeds and cfg.sweep.search in ("optuna", "mixture"):
+        raise ConfigError(
+            f"sweep.seeds: replicates need sweep.search grid or random, not {cfg.sweep.search}"
+        )
     output = args.output or cfg.sweep.output
     return cfg, output if is_uri(output) else str(Path(output).resolve())
 
@@ -216,9 +255,49 @@ def publish(local_dir: Path, output: str) -> None:
             pyarrow.fs.copy_files(str(path), f"{output}/{rel}")
 
 
+def confirm(args: argparse.Namespace) -> int:
+    """`--confirm DIR`: the law's proposals (proposal.json) and the sweeps that confirm them,
+    printed (with --dry-run) or run, then their mixtures side by side."""
+    if args.config or args.overrides or args.resume:
+        raise ConfigError("--confirm takes the sweep's saved config; no --config/overrides")
+    folder = args.confirm.rstrip("/")
+    try:
+        cfg, law = propose(folder)
+    except ReportError as e:
+        raise ConfigError(str(e)) from None
+    path = write_proposal(folder, cfg, law)
+    print(proposal_text(law))
+    print(f"proposal: {path}")
+    if not law.ok:
+        return 1
+    if why := confirmable(cfg):
+        print(why)
+        return 1
+    sweeps = confirmation_configs(cfg, law, folder)
+    for c in sweeps.values():
+        atomic_write(f"{c.sweep.output}.yaml", config_yaml(c))
+        print(f"\nsweep {c.sweep.name!r} ({c.sweep.output}.yaml):\n{dry_run(c)}")
+    if args.dry_run:
+        return 0
+    codes, rows = [], []
+    for c in sweeps.values():
+        codes.append(run_and_report(args, c, c.sweep.output, Path(c.sweep.output)))
+        rows += load_trials(Path(c.sweep.output) / "trials.csv")
+    table, figures = confirmation_table(rows)
+    print(f"\nconfirmation of {folder}:\n{table}")
+    print(f"confirmation: {write_confirmation(folder, figures)}")
+    return max(codes)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     console.setup(args)
+    if args.confirm:
+        try:
+            return confirm(args)
+        except (ConfigError, KeyError, ValueError, FileNotFoundError) as e:
+            console.log.error("error: %s", e)
+            return 2
     try:
         cfg, output = setup(args)
         if args.dry_run:

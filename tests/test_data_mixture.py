@@ -61,6 +61,29 @@ def test_caps_and_weights():
         targets({"query_ner": 0}, DataConfig())
 
 
+def test_shares_are_the_epochs_shares_whatever_the_sizes():
+    """data.weighting shares: task weights are the tasks' shares; capability weights the
+    capabilities', split among their tasks by size; an unnamed task or capability is refused."""
+    counts = {"query_ner": 900, "review_snippet_retrieval": 100, "review_rating": 300}
+    shares = {"query_ner": 0.2, "review_snippet_retrieval": 0.3, "review_rating": 0.5}
+    t = targets(counts, DataConfig(weighting="shares", task_weights=shares))
+    total = sum(t.values())
+    assert total == pytest.approx(1300)  # an epoch keeps its size
+    assert [t[k] / total for k in counts] == pytest.approx([0.2, 0.3, 0.5])
+    caps = {"understanding-shopping-concepts": 1.0, "user-behavior-alignment": 3.0}
+    by_cap = targets(counts, DataConfig(weighting="shares", capability_weights=caps))
+    # query_ner and review_snippet_retrieval are both concept tasks: a quarter, 9 : 1 by size
+    assert by_cap["review_rating"] / 1300 == pytest.approx(0.75)
+    assert by_cap["query_ner"] / by_cap["review_snippet_retrieval"] == pytest.approx(9.0)
+    size = targets(counts, DataConfig(task_weights={"query_ner": 0.2}))  # the size rule
+    assert size["query_ner"] / size["review_rating"] == pytest.approx(0.2 * 900 / 300)
+    with pytest.raises(ValueError, match="every task trained needs its share; none for query_ner"):
+        targets(counts, DataConfig(weighting="shares", task_weights={"review_rating": 1.0}))
+    with pytest.raises(ValueError, match="none for understanding-shopping-concepts"):
+        only_behavior = {"user-behavior-alignment": 1.0}
+        targets(counts, DataConfig(weighting="shares", capability_weights=only_behavior))
+
+
 def test_positions_are_even_and_follow_the_seed():
     u = positions(source_keys([f"a.jsonl:{i}" for i in range(1000)]), seed=0)
     assert sorted(u) == pytest.approx((np.arange(1000) + 0.5) / 1000)
@@ -89,6 +112,7 @@ def test_mixture_stats_are_flat_and_json_able():
     p = [0.75, 0.25]
     assert s["task_entropy"] == pytest.approx(-sum(x * math.log(x) for x in p))
     assert s["records/query_ner"] == 750 and "records/title_translation" not in s
+    assert (s["share/query_ner"], s["share/title_translation"]) == (0.75, 0.0)
     assert all(not isinstance(v, (dict, list)) for v in s.values())
 
 

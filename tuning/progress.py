@@ -29,7 +29,9 @@ class StatusTable(tune.CLIReporter):
 
 def status_table(cfg: Config) -> StatusTable:
     """Tune's status table, its columns the swept values and the objective."""
-    params = {"subset/id": "subset", "rank": "rank"}
+    params = {"subset/id": "subset"}
+    params |= {"mixture/id": "mixture"} if cfg.sweep.mixtures.active else {}
+    params |= {"rank": "rank"}
     params |= {"seed": "seed"} if cfg.sweep.seeds else {}
     params |= {key: key for key in cfg.sweep.params}
     metrics = {"step": "step", "loss": "loss", cfg.sweep.metric: cfg.sweep.metric}
@@ -42,11 +44,12 @@ def status_table(cfg: Config) -> StatusTable:
 
 
 def trial_label(config: dict) -> str:
-    """subset id, rank, each `sweep.params` value (by its last key) and (replicates) seed
-    of a trial: `ladder-2 r8 shape=moe s1`."""
+    """subset id, mixture id, rank, each `sweep.params` value (by its last key) and
+    (replicates) seed of a trial: `ladder-2 r8 shape=moe s1`, `all dirichlet-3 r8`."""
     params = "".join(f" {k.rpartition('.')[2]}={v}" for k, v in config.items() if "." in k)
     seed = f" s{config['seed']}" if "seed" in config else ""
-    return f"{config['subset']['id']} r{config['rank']}{params}{seed}"
+    mixture = f" {config['mixture']['id']}" if "mixture" in config else ""
+    return f"{config['subset']['id']}{mixture} r{config['rank']}{params}{seed}"
 
 
 class Progress(tune.Callback):

@@ -17,7 +17,9 @@ from ecomtrain.console import quiet, verbose
 from ecomtrain.tracking import predictions_table, resolve_mode
 from ecomtrain.train.driver import fit
 from ecomtrain.train.trial import Prepared, TrialMeta
+from tuning.mixture_search import MixtureSearch
 from tuning.progress import Progress, status_table
+from tuning.rank_asha import RankASHA
 from tuning.relay import relay_to_tune
 from tuning.space import grid_points, optuna_search, param_space, trial_config
 
@@ -91,6 +93,8 @@ class TrialRuns(WandbLoggerCallback):
             )(self._logger_actor_cls)
         point = trial.config
         full = to_dict(trial_config(self.base, point))
+        # a mixture's shares as flat keys, for W&B's parallel coordinates and scatter plots
+        full |= {f"mix/{k}": v for k, v in point.get("mixture", {}).get("shares", {}).items()}
         wandb_init_kwargs["config"] = full | wandb_init_kwargs.get("config", {})
         wandb_init_kwargs["job_type"] = "trial"
         wandb_init_kwargs["tags"] = [self.group, point["subset"]["id"]]
@@ -108,14 +112,15 @@ def wandb_callbacks(cfg: Config, local_dir: str) -> list:
 
 
 def trial_key(config: dict) -> tuple[str, str]:
-    """A trial's grid point (<subset>-r<rank>) and the trial itself (with -s<seed> when the
-    sweep has replicates)."""
-    cell = f"{config['subset']['id']}-r{config['rank']}"
+    """A trial's grid point (<subset>[-<mixture>]-r<rank>) and the trial itself (with
+    -s<seed> when the sweep has replicates)."""
+    mixture = f"-{config['mixture']['id']}" if "mixture" in config else ""
+    cell = f"{config['subset']['id']}{mixture}-r{config['rank']}"
     return cell, (f"{cell}-s{config['seed']}" if "seed" in config else cell)
 
 
 def trial_name(trial) -> str:
-    """Short, readable trial names: <subset>-r<rank>[-s<seed>]-<id>."""
+    """Short, readable trial names: <subset>[-<mixture>]-r<rank>[-s<seed>]-<id>."""
     return f"{trial_key(trial.config)[1]}-{trial.trial_id}"
 
 
@@ -139,18 +144,31 @@ def stop_metric(cfg: Config) -> tuple[str, str]:
 
 
 def scheduler(cfg: Config):
-    """ASHA on the held-out score, with rungs in training steps; else run every trial out."""
+    """ASHA on the held-out score, with rungs in training steps (one ASHA per LoRA rank under
+    "asha-by-rank"); else run every trial out."""
     if cfg.sweep.scheduler == "fifo":
         return None
     metric, mode = stop_metric(cfg)
-    return tune.schedulers.ASHAScheduler(
-        metric=metric,
-        mode=mode,
-        time_attr="step",
-        max_t=cfg.train.max_steps,
-        grace_period=cfg.sweep.grace_period,
-        reduction_factor=cfg.sweep.reduction_factor,
-    )
+    asha = {
+        "metric": metric,
+        "mode": mode,
+        "time_attr": "step",
+        "max_t": cfg.train.max_steps,
+        "grace_period": cfg.sweep.grace_period,
+        "reduction_factor": cfg.sweep.reduction_factor,
+    }
+    if cfg.sweep.scheduler == "asha-by-rank":
+        return RankASHA(**asha)
+    return tune.schedulers.ASHAScheduler(**asha)
+
+
+def search_alg(cfg: Config):
+    """The searcher that holds the space (Optuna's, the mixture search), else None."""
+    if cfg.sweep.search == "optuna":
+        return optuna_search(cfg)
+    if cfg.sweep.search == "mixture":
+        return MixtureSearch.of(cfg)
+    return None
 
 
 def n_trials(cfg: Config) -> int:
@@ -229,7 +247,7 @@ def run_sweep(
         param_space=param_space(cfg),
         tune_config=tune.TuneConfig(  # the scheduler and the searcher name their own metric
             scheduler=scheduler(cfg),
-            search_alg=optuna_search(cfg) if cfg.sweep.search == "optuna" else None,
+            search_alg=search_alg(cfg),
             num_samples=cfg.sweep.num_samples,
             max_concurrent_trials=concurrency(cfg),
             trial_name_creator=trial_name,

@@ -1,8 +1,9 @@
-"""The joint search space: task subsets x LoRA rank (x any config key).
+"""The joint search space: task subsets x mixtures x LoRA rank (x any config key).
 
 Subsets come from four generators that can be combined: explicit lists, the capability
 ladder, leave-one-family-out within capabilities, and random subsets with a coverage
-constraint. Every subset is described by what the report and W&B compare trials on.
+constraint. Every subset is described by what the report and W&B compare trials on. A sweep
+of mixtures (tuning/mixtures.py) weighs the tasks of its one subset.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ import random
 
 from ray import tune
 
-from ecomtrain.config import Config, SweepConfig, with_values
+from ecomtrain.config import Config, ConfigError, SweepConfig, with_values
 from ecomtrain.tasks import CAPABILITIES, FAMILIES, capabilities_of, expand
+from tuning import mixtures
 
 
 def universe(cfg: Config) -> list[str]:
@@ -101,20 +103,41 @@ def subsets(cfg: Config) -> list[dict]:
     return [describe(i, names, full) for i, names in named.items()]
 
 
+def mixture_subset(cfg: Config, source: str = "config") -> dict:
+    """The one subset a sweep of mixtures weighs the tasks of."""
+    points = subsets(cfg)
+    if len(points) != 1:
+        raise ConfigError(
+            f"{source}: sweep.mixtures: a sweep of mixtures weighs the tasks of one subset, "
+            f"this one has {len(points)} ({', '.join(p['id'] for p in points)}): keep one "
+            "(sweep.subsets, and no ladder, leave_one_out or random_subsets)"
+        )
+    return points[0]
+
+
+def sweep_mixtures(cfg: Config, source: str = "config") -> list[dict]:
+    """The mixtures of a sweep of mixtures (tuning.mixtures), over its one subset."""
+    return mixtures.mixtures(cfg, mixture_subset(cfg, source), source)
+
+
 def alpha_for(sweep: SweepConfig, rank: int, fixed: float) -> float:
     """lora.alpha of a trial under the sweep's alpha rule."""
     return sweep.alpha_per_rank * rank if sweep.alpha_rule == "scale" else fixed
 
 
 def dimensions(cfg: Config) -> dict[str, list]:
-    """The sweep's dimensions and their values, in launch order: subset, rank, each
-    `sweep.params` key, and seed (replicates) when `sweep.seeds` is set."""
+    """The sweep's dimensions and their values, in launch order: subset, mixture (a sweep
+    of mixtures), rank, each `sweep.params` key, and seed (replicates) when `sweep.seeds` is
+    set."""
     points, ranks = subsets(cfg), list(cfg.sweep.ranks)
+    mixes = sweep_mixtures(cfg) if cfg.sweep.mixtures.active else []
     if cfg.sweep.launch_seed >= 0:  # another launch order of the same grid
         rng = random.Random(cfg.sweep.launch_seed)
         rng.shuffle(points)
         rng.shuffle(ranks)
-    dims = {"subset": points, "rank": ranks}
+        rng.shuffle(mixes)
+    dims = {"subset": points, "mixture": mixes} if mixes else {"subset": points}
+    dims["rank"] = ranks
     dims |= {key: list(values) for key, values in cfg.sweep.params.items()}
     if cfg.sweep.seeds:
         dims["seed"] = list(cfg.sweep.seeds)
@@ -132,8 +155,9 @@ def grid_points(cfg: Config) -> list[dict]:
 
 def param_space(cfg: Config) -> dict:
     """Tune's param_space: grid or random choice over subsets, ranks and `sweep.params`
-    (empty under Optuna, whose searcher holds the space: see `optuna_search`)."""
-    if cfg.sweep.search == "optuna":
+    (empty under Optuna and the mixture search, whose searchers hold the space: see
+    `optuna_search`, tuning.mixture_search)."""
+    if cfg.sweep.search in ("optuna", "mixture"):
         return {}
     dim = tune.grid_search if cfg.sweep.search == "grid" else tune.choice
     space = {
@@ -146,9 +170,12 @@ def param_space(cfg: Config) -> dict:
 
 
 def trial_config(base: Config, point: dict) -> Config:
-    """The run config of one point: its tasks, rank, alpha and any dotted-path values."""
+    """The run config of one point: its tasks, mixture, rank, alpha and any dotted-path
+    values."""
     cfg = with_values(base, {k: v for k, v in point.items() if "." in k}, "sweep.params")
     cfg.data.tasks = list(point["subset"]["tasks"])
+    if "mixture" in point:
+        cfg.data = mixtures.apply(cfg.data, point["mixture"], cfg.data.tasks)
     cfg.lora.rank = int(point["rank"])
     cfg.lora.alpha = float(point.get("alpha", alpha_for(cfg.sweep, cfg.lora.rank, cfg.lora.alpha)))
     cfg.lora.use_rslora = cfg.lora.use_rslora or cfg.sweep.alpha_rule == "rslora"

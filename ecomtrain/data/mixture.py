@@ -9,6 +9,9 @@
 
 So an epoch holds E records whatever f is, of which a share f is out of domain: at a fixed
 step budget, out-of-domain records take the place of e-commerce ones.
+With `data.weighting: shares` the weights of the e-commerce tasks are their shares
+themselves, size aside (`share_weights`): a mixture given as shares of an epoch (a swept one,
+a proposed one) trains at exactly those shares whatever the tasks' sizes.
 A task's capability comes from the corpus scan (`capability`: task -> capability), so a
 task of the user's own weighs by the capability its records declare (or "unknown").
 
@@ -36,6 +39,10 @@ import numpy as np
 from ecomtrain.config import DataConfig
 from ecomtrain.tasks import CAPABILITIES, FAMILIES, OOD, UNKNOWN
 
+# The two mixtures every comparison of mixtures holds (tuning/mixtures.py): shares in
+# proportion to the tasks' sizes (no earlier mixing method reliably beats it) and equal ones.
+STRATIFIED, UNIFORM = "stratified", "uniform"
+
 
 def check_weights(cfg: DataConfig, capability: dict[str, str] | None = None) -> None:
     """Reject unknown names in the mixture settings (`capability`: the corpus' tasks of the
@@ -57,13 +64,16 @@ def targets(
     capability = capability or {}
     check_weights(cfg, capability)
     sizes = {t: min(n, cfg.max_per_task) if cfg.max_per_task else n for t, n in counts.items()}
+    scaled = {t: s ** (1.0 / cfg.temperature) if s else 0.0 for t, s in sizes.items()}
     weight = {
         t: cfg.capability_weights.get(capability_of(t, capability), 1.0)
         * cfg.task_weights.get(t, 1.0)
-        * (s ** (1.0 / cfg.temperature) if s else 0.0)
-        for t, s in sizes.items()
+        * s
+        for t, s in scaled.items()
     }
     ood = {t for t in sizes if capability_of(t, capability) == OOD}
+    if cfg.weighting == "shares":
+        weight |= share_weights({t: s for t, s in scaled.items() if t not in ood}, cfg, capability)
     epoch = sum(s for t, s in sizes.items() if t not in ood)
     parts = {
         "e-commerce": (set(sizes) - ood, 1.0 - cfg.ood_fraction, "the mixture is empty, or "
@@ -80,6 +90,37 @@ def targets(
             )
         out |= {t: epoch * share * weight[t] / total if share > 0 else 0.0 for t in part}
     return {t: out[t] for t in sizes}
+
+
+def share_weights(
+    scaled: dict[str, float], cfg: DataConfig, capability: dict[str, str]
+) -> dict[str, float]:
+    """The e-commerce tasks' weights under `data.weighting: shares` (`scaled`: each task's
+    size ** (1 / temperature)): task weights are the tasks' shares, capability weights the
+    capabilities' shares, split among their tasks by task weight, else by scaled size. A
+    task (capability) trained but not named is an error: its share would be a guess."""
+    tasks = cfg.task_weights
+    missing = [t for t in scaled if t not in tasks] if tasks else []
+    if missing:
+        raise ValueError(
+            f"data.task_weights: data.weighting is shares, so every task trained needs its "
+            f"share; none for {', '.join(missing)}"
+        )
+    inner = {t: (tasks[t] if tasks else s) if s else 0.0 for t, s in scaled.items()}
+    if not cfg.capability_weights:
+        return inner
+    caps = {t: capability_of(t, capability) for t in scaled}
+    missing = sorted({c for t, c in caps.items() if scaled[t] and c not in cfg.capability_weights})
+    if missing:
+        raise ValueError(
+            f"data.capability_weights: data.weighting is shares, so every capability trained "
+            f"needs its share; none for {', '.join(missing)}"
+        )
+    total = {c: sum(inner[t] for t in scaled if caps[t] == c) for c in set(caps.values())}
+    return {
+        t: cfg.capability_weights[caps[t]] * w / total[caps[t]] if w else 0.0
+        for t, w in inner.items()
+    }
 
 
 def capability_of(task: str, capability: dict[str, str]) -> str:
@@ -137,9 +178,11 @@ def stats(
 ) -> dict:
     """Diversity of a mixture (flat, JSON-able): e-commerce tasks and capabilities covered,
     the entropy of their task distribution (nats; and normalised to [0, 1] by log of the
-    task count), the out-of-domain share, and the expected records per task per epoch."""
+    task count), the out-of-domain share, the expected records per task per epoch, and each
+    e-commerce task's share of them (`share/<task>`, 0 for a task left out)."""
     capability = capability or {}
-    every = {t: v for t, v in targets(counts, cfg, capability).items() if v > 0}
+    planned_all = targets(counts, cfg, capability)
+    every = {t: v for t, v in planned_all.items() if v > 0}
     planned = {t: v for t, v in every.items() if capability_of(t, capability) != OOD}
     total = sum(planned.values())
     probs = [v / total for v in planned.values()]
@@ -161,4 +204,9 @@ def stats(
         share = sum(v for t, v in planned.items() if capability_of(t, capability) == cap) / total
         out[f"capability_share/{cap}"] = share
     out |= {f"records/{t}": round(v) for t, v in every.items()}
+    out |= {
+        f"share/{t}": v / total
+        for t, v in planned_all.items()
+        if capability_of(t, capability) != OOD
+    }
     return out

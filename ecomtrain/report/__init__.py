@@ -11,6 +11,10 @@
     pages           report.md and report.html (and the console table)
     wandb_summary   one W&B run summing up a sweep beside its trial runs
     card            an adapter alone with its model card (export, the sweep's best adapter)
+    mixture_law     each task's score as a function of the mixture and the rank, fitted on
+                    the trials, cross-validated, and the best mixture it predicts per rank
+    mixture_section the report's and the W&B summary's mixture section (blocks, charts)
+    proposal        proposal.json and the sweeps that confirm a proposal (sweep --confirm)
 
 CLI: `python -m ecomtrain.report DIR` rebuilds DIR's report from DIR/trials.csv.
 """

@@ -40,6 +40,7 @@ from ecomtrain.report.charts import (
     plot_scores,
 )
 from ecomtrain.report.findings import Analysis, Difference, Value
+from ecomtrain.report.mixture_section import mixture_section, sweep_law
 from ecomtrain.report.trials import load_trials
 
 log = logging.getLogger(__name__)
@@ -97,7 +98,9 @@ def write_report(output: str | Path, rows: list[dict] | None = None) -> Path:
         for name, (_, caption) in CHARTS.items()
     ]
     charts += extra_charts(rows, found, output)
-    return write_pages(rows, output, found, charts, left_out)
+    law = sweep_law(rows, output)
+    mixture = mixture_section(rows, output, law) if law else []
+    return write_pages(rows, output, found, charts, left_out, mixture)
 
 
 def per_record_scores(
@@ -173,11 +176,13 @@ def write_pages(
     found: Analysis | None,
     charts: list[tuple[str, str]],
     left_out: dict[str, str] | None = None,
+    mixture: list[tuple] = (),
 ) -> Path:
     """report.md and report.html under `output` (the charts, (file, caption), must be
     there); returns report.md. `found`: the analysis with uncertainty, when per-record
-    scores exist; `left_out`: trials left out of it, with why."""
-    sections = report_sections(rows, output.resolve().name, found, charts, left_out or {})
+    scores exist; `left_out`: trials left out of it, with why; `mixture`: the mixture law's
+    blocks (report/mixture_section.py)."""
+    sections = report_sections(rows, output.resolve().name, found, charts, left_out or {}, mixture)
     atomic_write(output / "report.html", to_html(sections, output))
     path = atomic_write(output / "report.md", to_markdown(sections))
     return path
@@ -189,9 +194,11 @@ def report_sections(
     found: Analysis | None,
     charts: list[tuple[str, str]],
     left_out: dict[str, str] | None = None,
+    mixture: list[tuple] = (),
 ) -> list[tuple]:
     """The report as (kind, ...) blocks, rendered to Markdown and to HTML alike; `charts`:
-    (file, caption) of each chart drawn; `left_out`: trials the analysis lacks, with why."""
+    (file, caption) of each chart drawn; `left_out`: trials the analysis lacks, with why;
+    `mixture`: the mixture law's section, after the best trial."""
     n_failed = sum(is_failed(r) for r in rows)
     out = [
         ("h1", f"Sweep report: {name}"),
@@ -277,6 +284,7 @@ def report_sections(
         ("table", *_track_table(rows)),
         ("h2", "Best trial"),
         ("p", _best_text(rows, found)),
+        *mixture,
         ("h2", "Charts"),
         *[("img", file, caption) for file, caption in charts],
         ("h2", "Diversity x capacity: interaction model"),

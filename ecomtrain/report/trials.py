@@ -1,10 +1,12 @@
 """The one trials schema: trials.csv, written from a sweep's results and read back typed.
 
-One row per trial: what it trained on (subset, tasks, capabilities), every swept value
-(LoRA rank, alpha, the seed, and each `sweep.params` key under its dotted config path, e.g.
-`train.lr`), its scores (overall, `track/*`, `task/*` on the selection records; `confirm/*`
-on the confirmation records), loss, wall time and error. The
-report and the W&B summary read nothing else.
+One row per trial: what it trained on (subset, tasks, capabilities, and the realised
+mixture: each task's share of an epoch `mix/<task>`, each capability's `mix_cap/<capability>`),
+every swept value (its mixture's id, LoRA rank, alpha, the seed, and each `sweep.params` key
+under its dotted config path, e.g. `train.lr`), its scores (overall, `track/*`, `task/*` on the
+selection records; `confirm/*` on the confirmation records), its held-out loss (overall,
+`eval_loss/<task>`), loss, wall time and error. The report and the W&B summary read nothing
+else.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 
 import yaml
 
+from ecomtrain.data.mixture import STRATIFIED, UNIFORM
 from ecomtrain.files import atomic_open
 from ecomtrain.tasks import CAPABILITIES, FAMILIES
 
@@ -41,9 +44,18 @@ OPTIONAL += ["metric", "score_se", "score_seen", "score_unseen", "eval_loss", "e
 OPTIONAL += ["checkpoint"]
 
 
+# per-track, per-task and per-file figures: never swept values, whatever their names hold
+PER_NAME = SCORES + ("mix/", "mix_cap/", "eval_loss/")
+# trial metrics -> their trials.csv columns (a mixture's realised shares)
+RENAMED = {"mixture/share/": "mix/", "mixture/capability_share/": "mix_cap/"}
+MIXTURE_ORDER = {STRATIFIED: 0, UNIFORM: 1}  # the baselines first: the rest face them
+
+
 def swept_keys(row: dict) -> list[str]:
-    """The dotted config paths a row carries: the `sweep.params` dimensions of its sweep."""
-    return sorted(k for k in row if "." in k and not k.startswith(SCORES))
+    """The swept values a row carries: its mixture (sweep.mixtures), then the dotted config
+    paths of its sweep's `sweep.params` dimensions."""
+    mixture = ["mixture"] if row.get("mixture") else []
+    return mixture + sorted(k for k in row if "." in k and not k.startswith(PER_NAME))
 
 
 def checkpoint_uri(path: str, storage: str) -> str:
@@ -79,12 +91,27 @@ def trial_rows(results, metric: str = "score", storage: str = "") -> list[dict]:
             value = subset.get(key, cfg.get(key, m.get(key)))
             if value is not None:
                 row[key] = " ".join(value) if isinstance(value, list) else value
+        if "mixture" in cfg:
+            row["mixture"] = cfg["mixture"]["id"]
+            row["mixture_over"] = cfg["mixture"]["over"]  # what the law's shares are
         row |= {k: _text(v) for k, v in cfg.items() if "." in k}  # sweep.params dimensions
-        row |= {k: v for k, v in m.items() if k.startswith(SCORES)}
+        row |= {k: v for k, v in m.items() if k.startswith(PER_NAME)}
+        for metric_prefix, column in RENAMED.items():
+            row |= {
+                column + k.removeprefix(metric_prefix): v
+                for k, v in m.items()
+                if k.startswith(metric_prefix)
+            }
         if r.error:
             row["error"] = str(r.error).splitlines()[0][:200]
         rows.append(row)
-    return sorted(rows, key=lambda x: (str(x["subset"]), int(x["rank"] or 0), x["trial"]))
+    return sorted(rows, key=_order)
+
+
+def _order(row: dict) -> tuple:
+    """Rows by subset, rank, the baseline mixtures first, then trial."""
+    mixture = MIXTURE_ORDER.get(row.get("mixture", ""), len(MIXTURE_ORDER))
+    return str(row["subset"]), int(row["rank"] or 0), mixture, row["trial"]
 
 
 def _text(value) -> str:
@@ -99,7 +126,8 @@ def columns(rows: list[dict]) -> list[str]:
     paths, then per-track/per-task scores."""
     keys = {k for r in rows for k in r}
     optional = [k for k in OPTIONAL if k in keys]
-    swept = sorted({k for r in rows for k in swept_keys(r)})
+    named = {k for r in rows for k in swept_keys(r)}
+    swept = [k for k in ("mixture",) if k in named] + sorted(named - {"mixture"})
     extra = sorted(keys - set(COLUMNS) - set(optional) - set(swept))
     return COLUMNS + optional + swept + extra
 
@@ -162,7 +190,7 @@ def _parse_row(raw: dict, where: str) -> dict:
         if col in row or col in REQUIRED:
             row[col] = _number(row.get(col, ""), col in INTS, f"{where}: column {col!r}")
     for col in row:
-        if col.startswith(SCORES):
+        if col.startswith(PER_NAME):
             row[col] = _number(row[col], False, f"{where}: column {col!r}")
     if row["rank"] is None or row["rank"] < 1:
         raise ReportError(f"{where}: column 'rank' must be a positive integer")

@@ -6,7 +6,8 @@ line chart of score against capabilities trained on (one line per LoRA rank: the
 and, beside it, its interval's low and high ends), so trials can be compared in the W&B UI
 without opening report.html, and the best trial's adapter as a model artifact. The analysis
 comes from analysis.json in the sweep's folder (ecomtrain.report.findings); without it (no
-per-record scores) the line chart shows the trials' means alone.
+per-record scores) the line chart shows the trials' means alone. A sweep of mixtures adds the
+mixture law's tables, charts and proposed shares (ecomtrain/report/mixture_section.py).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING
 from ecomtrain.report import findings
 from ecomtrain.report.analysis import best, diversity_lines, label
 from ecomtrain.report.findings import Analysis
+from ecomtrain.report.mixture_section import sweep_law, wandb_logs
 from ecomtrain.tracking import wandb_run
 
 if TYPE_CHECKING:
@@ -98,6 +100,7 @@ def log_summary(
         images = {p.stem: p for p in sorted(Path(dir).glob("*.png"))}
     top = best(rows)
     found = findings.read(Path(dir))
+    law = sweep_law(rows, dir) if mode != "disabled" else None
     with wandb_run(
         "summary",
         project=project,
@@ -117,6 +120,8 @@ def log_summary(
         logged |= {f"charts/{name}": wandb.Image(str(path)) for name, path in images.items()}
         if found:
             logged["cells"] = cells_table(found)
+        if law is not None:  # a sweep of mixtures: the law's tables, charts and proposals
+            logged |= wandb_logs(law, dir)
         if (found and found.lines) or (not found and diversity_lines(rows)):
             logged["score_by_capabilities"] = score_lines(rows, found)
         run.log(logged)
