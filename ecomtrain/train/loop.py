@@ -9,6 +9,11 @@ the micro-batches already trained on. A step takes `grad_accum` micro-batches fr
 the trial's shares (one per worker of its largest world) and seeds each one's dropout by
 (seed, step, share), so an elastic run that resumes with fewer or more workers trains
 every step on the same records, tokens and masks (`shares_of`, `step_batches`).
+
+A run trains one adapter, a `Member`; a pack of trials (ecomtrain.train.pack) trains
+several over one copy of the base, each step every member's optimizer step in turn, each
+member with all of the above of its own; one report carries every member's metrics, and
+one checkpoint a folder per member.
 """
 
 from __future__ import annotations
