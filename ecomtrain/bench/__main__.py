@@ -12,6 +12,7 @@
     python -m ecomtrain.bench scale [--trials 500] [--gpus 64] [--nodes 4] [a.b=c ...]
     python -m ecomtrain.bench corpus [--records 10000000] [--files 100] [--ranks 2]
                                      [--words W] [--object-store-mib M] [a.b=c ...]
+    python -m ecomtrain.bench pack [--pack 4] [--repeats 3] [--config FILE] [a.b=c ...]
 
 Every benchmark also writes its figures as JSON with `--json FILE`; `python -m
 ecomtrain.bench NAME --help` says what NAME runs and prints (the doc of its module,
@@ -32,6 +33,7 @@ from ecomtrain.bench import (
     data,
     evaluation,
     mfu,
+    pack,
     raytax,
     scale,
     throughput,
@@ -51,6 +53,7 @@ BENCHMARKS = {
     "eval": evaluation,
     "scale": scale,
     "corpus": corpus,
+    "pack": pack,
 }
 
 
