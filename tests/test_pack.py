@@ -146,21 +146,35 @@ def plan(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def cluster(plan):
-    """A local Ray with the fault hooks of tests/faults.py in every worker process."""
+    """A local 2-CPU Ray with the fault hooks of tests/faults.py in every worker process,
+    and its dashboard's state API, through which Ray Train frees the workers of a run whose
+    trial Tune stopped (as ecomtrain.connect sets a local cluster up)."""
     import ray
 
+    from ecomtrain.connect import free_port
+
     path = os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")]))
+    port = free_port(8265)
+    url = f"http://127.0.0.1:{port}"
+    before = os.environ.get("RAY_API_SERVER_ADDRESS")
+    os.environ["RAY_API_SERVER_ADDRESS"] = url
     ray.init(
+        address="local",
         num_cpus=2,
-        include_dashboard=False,
+        include_dashboard=True,
+        dashboard_port=port,
         log_to_driver=False,
         runtime_env={
-            "env_vars": {"PYTHONPATH": path, PLAN: str(plan)},
+            "env_vars": {"PYTHONPATH": path, PLAN: str(plan), "RAY_API_SERVER_ADDRESS": url},
             "worker_process_setup_hook": "faults.install",
         },
     )
     yield
     ray.shutdown()
+    if before is None:
+        os.environ.pop("RAY_API_SERVER_ADDRESS")
+    else:
+        os.environ["RAY_API_SERVER_ADDRESS"] = before
 
 
 def member(key: str, *overrides: str):
@@ -276,6 +290,7 @@ def sweep(tmp_path: Path, pack: int) -> dict:
             "sweep.ranks=[2, 4]",
             "sweep.seeds=[1, 2]",
             "sweep.scheduler=asha",  # a stopped trial's process is ended, not reused
+            "sweep.grace_period=10",
             f"sweep.pack={pack}",
             f"sweep.name=pack{pack}",
         ],
