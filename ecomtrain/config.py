@@ -430,6 +430,17 @@ class EvalConfig(Section):
     """Size the held-out sample so the score's standard error is at most this for any
     per-record scores in [0, 1], where the data allow (0: data.max_eval_per_task records
     per task). The log and the report print the bound reached and the measured error."""
+    confirm_fraction: float = rule(0.25, ge=0, lt=1)
+    """Part of each task's held-out sample, chosen by a salted hash of the record
+    (evaluate.held_out.part_of), kept for claims about the selected best: trials are ranked
+    and stopped on the rest (score, track/*), this part only scores confirm/*. 0: no
+    confirmation sample (docs/statistics-method.md says why it is there)."""
+    seed_sd: float = rule(0.0, ge=0)
+    """`sweep --plan`: the seed-to-seed SD of a trial's score to plan with (0: training noise
+    not counted)."""
+    target_mde: float = rule(0.0, ge=0)
+    """`sweep --plan`: the smallest cell-vs-cell difference the sweep should detect at 80 %
+    power (0: no target; else the plan says the records or seeds it needs)."""
     batch_size: int = rule(16, ge=1)
     """Prompts per generate() call."""
     prompt_prefix: bool = True

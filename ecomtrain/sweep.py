@@ -13,6 +13,7 @@ there directly and the report files are uploaded at the end.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shutil
@@ -45,6 +46,7 @@ from ecomtrain.model import find_adapter
 from ecomtrain.report.analysis import best
 from ecomtrain.report.card import adapter_only
 from ecomtrain.report.pages import BASELINE_FILE, console_table, write_report
+from ecomtrain.report.planning import plan
 from ecomtrain.report.trials import trial_rows, typed_rows, write_csv
 from ecomtrain.report.wandb_summary import log_summary
 from ecomtrain.tasks import OOD
@@ -68,9 +70,39 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="print the resolved search space and the data each trial reads; start nothing",
     )
+    parser.add_argument(
+        "--plan",
+        action="store_true",
+        help="print what the sweep will be able to see (minimum detectable effects); start nothing",
+    )
+    parser.add_argument("--noise-from", metavar="DIR", help="--plan with an earlier sweep's noise")
     parser.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
     console.add_arguments(parser)
     return parser.parse_args(argv)
+
+
+SEAL = "# the config this sweep runs; --resume checks that it is unchanged: sha256 {}\n"
+
+
+def sealed(cfg: Config) -> str:
+    """The config a sweep saves (config.yaml), headed by the digest of the rest."""
+    body = config_yaml(cfg)
+    return SEAL.format(hashlib.sha256(body.encode()).hexdigest()) + body
+
+
+def unsealed(text: str, where: str) -> dict:
+    """The mapping of a saved config, refused when it was edited after the sweep began: a
+    resumed sweep runs the experiment it began, so an edit would leave a config.yaml that
+    no longer matches its results (a file without a digest is taken as it is)."""
+    head, _, body = text.partition("\n")
+    want = head.rpartition(" ")[2] if head.startswith(SEAL.split("sha256")[0]) else None
+    if want and hashlib.sha256(body.encode()).hexdigest() != want:
+        raise ConfigError(
+            f"{where}: edited after the sweep began (it no longer matches the digest in its "
+            "first line); --resume runs the experiment the sweep began: undo the edit, or "
+            f"start a new sweep from it (--config {where} --output NEW_DIR)"
+        )
+    return yaml_mapping(text, where)
 
 
 def dry_run(cfg: Config) -> str:
@@ -120,7 +152,7 @@ def setup(args: argparse.Namespace) -> tuple[Config, str]:
             raise ConfigError(
                 f"{saved}: cannot read ({e}); is {args.resume} a sweep's output?"
             ) from None
-        return checked_config(yaml_mapping(text, saved), saved), args.resume
+        return checked_config(unsealed(text, saved), saved), args.resume
     cfg = load_config(args.config, args.overrides)
     check_files(cfg, args.config or "config")
     check_names(cfg, args.config or "config")  # tasks of the user's own are in the corpus
@@ -192,6 +224,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.dry_run:
             print(dry_run(cfg))
             return 0
+        if args.plan:
+            print(plan(cfg, grid_points(cfg), args.noise_from))
+            return 0
     except (ConfigError, KeyError, ValueError, FileNotFoundError) as e:
         console.log.error("error: %s", e)
         return 2
@@ -209,7 +244,7 @@ def run_and_report(args: argparse.Namespace, cfg: Config, output: str, local: Pa
     """Run the sweep, write trials.csv, the report and the W&B summary into `local` (the
     output folder, or a staging folder published to a bucket); returns the exit code."""
     local.mkdir(parents=True, exist_ok=True)
-    saved = config_yaml(cfg)
+    saved = sealed(cfg)
     atomic_write(local / CONFIG_FILE, saved)
     if is_uri(output):  # there from the start, so `--resume URI` works after a driver is lost
         write_text(f"{output}/{CONFIG_FILE}", saved)

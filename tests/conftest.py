@@ -1,4 +1,5 @@
-"""Shared fixtures: an isolated cache, a CLI runner and the real-data folder."""
+"""Shared fixtures: an isolated cache, a CLI runner, the real-data folder and a local Ray
+instance (records to start from: tests/records.py)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import ray
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -53,6 +55,27 @@ def run_cli(ecomtrain_cache):
         return proc
 
     return run
+
+
+def _local_ray():
+    """A local Ray instance of 2 CPUs, no dashboard, workers' output in its log files."""
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+@pytest.fixture
+def local_ray():
+    """A local Ray instance for one test (one that may stop or restart Ray itself)."""
+    yield from _local_ray()
+
+
+@pytest.fixture(scope="module")
+def module_ray():
+    """A local Ray instance shared by a module's tests that ask for it."""
+    yield from _local_ray()
 
 
 @pytest.fixture(scope="session")

@@ -6,6 +6,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from records import mc
 
 from ecomtrain.config import DataConfig
 from ecomtrain.data.demo import GENERATORS, demo_records
@@ -76,12 +77,7 @@ def test_expand_capabilities_and_families():
 
 
 def test_assignment_order_name_then_file_then_recogniser(tmp_path):
-    r = {
-        "input_field": "How many socks are in 3 packs of 4?\n0. 7\n1. 12\nAnswer:",
-        "output_field": 1,
-        "task_type": "multiple-choice",
-        "metric": "accuracy",
-    }
+    r = mc("How many socks are in 3 packs of 4?\n0. 7\n1. 12\nAnswer:")
     knowledge, behavior = "shopping-knowledge-reasoning", "user-behavior-alignment"
     assert assign_family(r, "x.json", {}, {}) == ("numeric_reasoning", knowledge, "")
     assert assign_family(r | {"task_name": "task9"}, "x.json", {}, {})[0] == "commonsense_event"
@@ -95,12 +91,7 @@ def test_records_of_no_built_in_family_make_tasks_of_their_own():
     """A well-formed record is never rejected for want of a family: its own task_name, a
     data.file_tasks name of the user's own, or its file's name; its capability from its
     label, data.file_capabilities, else "unknown"."""
-    r = {
-        "input_field": "Pick one.\n0. a\n1. b\nAnswer:",
-        "output_field": 1,
-        "task_type": "multiple-choice",
-        "metric": "accuracy",
-    }
+    r = mc()
     caps = {"*mine*": "user-behavior-alignment"}
     assert assign_family(r, "/d/my-tasks.v2.json", {}, {}) == ("my-tasks", "unknown", "")
     assert assign_family(r, "/d/mine.json", {}, caps) == ("mine", "user-behavior-alignment", "")
@@ -175,12 +166,7 @@ def test_hub_dataset_offline_is_a_clear_error(tmp_path):
 
 def test_json_array_lines_and_indices(tmp_path):
     path = tmp_path / "arr.json"
-    good = {
-        "input_field": "q\n0. a\n1. b",
-        "output_field": 1,
-        "task_type": "multiple-choice",
-        "metric": "accuracy",
-    }
+    good = mc("q\n0. a\n1. b")
     path.write_text("[\n" + json.dumps(good, indent=2) + ",\n" + json.dumps(good, indent=2) + "\n]")
     items = list(iter_items(str(path)))
     assert [(i.line, i.index) for i in items] == [(2, 0), (8, 1)]

@@ -1,6 +1,6 @@
 """Decontamination: content overlap is caught, shared prompt templates are not."""
 
-import json
+from records import generation, write_jsonl
 
 from ecomtrain.config import DataConfig
 from ecomtrain.data.overlap import Decontaminator
@@ -37,10 +37,9 @@ def test_overlap_exact_ngram_and_template_only():
 def test_parse_marks_contaminated_training_records(tmp_path):
     eval_file = tmp_path / "dev.jsonl"
     corpus = tmp_path / "train.jsonl"
-    rec = {"output_field": "x", "task_type": "generation", "metric": "rougel"}
-    eval_file.write_text("".join(json.dumps(rec | {"input_field": t}) + "\n" for _, t, _ in EVAL))
+    write_jsonl(eval_file, [generation(t, "x") for _, t, _ in EVAL])
     leaked = "Summarize the product review: rain came through the seams on the second night."
-    corpus.write_text(json.dumps(rec | {"input_field": leaked}) + "\n")
+    write_jsonl(corpus, [generation(leaked, "x")])
     cfg = DataConfig(decontaminate=[str(eval_file)], ngram=8, eval_fraction=0.0)
     (row,) = parse_file(str(corpus), None, cfg, eval_index(cfg))
     assert row["split"] == "ngram" and row["task_family"] == "product_summarization"

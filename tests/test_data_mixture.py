@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import ray
 
 from ecomtrain.config import Config, ConfigError, DataConfig, ModelConfig
 from ecomtrain.data.demo import demo_records
@@ -93,13 +92,6 @@ def test_mixture_stats_are_flat_and_json_able():
     assert all(not isinstance(v, (dict, list)) for v in s.values())
 
 
-@pytest.fixture(scope="module")
-def ray_local():
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
 def small_cfg(tmp_path, records: list[dict], **data) -> Config:
     corpus = tmp_path / "corpus.jsonl"
     corpus.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in records) + "\n")
@@ -115,7 +107,7 @@ def share_of(dataset) -> Share:
     return read_share(dataset, batch_size=64)
 
 
-def test_pipeline_shares_the_trial_deterministically(ray_local, tmp_path):
+def test_pipeline_shares_the_trial_deterministically(module_ray, tmp_path):
     cfg = small_cfg(tmp_path, demo_records(per_task=12))
     model = resolve_model(ModelConfig())
     tasks = ["query_ner", "review_rating", "title_translation"]
@@ -142,7 +134,7 @@ def test_pipeline_shares_the_trial_deterministically(ray_local, tmp_path):
     assert not train_inputs & {r["input"] for r in eval_rows}
 
 
-def test_epochs_follow_temperature_and_caps(ray_local, tmp_path):
+def test_epochs_follow_temperature_and_caps(module_ray, tmp_path):
     records = [r for r in demo_records(per_task=40) if r["task_name"] != "query_ner"]
     records += [r for r in demo_records(per_task=6) if r["task_name"] == "query_ner"]
     cfg = small_cfg(tmp_path, records, temperature=3.0, max_per_task=30)
@@ -162,7 +154,7 @@ def test_epochs_follow_temperature_and_caps(ray_local, tmp_path):
             assert abs(got[t] - n) <= 1, (t, got[t], n)
 
 
-def test_stream_trains_on_every_record_and_resumes_across_epochs(ray_local, tmp_path):
+def test_stream_trains_on_every_record_and_resumes_across_epochs(module_ray, tmp_path):
     """A downsampled task's records all come round within a few epochs; a stream that skips k
     micro-batches continues exactly where an uninterrupted one is after k, across epochs."""
     records = demo_records(per_task=30)
@@ -187,7 +179,7 @@ def test_stream_trains_on_every_record_and_resumes_across_epochs(ray_local, tmp_
         assert all(np.array_equal(got[k], want[k]) for k in want)
 
 
-def test_a_share_shorter_than_one_step_repeats_and_too_few_records_fail(ray_local, tmp_path):
+def test_a_share_shorter_than_one_step_repeats_and_too_few_records_fail(module_ray, tmp_path):
     cfg = small_cfg(tmp_path, demo_records(per_task=3))
     cfg.train.num_workers, cfg.train.micro_batch_size = 2, 8
     model = resolve_model(ModelConfig())
@@ -203,7 +195,7 @@ def test_a_share_shorter_than_one_step_repeats_and_too_few_records_fail(ray_loca
         train_dataset(cfg, model, ["query_ner"], 64, checked_scan(cfg.data))
 
 
-def test_pipeline_rejects_and_decontaminates(ray_local, tmp_path):
+def test_pipeline_rejects_and_decontaminates(module_ray, tmp_path):
     records = demo_records(per_task=6)
     bad = dict(records[0], output_field="not an index")
     eval_file = tmp_path / "dev.jsonl"
@@ -223,7 +215,7 @@ def test_pipeline_rejects_and_decontaminates(ray_local, tmp_path):
     assert sum(len(share_of(s)) for s in shares) == stats["records"]
 
 
-def test_tasks_of_the_users_own_train_and_weigh_by_their_capability(ray_local, tmp_path):
+def test_tasks_of_the_users_own_train_and_weigh_by_their_capability(module_ray, tmp_path):
     """Records of no built-in family are kept: a task_name of the user's own, or the file's
     name; their capability from data.file_capabilities weighs them in the mixture; the
     pipeline trains on them when data.tasks names them."""
@@ -287,7 +279,7 @@ def test_an_ood_fraction_takes_its_share_of_an_epoch_of_unchanged_size():
         targets(COUNTS, DataConfig(ood_fraction=0.1))
 
 
-def test_ood_tasks_train_at_their_share_and_are_never_evaluated(ray_local, tmp_path):
+def test_ood_tasks_train_at_their_share_and_are_never_evaluated(module_ray, tmp_path):
     cfg = small_cfg(tmp_path, demo_records(per_task=20))
     tasks = ["query_ner", "review_rating", "numeric_reasoning"]
     cfg.data.ood_fraction = 0.25
@@ -315,7 +307,7 @@ def test_ood_tasks_train_at_their_share_and_are_never_evaluated(ray_local, tmp_p
     assert trained and not trained & {"ood_arithmetic", "ood_general_knowledge"}
 
 
-def test_provenance_keeps_synthetic_or_curated_training_records(ray_local, tmp_path):
+def test_provenance_keeps_synthetic_or_curated_training_records(module_ray, tmp_path):
     """Records ecomtrain.generate wrote (a provenance object), or labelled synthetic by
     themselves or their file, are synthetic; the filter keeps one kind for training, the
     held-out split whatever it says; a malformed label is a bad record."""

@@ -7,7 +7,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import ray
 
 from ecomtrain.config import ConfigError, DataConfig, SourceConfig, load_config
 from ecomtrain.data.records import Bad
@@ -100,13 +99,9 @@ def test_a_csv_into_a_built_in_family_keeps_lines_and_its_limit():
     }
 
 
-def test_the_scan_counts_every_source_on_ray():
+def test_the_scan_counts_every_source_on_ray(local_ray):
     cfg = data_config()
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        scan = scan_corpus(corpus_files(cfg), cfg, use_ray=True)
-    finally:
-        ray.shutdown()
+    scan = scan_corpus(corpus_files(cfg), cfg, use_ray=True)
     assert scan["records"] == 4 + 3 + 4 + 2 and scan["bad"] == 2
     counts = {t: c["train"] + c["eval"] for t, c in scan["tasks"].items()}
     assert counts == {

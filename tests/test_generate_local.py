@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import pytest
-import ray
 from wandb_files import runs as wandb_runs
 
 from ecomtrain.generate.__main__ import main, parse_args
@@ -16,13 +15,6 @@ from ecomtrain.generate.run import run
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = sorted((ROOT / "configs" / "generate").glob("*.yaml"))
 REASONS = {"bad_json", "truncated", "empty", "fields", "invalid", "prompt_too_long", "options"}
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    ray.init(address="local", num_cpus=2, include_dashboard=False)
-    yield
-    ray.shutdown()
 
 
 @pytest.fixture(autouse=True)
@@ -36,7 +28,7 @@ def generate_local(spec, out, target: int, *extra) -> dict:
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=lambda p: p.stem)
-def test_every_spec_runs_on_the_local_backend(spec, tmp_path, local_ray, capsys):
+def test_every_spec_runs_on_the_local_backend(spec, tmp_path, module_ray, capsys):
     argv = ["--spec", str(spec), "--out", str(tmp_path), "--backend", "local", "--target", "3"]
     argv += ["--concurrency", "1", "--max-tokens", "16", "--temperature", "0"]
     assert main([*argv, "--wandb-mode", "offline"]) == 0
@@ -55,7 +47,7 @@ def test_every_spec_runs_on_the_local_backend(spec, tmp_path, local_ray, capsys)
 
 
 @pytest.mark.slow
-def test_local_sampling_is_seeded_and_reruns_resume(tmp_path, local_ray):
+def test_local_sampling_is_seeded_and_reruns_resume(tmp_path, module_ray):
     spec = ROOT / "configs" / "generate" / "category_attribute_mcq.yaml"
     first = generate_local(spec, tmp_path / "a", 4, "--temperature", "0.9")
     again = generate_local(spec, tmp_path / "b", 4, "--temperature", "0.9")

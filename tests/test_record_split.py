@@ -5,7 +5,7 @@ split by a hash of its input (data.eval_fraction)."""
 import json
 
 import pytest
-import ray
+from records import mc
 
 from ecomtrain.config import Config, DataConfig
 from ecomtrain.data.__main__ import main as data_main
@@ -26,13 +26,7 @@ def texts(held: bool, n: int) -> list[str]:
 
 
 def record(text: str, **extra) -> dict:
-    return {
-        "input_field": text,
-        "output_field": 1,
-        "task_type": "multiple-choice",
-        "metric": "accuracy",
-        "task_name": "attribute_inference_mcq",
-    } | extra
+    return mc(text, task_name="attribute_inference_mcq", **extra)
 
 
 @pytest.fixture
@@ -89,16 +83,12 @@ def test_a_bad_split_names_file_line_and_field(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_the_held_out_sample_is_the_eval_records_and_the_hashed_ones(corpus, ecomtrain_cache):
+def test_the_held_out_sample_is_the_eval_records_and_the_hashed_ones(corpus, local_ray):
     """Through Ray Data, as a sweep draws it: the records held out by their own split and
     those without one that the hash holds out."""
     path, want = corpus
     cfg = Config()
     cfg.data.corpus, cfg.data.eval_fraction, cfg.data.max_eval_per_task = [str(path)], FRACTION, 0
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        rows, _ = held_out_rows(cfg)
-    finally:
-        ray.shutdown()
+    rows, _ = held_out_rows(cfg)
     held = [i + 1 for i, split in enumerate(want) if split == "eval"]
     assert sorted(r["source"] for r in rows) == [f"{path}:{line}" for line in held]

@@ -2,6 +2,7 @@
 (tables, charts, interaction model, errors) from crafted trials.csv files."""
 
 import csv
+import json
 import math
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from ecomtrain.report import findings
 from ecomtrain.report.__main__ import main
 from ecomtrain.report.analysis import fit_interaction
 from ecomtrain.report.charts import plot_scores
@@ -55,7 +57,7 @@ def test_report_files_and_table(tmp_path):
     assert read[2]["error"] == "boom" and read[0]["track/x"] == "0.25"
     assert {"subset", "tasks", "rank", "score", "loss", "wall_s"} <= set(read[0])
     typed = load_trials(tmp_path / "trials.csv")
-    png = plot_scores(typed, tmp_path / "scores.png")
+    png = plot_scores(typed, None, tmp_path / "scores.png")
     assert png.read_bytes()[:4] == b"\x89PNG"
     text = console_table(typed).splitlines()
     assert text[2].split()[:2] == ["s1", "r16"]  # best first
@@ -289,3 +291,116 @@ def test_checkpoints_on_cloud_storage_are_uris():
     assert checkpoint_uri("/runs/x/train/t/ckpt_1", "/runs/x") == "/runs/x/train/t/ckpt_1"
     assert checkpoint_uri("gs://b/p/ckpt", "gs://b/p") == "gs://b/p/ckpt"
     assert checkpoint_uri("", "s3://b/p") == ""
+
+
+# --- the report from per-record scores: intervals, the selected best, charts with error bars ---
+
+
+def scored_sweep(folder: Path, seeds: int = 3, seed_sd: float = 0.01, same_seeds: bool = False):
+    """A sweep's folder as the sweep leaves it: trials.csv, each trial's last checkpoint with
+    its per-record scores (scores.jsonl, each record in its part) and baseline.jsonl. A 2 x 2
+    ladder x rank grid of the simulated world (tests/test_statistics.py), `seeds` a cell;
+    `same_seeds`: every seed of a cell has the same score on every task, from other records
+    (each seed's records shuffled within their task)."""
+    from test_statistics import PER_TASK, RECORDS, as_trial, sweeps
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(1)
+    grid = [("ladder-1", 1, 4), ("ladder-1", 1, 16), ("ladder-2", 2, 4), ("ladder-2", 2, 16)]
+    x = sweeps(rng, 1, len(grid), 1 if same_seeds else seeds, seed_sd, [0, 0.02, 0.03, 0.08])[0]
+    if same_seeds:
+        x = np.repeat(x, seeds, axis=0).reshape(len(x) * seeds, -1, PER_TASK)
+        x = rng.permuted(x, axis=-1).reshape(len(x), -1)
+    parts = np.where(np.arange(RECORDS) % PER_TASK < 15, "confirm", "select")
+    head = ["trial", "subset", "tasks", "n_tasks", "n_capabilities", "rank", "score", "seed"]
+    head += ["ladder_step", "checkpoint", "track/k0"]
+    rows = []
+    for i, scores in enumerate(x):
+        subset, caps, rank = grid[i // seeds]
+        checkpoint = folder / f"checkpoint-{i}"
+        checkpoint.mkdir(exist_ok=True)
+        entries = as_trial(scores, parts).values()
+        (checkpoint / "scores.jsonl").write_text("".join(json.dumps(e) + "\n" for e in entries))
+        score = float(scores[parts == "select"].mean())
+        tasks = "query_ner numeric_reasoning"[: 9 if caps == 1 else None]
+        rows.append([f"{subset}-r{rank}-s{i % seeds}", subset, tasks, caps, caps, rank, score,
+                     i % seeds, caps, str(checkpoint), score])  # fmt: skip
+    baseline = as_trial(rng.random(RECORDS) < 0.3, parts).values()
+    (folder / "baseline.jsonl").write_text("".join(json.dumps(e) + "\n" for e in baseline))
+    return _write(folder, rows, head)
+
+
+def test_the_report_rests_on_per_record_scores(tmp_path, monkeypatch):
+    """With per-record scores: analysis.json (typed, read back), cells with intervals, the
+    selected best confirmed on the confirmation records, adjusted verdicts beside the raw
+    ones, and every bar and line of the charts with its 95 % interval as an error bar."""
+    import matplotlib.axes
+
+    drawn = []
+    for name in ("bar", "errorbar"):
+        real = getattr(matplotlib.axes.Axes, name)
+
+        def spy(self, *args, _real=real, _name=name, **kwargs):
+            drawn.append((_name, self, kwargs.get("yerr")))
+            return _real(self, *args, **kwargs)
+
+        monkeypatch.setattr(matplotlib.axes.Axes, name, spy)
+    md = write_report(scored_sweep(tmp_path)).read_text()
+    found = findings.read(tmp_path)
+    assert found.selection_records == 540 and found.confirmation_records == 180
+    assert found.selected.confirmed and found.selected.best == "ladder-2 r16"
+    assert "| step | subset | tasks | r=4: mean [95 % CI] x seeds |" in md
+    assert f"**{found.cell('ladder-2', 16).mean:.4f} [" in md  # the selected best, in bold
+    assert "## The selected best" in md and "confirmation records, which chose nothing" in md
+    assert "| comparison | a | b | difference [95 % CI] | verdict | adjusted |" in md
+    assert "after Holm" in md and "Benjamini-Hochberg" in md
+    assert "which did not choose it" in md  # the best trial, confirmed too
+    assert drawn and all(yerr is not None for _, _, yerr in drawn)
+    assert {ax.get_title().split("\n")[0] for _, ax, _ in drawn} >= {
+        "Cell mean by task subset and LoRA rank",
+        "Per-capability cell mean",
+        "Score by capabilities trained on",
+    }
+    assert "±" in "".join(t.get_text() for t in _heatmap_texts(tmp_path, found))
+
+
+def _heatmap_texts(folder: Path, found):
+    """The heatmap's annotations, drawn again onto a figure kept open."""
+    import matplotlib.pyplot as plt
+
+    from ecomtrain.report.charts import plot_heatmap
+
+    closed = []
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(plt, "close", lambda fig: closed.append(fig))
+        plot_heatmap(load_trials(folder / "trials.csv"), found, folder / "again.png")
+    (fig,) = closed
+    return fig.axes[0].texts
+
+
+def test_one_seed_per_cell_says_training_noise_is_not_in_the_intervals(tmp_path):
+    md = write_report(scored_sweep(tmp_path, seeds=1)).read_text()
+    assert "r=4: score [95 % CI: held-out noise only, training noise not in it] x 1 seed" in md
+    assert "one seed per cell, so training noise is not in the intervals" in md
+
+
+def test_a_seed_variance_at_zero_is_said_and_keeps_its_uncertainty(tmp_path):
+    """Seeds that score exactly alike give a seed variance estimate below 0: the report
+    says so, and the intervals are Student's t on the seed degrees of freedom's order, not
+    the normal interval of the held-out part alone."""
+    md = write_report(scored_sweep(tmp_path, seeds=2, same_seeds=True)).read_text()
+    assert "came out at or below 0" in md and "never a narrower normal interval" in md
+    found = findings.read(tmp_path)
+    assert found.noise.seed_var_raw < 0 and found.noise.seed_sd == 0 and found.noise.seed_df == 4
+    diffs = [c for c in found.comparisons if c.kind == "rank"]
+    assert diffs and all(c.df is not None and c.df < 100 for c in diffs)
+
+
+def test_trials_without_per_record_scores_get_no_stale_analysis(tmp_path):
+    scored_sweep(tmp_path)
+    write_report(tmp_path)
+    rows = [_trial("a", 1, 4, 0.2), _trial("a", 1, 8, 0.3)]
+    _write(tmp_path, rows)  # the same folder, now without checkpoints
+    md = write_report(tmp_path).read_text()
+    assert not (tmp_path / "analysis.json").exists()
+    assert "no per-record scores, so trial means without intervals" in md

@@ -47,8 +47,10 @@ def test_sweep_cli_end_to_end(tmp_path, run_cli):
         assert noise not in console
     assert console.count("pair r2  step") == 2 and "done    pair r8  at step 4" in console
     assert "baseline: the untrained base model scores" in console
-    # Tune's status table, with the subset's id (not its description) and the rank
+    # Tune's status table (at the end: test_console), with the subset's id (not its
+    # description) and the rank; no Ray error about the W&B logging actors' arguments
     assert "| subset   |   rank |" in console and "| pair     |      2 |" in console
+    assert "constructor arguments in the object store" not in console
     assert len(console.splitlines()) < 80, console
 
     # W&B, offline: a run per trial with its full config and sample answers, and a summary

@@ -269,3 +269,19 @@ def test_asha_decides_on_the_stop_metric_in_its_direction(stop, metric, mode):
     cfg = load_config(None, ["sweep.scheduler=asha", f"sweep.stop_metric={stop}"])
     asha = scheduler(cfg)
     assert (asha._metric, asha._mode) == (metric, mode)
+
+
+def test_resuming_a_sweep_whose_saved_config_was_edited_is_refused(tmp_path, capsys):
+    """--resume runs the experiment the sweep began: an edited config.yaml would leave a
+    file that no longer matches the results, so it is refused before any cluster starts."""
+    from ecomtrain.config import CONFIG_FILE, load_config
+    from ecomtrain.sweep import main, parse_args, sealed, setup
+
+    saved = tmp_path / CONFIG_FILE
+    saved.write_text(sealed(load_config()))
+    cfg, output = setup(parse_args(["--resume", str(tmp_path)]))
+    assert cfg == load_config() and output == str(tmp_path)
+    saved.write_text(saved.read_text().replace("- 16", "- 32"))  # sweep.ranks [4, 16] -> [4, 32]
+    assert main(["--resume", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{saved}: edited after the sweep began" in err and "--output NEW_DIR" in err

@@ -4,6 +4,7 @@ import csv
 import json
 
 import wandb
+from wandb_files import read_run
 
 from ecomtrain.report.pages import write_report
 from ecomtrain.report.trials import load_trials
@@ -67,3 +68,28 @@ def test_log_summary_disabled_writes_nothing(tmp_path):
     rows = load_trials(_sweep_dir(tmp_path) / "trials.csv")
     assert log_summary(rows, "ecomtrain-test", "sweep7", "disabled", tmp_path) is None
     assert not (tmp_path / "wandb").exists()
+
+
+def test_log_summary_charts_cell_means_with_intervals(tmp_path, monkeypatch):
+    """With per-record scores the summary run takes the analysis (analysis.json): the cells
+    with their intervals as a table, the line chart's cell means with each interval's ends,
+    and the selected best's confirmation in the run summary."""
+    from test_report import scored_sweep
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    out = scored_sweep(tmp_path)
+    write_report(out)
+    rows = load_trials(out / "trials.csv")
+    run_dir = log_summary(rows, "ecomtrain-test", "sweep8", "offline", out)
+    media = run_dir / "files" / "media" / "table"
+    (cells,) = media.glob("cells_*.table.json")
+    cells = json.loads(cells.read_text())
+    assert cells["columns"][-3:] == ["mean", "ci_low", "ci_high"] and len(cells["data"]) == 4
+    assert all(lo < mean < hi for *_, mean, lo, hi in cells["data"])
+    (lines,) = media.glob("score_by_capabilities_table_*.table.json")
+    keys = {key for _, key, _ in json.loads(lines.read_text())["data"]}
+    assert keys == {f"rank {r}{end}" for r in (4, 16) for end in ("", " 95% low", " 95% high")}
+    summary = read_run(run_dir)["summary"]
+    assert summary["best/cell"] == "ladder-2 r16" and summary["best/confirmed"] is True
+    lo, hi = summary["best/cell_ci"]
+    assert lo < summary["best/cell_mean"] < hi

@@ -9,7 +9,8 @@ import tempfile
 
 import ray
 from ray import tune
-from ray.air.integrations.wandb import WandbLoggerCallback, _WandbLoggingActor
+from ray.air.integrations.wandb import WANDB_ENV_VAR, WandbLoggerCallback, _WandbLoggingActor
+from ray.air.util.node import _force_on_current_node
 
 from ecomtrain.config import Config, to_dict
 from ecomtrain.console import quiet, verbose
@@ -80,6 +81,15 @@ class TrialRuns(WandbLoggerCallback):
         )
 
     def _start_logging_actor(self, trial, exclude_results: list, **wandb_init_kwargs):
+        if not self._remote_logger_class:
+            # Ray would start it restartable (max_restarts=-1), but its constructor takes
+            # the trial's queue (an actor handle, so an argument in the object store), and
+            # Ray warns that such an actor cannot be restarted. A restarted logger would
+            # begin the trial's W&B run again anyway: one that dies is not restarted.
+            key = {WANDB_ENV_VAR: os.environ[WANDB_ENV_VAR]} if WANDB_ENV_VAR in os.environ else {}
+            self._remote_logger_class = ray.remote(
+                num_cpus=0, **_force_on_current_node(), runtime_env={"env_vars": key}
+            )(self._logger_actor_cls)
         point = trial.config
         full = to_dict(trial_config(self.base, point))
         wandb_init_kwargs["config"] = full | wandb_init_kwargs.get("config", {})

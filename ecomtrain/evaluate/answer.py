@@ -22,6 +22,11 @@ from ecomtrain.evaluate.metrics import aggregate, record_scores, standard_error,
 from ecomtrain.experts import route_rows
 
 SCORES_FILE = "scores.jsonl"  # per-record entries of the held-out sample, in each checkpoint
+# The parts of the held-out sample (a row's "part", set by evaluate.held_out.with_parts):
+# trials are ranked and stopped on the selection part; the confirmation part scores only
+# confirm/*, its metrics of these prefixes.
+SELECT, CONFIRM = "select", "confirm"
+SHOWN = ("score", "track/", "task/")
 EXTRA_SCORES_FILE = "extra_scores.jsonl"  # and of the extra eval files
 INPUT_CHARS = 500  # of each prediction's input (see `predictions`)
 
@@ -150,11 +155,15 @@ def evaluate_rows(
     and the ranks exchange their answers, so each returns the whole result (equal to one
     process's, bit for bit) in about 1 / world of the time.
 
-    Metrics: score, track/<name>, task/<name> (ShopBench); score_se (its standard error from
-    the records' own scores); score_seen and score_unseen (on the tasks in `trained` and on
-    the others, when there are both); eval_loss and eval_loss/<task> (mean answer-token
-    loss); eval_likelihood (`likelihood`). Entries: id (the record's file:line), task, track,
-    metric, score (with TP, FP and FN for micro F1), loss, tokens and the response."""
+    Metrics, on the rows of the selection part (rows without a "part": all of them): score,
+    track/<name>, task/<name> (ShopBench); score_se (its standard error from the records' own
+    scores); score_seen and score_unseen (on the tasks in `trained` and on the others, when
+    there are both); eval_loss and eval_loss/<task> (mean answer-token loss); eval_likelihood
+    (`likelihood`). On the confirmation part's rows (evaluate.held_out.with_parts), when there
+    are any: confirm/score, confirm/score_se, confirm/track/<name>, confirm/task/<name>,
+    confirm/records. Entries, one per row of either part: id (the record's file:line), part,
+    task, track, metric, score (with TP, FP and FN for micro F1), loss, tokens and the
+    response."""
     t = time.time()
     e = cfg.eval
     responses = respond(
@@ -164,30 +173,48 @@ def evaluate_rows(
     if share[1] > 1:
         responses, losses = merge_shares((responses, losses), share[1])
     records = as_records(rows)
-    result = aggregate(records, responses)
     scores = record_scores(records, responses)
     entries = []
     for row, record, score, (loss, tokens), response in zip(
         rows, records, scores, losses, responses, strict=True
     ):
-        entry = {"id": row["source"], "task": record["task_name"], "track": row["capability"]}
+        entry = {"id": row["source"], "part": row.get("part", SELECT)}
+        entry |= {"task": record["task_name"], "track": row["capability"]}
         entry |= {"metric": row["metric"], **score, "loss": loss, "tokens": tokens}
         entries.append(entry | {"response": response})
-    flat = {"score": result["overall"], "score_se": standard_error(entries)}
+    select = [i for i, x in enumerate(entries) if x["part"] != CONFIRM]
+    confirm = [i for i, x in enumerate(entries) if x["part"] == CONFIRM]
+    if not select:
+        raise ValueError(f"none of the {len(rows)} rows is in the selection part")
+    flat = part_metrics(select, records, responses, entries, trained)
     flat |= {"eval_records": len(rows), "eval_s": time.time() - t}
+    if confirm:
+        picked = part_metrics(confirm, records, responses, entries, ())
+        flat |= {f"confirm/{k}": v for k, v in picked.items() if k.startswith(SHOWN)}
+        flat["confirm/records"] = len(confirm)
+    return flat, entries
+
+
+def part_metrics(
+    idx: list[int], records: list[dict], responses: list, entries: list[dict], trained
+) -> dict:
+    """The flat metrics of the rows `idx` (see `evaluate_rows`)."""
+    result = aggregate([records[i] for i in idx], [responses[i] for i in idx])
+    mine = [entries[i] for i in idx]
+    flat = {"score": result["overall"], "score_se": standard_error(mine)}
     flat |= {f"track/{k}": v for k, v in result["tracks"].items()}
     flat |= {f"task/{k}": v["score"] for k, v in result["tasks"].items()}
-    seen = [i for i, rec in enumerate(records) if rec["task_name"] in set(trained)]
-    unseen = sorted(set(range(len(records))) - set(seen))
-    for name, idx in (("score_seen", seen), ("score_unseen", unseen)):
+    seen = [i for i in idx if records[i]["task_name"] in set(trained)]
+    unseen = [i for i in idx if records[i]["task_name"] not in set(trained)]
+    for name, part in (("score_seen", seen), ("score_unseen", unseen)):
         if seen and unseen:
-            picked = aggregate([records[i] for i in idx], [responses[i] for i in idx])
+            picked = aggregate([records[i] for i in part], [responses[i] for i in part])
             flat[name] = picked["overall"]
-    flat["eval_loss"] = mean_loss(entries)
-    flat["eval_likelihood"] = likelihood(entries)
+    flat["eval_loss"] = mean_loss(mine)
+    flat["eval_likelihood"] = likelihood(mine)
     for task in result["tasks"]:
-        flat[f"eval_loss/{task}"] = mean_loss([e for e in entries if e["task"] == task])
-    return flat, entries
+        flat[f"eval_loss/{task}"] = mean_loss([e for e in mine if e["task"] == task])
+    return flat
 
 
 def merge_shares(mine: tuple[list, ...], world: int) -> tuple[list, ...]:

@@ -4,38 +4,99 @@ scores on it (the baseline the report compares every cell with).
 Per task, the first records in the order of a hash of their normalised input: a stable,
 unbiased sample (not the first records by text) that is the same for every trial whatever
 it trains on. How many: `held_out_sizes`.
+
+The sample has two parts (`with_parts`, the one rule, stamps each row's "part"): the
+selection part, which every metric trials are ranked and stopped on comes from (score,
+track/*: Tune, ASHA, checkpoint retention, the best adapter), and the confirmation part
+(about `eval.confirm_fraction` of the records), which only scores confirm/* and the
+report's claims about the selected best: records that chose nothing. A record's part
+follows from its own text (`part_of`), so it stays the same when the sample grows, and a
+search that proposes something on selection records can confirm it on these; the one
+exception keeps every task in the selection part: a task whose records would all be
+confirmation records keeps them for selection.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Iterable
 
 import ray
 
 from ecomtrain.config import Config
-from ecomtrain.data.overlap import exact_key
+from ecomtrain.data.overlap import exact_key, words
 from ecomtrain.data.pipeline import task_split
-from ecomtrain.evaluate.answer import evaluate_rows
+from ecomtrain.evaluate.answer import CONFIRM, SELECT, evaluate_rows
 from ecomtrain.evaluate.metrics import task_weights
 from ecomtrain.model import DTYPES, load_model, load_tokenizer
 
+CONFIRM_SALT = b"ecomtrain-confirm"  # not the train/eval split's hash (data.scan.is_eval)
+
+
+def part_of(row: dict, fraction: float) -> str:
+    """The part of the held-out sample a record is in by its own text: CONFIRM when a salted
+    hash of its normalised input falls below `fraction`, else SELECT (`with_parts` applies
+    it to a sample). Records equal after normalisation share a part; the salt keeps the
+    parts independent of the train/eval split and of the sample's order, which hash the
+    same text unsalted."""
+    text = " ".join(words(row["input"])).encode("utf-8")
+    digest = hashlib.blake2b(text, digest_size=8, key=CONFIRM_SALT).digest()
+    return CONFIRM if int.from_bytes(digest, "big") / 2**64 < fraction else SELECT
+
+
+def with_parts(rows: list[dict], fraction: float) -> list[dict]:
+    """The rows, each with its "part": `part_of`'s, except that the records of a task that
+    would have no selection record are all selection (the trials' score keeps every task)."""
+    parts = [part_of(r, fraction) for r in rows]
+    kept = {r["task_family"] for r, p in zip(rows, parts, strict=True) if p == SELECT}
+    return [
+        r | {"part": p if r["task_family"] in kept else SELECT}
+        for r, p in zip(rows, parts, strict=True)
+    ]
+
 
 def held_out_sample(rows: Iterable[dict], cfg: Config) -> tuple[list[dict], str]:
-    """The scored sample of the held-out rows, and a line saying what it is."""
+    """The scored sample of the held-out rows, each with its "part" (`with_parts`), and
+    what it is: records per part, the score's worst-case standard error on each, and any
+    task without a confirmation record (the confirmation part's scores leave it out)."""
     by_task: dict[str, list[dict]] = {}
     for row in rows:
         by_task.setdefault(row["task_family"], []).append(row)
     for task_rows in by_task.values():
         task_rows.sort(key=lambda r: (exact_key(r["input"]), r["source"]))
     tracks = {task: task_rows[0]["capability"] for task, task_rows in by_task.items()}
-    sizes, bound = held_out_sizes({t: len(r) for t, r in by_task.items()}, tracks, cfg)
+    sizes, _ = held_out_sizes({t: len(r) for t, r in by_task.items()}, tracks, cfg)
+    fraction = cfg.eval.confirm_fraction
+    sample = with_parts([r for t in sorted(by_task) for r in by_task[t][: sizes[t]]], fraction)
+    counts = {
+        part: {t: sum(r["part"] == part and r["task_family"] == t for r in sample) for t in sizes}
+        for part in (SELECT, CONFIRM)
+    }
     message = (
-        f"eval: {sum(sizes.values())} held-out records over {len(sizes)} tasks; standard "
-        f"error of the score at most {bound:.4f} (any scores in [0, 1]; "
-        f"eval.target_se {cfg.eval.target_se or 'off'})"
+        f"eval: {len(sample)} held-out records over {len(sizes)} tasks; "
+        f"{_part_text(counts[SELECT], tracks)} rank the trials (score, track/*), "
+        f"{_part_text(counts[CONFIRM], tracks)} confirm the best (confirm/*, "
+        f"eval.confirm_fraction {fraction}); any scores in [0, 1], eval.target_se "
+        f"{cfg.eval.target_se or 'off'}"
     )
-    return [r for task in sorted(by_task) for r in by_task[task][: sizes[task]]], message
+    empty = sorted(t for t, n in counts[CONFIRM].items() if n == 0)
+    if empty and fraction > 0:
+        message += (
+            f"; no confirmation record for {', '.join(empty)}: the confirmation part's scores "
+            f"leave {'it' if len(empty) == 1 else 'them'} out"
+        )
+    return sample, message
+
+
+def _part_text(counts: dict[str, int], tracks: dict[str, str]) -> str:
+    """One part's size, and the score's worst-case standard error on it."""
+    present = {t: n for t, n in counts.items() if n}
+    if not present:
+        return "0 records"
+    w = task_weights({t: tracks[t] for t in present})
+    bound = math.sqrt(sum(w[t] ** 2 / (4 * n) for t, n in present.items()))
+    return f"{sum(present.values())} records (standard error of the score at most {bound:.4f})"
 
 
 def held_out_sizes(available: dict[str, int], tracks: dict[str, str], cfg: Config) -> tuple:
@@ -44,14 +105,18 @@ def held_out_sizes(available: dict[str, int], tracks: dict[str, str], cfg: Confi
     The score averages tasks within tracks and tracks overall, so task t weighs
     w_t = 1 / (tracks x tasks in its track); with per-record scores in [0, 1] (variance at
     most 1/4) the score's variance is at most sum_t w_t^2 / (4 n_t). With `eval.target_se`,
-    n_t is the smallest allocation that reaches it (n_t proportional to w_t, capped by the
-    records a task has); else every task gets `data.max_eval_per_task` (0: all it has)."""
+    n_t is the smallest allocation that reaches it on the selection part (n_t proportional to
+    w_t, 1 - eval.confirm_fraction of them expected there; capped by the records a task
+    has); else every task gets `data.max_eval_per_task` (0: all it has). The bound returned
+    is the whole sample's; `held_out_sample` says each part's."""
     w = task_weights(tracks)
     cap = {t: min(n, cfg.data.max_eval_per_task or n) for t, n in available.items()}
     if cfg.eval.target_se > 0:
+        # the target is the selection part's: the whole sample's variance may be this share
+        target2 = cfg.eval.target_se**2 * (1 - cfg.eval.confirm_fraction)
         sizes, free = {}, set(cap)
         while free:  # tasks that hit their cap are fixed; the rest share what is left
-            budget = cfg.eval.target_se**2 - sum(w[t] ** 2 / (4 * sizes[t]) for t in sizes)
+            budget = target2 - sum(w[t] ** 2 / (4 * sizes[t]) for t in sizes)
             total = sum(w[t] for t in free)
             want = {t: w[t] * total / (4 * budget) if budget > 0 else cap[t] for t in free}
             capped = {t for t in free if want[t] >= cap[t]}

@@ -12,7 +12,22 @@ from __future__ import annotations
 import numpy as np
 from scipy import stats
 
+from ecomtrain.evaluate.answer import CONFIRM
+from ecomtrain.evaluate.metrics import task_weights
 from ecomtrain.report import statistics
+from ecomtrain.report.findings import (
+    Analysis,
+    Cell,
+    Comparison,
+    Difference,
+    Interaction,
+    LinePoint,
+    Noise,
+    Part,
+    Selected,
+    Value,
+    finite,
+)
 from ecomtrain.report.trials import swept_keys
 from ecomtrain.tasks import CAPABILITIES
 
@@ -66,10 +81,11 @@ def ranks(rows: list[dict]) -> list[int]:
 
 
 def cell(rows: list[dict], subset: str, rank: int) -> tuple[float | None, int]:
-    """Best score of the scored trials at (table line, rank), and how many trials ran there."""
+    """Mean score of the scored trials at (table line, rank), and how many trials ran there
+    (the figure to show where the trials kept no per-record scores: no interval)."""
     here = [r for r in rows if line_of(r) == subset and r["rank"] == rank]
     scores = [r["score"] for r in here if not is_failed(r)]
-    return (max(scores) if scores else None), len(here)
+    return (float(np.mean(scores)) if scores else None), len(here)
 
 
 def tracks(rows: list[dict]) -> list[str]:
@@ -201,6 +217,8 @@ def diff_in_diff(rows: list[dict], dkey: str) -> dict | None:
 
 # --- uncertainty from per-record scores and seeds ----------------------------------------------
 
+ADJUSTMENT = "holm"  # the multiplicity adjustment of the headline verdicts (statistics.adjust)
+
 
 def metric_of(rows: list[dict]) -> str:
     """The objective the trials' `score` column holds (trials.csv's `metric`)."""
@@ -229,21 +247,59 @@ def interaction_weights(rows: list[dict], dkey: str) -> np.ndarray | None:
     return np.linalg.pinv(x)[3]
 
 
-class _Family:
-    """One statistic of every trial (the overall score, a track's, a task's): point values,
-    bootstrap replicates and its seed variance, so any weighted sum gets an interval."""
+def split_parts(trials: list[dict[str, dict]]) -> tuple[list[dict], list[dict]]:
+    """Each trial's per-record entries in the selection part and in the confirmation part of
+    the held-out sample (evaluate.held_out.part_of). Entries without a part (a sweep from
+    before the split, the extra eval files) are all selection."""
+    select = [{k: e for k, e in t.items() if e.get("part") != CONFIRM} for t in trials]
+    confirm = [{k: e for k, e in t.items() if e.get("part") == CONFIRM} for t in trials]
+    return select, confirm
 
-    def __init__(self, point: np.ndarray, boot: np.ndarray, cells: list, n_trials: int):
-        self.point, self.boot = np.nan_to_num(point), np.nan_to_num(boot)
-        self.missing = np.isnan(point[:n_trials])
-        self.var, self.df = statistics.seed_variance(point[:n_trials], boot[:, :n_trials], cells)
 
-    def estimate(self, w: np.ndarray) -> statistics.Estimate | None:
-        full = np.zeros(len(self.point))
-        full[: len(w)] = w
-        if self.missing[w != 0].any():
+class Scored:
+    """The trials (and the baseline, past `n_trials`) on one part's records: every family of
+    statistics (overall, per track, per task) with the bootstrap behind its intervals."""
+
+    def __init__(self, trials: list[dict], cells: list, n_trials: int, n_boot: int, seed: int):
+        s = statistics.align(trials)
+        self.s, self.cells, self.n_trials = s, cells, n_trials
+        self.point_tasks = statistics.task_scores(s)
+        boot_tasks = statistics.task_scores(s, statistics.draws(s, n_boot, seed))
+        self.held = statistics.task_noise(s, boot_tasks)
+        self.overall = self.family()
+        self.tracks = {
+            t: self.family(np.tile([x == t for x in s.track], (self.point_tasks.shape[1], 1)))
+            for t in sorted(set(s.track))
+        }
+        self.tasks = {
+            name: statistics.Family(
+                self.point_tasks[0, :, k], statistics.one_task(self.held, k), cells, n_trials
+            )
+            for k, name in enumerate(s.tasks)
+        }
+
+    def family(self, mask: np.ndarray | None = None) -> statistics.Family:
+        """The overall score over the tasks in `mask` [trials, tasks] (None: all)."""
+        mask = np.ones(self.point_tasks.shape[1:], bool) if mask is None else mask
+        point = statistics.overall(self.s, self.point_tasks, mask)[0]
+        held = statistics.mixed(statistics.overall_weights(self.s, mask), self.held)
+        return statistics.Family(point, held, self.cells, self.n_trials)
+
+    def comparison(self, a: tuple, b: tuple, kind: str) -> Comparison | None:
+        """Cell a against cell b: overall, per track and per task (raw verdicts)."""
+        w = cell_mean(self.cells, a) - cell_mean(self.cells, b)
+        e = self.overall.estimate(w)
+        if e is None:
             return None
-        return statistics.combine(full, self.point, self.boot, self.var, self.df)
+        return _diff(
+            e,
+            Comparison,
+            a=_name(a),
+            b=_name(b),
+            kind=kind,
+            tracks={t: _diff(f.estimate(w)) for t, f in self.tracks.items()},
+            tasks={t: _diff(f.estimate(w)) for t, f in self.tasks.items()},
+        )
 
 
 def analyze(
@@ -252,102 +308,115 @@ def analyze(
     baseline: dict[str, dict] | None = None,
     n_boot: int = 2000,
     seed: int = 0,
-) -> dict:
-    """Cells, paired comparisons (overall and per track and task), seen/unseen, the
-    interaction and the baseline, each with a 95 % interval (ecomtrain.report.statistics).
-    `per_record` maps a trial to its per-record scores; trials without them (failed, or an
-    older sweep) are left out. The result is JSON-able (analysis.json)."""
+) -> Analysis | None:
+    """Cells, paired comparisons (overall and per track and task, with adjusted verdicts),
+    seen/unseen, the interaction, the baseline and the claims about the selected best, each
+    with a 95 % interval (ecomtrain.report.statistics). `per_record` maps a trial to its
+    per-record scores; trials without them (failed, or an older sweep) are left out. The
+    figures rest on the selection records; the claims about the best on the confirmation
+    records (`Selected`). None when no trial has per-record scores."""
     ok = [r for r in rows if not is_failed(r) and r["trial"] in per_record]
     if not ok:
-        return {}
-    s = statistics.align([per_record[r["trial"]] for r in ok] + ([baseline] if baseline else []))
-    weights = statistics.draws(s, n_boot, seed)
-    point_tasks, boot_tasks = statistics.task_scores(s), statistics.task_scores(s, weights)
-    cells = [cell_key(r) for r in ok]
-    n = len(ok)
-
-    def family(mask=None) -> _Family:
-        point = statistics.overall(s, point_tasks, mask)[0]
-        return _Family(point, statistics.overall(s, boot_tasks, mask), cells, n)
-
-    overall = family()
-    tracks = {
-        t: family(np.tile([x == t for x in s.track], (point_tasks.shape[1], 1)))
-        for t in sorted(set(s.track))
-    }
-    tasks = {
-        name: _Family(point_tasks[0, :, k], boot_tasks[:, :, k], cells, n)
-        for k, name in enumerate(s.tasks)
-    }
+        return None
+    select, confirm = split_parts(
+        [per_record[r["trial"]] for r in ok] + ([baseline] if baseline else [])
+    )
+    cells, n = [cell_key(r) for r in ok], len(ok)
+    main = Scored(select, cells, n, n_boot, seed)
+    conf, with_base = None, bool(baseline)
+    if all(confirm[:n]) and set(confirm[0]).intersection(*confirm[1:n]):
+        # a baseline scored before the split has no confirmation records: left out there
+        with_base = bool(baseline) and bool(set(confirm[0]) & set(confirm[-1]))
+        conf = Scored(confirm[: n + with_base], cells, n, n_boot, seed + 1)
     order = list(dict.fromkeys(cells))
-    out: dict = {
-        "metric": metric_of(rows),
-        "records": len(s.ids),
-        "tasks": len(s.tasks),
-        "bootstrap": n_boot,
-        "seed_noise": {"sd": overall.var**0.5, "df": overall.df},
-        "trial_se": float(np.median(np.std(overall.boot[:, :n], axis=0, ddof=1))),
-        "cells": [],
-        "comparisons": [],
-    }
-    for cell in order:
-        first = next(r for r in ok if cell_key(r) == cell)
-        e = overall.estimate(cell_mean(cells, cell))
-        out["cells"].append(
-            {
-                "subset": cell[0],
-                "rank": cell[1],
-                "n_seeds": cells.count(cell),
-                "ladder_step": first.get("ladder_step"),
-                "tasks": first["tasks"],
-                "mean": e.estimate,
-                "ci": list(e.ci),
-                "se": e.se,
-            }
-        )
-    by_cell = {(c["subset"], c["rank"]): c for c in out["cells"]}
-    for a, b, kind in _comparisons(ok, order, by_cell):
-        w = cell_mean(cells, a) - cell_mean(cells, b)
-        e = overall.estimate(w)
-        entry = {"a": _name(a), "b": _name(b), "kind": kind} | _diff(e)
-        entry["tracks"] = {t: _diff(f.estimate(w)) for t, f in tracks.items()}
-        entry["tasks"] = {t: _diff(f.estimate(w)) for t, f in tasks.items()}
-        out["comparisons"].append(entry)
+    found = [c for c in (_cell(main, ok, cell) for cell in order) if c is not None]
+    comparisons = [c for c in (main.comparison(*x) for x in _comparisons(ok, order)) if c]
+    _adjust(list(comparisons))
+    _adjust([d for c in comparisons for d in c.tracks.values()])
+    _adjust([d for c in comparisons for d in c.tasks.values()])
     dkey = diversity_key(ok)
     w = interaction_weights(ok, dkey) if all(r.get(dkey) is not None for r in ok) else None
-    out["interaction"] = None
-    if w is not None:
-        e = overall.estimate(w)
-        out["interaction"] = {
-            "diversity": dkey,
-            "capacity": capacity(ok)[0],
-            "estimate": e.estimate,
-            "ci": list(e.ci),
-            "se": e.se,
-            "clear": e.clear,
-        }
+    e = main.overall.estimate(w) if w is not None else None
+    interaction = None
+    if e is not None:
+        interaction = _diff(e, Interaction, diversity=dkey, capacity=capacity(ok)[0])
+        interaction.adjusted = interaction.clear  # one test: nothing to adjust
+    base = None
     if baseline:
-        e = statistics.combine(np.eye(len(overall.point))[-1], overall.point, overall.boot, 0, 0)
-        out["baseline"] = {"mean": e.estimate, "ci": list(e.ci), "se": e.se}
-    out["seen_unseen"] = _seen_unseen(s, ok, cells, order, point_tasks, boot_tasks)
-    return out
+        base = _value(main.overall.estimate(np.eye(n + 1)[n]))
+    return Analysis(
+        metric=metric_of(rows),
+        records=len(main.s.ids) + (len(conf.s.ids) if conf else 0),
+        selection_records=len(main.s.ids),
+        confirmation_records=len(conf.s.ids) if conf else 0,
+        tasks=len(set(main.s.tasks) | set(conf.s.tasks if conf else [])),
+        bootstrap=n_boot,
+        adjustment=ADJUSTMENT,
+        noise=_noise(main),
+        cells=found,
+        comparisons=comparisons,
+        interaction=interaction,
+        baseline=base,
+        seen_unseen=_seen_unseen(main, ok, order),
+        lines=_lines(main, ok),
+        selected=_selected(main, conf, found, ok, with_base),
+        notes=[
+            f"{', '.join(statistics.single(part.s))}: one record among the {name} records, "
+            "so no record noise of it is in the intervals."
+            for part, name in ((main, "selection"), (conf, "confirmation"))
+            if part is not None and statistics.single(part.s)
+        ],
+    )
 
 
-def _diff(e: statistics.Estimate | None) -> dict | None:
+def _value(e: statistics.Estimate, cls=Value, **fields) -> Value:
+    return cls(mean=e.estimate, ci=e.ci, se=e.se, df=finite(e.df), **fields)
+
+
+def _diff(e: statistics.Estimate | None, cls=Difference, **fields) -> Difference | None:
     if e is None:
         return None
-    return {"diff": e.estimate, "ci": list(e.ci), "se": e.se, "clear": e.clear}
+    return cls(diff=e.estimate, ci=e.ci, se=e.se, df=finite(e.df), p=e.p, clear=e.clear, **fields)
+
+
+def _adjust(family: list[Difference | None]) -> None:
+    """Each difference's verdict after the multiplicity adjustment over its family."""
+    verdicts = statistics.adjust([d.p if d else None for d in family], ADJUSTMENT)
+    for d, verdict in zip(family, verdicts, strict=True):
+        if d is not None:
+            d.adjusted = verdict
 
 
 def _name(cell: tuple[str, int]) -> str:
     return f"{cell[0]} r{cell[1]}"
 
 
-def _comparisons(rows: list[dict], order: list, by_cell: dict) -> list[tuple]:
-    """The comparisons a reader makes from the table: neighbouring ladder steps at one rank,
-    each rank against the next one for the same subset, each value of a swept setting
-    (`sweep.params`) against its first one in an otherwise equal cell (kind: the setting's
-    path, e.g. data.ood_fraction), and the best cell against the runner-up."""
+def _cell(main: Scored, rows: list[dict], cell: tuple) -> Cell | None:
+    w = cell_mean(main.cells, cell)
+    e = main.overall.estimate(w)
+    if e is None:
+        return None
+    first = next(r for r in rows if cell_key(r) == cell)
+    tracks = {t: f.estimate(w) for t, f in main.tracks.items()}
+    return _value(
+        e,
+        Cell,
+        subset=cell[0],
+        rank=cell[1],
+        n_seeds=main.cells.count(cell),
+        ladder_step=first.get("ladder_step"),
+        n_capabilities=first.get("n_capabilities"),
+        tasks=list(first["tasks"]),
+        tracks={t: _value(x) for t, x in tracks.items() if x is not None},
+    )
+
+
+def _comparisons(rows: list[dict], order: list) -> list[tuple]:
+    """The comparisons a reader makes from the table, fixed before any score is seen:
+    neighbouring ladder steps at one rank, each rank against the next one for the same
+    subset, and each value of a swept setting (`sweep.params`) against its first one in an
+    otherwise equal cell (kind: the setting's path, e.g. data.ood_fraction). The best cell
+    against the runner-up is a claim about a selection: `_selected`."""
     out = []
     steps = {cell_key(r): r.get("ladder_step") for r in rows}
     settings = {cell_key(r): setting(r) for r in rows}
@@ -374,9 +443,6 @@ def _comparisons(rows: list[dict], order: list, by_cell: dict) -> list[tuple]:
             for b in order
             if value[b] == first and rest[b] == rest[a]
         ]
-    ranked = sorted(order, key=lambda c: -by_cell[c]["mean"])
-    if len(ranked) > 1:
-        out.append((ranked[0], ranked[1], "best vs runner-up"))
     return out
 
 
@@ -384,18 +450,102 @@ def _without(row: dict, key: str) -> tuple:
     return tuple((k, row[k]) for k in swept_keys(row) if k != key)
 
 
-def _seen_unseen(s, rows, cells, order, point_tasks, boot_tasks) -> list[dict]:
+def _selected(
+    main: Scored, conf: Scored | None, cells: list[Cell], rows: list[dict], baseline: bool
+) -> Selected | None:
+    """The best cell by its mean on the selection records, and the best trial by its score,
+    then tested on the confirmation records: its mean, against the runner-up (overall, per
+    track and task, each family adjusted) and against the untrained baseline (`baseline`:
+    whether the records tested on have its scores)."""
+    if not cells:
+        return None
+    ranked = sorted(cells, key=lambda c: -c.mean)
+    top, runner = ranked[0], (ranked[1] if len(ranked) > 1 else None)
+    on = conf or main
+    w = cell_mean(main.cells, (top.subset, top.rank))
+    vs = None
+    if runner is not None:
+        vs = on.comparison(
+            (top.subset, top.rank), (runner.subset, runner.rank), "best vs runner-up"
+        )
+    if vs is not None and conf is not None:  # no verdict on the records that chose it
+        vs.adjusted = vs.clear
+        _adjust(list(vs.tracks.values()))
+        _adjust(list(vs.tasks.values()))
+    vs_base = None
+    if baseline:
+        vs_base = _diff(on.overall.estimate(np.append(w, -1.0)))
+        if vs_base is not None:
+            vs_base.adjusted = vs_base.clear if conf else None
+    trial = best(rows)
+    t = rows.index(trial) if trial is not None else None
+    trial_score = None
+    if t is not None:
+        e = on.overall.estimate(np.eye(main.n_trials)[t], seeds=False)
+        trial_score = _value(e) if e is not None else None
+    score = on.overall.estimate(w)
+    return Selected(
+        best=top.name,
+        chosen_mean=top.mean,
+        runner_up=runner.name if runner else None,
+        confirmed=conf is not None,
+        records=len(on.s.ids),
+        score=_value(score) if score is not None else None,
+        vs_runner_up=vs,
+        vs_baseline=vs_base,
+        best_trial=trial["trial"] if trial else None,
+        trial_score=trial_score,
+    )
+
+
+def _noise(main: Scored) -> Noise:
+    """The overall score's seed noise, and its record noise as `sweep --plan` takes it."""
+    fam, n = main.overall, main.n_trials
+    var = np.diag(fam.cov)[:n]
+    record_se = float(np.median(np.sqrt(var)))
+    pairs = [var[i] + var[j] - 2 * fam.cov[i, j] for i in range(n) for j in range(i + 1, n)]
+    correlation = 0.0
+    if pairs and record_se > 0:
+        pair_se = float(np.median(np.sqrt(np.maximum(pairs, 0.0))))
+        correlation = float(np.clip(1 - pair_se**2 / (2 * record_se**2), 0.0, 1.0))
+    s = main.s
+    w = task_weights(dict(zip(s.tasks, s.track, strict=True)))
+    spread = sum(w[t] ** 2 / int((s.task == k).sum()) for k, t in enumerate(s.tasks))
+    task_sd = [float(f.seed.var) ** 0.5 for f in main.tasks.values() if f.seed.df]
+    return Noise(
+        seed_sd=float(fam.seed.var) ** 0.5,
+        seed_var_raw=float(fam.seed.raw),
+        seed_df=fam.seed.df,
+        task_seed_sd=float(np.median(task_sd)) if task_sd else 0.0,
+        record_se=record_se,
+        record_sd=record_se / spread**0.5,
+        correlation=correlation,
+    )
+
+
+def _lines(main: Scored, rows: list[dict]) -> list[LinePoint]:
+    """Per rank and number of capabilities trained on: the mean of the cells there."""
+    out = []
+    for rank in ranks(rows):
+        at = [r for r in rows if r["rank"] == rank and r.get("n_capabilities") is not None]
+        for x in sorted({r["n_capabilities"] for r in at}):
+            here = list(dict.fromkeys(cell_key(r) for r in at if r["n_capabilities"] == x))
+            e = main.overall.estimate(sum(cell_mean(main.cells, c) for c in here) / len(here))
+            if e is not None:
+                out.append(_value(e, LinePoint, rank=rank, n_capabilities=x, cells=len(here)))
+    return out
+
+
+def _seen_unseen(main: Scored, rows: list[dict], order: list) -> list[Part]:
     """Per cell: the score on the tasks its trials trained on, and on the others."""
     out = []
-    extra = point_tasks.shape[1] - len(rows)  # the baseline, when there is one
+    s = main.s
+    extra = main.point_tasks.shape[1] - len(rows)  # the baseline, when there is one
     for part in ("seen", "unseen"):
         mask = np.array([[(t in r["tasks"]) == (part == "seen") for t in s.tasks] for r in rows])
-        mask = np.vstack([mask, np.ones((extra, len(s.tasks)), bool)])
-        point = statistics.overall(s, point_tasks, mask)[0]
-        fam = _Family(point, statistics.overall(s, boot_tasks, mask), cells, len(rows))
+        fam = main.family(np.vstack([mask, np.ones((extra, len(s.tasks)), bool)]))
         for cell in order:
-            e = fam.estimate(cell_mean(cells, cell))
+            e = fam.estimate(cell_mean(main.cells, cell))
             if e is not None:
-                key = {"subset": cell[0], "rank": cell[1], "part": part}
-                out.append(key | {"mean": e.estimate, "ci": list(e.ci), "se": e.se})
+                out.append(_value(e, Part, subset=cell[0], rank=cell[1], part=part))
     return out

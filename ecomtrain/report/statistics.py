@@ -15,13 +15,16 @@ Two sources of noise make a number move between runs:
 - **training noise**: the same configuration trained with another seed (LoRA initialisation
   and data order) scores differently on the same records. Replicates (`sweep.seeds`) measure
   it: the within-cell variance of per-seed scores, pooled over cells, less the record-level
-  part of it that the bootstrap already counts (see `seed_variance`).
+  part of it that the bootstrap already counts (see `seed_noise`).
 
 A statistic that is a weighted sum of trial scores, theta = sum_t w_t S_t (a cell mean, a
 paired difference of cells, the interaction coefficient of a linear model), then has
-variance V = var_boot(theta) + s2_seed * sum_t w_t^2, and its 95 % interval uses Student's t
-with Welch-Satterthwaite degrees of freedom. Without replicates only the held-out part is
-known, and results say so.
+variance V = var_boot(theta) + s2_seed * sum_t w_t^2, and its 95 % interval uses Student's t.
+The seed variance rests on the seeds' within-cell mean square, which holds the seed and the
+within-cell record noise alike, so its degrees of freedom (Welch-Satterthwaite, taken at an
+upper bound of that mean square) never become infinite because the estimate came out at 0:
+`interval`. Without replicates only the held-out part is known, and results say so.
+docs/statistics-method.md gives the method and the simulations that chose it.
 """
 
 from __future__ import annotations
@@ -33,11 +36,22 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import stats
+from statsmodels.stats.multitest import multipletests
 
 from ecomtrain.evaluate.metrics import f1_from_counts
 
 POOLED = "micro f1"  # the one metric scored from pooled counts rather than a mean
 LEVEL = 0.95
+# The degrees of freedom of an interval are computed at this lower quantile's upper bound of
+# the seeds' mean square (a 75 % upper confidence bound), not at the estimate itself: with
+# two or three seeds the estimate is often small by chance, and Welch-Satterthwaite's plug-in
+# degrees of freedom would then be far too many (docs/statistics-method.md, "Calibration").
+DF_BOUND = 0.25
+# multipletests' methods the report uses, and what each holds at 5 %
+ADJUSTMENTS = {
+    "holm": "Holm's (family-wise error)",
+    "fdr_bh": "Benjamini-Hochberg's (false discovery rate)",
+}
 
 
 @dataclass
@@ -140,64 +154,237 @@ def draws(s: Scores, n_boot: int, seed: int = 0) -> list[np.ndarray]:
 
 
 @dataclass
+class HeldOut:
+    """Held-out sampling noise of one statistic of every trial: per task, its share of the
+    bootstrap covariance of the trials' values (`parts` [..., K, T, T]) and the degrees of
+    freedom of that share (`df` [K]: the task's records - 1). Arrays may lead with many
+    simulated sweeps (the calibration tests)."""
+
+    parts: np.ndarray
+    df: np.ndarray
+
+    @property
+    def cov(self) -> np.ndarray:
+        """The covariance [..., T, T] of the trials' values (the tasks are resampled apart)."""
+        return self.parts.sum(axis=-3)
+
+
+@dataclass
+class SeedNoise:
+    """Training noise of one statistic (the overall score, a track's, a task's) from the
+    spread of its scores over seeds within cells. Fields are numbers, or arrays over many
+    simulated sweeps."""
+
+    var: float  # the seed variance: max(0, raw)
+    raw: float  # mean_square - record: may come out below 0 by chance
+    mean_square: float  # within-cell sum of squares / df: seed and record noise together
+    record: float  # the within-cell record noise in mean_square (from the bootstrap)
+    df: int  # its degrees of freedom: sum over cells of (seeds - 1); 0 without replicates
+
+
+def within_cells(cells: list) -> np.ndarray:
+    """P [T, T]: P @ scores are the trials' deviations from their cell's mean, over the cells
+    with two or more trials (`cells[t]`: trial t's cell; None: left out). P is symmetric and
+    idempotent; its trace is the seed degrees of freedom."""
+    p = np.zeros((len(cells), len(cells)))
+    for c in dict.fromkeys(cells):  # in first-seen order: a set's would vary by process
+        members = [t for t, x in enumerate(cells) if x == c]
+        if c is not None and len(members) > 1:
+            p[np.ix_(members, members)] = np.eye(len(members)) - 1 / len(members)
+    return p
+
+
+def seed_noise(point: np.ndarray, cov: np.ndarray, cells: list) -> SeedNoise:
+    """The seed variance of a statistic whose per-trial values are `point` [..., T] with
+    bootstrap covariance `cov` [..., T, T] (held-out sampling), pooled over cells.
+
+    Seeds of one cell differ by a shift of the whole score (the training noise wanted here)
+    and by record-level noise that the bootstrap already counts. The within-cell sum of
+    squares SS = point' P point has expectation df (seed variance + r), where df r =
+    trace(P cov) is the bootstrap's share of it; so (SS - trace(P cov)) / df estimates the
+    seed variance alone. It is reported at 0 when negative, never hidden: `raw` keeps it."""
+    p = within_cells(cells)
+    df = int(round(np.trace(p)))
+    if df == 0:
+        zero = np.zeros(np.shape(point)[:-1])
+        return SeedNoise(zero, zero, zero, zero, 0)
+    mean_square = np.einsum("...i,ij,...j->...", point, p, point) / df
+    record = np.einsum("ij,...ji->...", p, cov) / df
+    raw = mean_square - record
+    return SeedNoise(np.maximum(raw, 0.0), raw, mean_square, record, df)
+
+
+def interval(
+    weights: np.ndarray,
+    point: np.ndarray,
+    held: HeldOut,
+    seed: SeedNoise,
+    seeded: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """theta = weights . point, its standard error and degrees of freedom (inf: normal).
+    Weights [T] or, like the rest, with leading dimensions (many simulated sweeps).
+
+    V = weights' cov weights (held-out sampling, B) + seed.var * sum of the seeded trials'
+    weights^2 (`seeded`: trials with training noise, default all; a fixed model such as the
+    untrained baseline has none). Degrees of freedom by Welch-Satterthwaite: B from its
+    tasks' shares, each on its records - 1; the seed part from seed.mean_square on seed.df,
+    taken at that mean square's upper bound (DF_BOUND) and less the within-cell record
+    noise it holds (a share of B). So a seed variance estimate at or below 0 keeps the
+    interval a t interval on about seed.df degrees of freedom: never a normal one with no
+    seed term."""
+    trained = weights if seeded is None else np.where(seeded, weights, 0.0)
+    w2 = (trained**2).sum(axis=-1)
+    theta = (point * weights).sum(axis=-1)
+    shares = np.einsum("...i,...kij,...j->...k", weights, held.parts, weights)
+    v_boot = shares.sum(axis=-1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        spread = (shares**2 / np.where(held.df > 0, held.df, np.inf)).sum(axis=-1)
+        df_boot = np.where(spread > 0, v_boot**2 / spread, math.inf)
+    total = v_boot + seed.var * w2
+    if seed.df == 0:
+        return theta, np.sqrt(total), np.maximum(df_boot, 1.0)
+    upper = np.maximum(seed.mean_square, seed.record) * seed.df / stats.chi2.ppf(DF_BOUND, seed.df)
+    known = v_boot - seed.record * w2  # the held-out noise the seeds' spread does not hold
+    at_upper = np.maximum(known + upper * w2, 0.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        spread = (upper * w2) ** 2 / seed.df + np.where(np.isinf(df_boot), 0.0, known**2 / df_boot)
+        df = np.where(spread > 0, at_upper**2 / spread, df_boot)
+    return theta, np.sqrt(total), np.maximum(df, 1.0)
+
+
+def quantile(df: np.ndarray) -> np.ndarray:
+    """The two-sided 95 % quantile of Student's t on `df` degrees of freedom (inf: normal)."""
+    df = np.asarray(df, float)
+    q = stats.t.ppf(0.5 + LEVEL / 2, np.where(np.isinf(df), 1.0, df))
+    return np.where(np.isinf(df), stats.norm.ppf(0.5 + LEVEL / 2), q)
+
+
+def p_value(theta: np.ndarray, se: np.ndarray, df: np.ndarray) -> np.ndarray:
+    """Two-sided p-value of theta = 0 on the interval's own t distribution (p < 0.05 exactly
+    when the 95 % interval excludes 0)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = np.where(se > 0, np.abs(theta) / se, np.where(theta == 0, 0.0, np.inf))
+    df = np.asarray(df, float)
+    t = 2 * stats.t.sf(z, np.where(np.isinf(df), 1.0, df))
+    return np.where(np.isinf(df), 2 * stats.norm.sf(z), t)
+
+
+@dataclass
 class Estimate:
     """A weighted sum of trial scores with its uncertainty."""
 
     estimate: float
     se: float
     ci: tuple[float, float]
-    df: float  # degrees of freedom of the interval (inf: held-out sampling only)
+    df: float  # degrees of freedom of the interval (inf: normal)
     seed_noise: bool  # whether training noise (seed replicates) is in the interval
+    p: float = 1.0  # two-sided p-value against 0 (for differences)
 
     @property
     def clear(self) -> bool:
         """The interval excludes zero (for differences)."""
         return bool(self.ci[0] > 0 or self.ci[1] < 0)
 
-    def as_dict(self) -> dict:
-        return {
-            "estimate": self.estimate,
-            "se": self.se,
-            "ci": list(self.ci),
-            "df": None if math.isinf(self.df) else self.df,
-            "seed_noise": self.seed_noise,
-        }
-
-
-def seed_variance(point: np.ndarray, boot: np.ndarray, cells: list) -> tuple[float, int]:
-    """Training noise: the variance of a trial's score from its seed alone, pooled over the
-    cells with two or more scored seeds, and its degrees of freedom (0 without replicates).
-
-    Seeds of one cell differ by a shift of the whole score (the training noise wanted here)
-    and by record-level noise that the bootstrap already counts. The within-cell sum of
-    squares SS has expectation (k - 1)(seed variance + v), and the bootstrap variance of the
-    seeds' deviations from their cell mean sums to (k - 1) v, so their difference, pooled,
-    estimates the seed variance alone (truncated at 0). `cells[t]` is trial t's cell."""
-    ss, resid, df = 0.0, 0.0, 0
-    for c in dict.fromkeys(cells):  # in first-seen order: a set's would vary by process
-        members = [t for t, x in enumerate(cells) if x == c and not np.isnan(point[t])]
-        if len(members) < 2:
-            continue
-        ys = point[members]
-        ss += float(((ys - ys.mean()) ** 2).sum())
-        dev = boot[:, members] - boot[:, members].mean(axis=1, keepdims=True)
-        resid += float(dev.var(axis=0, ddof=1).sum()) if len(boot) > 1 else 0.0
-        df += len(members) - 1
-    return (max(0.0, ss - resid) / df if df else 0.0), df
-
 
 def combine(
-    weights: np.ndarray, point: np.ndarray, boot: np.ndarray, seed_var: float, seed_df: int
+    weights: np.ndarray,
+    point: np.ndarray,
+    held: HeldOut,
+    seed: SeedNoise,
+    seeded: np.ndarray | None = None,
 ) -> Estimate:
-    """theta = weights . scores: its estimate, SE and 95 % interval from the bootstrap
-    (held-out sampling) plus the pooled seed variance (training noise)."""
-    used = weights != 0
-    theta = float(weights[used] @ point[used])
-    v_boot = float(np.var(boot[:, used] @ weights[used], ddof=1)) if len(boot) > 1 else 0.0
-    v_seed = seed_var * float((weights**2).sum()) if seed_df else 0.0
-    total = v_boot + v_seed
-    # Welch-Satterthwaite degrees of freedom; the bootstrap part counts as infinite.
-    df = total**2 / (v_seed**2 / seed_df) if seed_df and v_seed > 0 else math.inf
-    q = stats.norm.ppf(0.5 + LEVEL / 2) if math.isinf(df) else stats.t.ppf(0.5 + LEVEL / 2, df)
-    se = math.sqrt(total)
-    return Estimate(theta, se, (theta - q * se, theta + q * se), df, bool(seed_df))
+    """theta = weights . scores: its estimate, SE, 95 % interval and p-value (`interval`)."""
+    theta, se, df = (float(x) for x in interval(weights, point, held, seed, seeded))
+    half = float(quantile(df)) * se
+    p = float(p_value(theta, se, df))
+    trained = weights if seeded is None else weights[seeded]
+    return Estimate(theta, se, (theta - half, theta + half), df, bool(seed.df and trained.any()), p)
+
+
+def covariance(boot: np.ndarray) -> np.ndarray:
+    """The bootstrap covariance [T, T] of the trials' scores from replicates [B, T]."""
+    if len(boot) < 2:
+        return np.zeros((boot.shape[1], boot.shape[1]))
+    return np.atleast_2d(np.cov(boot, rowvar=False))
+
+
+def task_noise(s: Scores, boot_tasks: np.ndarray) -> HeldOut:
+    """Per task, the covariance [K, T, T] of the trials' task scores over the bootstrap's
+    resamples (`boot_tasks` [B, T, K], from `task_scores` with `draws`) times
+    n_k / (n_k - 1), on n_k - 1 degrees of freedom. The bootstrap of a mean of n records
+    has (n - 1) / n of its sampling variance: little for a task of 60 records, much for one
+    of 4 (a confirmation part's small tasks). A task of one record has no spread to
+    measure: 0 (`single`)."""
+    n = np.bincount(s.task, minlength=len(s.tasks))
+    parts = [
+        covariance(np.nan_to_num(boot_tasks[:, :, k])) * (n[k] / (n[k] - 1) if n[k] > 1 else 0)
+        for k in range(len(s.tasks))
+    ]
+    return HeldOut(np.stack(parts), n - 1.0)
+
+
+def single(s: Scores) -> list[str]:
+    """The tasks with one record only: their record noise is not in any interval."""
+    n = np.bincount(s.task, minlength=len(s.tasks))
+    return [t for t, m in zip(s.tasks, n, strict=True) if m == 1]
+
+
+def overall_weights(s: Scores, mask: np.ndarray) -> np.ndarray:
+    """[T, K]: each task's weight in each trial's overall score over the tasks in `mask`
+    [T, K] (as `overall` computes it: the mean over tracks of the mean over their tasks)."""
+    track = np.array(s.track)
+    out = np.zeros(mask.shape)
+    for t in range(mask.shape[0]):
+        present = list(dict.fromkeys(track[mask[t]]))
+        for name in present:
+            cols = mask[t] & (track == name)
+            out[t, cols] = 1 / (len(present) * cols.sum())
+    return out
+
+
+def mixed(weights: np.ndarray, tasks: HeldOut) -> HeldOut:
+    """The held-out noise of sum_k weights[t, k] * task score k of every trial t [T, K]."""
+    return HeldOut(np.einsum("tk,sk,kts->kts", weights, weights, tasks.parts), tasks.df)
+
+
+def one_task(tasks: HeldOut, k: int) -> HeldOut:
+    """The held-out noise of task k's score."""
+    return HeldOut(tasks.parts[k : k + 1], tasks.df[k : k + 1])
+
+
+class Family:
+    """One statistic of every trial (the overall score, a track's, a task's): point values,
+    its held-out noise and its seed noise, so any weighted sum gets an interval. Trials past
+    `n_trials` (the untrained baseline) carry no training noise."""
+
+    def __init__(self, point: np.ndarray, held: HeldOut, cells: list, n_trials: int):
+        self.missing = np.isnan(point)
+        self.point, self.held, self.cov = np.nan_to_num(point), held, held.cov
+        members = [None if self.missing[t] else c for t, c in enumerate(cells[:n_trials])]
+        members += [None] * (len(point) - len(members))
+        self.seed = seed_noise(self.point, self.cov, members)
+        self.seeded = np.arange(len(point)) < n_trials
+
+    def estimate(self, w: np.ndarray, seeds: bool = True) -> Estimate | None:
+        """The interval of w . scores; None when a weighted trial has no value here (e.g. a
+        task it was not scored on). `seeds` False: a claim about these very adapters, with
+        held-out noise only (training noise is what another seed would change)."""
+        full = np.zeros(len(self.point))
+        full[: len(w)] = w
+        if self.missing[full != 0].any():
+            return None
+        seeded = self.seeded if seeds else np.zeros(len(full), bool)
+        return combine(full, self.point, self.held, self.seed, seeded)
+
+
+def adjust(p_values: list[float | None], method: str = "holm") -> list[bool | None]:
+    """Verdicts of a family of comparisons at 5 % after a multiplicity adjustment
+    (statsmodels' multipletests: "holm" for the family-wise error, "fdr_bh" for the false
+    discovery rate); None stays None (a comparison that could not be made)."""
+    given = [i for i, p in enumerate(p_values) if p is not None]
+    out: list[bool | None] = [None] * len(p_values)
+    if given:
+        reject = multipletests([p_values[i] for i in given], alpha=1 - LEVEL, method=method)[0]
+        for i, r in zip(given, reject, strict=True):
+            out[i] = bool(r)
+    return out

@@ -2,7 +2,8 @@
 
 One row per trial: what it trained on (subset, tasks, capabilities), every swept value
 (LoRA rank, alpha, the seed, and each `sweep.params` key under its dotted config path, e.g.
-`train.lr`), its scores (overall, `track/*`, `task/*`), loss, wall time and error. The
+`train.lr`), its scores (overall, `track/*`, `task/*` on the selection records; `confirm/*`
+on the confirmation records), loss, wall time and error. The
 report and the W&B summary read nothing else.
 """
 
@@ -18,6 +19,7 @@ from ecomtrain.files import atomic_open
 from ecomtrain.tasks import CAPABILITIES, FAMILIES
 
 REQUIRED = ("trial", "subset", "rank", "score")
+SCORES = ("track/", "task/", "extra/", "confirm/")  # prefixes of the per-track/task score columns
 INTS = ("rank", "seed", "n_tasks", "n_capabilities", "ladder_step", "trainable_params")
 FLOATS = ("score", "loss", "wall_s", "alpha", "task_entropy", "score_se", "score_seen")
 FLOATS += ("score_unseen", "eval_loss", "eval_likelihood")
@@ -41,7 +43,7 @@ OPTIONAL += ["checkpoint"]
 
 def swept_keys(row: dict) -> list[str]:
     """The dotted config paths a row carries: the `sweep.params` dimensions of its sweep."""
-    return sorted(k for k in row if "." in k and not k.startswith(("track/", "task/", "extra/")))
+    return sorted(k for k in row if "." in k and not k.startswith(SCORES))
 
 
 def checkpoint_uri(path: str, storage: str) -> str:
@@ -78,7 +80,7 @@ def trial_rows(results, metric: str = "score", storage: str = "") -> list[dict]:
             if value is not None:
                 row[key] = " ".join(value) if isinstance(value, list) else value
         row |= {k: _text(v) for k, v in cfg.items() if "." in k}  # sweep.params dimensions
-        row |= {k: v for k, v in m.items() if k.startswith(("track/", "task/", "extra/"))}
+        row |= {k: v for k, v in m.items() if k.startswith(SCORES)}
         if r.error:
             row["error"] = str(r.error).splitlines()[0][:200]
         rows.append(row)
@@ -160,7 +162,7 @@ def _parse_row(raw: dict, where: str) -> dict:
         if col in row or col in REQUIRED:
             row[col] = _number(row.get(col, ""), col in INTS, f"{where}: column {col!r}")
     for col in row:
-        if col.startswith(("track/", "task/", "extra/")):
+        if col.startswith(SCORES):
             row[col] = _number(row[col], False, f"{where}: column {col!r}")
     if row["rank"] is None or row["rank"] < 1:
         raise ReportError(f"{where}: column 'rank' must be a positive integer")
