@@ -613,7 +613,18 @@ class SweepConfig(Section):
     reduction_factor: int = rule(2, ge=2)
     """ASHA: keep the top 1/reduction_factor at each rung."""
     max_concurrent_trials: int = rule(1, ge=0)
-    """Trials running at once (0: as many as resources allow)."""
+    """Trials running at once (0: as many as resources allow); with `pack`, runs at once,
+    each of up to `pack` trials."""
+    pack: int = rule(1, ge=1)
+    """Trials that train together in one Ray Train run over one copy of the base model per
+    worker, each with its own adapter, data, optimizer, schedule, checkpoints, evaluations
+    and Tune trial, exactly as it would train alone (docs/pack.md); 1: a run per trial.
+    Only trials that share the model section and the train keys but seed, lr, warmup_steps,
+    weight_decay, grad_clip, micro_batch_size and grad_accum share a run; others are packed
+    apart."""
+    pack_wait_s: float = rule(10.0, ge=0)
+    """How long a pack that is not full waits for another trial to join before it starts
+    with the trials it has (it starts at once when every trial of the sweep has joined)."""
     driver_resources: dict[str, float] = rule(factory=dict, ge=0)
     """Custom Ray resources each trial's driver (and so its Ray Train controller) also takes,
     e.g. {driver: 0.01} with `--resources '{"driver": 100}'` on an on-demand head only:

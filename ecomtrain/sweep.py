@@ -337,11 +337,13 @@ def run_and_report(args: argparse.Namespace, cfg: Config, output: str, local: Pa
     # sweep (another corpus, another held-out sample) left one in the same folder.
     if not (args.resume and (local / BASELINE_FILE).exists()):
         score_baseline(cfg, prepared.model_path, prepared.held_out, local / BASELINE_FILE)
+    packs = f" ({cfg.sweep.pack} to a run: sweep.pack)" if cfg.sweep.pack > 1 else ""
     console.log.info(
-        "sweep %r: %d trials, %d at a time; a line per trial per report follows",
+        "sweep %r: %d trials, %d at a time%s; a line per trial per report follows",
         cfg.sweep.name,
         n_trials(cfg),
-        concurrency(cfg),
+        concurrency(cfg) * cfg.sweep.pack,
+        packs,
     )
     try:
         results = run_sweep(cfg, output, str(local), resume=bool(args.resume), prepared=prepared)

@@ -19,6 +19,12 @@ steps a log step may pass unreported; an evaluation step always reports.
 A plan may also be a list of such faults, each with its own marker, and a fault may add
 "world": N to happen only in a worker group of N workers. The marker file makes each happen
 once per run, however often the run is retried.
+
+A fault without "rank" happens on every rank; this one turns an adapter's weights into NaN
+before it trains a step, on the adapter whose config has the given LoRA rank and train seed
+(a member of a pack, or a run's only adapter), so its loss turns non-finite there:
+
+    {"nan_at_step": 3, "lora_rank": 4, "seed": 2}
 """
 
 from __future__ import annotations
@@ -43,7 +49,7 @@ def _plan() -> list[dict]:
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     faults = plan if isinstance(plan, list) else [plan]
-    return [f for f in faults if f["rank"] == rank and f.get("world", world) == world]
+    return [f for f in faults if f.get("rank", rank) == rank and f.get("world", world) == world]
 
 
 def _once(plan: dict) -> bool:
@@ -59,10 +65,13 @@ def _reached(fault: dict, key: str, metrics: dict) -> bool:
 
 
 def install() -> None:
-    """Wrap ray.train.report and the loop's save_checkpoint with the plan's faults."""
+    """Wrap ray.train.report, the loop's save_checkpoint and an adapter's training step with
+    the plan's faults."""
+    import torch
+
     from ecomtrain.train import engine, loop
 
-    report, save = ray.train.report, loop.save_checkpoint
+    report, save, train = ray.train.report, loop.save_checkpoint, loop.Member.train
 
     def faulty_report(metrics, *args, **kwargs):
         for fault in _plan():
@@ -80,5 +89,21 @@ def install() -> None:
                 os.kill(os.getpid(), signal.SIGKILL)
         return save(path, eng, tokenizer, trial, state, rank, *rest)
 
+    def faulty_train(member, step, *args, **kwargs):
+        for fault in _plan():
+            lora, seed = member.cfg.lora.rank, member.cfg.train.seed
+            at = fault.get("nan_at_step")
+            if (
+                at is not None
+                and step >= at
+                and (lora, seed) == (fault["lora_rank"], fault["seed"])
+            ):
+                with torch.no_grad():
+                    for p in member.engine.module.parameters():
+                        if p.requires_grad:
+                            p.fill_(float("nan"))
+        return train(member, step, *args, **kwargs)
+
     ray.train.report = faulty_report
     loop.save_checkpoint = faulty_save
+    loop.Member.train = faulty_train

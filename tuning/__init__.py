@@ -7,4 +7,5 @@ run     the Tuner: one Ray Train run per point, early stopping, W&B, resume
 rank_asha  ASHA within each LoRA rank
 progress  the sweep's console: a line per trial per report
 relay   a trial's Ray Train reports to Tune, from the trial's own thread
+pack    packs of trials in one Ray Train run (sweep.pack): the board, the runs, the relay
 """

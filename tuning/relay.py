@@ -27,6 +27,28 @@ class Reports(ray.train.UserCallback):
         self.queue.put(item)
 
 
+class PackReports(ray.train.UserCallback):
+    """A pack's Ray Train reports (ecomtrain.train.pack: rank 0's `members` and `failed`),
+    split by member onto the sweep's pack board (tuning.pack.PackBoard): each member's
+    metrics with its folder of the checkpoint as `checkpoint_path`, and the members whose
+    loss turned non-finite. It waits until the board has them, so the run's end reaches the
+    board after its last report."""
+
+    def __init__(self, board, name: str):
+        self.board, self.name = board, name
+
+    def after_report(self, run_context, metrics: list[dict], checkpoint) -> None:
+        report, items = metrics[0], {}
+        for member, values in report.get("members", {}).items():
+            item = dict(values)
+            if checkpoint is not None:
+                item["checkpoint_path"] = f"{checkpoint.path}/{member}"
+            items[member] = [("report", item)]
+        for member, why in report.get("failed", {}).items():
+            items.setdefault(member, []).append(("failed", why))
+        ray.get(self.board.report.remote(self.name, items))
+
+
 def relay_to_tune(fit_with) -> None:
     """Run `fit_with(callbacks)` (a Ray Train run) on a thread of its own and report each of
     its reports to Tune from this trial's thread, in order, before the trial returns.

@@ -17,6 +17,7 @@ from ecomtrain.console import quiet, verbose
 from ecomtrain.tracking import predictions_table, resolve_mode
 from ecomtrain.train.driver import fit
 from ecomtrain.train.trial import Prepared, TrialMeta
+from tuning.pack import PackLeaves, board_name, join_pack, start_board
 from tuning.mixture_search import MixtureSearch
 from tuning.progress import Progress, status_table
 from tuning.rank_asha import RankASHA
@@ -179,26 +180,35 @@ def n_trials(cfg: Config) -> int:
     return cfg.sweep.num_samples * max(1, len(cfg.sweep.seeds))
 
 
-def trainable(cfg: Config, storage: str, prepared: Prepared):
-    """The per-trial driver: resolve the point's config and fit through Ray Train. Every
-    trial reuses what the sweep `prepared` (put in the object store once): the base model's
-    path always, the corpus scan unless the sweep varies data.* keys, and the held-out sample
-    unless it varies data.* or eval.* keys (then each trial makes its own)."""
+def shared_parts(cfg: Config, prepared: Prepared) -> Prepared:
+    """What every trial reuses of what the sweep `prepared`: the base model's path always,
+    the corpus scan unless the sweep varies data.* keys, and the held-out sample unless it
+    varies data.* or eval.* keys (then each trial makes its own)."""
     varied = {key.split(".")[0] for key in cfg.sweep.params}
-    shared = Prepared(
+    return Prepared(
         prepared.model_path,
         scan=None if "data" in varied else prepared.scan,
         held_out=None if varied & {"data", "eval"} else prepared.held_out,
     )
 
+
+def trainable(cfg: Config, storage: str, prepared: Prepared):
+    """The per-trial driver: resolve the point's config and fit through Ray Train, reusing
+    what the sweep `prepared` (put in the object store once: `shared_parts`); with
+    `sweep.pack`, join the sweep's pack board instead, whose pack runs train it
+    (tuning.pack)."""
+
     def trial(point: dict, prepared: Prepared) -> None:
         run_cfg = trial_config(cfg, point)
         name = tune.get_context().get_trial_name()  # stable across a resumed sweep
         meta = TrialMeta.of(name, point["subset"]["id"], point["subset"]["tasks"], run_cfg)
+        if cfg.sweep.pack > 1:
+            join_pack(cfg, run_cfg, meta)
+            return
         storage_path = f"{storage}/train"
         relay_to_tune(lambda callbacks: fit(run_cfg, meta, storage_path, callbacks, prepared))
 
-    fn = tune.with_parameters(trial, prepared=shared)
+    fn = tune.with_parameters(trial, prepared=shared_parts(cfg, prepared))
     return tune.with_resources(fn, {"CPU": 0.01, **cfg.sweep.driver_resources})
 
 
@@ -219,17 +229,32 @@ def run_sweep(
     evaluations (on `sweep.stop_metric`).
     """
     os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
+    board = None
+    if fn is None and cfg.sweep.pack > 1:  # the trials' pack runs (tuning.pack)
+        expected = None if resume else n_trials(cfg)
+        shared = shared_parts(cfg, prepared)
+        board = start_board(cfg, f"{storage}/train", shared, expected)
     fn = fn or trainable(cfg, storage, prepared)
     run_config = tune.RunConfig(
         name=cfg.sweep.name,
         storage_path=storage,
         callbacks=[Progress(cfg.train.max_steps, cfg.sweep.metric, n_trials(cfg))]
-        + wandb_callbacks(cfg, local_dir),
+        + wandb_callbacks(cfg, local_dir)
+        + ([PackLeaves(board_name(cfg))] if board else []),
         # Tune's newer output (trial boxes, every metric) under --verbose; else its classic
         # status table with readable columns, every few minutes (none under --quiet)
         verbose=2 if verbose() else 0 if quiet() else 1,
         progress_reporter=None if verbose() else status_table(cfg),
     )
+    try:
+        return tune_fit(cfg, fn, run_config, storage, resume)
+    finally:
+        if board is not None:
+            ray.kill(board)
+
+
+def tune_fit(cfg: Config, fn, run_config, storage: str, resume: bool):
+    """The Tuner, fresh or restored, fitted."""
     if resume:
         path = f"{storage}/{cfg.sweep.name}"
         # The same param_space again: it resolves the per-trial values (alpha) of the
@@ -249,7 +274,7 @@ def run_sweep(
             scheduler=scheduler(cfg),
             search_alg=search_alg(cfg),
             num_samples=cfg.sweep.num_samples,
-            max_concurrent_trials=concurrency(cfg),
+            max_concurrent_trials=concurrency(cfg) * cfg.sweep.pack,
             trial_name_creator=trial_name,
             trial_dirname_creator=trial_name,
             # A trial's process (and its imports) serves the next trial when trials end on

@@ -14,6 +14,7 @@
                                      [--words W] [--object-store-mib M] [a.b=c ...]
     python -m ecomtrain.bench mixture [--seeds 5] [--noise 0.02] [--world 0] [--grid DIR]
                                       [a.b=c ...]
+    python -m ecomtrain.bench pack [--pack 4] [--repeats 3] [--config FILE] [a.b=c ...]
 
 Every benchmark also writes its figures as JSON with `--json FILE`; `python -m
 ecomtrain.bench NAME --help` says what NAME runs and prints (the doc of its module,
@@ -35,6 +36,7 @@ from ecomtrain.bench import (
     evaluation,
     mfu,
     mixture,
+    pack,
     raytax,
     scale,
     throughput,
@@ -55,6 +57,7 @@ BENCHMARKS = {
     "scale": scale,
     "corpus": corpus,
     "mixture": mixture,
+    "pack": pack,
 }
 
 

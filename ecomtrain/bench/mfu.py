@@ -13,7 +13,9 @@ flash-attn is installed), gradient checkpointing on and off, and compiled or not
 process of its own (a failure or out-of-memory is that row's result), and names the fastest
 whose peak memory fits an 80 GB GPU, with its settings as config overrides (`preset`);
 `--matrix attn,checkpointing` varies only those (the rest as configured, `train.compile`
-included), for a GPU with little time. Each row also gives the float32 logits of a micro-batch's answer tokens (`answer_logits_gib`): the most a fused
+included), for a GPU with little time. `--pack K` times a pack's step (sweep.pack): K
+adapters over one copy of the base, each stepping in turn, so tokens/s and peak memory
+compare with K = 1's. Each row also gives the float32 logits of a micro-batch's answer tokens (`answer_logits_gib`): the most a fused
 or chunked cross-entropy could save, since ecomtrain computes logits at no other token.
 """
 
@@ -44,6 +46,7 @@ from ecomtrain.model import DTYPES, training_model
 from ecomtrain.train.engine import initialize
 from ecomtrain.train.inputs import model_inputs, to_device, training_attention
 from ecomtrain.train.loop import Micro, optimizer_step
+from ecomtrain.train.pack import member_trees
 
 PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0, "A10G": 125.0}
 
@@ -81,9 +84,12 @@ def mfu(
     steps: int = 10,
     warmup: int = 3,
     device: str = "cuda",
+    pack: int = 1,
 ) -> dict:
     """Tokens/s, MFU and peak memory of ecomtrain's step on one GPU (see the module doc),
-    the model compiled as in training when `train.compile`.
+    the model compiled as in training when `train.compile`; with `pack` > 1, of a pack's
+    step (ecomtrain.train.pack): that many adapters over one copy of the base, each taking
+    its optimizer step on the batch in turn (tokens and FLOPs counted for every member).
 
     device="cpu" runs the same code without the figures only a GPU has (for tests)."""
     gpu = device == "cuda"
@@ -99,12 +105,14 @@ def mfu(
     config = LlamaConfig(**SHAPES[shape], max_position_embeddings=cfg.data.max_seq_len)
     torch.manual_seed(cfg.train.seed)
     with torch.device(device):
-        model = LlamaForCausalLM._from_config(
+        base = LlamaForCausalLM._from_config(
             config, dtype=DTYPES[cfg.train.precision], attn_implementation=training_attention(attn)
         )
-    model = training_model(model, cfg.lora, cfg.train.gradient_checkpointing)
     train = dataclasses.replace(cfg.train, grad_accum=1)  # one micro-batch per timed step
-    engine, _ = initialize(model, train)
+    engines = []
+    for tree in member_trees(base, pack) if pack > 1 else [base]:
+        model = training_model(tree, cfg.lora, cfg.train.gradient_checkpointing)
+        engines.append(initialize(model, train)[0])
     rows = cfg.train.micro_batch_size
     batches = [
         model_inputs(synthetic_rows(rows, cfg.data.max_seq_len, config.vocab_size, i), attn)
@@ -116,16 +124,18 @@ def mfu(
             if gpu:
                 torch.cuda.reset_peak_memory_stats()
             t0 = time.perf_counter()
-        loss, _ = optimizer_step(engine, [Micro(to_device(batch, device))], world_size=1)
+        for engine in engines:
+            loss, _ = optimizer_step(engine, [Micro(to_device(batch, device))], world_size=1)
     sync()
     seconds = time.perf_counter() - t0
-    timed = batches[warmup:]
+    timed = batches[warmup:] * pack  # every member trains on every timed batch
     body, head = (sum(x) for x in zip(*(forward_flops(config, b) for b in timed), strict=True))
     name = torch.cuda.get_device_name() if gpu else device
     peak = next((v for k, v in PEAK_TFLOPS.items() if k in name), float("nan")) * 1e12
     return {
         "device": name,
         "shape": shape,
+        "pack": pack,
         "attn_implementation": attn,
         "gradient_checkpointing": cfg.train.gradient_checkpointing,
         "compile": cfg.train.compile,
@@ -133,7 +143,7 @@ def mfu(
         "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "tokens_per_s": sum(b["input_ids"].numel() for b in timed) / seconds,
         "supervised_tokens_per_s": sum(len(b["targets"]) for b in timed) / seconds,
-        "step_s": seconds / steps,
+        "step_s": seconds / steps,  # every member's step
         "model_tflops_per_s": 2 * (body + head) / seconds / 1e12,
         "mfu": 2 * (body + head) / seconds / peak,  # forward + activation gradients
         "hfu": (3 if cfg.train.gradient_checkpointing else 2) * (body + head) / seconds / peak,
@@ -247,6 +257,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "the DIMS given, e.g. attn,checkpointing; the others as configured)",
     )
     parser.add_argument(
+        "--pack",
+        type=int,
+        default=1,
+        help="adapters over one copy of the base, each stepping in turn (sweep.pack)",
+    )
+    parser.add_argument(
         "--device",
         choices=["cuda", "cpu"],
         default="cuda",
@@ -263,7 +279,11 @@ def run(args: argparse.Namespace, config) -> dict:
     if args.matrix and "=" in args.matrix:  # `--matrix a.b=c`: an override, not dimensions
         args.overrides.append(args.matrix)
         args.matrix = ",".join(MFU_DIMENSIONS)
+    if args.pack < 1:
+        raise ConfigError(f"--pack {args.pack}: adapters over the base, 1 or more")
     if not args.matrix:
-        return mfu(config(), args.shape, args.steps, device=args.device)
+        return mfu(config(), args.shape, args.steps, device=args.device, pack=args.pack)
+    if args.pack > 1:
+        raise ConfigError("--pack measures one configuration; not with --matrix")
     variants = mfu_variants(config(), args.matrix.split(","))
     return mfu_matrix(args.config, args.overrides, args.shape, args.steps, args.device, variants)

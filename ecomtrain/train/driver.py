@@ -1,6 +1,7 @@
 """Driver: one fine-tuning run as a Ray Train `TorchTrainer`.
 
-A sweep trial and a single run (`python -m ecomtrain.train`) go through the same `fit`.
+A sweep trial and a single run (`python -m ecomtrain.train`) go through the same `fit`; a
+pack of trials (`sweep.pack`, ecomtrain.train.pack) through `fit_pack`.
 """
 
 from __future__ import annotations
@@ -31,8 +32,9 @@ from ecomtrain.data.pipeline import (
 from ecomtrain.data.scan import eval_rows
 from ecomtrain.evaluate.held_out import held_out_rows
 from ecomtrain.tiny_model import resolve_model
-from ecomtrain.train.loop import HEALTH_CHECK_ENV, train_fn_per_worker
-from ecomtrain.train.trial import Prepared, TrialInputs, TrialMeta
+from ecomtrain.train.loop import HEALTH_CHECK_ENV, share_name, train_fn_per_worker
+from ecomtrain.train.pack import MEMBER_TRAIN_KEYS, member_checkpoints, pack_key
+from ecomtrain.train.trial import PackInputs, Prepared, TrialInputs, TrialMeta
 
 
 def fit(
@@ -46,11 +48,63 @@ def fit(
     elastic, between `min_workers` and that many), scored on the held-out sample; what a
     sweep `prepared` for all its trials is reused, the rest made here (`prepare`)."""
     check_room(cfg)
+    inputs, shares = trial_inputs(cfg, meta, prepare(cfg, prepared))
+    checkpoints = CheckpointConfig(
+        num_to_keep=cfg.train.keep_checkpoints,
+        checkpoint_score_attribute=cfg.sweep.metric,
+        checkpoint_score_order="max",
+    )
+    datasets = {share_name(r): share for r, share in enumerate(shares)}
+    return run_trainer(cfg, meta.name, inputs, datasets, checkpoints, storage_path, callbacks)
+
+
+def fit_pack(
+    members: list[tuple[Config, TrialMeta]],
+    name: str,
+    storage_path: str,
+    callbacks: list = (),
+    prepared: Prepared | None = None,
+    board=None,
+) -> ray.train.Result:
+    """Fine-tune a pack's adapters in one run (ecomtrain.train.pack): one copy of the base
+    per worker, each member on its own records, scored on its own held-out sample, as it
+    would be alone. The members must agree on `pack_key` (the first member's config sets
+    the workers, ZeRO stage, precision and steps). Each checkpoint holds every member that
+    still trains; the latest `train.keep_checkpoints` are kept (a single run keeps its best
+    by score, which a pack's members do not share). `board`: see PackInputs."""
+    cfg = members[0][0]
+    keys = {pack_key(c) for c, _ in members}
+    if len(keys) > 1:
+        raise ConfigError(
+            f"pack {name}: its trials differ in keys a pack shares (model.*, train.* but "
+            f"{', '.join(MEMBER_TRAIN_KEYS)}): pack them apart"
+        )
+    check_room(cfg)
+    inputs, datasets = [], {}
+    for m, (member_cfg, meta) in enumerate(members):
+        member, shares = trial_inputs(member_cfg, meta, prepare(member_cfg, prepared))
+        inputs.append(member)
+        datasets |= {share_name(r, m): share for r, share in enumerate(shares)}
+    resume = member_checkpoints(storage_path, [meta.name for _, meta in members])
+    pack = PackInputs(name, inputs, board, resume)
+    checkpoints = CheckpointConfig(num_to_keep=cfg.train.keep_checkpoints)
+    return run_trainer(cfg, name, pack, datasets, checkpoints, storage_path, callbacks)
+
+
+def run_trainer(
+    cfg: Config,
+    name: str,
+    inputs: TrialInputs | PackInputs,
+    datasets: dict,
+    checkpoints: CheckpointConfig,
+    storage_path: str,
+    callbacks: list,
+) -> ray.train.Result:
+    """The run as a Ray Train `TorchTrainer` over `cfg.train`'s workers, fitted."""
     # Ray Train's controller polls the workers every 2 s by default, so it sees a report
     # and a run's end up to that much late. The variable reaches the controller and
     # workers (Ray Train passes it on).
     os.environ.setdefault(HEALTH_CHECK_ENV, "0.5")
-    inputs, shares = trial_inputs(cfg, meta, prepare(cfg, prepared))
     train = cfg.train
     trainer = TorchTrainer(
         train_fn_per_worker,
@@ -65,17 +119,14 @@ def fit(
             placement_strategy=cfg.train.placement_strategy,
         ),
         torch_config=TorchConfig(backend="nccl" if cfg.train.use_gpu else "gloo"),
-        # Each rank reads only its shares "train_<i>" (loop.shares_of); Ray Train splits none.
-        datasets={f"train_{r}": share for r, share in enumerate(shares)},
+        # Each rank reads only its shares (loop.shares_of, loop.share_name); Ray Train
+        # splits none.
+        datasets=datasets,
         dataset_config=DataConfig(datasets_to_split=[]),
         run_config=RunConfig(
-            name=meta.name,
+            name=name,
             storage_path=storage_path,
-            checkpoint_config=CheckpointConfig(
-                num_to_keep=cfg.train.keep_checkpoints,
-                checkpoint_score_attribute=cfg.sweep.metric,
-                checkpoint_score_order="max",
-            ),
+            checkpoint_config=checkpoints,
             failure_config=FailureConfig(max_failures=cfg.train.max_failures),
             callbacks=list(callbacks),
             # Ray Train's own INFO lines (worker group, every report's metrics) under -v only

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from typing import Any
 
 from ecomtrain.config import Config
 from ecomtrain.tasks import capabilities_of, expand
 
 TRIAL_FILE = "ecomtrain_trial.json"  # a checkpoint's `TrialMeta`, as JSON
+STATE_FILE = "ecomtrain_state.json"  # a checkpoint's `LoopState` (ecomtrain.train.loop), as JSON
 
 
 @dataclass
@@ -77,3 +79,19 @@ class TrialInputs:
     mult: dict[str, float]  # expected copies of each task's records per epoch (data.mixture)
     held_out: list[dict]  # the sample every evaluation scores
     extra_eval: list[dict] = field(default_factory=list)  # eval.extra_files' rows
+
+
+@dataclass
+class PackInputs:
+    """Several trials trained in one run (`sweep.pack`): one copy of the base model per
+    worker and an adapter per member, each trained as it would be alone (ecomtrain.train.pack).
+    The members share the keys of `pack_key`; everything else is their own."""
+
+    name: str  # the run's name
+    members: list[TrialInputs]
+    # asked by rank 0 which members left the pack (a Tune scheduler stopped them): an object
+    # with a Ray actor method `left.remote(name)` (tuning.pack.PackBoard); None: none leave
+    board: Any = None
+    # a member's checkpoint to start from when the run has none of its own (a resumed sweep
+    # whose packs formed anew): trial name -> checkpoint folder or URI
+    resume: dict[str, str] = field(default_factory=dict)
