@@ -12,7 +12,7 @@ house, bottom to top (a module imports only from the lines above it, or its own 
     connect     joining a Ray cluster, or starting a local one
     files       the cache folder and atomic writes
     data/       corpus files to the packed, mixed stream a trial trains on
-    tiny_model  the offline tiny model, and where a model name points
+    base_model  the offline tiny model, and where a model name points
     evaluate/   ShopBench metrics, answering, the actor pool, evaluation files
     train/      one LoRA fine-tuning on Ray Train workers with DeepSpeed
     generate/   LLM data synthesis with engineered example outputs

@@ -38,10 +38,10 @@ from ecomtrain.config import (
     yaml_mapping,
 )
 from ecomtrain.connect import connect
+from ecomtrain.data.corpus import check_files
 from ecomtrain.data.mixture import targets
 from ecomtrain.data.pipeline import check_names, train_counts
 from ecomtrain.data.scan import corpus_scan, split_count
-from ecomtrain.data.sources import check_files
 from ecomtrain.evaluate.held_out import base_model_scores
 from ecomtrain.files import atomic_write, download_files, is_uri, read_text, write_text
 from ecomtrain.model import find_adapter

@@ -19,7 +19,7 @@ from ecomtrain.data.__main__ import main as data_main
 from ecomtrain.data.records import Bad, problem
 from ecomtrain.data.scan import parse_file
 from ecomtrain.evaluate.__main__ import main as evaluate_main
-from ecomtrain.evaluate.files import EvalError, load_data
+from ecomtrain.evaluate.datafiles import EvalError, load_data
 from ecomtrain.export import main as export_main
 from ecomtrain.sweep import main as sweep_main
 
@@ -88,9 +88,9 @@ def test_config_file_stops_before_any_cluster(name, capsys):
 def adapters(tmp_path_factory):
     """A PEFT adapter of the tiny model (good/), and copies broken as a user may ship them:
     empty weights, weights cut short, a config whose rank is not the weights'."""
+    from ecomtrain.base_model import resolve_model
     from ecomtrain.config import LoraConfig, ModelConfig
     from ecomtrain.model import add_lora, load_model
-    from ecomtrain.tiny_model import resolve_model
 
     root = tmp_path_factory.mktemp("adapters")
     lora = LoraConfig(rank=4, target_modules=["q_proj", "v_proj"])

@@ -9,15 +9,15 @@ import pytest
 from records import mc
 
 from ecomtrain.config import DataConfig
-from ecomtrain.data.demo import GENERATORS, demo_records
-from ecomtrain.data.records import Bad, CorpusError, assign_family, problem, render_answer
-from ecomtrain.data.scan import parse_file
-from ecomtrain.data.sources import (
+from ecomtrain.data.corpus import (
     iter_items,
     read_records,
     resolve_corpus,
     validate,
 )
+from ecomtrain.data.demo import GENERATORS, demo_records
+from ecomtrain.data.records import Bad, CorpusError, assign_family, problem, render_answer
+from ecomtrain.data.scan import parse_file
 from ecomtrain.files import cache_dir
 from ecomtrain.tasks import (
     CAPABILITIES,
@@ -156,7 +156,7 @@ def test_hub_dataset_is_read_from_its_local_copy():
 def test_hub_dataset_offline_is_a_clear_error(tmp_path):
     env = os.environ | {"HF_HUB_OFFLINE": "1", "ECOMTRAIN_CACHE": str(tmp_path)}
     code = (
-        "from ecomtrain.data.sources import resolve_corpus; resolve_corpus(['hf:someone/shop-qa'])"
+        "from ecomtrain.data.corpus import resolve_corpus; resolve_corpus(['hf:someone/shop-qa'])"
     )
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert out.returncode != 0

@@ -8,7 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ecomtrain.base_model import resolve_model
 from ecomtrain.config import Config, ConfigError, DataConfig, ModelConfig
+from ecomtrain.data.corpus import resolve_corpus
 from ecomtrain.data.demo import demo_records
 from ecomtrain.data.mixture import (
     copies,
@@ -27,9 +29,7 @@ from ecomtrain.data.pipeline import (
 )
 from ecomtrain.data.records import CorpusError
 from ecomtrain.data.scan import is_eval, parse_file, scan_corpus
-from ecomtrain.data.shard import Share, StreamStats, epoch_order, read_share, stream
-from ecomtrain.data.sources import resolve_corpus
-from ecomtrain.tiny_model import resolve_model
+from ecomtrain.data.share import Share, StreamStats, epoch_order, read_share, stream
 
 COUNTS = {"query_ner": 900, "review_rating": 100, "title_translation": 0}
 

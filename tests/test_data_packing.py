@@ -7,12 +7,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from ecomtrain.base_model import resolve_model
 from ecomtrain.config import ModelConfig
 from ecomtrain.data.__main__ import main
 from ecomtrain.data.demo import demo_records
 from ecomtrain.data.packing import IGNORE, Prompt, encode, layout, pack, tokenize_records, truncate
 from ecomtrain.model import load_model, load_tokenizer
-from ecomtrain.tiny_model import resolve_model
 from ecomtrain.train.inputs import (
     GROUP_SLACK,
     length_groups,

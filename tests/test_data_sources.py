@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from ecomtrain.config import ConfigError, DataConfig, SourceConfig, load_config
+from ecomtrain.data.corpus import check_files
 from ecomtrain.data.records import Bad
 from ecomtrain.data.scan import corpus_files, parse_file, scan_corpus
-from ecomtrain.data.sources import check_files
 
 SOURCES = Path(__file__).parent / "data" / "sources"
 CONCEPT, BEHAVIOR = "understanding-shopping-concepts", "user-behavior-alignment"

@@ -213,7 +213,7 @@ def test_a_listing_numbered_from_zero_after_a_label_is_read_as_listed(tmp_path, 
     "response, score", [("0, 3", 1.0), ("3,0,1", 1.0), ("0", 0.5), ("1, 4", 0.0), ("[0, 2]", 0.5)]
 )
 def test_a_zero_based_record_scores_as_the_official_evaluator(tmp_path, response, score):
-    from ecomtrain.evaluate.files import score_files
+    from ecomtrain.evaluate.datafiles import score_files
 
     data, responses = tmp_path / "d.jsonl", tmp_path / "r.jsonl"
     data.write_text(js(INLINE_ZERO) + "\n")
@@ -245,7 +245,7 @@ def test_real_listings_numbered_from_zero_are_accepted_and_scored(refdata, tmp_p
     layout, is accepted; its gold answer scores 1, and any answer scores what the official
     evaluator gives it (a 1-based answer to a 0-based list hits only where it overlaps)."""
     from ecomtrain.data.records import render_answer
-    from ecomtrain.evaluate.files import load_data
+    from ecomtrain.evaluate.datafiles import load_data
     from ecomtrain.evaluate.metrics import aggregate, record_scores
 
     real = json.loads((refdata / "ecguide_retrieval_review_aspects.json").read_text())

@@ -16,7 +16,7 @@ from ecomtrain.data.demo import demo_records
 from ecomtrain.data.packing import Prompt, prompt_text
 from ecomtrain.evaluate.__main__ import main
 from ecomtrain.evaluate.answer import respond
-from ecomtrain.evaluate.files import score_files
+from ecomtrain.evaluate.datafiles import score_files
 from ecomtrain.evaluate.pool import Responder, Settings, labels
 from ecomtrain.model import base_model_of, find_adapter
 
@@ -395,9 +395,9 @@ def test_records_without_track_or_task_name(tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny():
+    from ecomtrain.base_model import resolve_model
     from ecomtrain.config import ModelConfig
     from ecomtrain.model import load_tokenizer
-    from ecomtrain.tiny_model import resolve_model
 
     path = resolve_model(ModelConfig())
     return path, load_tokenizer(path)

@@ -9,14 +9,14 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from ecomtrain.base_model import resolve_model
 from ecomtrain.config import Config, DataConfig, ModelConfig
+from ecomtrain.data.corpus import resolve_corpus
 from ecomtrain.data.packing import Prompt
 from ecomtrain.data.records import Bad
 from ecomtrain.data.scan import parse_file
-from ecomtrain.data.sources import resolve_corpus
 from ecomtrain.evaluate.answer import answer_losses, evaluate_rows, respond
 from ecomtrain.model import load_model, load_tokenizer
-from ecomtrain.tiny_model import resolve_model
 
 
 def held_out_rows(n: int = 45) -> list[dict]:

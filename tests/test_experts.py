@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from ecomtrain import experts
+from ecomtrain.base_model import resolve_model
 from ecomtrain.config import ConfigError, LoraConfig, ModelConfig, load_config
 from ecomtrain.export import export
 from ecomtrain.model import (
@@ -21,7 +22,6 @@ from ecomtrain.model import (
     training_model,
 )
 from ecomtrain.tasks import CAPABILITIES
-from ecomtrain.tiny_model import resolve_model
 from ecomtrain.train.inputs import model_inputs
 
 ROUTES = {"names": [CAPABILITIES[0], CAPABILITIES[3]]}

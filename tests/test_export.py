@@ -3,10 +3,10 @@
 import pytest
 import torch
 
+from ecomtrain.base_model import resolve_model
 from ecomtrain.config import LoraConfig, ModelConfig
 from ecomtrain.export import main, merge
 from ecomtrain.model import add_lora, load_model, load_tokenizer
-from ecomtrain.tiny_model import resolve_model
 
 
 @pytest.fixture(scope="module")

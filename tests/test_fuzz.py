@@ -19,7 +19,7 @@ from ecomtrain.data.__main__ import main as data_main
 from ecomtrain.data.records import Bad, CorpusError, problem
 from ecomtrain.data.scan import parse_file
 from ecomtrain.evaluate.__main__ import main as evaluate_main
-from ecomtrain.evaluate.files import EvalError, load_data, read_responses
+from ecomtrain.evaluate.datafiles import EvalError, load_data, read_responses
 from ecomtrain.report.trials import ReportError, load_trials
 from ecomtrain.tasks import METRICS_BY_TYPE
 

@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 from openai_server import ChatServer, prompt_parts, request_id, scripted, tiny_model_responder
 
+from ecomtrain.base_model import resolve_model
 from ecomtrain.config import ModelConfig
-from ecomtrain.data.sources import load_corpus
+from ecomtrain.data.corpus import load_corpus
 from ecomtrain.generate.__main__ import main, parse_args
 from ecomtrain.generate.run import run
 from ecomtrain.generate.spec import load_seeds, load_spec, plan
-from ecomtrain.tiny_model import resolve_model
 
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = sorted((ROOT / "configs" / "generate").glob("*.yaml"))

@@ -5,6 +5,7 @@ import pyarrow as pa
 import pytest
 import torch
 
+from ecomtrain.base_model import resolve_model
 from ecomtrain.config import Config, LoraConfig, ModelConfig, TrainConfig
 from ecomtrain.data.mixture import source_keys
 from ecomtrain.data.packing import (
@@ -16,9 +17,8 @@ from ecomtrain.data.packing import (
     tokenize_records,
 )
 from ecomtrain.data.scan import is_eval
-from ecomtrain.data.shard import Share
+from ecomtrain.data.share import Share
 from ecomtrain.model import ModelError, add_lora, load_model, load_tokenizer
-from ecomtrain.tiny_model import resolve_model
 from ecomtrain.train.engine import deepspeed_config, schedule
 
 

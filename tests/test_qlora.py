@@ -8,10 +8,10 @@ import pytest
 import torch
 import torch.distributed as dist
 
+from ecomtrain.base_model import resolve_model
 from ecomtrain.config import ConfigError, LoraConfig, ModelConfig, TrainConfig, load_config
 from ecomtrain.connect import free_port
 from ecomtrain.model import ModelError, load_model, training_model
-from ecomtrain.tiny_model import resolve_model
 from ecomtrain.train.engine import initialize
 from ecomtrain.train.inputs import model_inputs, packed_loss, training_attention
 

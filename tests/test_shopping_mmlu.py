@@ -11,11 +11,11 @@ import pytest
 
 from ecomtrain.config import Config
 from ecomtrain.data import shopping_mmlu
+from ecomtrain.data.corpus import check_files, iter_items, resolve_corpus
 from ecomtrain.data.records import CorpusError, render_answer
 from ecomtrain.data.scan import eval_index, eval_rows
-from ecomtrain.data.sources import check_files, iter_items, resolve_corpus
 from ecomtrain.evaluate.__main__ import main as evaluate_main
-from ecomtrain.evaluate.files import load_data
+from ecomtrain.evaluate.datafiles import load_data
 from ecomtrain.tasks import BEHAVIOR, CONCEPT
 
 MMLU = Path(__file__).parent / "data" / "shopping_mmlu"

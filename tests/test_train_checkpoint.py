@@ -15,9 +15,9 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from test_train_objective import micro_batches, trainable
 
+from ecomtrain.base_model import resolve_model
 from ecomtrain.config import LoraConfig, ModelConfig, TrainConfig
 from ecomtrain.model import load_model, training_model
-from ecomtrain.tiny_model import resolve_model
 from ecomtrain.train.engine import initialize, load_state, save_state, zero3_loading
 from ecomtrain.train.inputs import training_attention
 from ecomtrain.train.loop import Micro, optimizer_step

@@ -12,7 +12,7 @@ import pytest
 
 from ecomtrain.config import Config, ConfigError, load_config
 from ecomtrain.data.mixture import source_keys
-from ecomtrain.data.shard import Share, stream
+from ecomtrain.data.share import Share, stream
 from ecomtrain.train.loop import DIGEST_MOD, shares_of, step_batches
 
 SHARES = 3  # train.num_workers: the largest world

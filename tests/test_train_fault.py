@@ -238,9 +238,9 @@ def cluster_node(cluster, node_id: str):
 def test_non_finite_loss_stops_the_run(cluster, tmp_path):
     import torch
 
+    from ecomtrain.base_model import resolve_model
     from ecomtrain.config import ModelConfig
     from ecomtrain.model import load_tokenizer
-    from ecomtrain.tiny_model import resolve_model
 
     tiny = resolve_model(ModelConfig())
     broken = load_model(tiny)  # a corrupt checkpoint: one NaN in the final norm

@@ -20,12 +20,12 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from ecomtrain.base_model import resolve_model
 from ecomtrain.config import Config, LoraConfig, ModelConfig, TrainConfig
 from ecomtrain.data.demo import demo_records
 from ecomtrain.data.packing import Prompt, encode, layout
 from ecomtrain.data.records import render_answer
 from ecomtrain.model import load_model, load_tokenizer, training_model
-from ecomtrain.tiny_model import resolve_model
 from ecomtrain.train.engine import gathered, initialize, zero3_loading
 from ecomtrain.train.inputs import model_inputs, training_attention
 from ecomtrain.train.loop import Micro, optimizer_step, score_adapter

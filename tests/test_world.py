@@ -10,8 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from ecomtrain import tiny_model
+from ecomtrain import base_model
 from ecomtrain.config import CONFIGS, Config, ConfigError, DataConfig, load_config
+from ecomtrain.data.corpus import (
+    BUILTIN_EVAL_FRACTION_MAX,
+    Builtin,
+    builtin_corpus,
+    check_files,
+    resolve_corpus,
+)
 from ecomtrain.data.mixture import targets
 from ecomtrain.data.overlap import exact_key
 from ecomtrain.data.records import (
@@ -22,13 +29,6 @@ from ecomtrain.data.records import (
     render_answer,
 )
 from ecomtrain.data.scan import parse_file
-from ecomtrain.data.sources import (
-    BUILTIN_EVAL_FRACTION_MAX,
-    Builtin,
-    builtin_corpus,
-    check_files,
-    resolve_corpus,
-)
 from ecomtrain.data.world import (
     ACCESSORIES,
     ARMS,
@@ -314,11 +314,11 @@ def test_the_tiny_base_reads_no_held_out_record(tmp_path, monkeypatch):
         read.extend(texts)
         return 0.0
 
-    monkeypatch.setattr(tiny_model, "pretrain", pretrain)
-    tiny_model.build_tiny_llama(tmp_path / "base")
+    monkeypatch.setattr(base_model, "pretrain", pretrain)
+    base_model.build_tiny_llama(tmp_path / "base")
     seen = {exact_key(t) for t in read}
     # the tokenizer is trained on these records' inputs and answers
-    assert seen == {exact_key(r["input_field"]) for r in tiny_model.pretraining_records()}
+    assert seen == {exact_key(r["input_field"]) for r in base_model.pretraining_records()}
     assert len(seen) > 1000
     for entry in EVALUATED:
         for fraction in (0.05, 0.15, BUILTIN_EVAL_FRACTION_MAX):

@@ -17,8 +17,8 @@ from ecomtrain.console import quiet, verbose
 from ecomtrain.tracking import predictions_table, resolve_mode
 from ecomtrain.train.driver import fit
 from ecomtrain.train.trial import Prepared, TrialMeta
-from tuning.pack import PackLeaves, board_name, join_pack, start_board
 from tuning.mixture_search import MixtureSearch
+from tuning.pack import PackLeaves, board_name, join_pack, start_board
 from tuning.progress import Progress, status_table
 from tuning.rank_asha import RankASHA
 from tuning.relay import relay_to_tune

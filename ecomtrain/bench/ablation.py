@@ -23,7 +23,7 @@ from ecomtrain.config import Config
 from ecomtrain.connect import connect
 from ecomtrain.data.packing import IGNORE
 from ecomtrain.data.pipeline import checked_scan, train_dataset
-from ecomtrain.data.shard import read_share, stream
+from ecomtrain.data.share import read_share, stream
 from ecomtrain.model import load_model, training_model
 from ecomtrain.train.inputs import GROUP_SLACK, model_inputs, packed_loss, training_attention
 

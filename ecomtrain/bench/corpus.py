@@ -30,13 +30,13 @@ import psutil
 import ray
 import ray.train
 
+from ecomtrain.base_model import resolve_model
 from ecomtrain.bench.measure import Sampler
 from ecomtrain.config import Config
 from ecomtrain.data.demo import demo_records
 from ecomtrain.data.pipeline import check_scan, train_dataset
 from ecomtrain.data.scan import scan_corpus
-from ecomtrain.data.shard import StreamStats, epoch_order, read_share, stream
-from ecomtrain.tiny_model import resolve_model
+from ecomtrain.data.share import StreamStats, epoch_order, read_share, stream
 
 log = logging.getLogger(__name__)
 

@@ -21,11 +21,11 @@ from ray.train import DataConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
 
 from ecomtrain import console
+from ecomtrain.base_model import resolve_model
 from ecomtrain.config import Config
 from ecomtrain.connect import connect
 from ecomtrain.data.pipeline import checked_scan, train_dataset
-from ecomtrain.data.shard import read_share, stream
-from ecomtrain.tiny_model import resolve_model
+from ecomtrain.data.share import read_share, stream
 
 SPACE = ["data.corpus=[demo:300]", "train.max_steps=20"]
 

@@ -21,12 +21,12 @@ from ray.train import RunConfig, ScalingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
 
 from ecomtrain import console
+from ecomtrain.base_model import resolve_model
 from ecomtrain.config import Config
 from ecomtrain.connect import connect
 from ecomtrain.evaluate.answer import evaluate_rows
 from ecomtrain.evaluate.held_out import held_out_rows
 from ecomtrain.model import add_lora, load_model, load_tokenizer
-from ecomtrain.tiny_model import resolve_model
 
 
 def eval_fn_per_worker(config: dict) -> None:

@@ -8,10 +8,10 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, LlamaConfig, LlamaForCausalLM
 
+from ecomtrain.base_model import resolve_model
 from ecomtrain.config import Config
 from ecomtrain.files import atomic_dir, cache_dir
 from ecomtrain.model import load_tokenizer
-from ecomtrain.tiny_model import resolve_model
 
 SHAPES = {  # random-initialised Llama-architecture models of real shapes (mfu, throughput)
     "1b": {  # Llama-3.2-1B

@@ -36,7 +36,7 @@ from ecomtrain.bench.measure import Sampler, environment, ratio_interval
 from ecomtrain.bench.models import SHAPES, shape_model
 from ecomtrain.config import Config, ConfigError
 from ecomtrain.connect import connect, free_port
-from ecomtrain.data.shard import read_share
+from ecomtrain.data.share import read_share
 from ecomtrain.tasks import CAPABILITIES
 from ecomtrain.train.driver import fit, prepare, trial_inputs
 from ecomtrain.train.loop import STATE_FILE, train_loop

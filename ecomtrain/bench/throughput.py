@@ -58,7 +58,7 @@ from ecomtrain.bench.models import SHAPES, head_share, shape_model
 from ecomtrain.config import Config
 from ecomtrain.connect import connect
 from ecomtrain.data.packing import IGNORE
-from ecomtrain.data.shard import read_share, stream
+from ecomtrain.data.share import read_share, stream
 from ecomtrain.model import add_lora, load_model, load_tokenizer
 from ecomtrain.tasks import CAPABILITIES
 from ecomtrain.train.driver import fit, prepare, trial_inputs

@@ -1,7 +1,7 @@
 """Corpus data: from task files to the packed, mixed stream a trial trains on.
 
-    sources    locate corpus files (local, built-in, hub) and read them with line numbers
-    mapped     data sets of other shapes (data.sources), mapped to ShopBench records
+    corpus     locate corpus files (local, built-in, hub) and read them with line numbers
+    sources    data sets of other shapes (the data.sources key), mapped to ShopBench records
     shopping_mmlu  the Shopping MMLU benchmark's folders and files as ShopBench records
     records    what a record must hold (checks), its task family, its answer text
     overlap    exact and near duplicates, decontamination against eval sets
@@ -9,7 +9,7 @@
     mixture    how many records of each task one epoch holds (and its out-of-domain share)
     packing    the prompt (chat template or raw), tokenise, mask the prompt, pack into rows
     pipeline   the Ray Data pipeline of a trial: read, split, tokenise, one share per rank
-    shard      a rank's share, and the endless stream of packed micro-batches it trains on
+    share      a rank's share, and the endless stream of packed micro-batches it trains on
     demo       the built-in demo corpus
     world      the shopping world: a generated catalogue with planted transfer and a control
     ood        the built-in out-of-domain corpus (arithmetic, general knowledge)

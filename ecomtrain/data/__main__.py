@@ -17,6 +17,7 @@ import sys
 from collections import Counter
 
 from ecomtrain import console
+from ecomtrain.base_model import resolve_model
 from ecomtrain.config import PROMPT_FORMATS, ConfigError, DataConfig, ModelConfig, checked_config
 from ecomtrain.data import shopping_mmlu
 from ecomtrain.data.mixture import stats as mixture_stats
@@ -25,7 +26,6 @@ from ecomtrain.data.pipeline import unknown_capability
 from ecomtrain.data.records import Bad, CorpusError
 from ecomtrain.data.scan import Duplicates, parse_file
 from ecomtrain.model import ModelError, check_model_folder
-from ecomtrain.tiny_model import resolve_model
 
 
 def _data_config(args) -> DataConfig:

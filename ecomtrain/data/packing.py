@@ -12,7 +12,7 @@
   is dropped, counted and logged with its file and line.
 - Packing: records are packed first-fit-decreasing into rows of exactly `max_seq_len` tokens
   with `segment_ids` (1, 2, ... per record, 0 for padding). A rank packs its share of the
-  records anew each epoch (ecomtrain.data.shard); the training side turns a batch of rows
+  records anew each epoch (ecomtrain.data.share); the training side turns a batch of rows
   into model inputs (ecomtrain.train.inputs).
 """
 
@@ -131,7 +131,7 @@ def tokenize_records(batch: dict, model_path: str, max_len: int, prompt: Prompt)
 
     Columns out, one row per kept record: ids (prompt + answer, an Arrow list column: flat
     int32 ids and offsets, which a rank reads into its share without a Python object per
-    record: ecomtrain.data.shard.read_share), n_prompt (prompt tokens,
+    record: ecomtrain.data.share.read_share), n_prompt (prompt tokens,
     masked from the loss), truncated, task_family, key (its source's key, for the
     mixture's rotation: ecomtrain.data.mixture.positions). A record whose answer does not
     fit is left out and logged with its file and line; the caller counts what is missing.

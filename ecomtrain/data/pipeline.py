@@ -10,7 +10,7 @@ that overlap the `data.decontaminate` files or are of another provenance than
 `data.ood_fraction`), tokenises the rest once and deals them at random (with the data seed)
 into one share per rank (`deal`), computed once into the object store.
 Each rank then resamples, shuffles and packs its own share anew every epoch
-(ecomtrain.data.shard).
+(ecomtrain.data.share).
 """
 
 from __future__ import annotations
@@ -295,7 +295,7 @@ def deal(
     is freed once it is dealt. Each task holds one block and the driver blocks x shares
     counts, so memory stays flat in the corpus size (Ray's random_shuffle cuts every block
     into a piece per block; both measured in docs/benchmarks.md, "corpus"). Each rank
-    shuffles its share anew every epoch (ecomtrain.data.shard), so the order inside a share
+    shuffles its share anew every epoch (ecomtrain.data.share), so the order inside a share
     does not matter."""
     bundles = tokens.iter_internal_ref_bundles()
     blocks = [(b.ref, b.metadata.num_rows) for bundle in bundles for b in bundle.blocks]

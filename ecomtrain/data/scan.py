@@ -20,8 +20,7 @@ import ray
 
 from ecomtrain.config import DataConfig
 from ecomtrain.data import shopping_mmlu
-from ecomtrain.data.mapped import items as mapped_items
-from ecomtrain.data.mapped import source_for, source_path
+from ecomtrain.data.corpus import iter_items, resolve_corpus
 from ecomtrain.data.overlap import Decontaminator, exact_key
 from ecomtrain.data.records import (
     Bad,
@@ -34,7 +33,8 @@ from ecomtrain.data.records import (
     provenance_of,
     render_answer,
 )
-from ecomtrain.data.sources import iter_items, resolve_corpus
+from ecomtrain.data.sources import items as mapped_items
+from ecomtrain.data.sources import source_for, source_path
 from ecomtrain.files import atomic_write, cache_dir
 from ecomtrain.tasks import FAMILIES
 

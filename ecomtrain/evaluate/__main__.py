@@ -18,12 +18,13 @@ import sys
 from pathlib import Path
 
 from ecomtrain import console, tracking
+from ecomtrain.base_model import resolve_model
 from ecomtrain.config import PROMPT_FORMATS, ModelConfig
 from ecomtrain.connect import connect
 from ecomtrain.data.packing import Prompt
 from ecomtrain.data.records import CorpusError, render_answer
 from ecomtrain.evaluate.answer import predictions
-from ecomtrain.evaluate.files import (
+from ecomtrain.evaluate.datafiles import (
     EvalError,
     load_data,
     read_responses,
@@ -42,7 +43,6 @@ from ecomtrain.model import (
     check_model_folder,
     find_adapter,
 )
-from ecomtrain.tiny_model import resolve_model
 
 DATA_HELP = "ShopBench JSON Lines or JSON array, or a Shopping MMLU data folder or file"
 

@@ -18,10 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ecomtrain import console
+from ecomtrain.base_model import resolve_model
 from ecomtrain.config import ConfigError, ModelConfig
+from ecomtrain.data.corpus import read_records
 from ecomtrain.data.overlap import Decontaminator, Deduplicator, frequent_shingles
 from ecomtrain.data.records import CorpusError, answer_text
-from ecomtrain.data.sources import read_records
 from ecomtrain.files import atomic_write
 from ecomtrain.generate.backends import (
     BackendError,
@@ -44,7 +45,6 @@ from ecomtrain.generate.quality import (
 from ecomtrain.generate.spec import Spec, WorkItem, load_seeds, load_spec, plan
 from ecomtrain.generate.store import RECORDS, Store, key_of
 from ecomtrain.tasks import FAMILIES
-from ecomtrain.tiny_model import resolve_model
 
 log = logging.getLogger(__name__)
 

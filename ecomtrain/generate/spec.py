@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ecomtrain.config import ConfigError, build, read_config_file
+from ecomtrain.data.corpus import read_records
 from ecomtrain.data.records import CorpusError, split_options, validate
-from ecomtrain.data.sources import read_records
 from ecomtrain.tasks import FAMILIES
 
 SYSTEM = (

@@ -7,12 +7,12 @@ import sys
 from pathlib import Path
 
 from ecomtrain import console, tracking
+from ecomtrain.base_model import resolve_model
 from ecomtrain.config import OVERRIDES_HELP, ConfigError, load_config, to_dict
 from ecomtrain.connect import connect
+from ecomtrain.data.corpus import check_files
 from ecomtrain.data.pipeline import check_names, checked_scan, corpus_tasks
 from ecomtrain.data.records import CorpusError
-from ecomtrain.data.sources import check_files
-from ecomtrain.tiny_model import resolve_model
 from ecomtrain.train.driver import ReportProgress, fit
 from ecomtrain.train.loop import STATE_FILE, LoopState
 from ecomtrain.train.trial import Prepared, TrialMeta

@@ -20,6 +20,7 @@ from ray.train import (
 )
 from ray.train.torch import TorchConfig, TorchTrainer
 
+from ecomtrain.base_model import resolve_model
 from ecomtrain.config import Config, ConfigError
 from ecomtrain.console import log, progress_line, verbose
 from ecomtrain.data.pipeline import (
@@ -31,7 +32,6 @@ from ecomtrain.data.pipeline import (
 )
 from ecomtrain.data.scan import eval_rows
 from ecomtrain.evaluate.held_out import held_out_rows
-from ecomtrain.tiny_model import resolve_model
 from ecomtrain.train.loop import HEALTH_CHECK_ENV, share_name, train_fn_per_worker
 from ecomtrain.train.pack import MEMBER_TRAIN_KEYS, member_checkpoints, pack_key
 from ecomtrain.train.trial import PackInputs, Prepared, TrialInputs, TrialMeta

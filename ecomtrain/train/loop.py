@@ -41,7 +41,7 @@ import torch
 import torch.distributed as dist
 
 from ecomtrain.config import Config
-from ecomtrain.data.shard import Share, StreamStats, read_share, stream
+from ecomtrain.data.share import Share, StreamStats, read_share, stream
 from ecomtrain.evaluate.answer import EXTRA_SCORES_FILE, SCORES_FILE, evaluate_rows, predictions
 from ecomtrain.experts import UNROUTED
 from ecomtrain.files import is_uri

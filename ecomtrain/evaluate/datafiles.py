@@ -11,8 +11,8 @@ import re
 from pathlib import Path
 
 from ecomtrain.data import shopping_mmlu
+from ecomtrain.data.corpus import read_records
 from ecomtrain.data.records import CorpusError, TaskLabels, assign_family, validate
-from ecomtrain.data.sources import read_records
 from ecomtrain.evaluate.metrics import TASK_TYPE_BY_METRIC, aggregate
 from ecomtrain.files import atomic_open, atomic_write
 from ecomtrain.tasks import CAPABILITIES, METRICS_BY_TYPE, track_of

@@ -17,10 +17,10 @@ import torch
 
 from ecomtrain import console
 from ecomtrain.config import ModelConfig
+from ecomtrain.data.corpus import BUILTIN_EVAL_FRACTION_MAX
 from ecomtrain.data.demo import demo_records
 from ecomtrain.data.records import fingerprint, render_answer
 from ecomtrain.data.scan import is_eval
-from ecomtrain.data.sources import BUILTIN_EVAL_FRACTION_MAX
 from ecomtrain.data.world import world_records
 from ecomtrain.files import atomic_dir, cache_dir
 
