@@ -43,7 +43,15 @@ from ecomtrain.data.mixture import targets
 from ecomtrain.data.pipeline import check_names, train_counts
 from ecomtrain.data.scan import corpus_scan, split_count
 from ecomtrain.evaluate.held_out import base_model_scores
-from ecomtrain.files import atomic_write, download_files, is_uri, read_text, write_text
+from ecomtrain.files import (
+    OutputError,
+    atomic_write,
+    check_output,
+    download_files,
+    is_uri,
+    read_text,
+    write_text,
+)
 from ecomtrain.model import find_adapter
 from ecomtrain.report.analysis import best
 from ecomtrain.report.card import adapter_only
@@ -306,7 +314,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.plan:
             print(plan(cfg, grid_points(cfg), args.noise_from))
             return 0
-    except (ConfigError, KeyError, ValueError, FileNotFoundError) as e:
+        check_output(output, "--output", folder=True)
+    except (ConfigError, OutputError, KeyError, ValueError, FileNotFoundError) as e:
         console.log.error("error: %s", e)
         return 2
     if not is_uri(output):

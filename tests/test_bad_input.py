@@ -29,8 +29,12 @@ CORPUS = sorted(f for f in CASES if not f.startswith(("responses_", "config_", "
 RESPONSES = sorted(f for f in CASES if f.startswith("responses_"))
 CONFIGS = sorted(f for f in CASES if f.startswith("config_"))
 CLI = sorted(f for f in CASES if f.startswith("cli_"))
-MAINS = {"ecomtrain.evaluate": evaluate_main, "ecomtrain.data": data_main}
-MAINS["ecomtrain.export"] = export_main
+MAINS = {
+    "ecomtrain.evaluate": evaluate_main,
+    "ecomtrain.data": data_main,
+    "ecomtrain.export": export_main,
+    "ecomtrain.sweep": sweep_main,
+}
 # Bad for training only. The scorer goes by a record's own labels: it scores any task_name
 # as the name of a task, and takes a record's task_type and capability over those of a
 # family of the same name.
