@@ -134,13 +134,6 @@ def test_mfu_step_runs_compiled_on_cpu(test_shape):
     assert torch.isfinite(torch.tensor(figures["loss"]))
 
 
-@pytest.fixture
-def local_ray():
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
 ASHA_40 = ["sweep.scheduler=asha", "train.max_steps=200"]
 ASHA_40 += ["sweep.grace_period=40", "sweep.reduction_factor=3"]
 

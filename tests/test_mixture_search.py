@@ -112,15 +112,6 @@ def test_a_stratified_trial_counts_with_the_shares_it_realised():
     assert len(search.seen) == 1
 
 
-@pytest.fixture
-def local_ray():
-    import ray
-
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
 @pytest.mark.slow
 def test_a_mixture_search_under_asha_by_rank_runs_in_tunes_own_loop(local_ray, tmp_path):
     """Simulated trials (no training) through the sweep's Tuner: the searcher's points are

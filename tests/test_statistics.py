@@ -540,3 +540,18 @@ def test_sweep_plan_prints_what_the_sweep_can_see(tmp_path, capsys):
     cell = [x for x in (out, measured) for x in x.splitlines() if "cell vs cell (overall" in x]
     assert float(cell[1].split()[-1]) < float(cell[0].split()[-1])  # no worst case assumed
     assert main([*args, "--noise-from", str(tmp_path)]) == 2
+
+
+def test_a_task_of_one_record_widens_the_interval_instead_of_vanishing():
+    """A task with one record has no spread to measure: two trials that differ on it by the
+    most a score can get an interval that covers the difference's whole range, not a
+    zero-width one that calls any difference clear."""
+    rec = {"task": "t", "track": "x", "metric": "accuracy"}
+    a, b = ({"r1": {**rec, "id": "r1", "score": v}} for v in (1.0, 0.0))
+    s = statistics.align([a, b])
+    assert statistics.single(s) == ["t"]
+    boot = statistics.task_scores(s, statistics.draws(s, 200))
+    held = statistics.task_noise(s, boot)
+    seed = statistics.SeedNoise(0.0, 0.0, 0.0, 0.0, 0)
+    diff = statistics.combine(np.array([1.0, -1.0]), np.array([1.0, 0.0]), held, seed)
+    assert diff.ci[0] < 0 < 1 < diff.ci[1] and not diff.clear

@@ -362,7 +362,8 @@ def analyze(
         selected=_selected(main, conf, found, ok, with_base),
         notes=[
             f"{', '.join(statistics.single(part.s))}: one record among the {name} records, "
-            "so no record noise of it is in the intervals."
+            "whose noise cannot be measured: the intervals take it at the most a score in "
+            "[0, 1] can vary (wide, not estimated)."
             for part, name in ((main, "selection"), (conf, "confirmation"))
             if part is not None and statistics.single(part.s)
         ],

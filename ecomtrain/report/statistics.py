@@ -308,23 +308,32 @@ def covariance(boot: np.ndarray) -> np.ndarray:
     return np.atleast_2d(np.cov(boot, rowvar=False))
 
 
+SINGLE_RECORD_VAR = 0.5  # a one-record task's variance bound per trial (task_noise)
+
+
 def task_noise(s: Scores, boot_tasks: np.ndarray) -> HeldOut:
     """Per task, the covariance [K, T, T] of the trials' task scores over the bootstrap's
     resamples (`boot_tasks` [B, T, K], from `task_scores` with `draws`) times
     n_k / (n_k - 1), on n_k - 1 degrees of freedom. The bootstrap of a mean of n records
     has (n - 1) / n of its sampling variance: little for a task of 60 records, much for one
     of 4 (a confirmation part's small tasks). A task of one record has no spread to
-    measure: 0 (`single`)."""
+    measure (`single`): its share is taken at the most a score in [0, 1] can vary,
+    SINGLE_RECORD_VAR for each trial and none shared (so a difference of two trials on it
+    gets twice that: the variance of a difference in [-1, 1] at most), a bound known
+    without estimation (df 0: infinite)."""
     n = np.bincount(s.task, minlength=len(s.tasks))
+    trials = boot_tasks.shape[1]
     parts = [
-        covariance(np.nan_to_num(boot_tasks[:, :, k])) * (n[k] / (n[k] - 1) if n[k] > 1 else 0)
+        covariance(np.nan_to_num(boot_tasks[:, :, k])) * (n[k] / (n[k] - 1))
+        if n[k] > 1
+        else np.eye(trials) * (SINGLE_RECORD_VAR if n[k] == 1 else 0.0)
         for k in range(len(s.tasks))
     ]
-    return HeldOut(np.stack(parts), n - 1.0)
+    return HeldOut(np.stack(parts), np.maximum(n - 1.0, 0.0))
 
 
 def single(s: Scores) -> list[str]:
-    """The tasks with one record only: their record noise is not in any interval."""
+    """The tasks with one record only: their record noise is a bound, not an estimate."""
     n = np.bincount(s.task, minlength=len(s.tasks))
     return [t for t, m in zip(s.tasks, n, strict=True) if m == 1]
 
