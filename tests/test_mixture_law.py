@@ -82,6 +82,41 @@ def test_the_gaussian_process_finds_the_optimum_from_noisy_trials():
     assert gp.spearman > 0.8 and gp.spearman_ci[0] < gp.spearman < gp.spearman_ci[1]
 
 
+def test_the_proposal_stays_where_trials_went():
+    """Every task's score rises with query_ner's share, but no trial gave it more than 0.5
+    nor less than 0.1: the proposal goes to the edge of that range, not to the corner the
+    law would extrapolate to."""
+    rows = rows_of(12, seed=2)
+    for row in rows:
+        shares = np.array([row[f"mix/{t}"] for t in TASKS])
+        shares[0] = 0.1 + 0.4 * shares[0]  # query_ner in [0.1, 0.5], the rest rescaled
+        shares[1:] *= (1 - shares[0]) / shares[1:].sum()
+        row |= {f"mix/{t}": float(v) for t, v in zip(TASKS, shares, strict=True)}
+        row |= {f"task/{t}": 0.2 + 0.6 * float(shares[0]) for t in TASKS}
+        row["score"] = 0.2 + 0.6 * float(shares[0])
+    law = fit_law(rows, families=("linear",), boot=5)
+    assert law.ok, law.message
+    (proposal,) = law.proposals
+    tried = [row["mix/query_ner"] for row in rows]
+    assert proposal.shares["query_ner"] == pytest.approx(max(tried), abs=0.01)
+    assert proposal.predicted == pytest.approx(0.2 + 0.6 * max(tried), abs=0.01)
+
+
+def test_the_exp_law_does_not_explode_off_its_mixtures():
+    """Fitted on y = exp(5 r) for shares r in [0.3, 0.7], its prediction at r = 1 (exp(5),
+    about 148) is held within the fitted range widened by its span."""
+    from ecomtrain.report.mixture_law import ExpLaw
+
+    r = np.linspace(0.3, 0.7, 9)
+    x = np.column_stack([r, 1 - r])
+    y = np.exp(5 * r)[:, None]
+    law = ExpLaw(2).fit(x, y)
+    assert law.predict(x) == pytest.approx(y, rel=1e-3)  # on its mixtures: the law itself
+    far = law.predict(np.array([[1.0, 0.0], [0.0, 1.0]]))[:, 0]
+    span = np.ptp(y)
+    assert far[0] == pytest.approx(y.max() + span) and far[1] >= y.min() - span
+
+
 def test_a_kl_penalty_keeps_the_proposal_near_the_stratified_prior():
     rows = rows_of(12)
     for r in rows[:1]:

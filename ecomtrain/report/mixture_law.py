@@ -19,8 +19,9 @@ trials, every trial of a mixture left out together (its ranks and seeds), with t
 correlation and RMSE of the out-of-fold objective and bootstrap 95 % intervals over trials;
 the family of lowest RMSE proposes. A proposal, per rank, maximises the predicted objective
 on the simplex (optionally less kl * KL(mixture || prior), the prior being the stratified
-mixture): the best of Dirichlet candidates and the tried mixtures, polished by Nelder-Mead
-over softmax weights. Its 95 % prediction interval, for one new trial, is
+mixture) within the range of shares the trials tried (no proposal where no trial went):
+the best of Dirichlet candidates, blends of the tried mixtures and the tried mixtures
+themselves, polished by Nelder-Mead over softmax weights. Its 95 % prediction interval, for one new trial, is
 1.96 * sqrt(sd_boot^2 + rmse_cv^2): the spread of the prediction over refits on bootstrap
 resamples of the mixtures, and the cross-validated error.
 
@@ -150,7 +151,9 @@ class ExpLaw:
     """y = c + k exp(sum_j a_j r_j), per target and per rank (the data mixing law; a rank
     changes how fast a share pays, which one term in z could not say). The shares sum to 1,
     so the last one's coefficient is folded into k: the inputs are r_1 .. r_{K-1}, and a
-    small ridge on their coefficients keeps flat directions at 0."""
+    small ridge on their coefficients keeps flat directions at 0. An exponential fitted on a
+    few mixtures can explode off them, so a prediction is held within the targets' fitted
+    range widened by its own span on each side."""
 
     name = "exp"
 
@@ -164,7 +167,7 @@ class ExpLaw:
 
     def fit(self, x: np.ndarray, y: np.ndarray) -> ExpLaw:
         r, z = self._split(x)
-        self.coef = {}
+        self.coef, self.bounds = {}, {}
         for level in np.unique(z):
             at = z == level
             mixtures = len(np.unique(np.round(r[at], 6), axis=0))
@@ -174,6 +177,8 @@ class ExpLaw:
                     f"{law_needs(self.k)} it needs"
                 )
             self.coef[level] = [self._fit_one(r[at], y[at, j]) for j in range(y.shape[1])]
+            span = np.ptp(y[at], axis=0)
+            self.bounds[level] = (y[at].min(axis=0) - span, y[at].max(axis=0) + span)
         return self
 
     def _fit_one(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -231,6 +236,7 @@ class ExpLaw:
         for level in np.unique(near):
             at = near == level
             out[at] = np.column_stack([self._eval(p, r[at]) for p in self.coef[level]])
+            out[at] = np.clip(out[at], *self.bounds[level])
         return out
 
 
@@ -532,17 +538,24 @@ def _bootstrap_models(t: Table, model, name: str, boot: int, max_evals: int, rng
 
 
 def _propose(t: Table, model, refits: list, rank: int, prior, kl: float, rmse: float, rng):
-    """The best mixture at `rank` by the model, with its prediction interval."""
+    """The best mixture at `rank` by the model, with its prediction interval: within the
+    range of shares the trials tried (each share between its smallest and largest tried
+    value), since a law fitted on them says nothing it can be trusted on beyond."""
     k = len(t.names)
+    low, high = t.shares.min(axis=0) - 1e-9, t.shares.max(axis=0) + 1e-9
 
     def value(shares: np.ndarray) -> np.ndarray:
         shares = np.atleast_2d(shares)
         pred = model.predict(t.inputs(shares, rank)) @ t.weights
         if kl:
             pred = pred - kl * _kl(shares, prior)
-        return pred
+        inside = np.all((shares >= low) & (shares <= high), axis=1)
+        return np.where(inside, pred, -np.inf)
 
-    candidates = np.vstack([rng.dirichlet(np.ones(k), 4000), t.shares, prior, np.eye(k)])
+    # flat draws on the simplex, and mixtures of the tried ones (inside the range by
+    # construction, however narrow it is)
+    between = rng.dirichlet(np.ones(len(t.shares)), 4000) @ t.shares
+    candidates = np.vstack([rng.dirichlet(np.ones(k), 4000), between, t.shares, prior, np.eye(k)])
     scores = value(candidates)
     best_x, best_v = candidates[int(np.argmax(scores))], float(np.max(scores))
     for start in candidates[np.argsort(-scores)[:5]]:
