@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import ray
 import torch
@@ -35,7 +36,7 @@ from ecomtrain.bench.mfu import (
 from ecomtrain.bench.models import SHAPES, head_share
 from ecomtrain.bench.pack import CONFIG as PACK_CONFIG
 from ecomtrain.bench.pack import SPACE as PACK_SPACE
-from ecomtrain.bench.pack import pack_bench
+from ecomtrain.bench.pack import pack_bench, same_results
 from ecomtrain.bench.raytax import (
     RAYTAX_GOAL,
     CpuTime,
@@ -237,25 +238,46 @@ def test_scale_bench_runs_simulated_trials_through_the_sweep_path(tmp_path):
     assert "ladder-4" in report and out["driver_peak_rss_mib"] > 0
 
 
-@pytest.mark.slow
 def test_pack_bench_times_both_sides_and_checks_every_trial(monkeypatch):
-    """`bench pack`, short: the world's first ladder step at ranks 2 and 8 (2 trials, 4
-    steps) one run per trial and packed 2 to a run; both timed, every trial the same both
-    ways (it starts its own Ray instance)."""
-    monkeypatch.setenv("RAY_API_SERVER_ADDRESS", "")  # connect() sets it: removed after
-    monkeypatch.delenv("RAY_API_SERVER_ADDRESS")
-    small = ["sweep.ladder=[shopping-knowledge-reasoning]", "sweep.ranks=[2, 8]"]
-    small += ["train.max_steps=4", "data.max_eval_per_task=2"]
-    cfg = load_config(CONFIGS / PACK_CONFIG, PACK_SPACE + small)
-    try:
-        out = pack_bench(cfg, pack=2, repeats=1)
-    finally:
-        ray.shutdown()
+    """`bench pack`'s bookkeeping, its sweeps stood in for (the packed sweeps themselves are
+    tests/test_pack.py's): each repeat times one run per trial and then the pack, back to
+    back; the ratio's interval is over the repeats; every trial's losses and per-record
+    scores must agree both ways, or it fails naming the trial."""
+    import ecomtrain.bench.pack as bench_pack
+
+    def outcome(loss, memory):
+        return {"history": [[1, loss], [2, loss / 2]], "scores": "s\n", "peak_memory_gib": memory}
+
+    times = iter([100.0, 40.0, 110.0, 45.0, 90.0, 37.0])  # alone, packed, per repeat
+    runs = []
+
+    def timed_sweep(cfg, pack, name, prepared, folder):
+        runs.append(pack)
+        memory = 1.1 if pack > 1 else 1.0
+        return next(times), {"a": outcome(2.0, memory), "b": outcome(3.0, memory)}
+
+    monkeypatch.setattr(bench_pack, "connect", lambda **_: None)
+    monkeypatch.setattr(bench_pack, "prepare", lambda cfg: None)
+    monkeypatch.setattr(bench_pack, "timed_sweep", timed_sweep)
+    cfg = load_config(CONFIGS / PACK_CONFIG, PACK_SPACE)
+    out = pack_bench(cfg, pack=4, repeats=3)
     json.dumps(out)
-    assert out["trials"] == 2 and out["same_results"] and out["loss_max_abs_difference"] == 0.0
-    (row,) = out["repeats"]
-    assert row["alone_s"] > 0 and row["packed_s"] > 0 and row["packed_peak_gib"] > 0
-    assert out["time_ratio"]["goal"] == "not clear"  # one pair: no interval
+    assert runs == [1, 4] * 3 and out["trials"] == 2 and out["same_results"]
+    ratios = [0.4, 45 / 110, 37 / 90]
+    assert [r["time_ratio"] for r in out["repeats"]] == [round(r, 3) for r in ratios]
+    assert out["time_ratio"]["ratio"] == pytest.approx(np.prod(ratios) ** (1 / 3), abs=1e-3)
+    assert out["time_ratio"]["goal"] == "met"  # the interval over the three wholly under 0.5
+    assert out["memory_ratio"]["ratio"] == pytest.approx(1.1) and out["speedup"] > 2
+    with pytest.raises(ConfigError, match="--pack"):
+        pack_bench(cfg, pack=1, repeats=1)
+    a, b = {"x": outcome(2.0, 1.0)}, {"x": outcome(2.0, 1.0)}
+    assert same_results(a, b) == 0.0
+    b["x"]["scores"] = "t\n"
+    with pytest.raises(RuntimeError, match="trial x differs"):
+        same_results(a, b)
+    b = {"x": outcome(2.1, 1.0)}
+    with pytest.raises(RuntimeError, match="differs packed and alone by"):
+        same_results(a, b)
 
 
 @pytest.mark.slow
