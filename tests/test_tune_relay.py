@@ -60,7 +60,7 @@ def trial(config: dict) -> None:
 
 
 def sweep(storage: str) -> dict:
-    ray.init(num_cpus=2, include_dashboard=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False)  # its own, never another
     space = {"fail": tune.grid_search([False, True]), "storage": storage}
     run = tune.RunConfig(storage_path=storage, verbose=0)
     fn = tune.with_resources(trial, {"CPU": 0.01})  # as the sweep's trial drivers
