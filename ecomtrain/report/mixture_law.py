@@ -21,9 +21,9 @@ the family of lowest RMSE proposes. A proposal, per rank, maximises the predicte
 on the simplex (optionally less kl * KL(mixture || prior), the prior being the stratified
 mixture) within the range of shares the trials tried (no proposal where no trial went):
 the best of Dirichlet candidates, blends of the tried mixtures and the tried mixtures
-themselves, polished by Nelder-Mead over softmax weights. Its 95 % prediction interval, for one new trial, is
-1.96 * sqrt(sd_boot^2 + rmse_cv^2): the spread of the prediction over refits on bootstrap
-resamples of the mixtures, and the cross-validated error.
+themselves, polished by Nelder-Mead over softmax weights. Its 95 % prediction interval, for
+one new trial, is 1.96 * sqrt(sd_boot^2 + rmse_cv^2): the spread of the prediction over
+refits on bootstrap resamples of the mixtures, and the cross-validated error.
 
 Too few trials for a law's parameters, or a fit that does not converge, is said in
 `LawFit.message`; there is then no proposal, and nothing is raised.
