@@ -349,15 +349,20 @@ def test_the_effects_config_trains_one_arm_a_trial_against_the_chance_arm_first(
     assert set(cfg.eval.tasks) == set(EFFECT_TARGETS)
 
 
-def test_the_mixture_config_moves_the_sources_share_from_none_to_all():
-    """configs/world-mixture.yaml: the source's share of the epoch at 0, 1/4, 1/2, 3/4, 1."""
-    cfg = load_config(CONFIGS / "world-mixture.yaml")
-    shares = []
+def source_shares(cfg: Config) -> list[tuple[int, float]]:
+    """Each trial's LoRA rank and the source's (accessory_guide_all's) share of its epoch."""
+    out = []
     for point in grid_points(cfg):
         trial = trial_config(cfg, point)
         share = targets(dict.fromkeys(trial.data.tasks, 200), trial.data)
-        shares.append(round(share["accessory_guide_all"] / sum(share.values()), 6))
-    assert shares == [0, 0.25, 0.5, 0.75, 1]
+        out.append((trial.lora.rank, round(share["accessory_guide_all"] / sum(share.values()), 6)))
+    return out
+
+
+def test_the_mixture_config_moves_the_sources_share_from_none_to_all():
+    """configs/world-mixture.yaml: the source's share of the epoch at 0, 1/4, 1/2, 3/4, 1."""
+    cfg = load_config(CONFIGS / "world-mixture.yaml")
+    assert [share for _, share in source_shares(cfg)] == [0, 0.25, 0.5, 0.75, 1]
     assert set(cfg.eval.tasks) == {"accessory_rule", "accessory_recall"}
 
 
@@ -365,15 +370,8 @@ def test_the_mixture_grid_crosses_sixteenths_of_the_source_with_two_ranks():
     """configs/world-mixture-grid.yaml: the source's share at 0, 1/16, ..., 1 and the
     stratified mixture (1/2 here), at ranks 2 and 8: 36 trials of world-mixture.yaml's."""
     cfg = load_config(CONFIGS / "world-mixture-grid.yaml")
-    cells = []
-    for point in grid_points(cfg):
-        trial = trial_config(cfg, point)
-        share = targets(dict.fromkeys(trial.data.tasks, 200), trial.data)
-        cells.append(
-            (trial.lora.rank, round(share["accessory_guide_all"] / sum(share.values()), 6))
-        )
     want = [k / 16 for k in range(17)] + [0.5]
-    assert sorted(cells) == sorted((rank, s) for rank in (2, 8) for s in want)
+    assert sorted(source_shares(cfg)) == sorted((rank, s) for rank in (2, 8) for s in want)
     mixture = load_config(CONFIGS / "world-mixture.yaml")
     for section in ("model", "lora", "data", "train", "eval"):
         assert getattr(cfg, section) == getattr(mixture, section), section
