@@ -20,6 +20,11 @@ def is_uri(path: str) -> bool:
     return "://" in str(path)
 
 
+def located(path: str) -> str:
+    """A local path made absolute (Ray Tune's storage refuses a relative one), a URI as is."""
+    return path if is_uri(path) else str(Path(path).resolve())
+
+
 def read_text(path: str | Path) -> str:
     """A text file's contents, from a local path or a cloud URI."""
     if not is_uri(str(path)):

@@ -49,6 +49,7 @@ from ecomtrain.files import (
     check_output,
     download_files,
     is_uri,
+    located,
     read_text,
     write_text,
 )
@@ -195,7 +196,7 @@ def setup(args: argparse.Namespace) -> tuple[Config, str]:
             raise ConfigError(
                 f"{saved}: cannot read ({e}); is {args.resume} a sweep's output?"
             ) from None
-        return checked_config(unsealed(text, saved), saved), args.resume
+        return checked_config(unsealed(text, saved), saved), located(args.resume)
     cfg = load_config(args.config, args.overrides)
     check_files(cfg, args.config or "config")
     check_names(cfg, args.config or "config")  # tasks of the user's own are in the corpus
@@ -206,8 +207,7 @@ def setup(args: argparse.Namespace) -> tuple[Config, str]:
         raise ConfigError(
             f"sweep.seeds: replicates need sweep.search grid or random, not {cfg.sweep.search}"
         )
-    output = args.output or cfg.sweep.output
-    return cfg, output if is_uri(output) else str(Path(output).resolve())
+    return cfg, located(args.output or cfg.sweep.output)
 
 
 def score_baseline(cfg: Config, model_path: str, rows: list[dict], path: Path) -> None:
@@ -268,7 +268,7 @@ def confirm(args: argparse.Namespace) -> int:
     printed (with --dry-run) or run, then their mixtures side by side."""
     if args.config or args.overrides or args.resume:
         raise ConfigError("--confirm takes the sweep's saved config; no --config/overrides")
-    folder = args.confirm.rstrip("/")
+    folder = located(args.confirm.rstrip("/"))
     try:
         cfg, law = propose(folder)
     except ReportError as e:

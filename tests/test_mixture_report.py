@@ -90,9 +90,10 @@ def test_a_sweep_without_mixtures_has_no_section_and_too_few_says_so(tmp_path):
     assert blocks[1][0] == "p" and blocks[1][1].startswith("too few trials for the mixture law")
 
 
-def test_confirm_writes_the_proposal_and_the_sweeps_that_confirm_it(tmp_path, capsys):
+def test_confirm_writes_the_proposal_and_the_sweeps_that_confirm_it(tmp_path, capsys, monkeypatch):
     cfg, _ = sweep_folder(tmp_path, seeds=(0, 1))
-    assert sweep_main(["--confirm", str(tmp_path), "--dry-run"]) == 0
+    monkeypatch.chdir(tmp_path.parent)  # a relative DIR, as typed: Tune needs it absolute
+    assert sweep_main(["--confirm", tmp_path.name, "--dry-run"]) == 0
     out = capsys.readouterr().out
     proposal = json.loads((tmp_path / PROPOSAL_FILE).read_text())
     assert proposal["sweep"] == "mix" and proposal["confirmation"]["status"].startswith("to train")
@@ -103,6 +104,7 @@ def test_confirm_writes_the_proposal_and_the_sweeps_that_confirm_it(tmp_path, ca
         saved = yaml.safe_load((tmp_path / f"confirm-r{rank}.yaml").read_text())
         sweep = saved["sweep"]
         assert sweep["ranks"] == [rank] and sweep["seeds"] == [2, 3, 4]  # fresh seeds
+        assert sweep["output"] == str(tmp_path / f"confirm-r{rank}")
         assert sweep["scheduler"] == "fifo" and sweep["mixtures"]["uniform"] is False
         assert "proposed" in sweep["mixtures"]["given"]
     assert "mixture law: 40 trials over 10 mixtures" in out
