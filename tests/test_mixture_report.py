@@ -138,14 +138,26 @@ def test_a_confirmation_is_called_one_only_on_the_confirmation_sample(tmp_path):
 
 
 def test_the_confirmation_compares_each_mixture_with_the_stratified_one_over_seeds():
-    rows = [{"rank": 4, "mixture": m, "seed": s, "score": 0.1, "confirm/score": v + 0.01 * s}
-            for m, v in (("stratified", 0.5), ("proposed", 0.6)) for s in range(3)]  # fmt: skip
+    """Paired by seed where the arms trained the same seeds: a seed's luck, shared by both
+    arms, drops out of the difference; Welch's interval where the seeds differ."""
+    luck = {1: 0.0, 2: 0.2, 3: 0.4}  # each seed's own, the same in every arm
+    gain = {1: 0.09, 2: 0.10, 3: 0.11}  # the proposal's gain with each seed
+    rows = [{"rank": 4, "mixture": "stratified", "seed": s, "score": 0.1,
+             "confirm/score": 0.5 + luck[s]} for s in luck]  # fmt: skip
+    rows += [{"rank": 4, "mixture": "proposed", "seed": s, "score": 0.1,
+              "confirm/score": 0.5 + luck[s] + gain[s]} for s in luck]  # fmt: skip
     text, figures = confirmation_table(rows)
-    proposed = next(a for a in figures["arms"] if a["mixture"] == "proposed")
-    assert proposed["vs_stratified"]["diff"] == pytest.approx(0.1)
-    half = 2.7764 * np.sqrt(2 * 0.01**2 / 3)  # Welch: t(0.975, 4 df), sd 0.01 on both sides
-    assert proposed["vs_stratified"]["ci"] == pytest.approx([0.1 - half, 0.1 + half], rel=1e-4)
+    proposed = next(a for a in figures["arms"] if a["mixture"] == "proposed")["vs_stratified"]
+    assert proposed["diff"] == pytest.approx(0.1) and proposed["test"] == "paired by seed"
+    half = 4.3027 * 0.01 / np.sqrt(3)  # t(0.975, 2 df) x the gains' sd 0.01 / sqrt(3)
+    assert proposed["ci"] == pytest.approx([0.1 - half, 0.1 + half], rel=1e-4)
     assert "vs stratified +0.1000" in text and figures["metric"] == "confirm/score"
+    # one stratified trial failed: the arms' seeds differ, so Welch over what is there
+    text, figures = confirmation_table(
+        [r for r in rows if (r["mixture"], r["seed"]) != ("stratified", 3)]
+    )
+    proposed = next(a for a in figures["arms"] if a["mixture"] == "proposed")["vs_stratified"]
+    assert proposed["test"] == "Welch" and proposed["ci"][0] < 0 < proposed["ci"][1]
 
 
 def test_a_sweep_without_a_confirmation_part_gets_a_proposal_and_no_confirmation(tmp_path, capsys):

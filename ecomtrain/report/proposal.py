@@ -141,7 +141,7 @@ def confirmation_configs(cfg: Config, law: LawFit, folder: str | Path) -> dict[i
 def confirmation_table(rows: list[dict]) -> tuple[str, dict]:
     """The confirmation sweeps' mixtures side by side on the confirmation part (mean and sd
     over seeds), and each mixture's difference from the stratified one of its rank with a
-    Welch 95 % interval over seeds. Rows without CONFIRM_METRIC (a sweep without a
+    95 % interval over seeds (`difference`). Rows without CONFIRM_METRIC (a sweep without a
     confirmation part) are compared on their held-out score and said to be no confirmation.
     Returns the text and the figures (their "confirmed" says which)."""
     ok = [r for r in rows if r.get("score") is not None and not r.get("error")]
@@ -154,11 +154,13 @@ def confirmation_table(rows: list[dict]) -> tuple[str, dict]:
             "of the held-out records, eval.confirm_fraction); the scores below are on the "
             "held-out records that chose the proposal."
         )
-    by: dict[tuple[int, str], list[float]] = {}
-    for r in ok:
-        by.setdefault((r["rank"], r.get("mixture") or "?"), []).append(float(r[metric]))
+    by: dict[tuple[int, str], dict] = {}
+    for i, r in enumerate(ok):  # by seed (a row without one is its own)
+        seed = r.get("seed") if r.get("seed") is not None else f"row-{i}"
+        by.setdefault((r["rank"], r.get("mixture") or "?"), {})[seed] = float(r[metric])
     arms = []
-    for (rank, mixture), values in sorted(by.items()):
+    for (rank, mixture), seeded in sorted(by.items()):
+        values = list(seeded.values())
         arm = {
             "rank": rank,
             "mixture": mixture,
@@ -168,32 +170,38 @@ def confirmation_table(rows: list[dict]) -> tuple[str, dict]:
         arm["sd"] = float(np.std(values, ddof=1)) if len(values) > 1 else None
         base = by.get((rank, STRATIFIED))
         if mixture != STRATIFIED and base:
-            arm["vs_stratified"] = difference(values, base)
+            arm["vs_stratified"] = difference(seeded, base)
         arms.append(arm)
         sd = f" sd {arm['sd']:.4f}" if arm["sd"] is not None else ""
         line = f"  rank {rank}  {mixture:<24} {metric} {arm['mean']:.4f}{sd}  ({len(values)} seeds)"
         if arm.get("vs_stratified"):
             d = arm["vs_stratified"]
             ci = f" [{d['ci'][0]:+.4f}, {d['ci'][1]:+.4f}]" if d["ci"] else " [no interval]"
-            line += f"  vs stratified {d['diff']:+.4f}{ci}"
+            line += f"  vs stratified {d['diff']:+.4f}{ci} ({d['test']})"
         lines.append(line)
     return "\n".join(lines), {"metric": metric, "confirmed": confirmed, "arms": arms}
 
 
-def difference(values: list[float], base: list[float]) -> dict:
-    """mean(values) - mean(base) with a Welch 95 % interval over the seeds (None with fewer
-    than two seeds on either side)."""
-    a, b = np.asarray(values, float), np.asarray(base, float)
+def difference(arm: dict, base: dict) -> dict:
+    """mean(arm) - mean(base), each a {seed: score} map, with a 95 % interval over seeds:
+    paired by seed when both arms trained the same seeds (the confirmation's arms do, so a
+    seed's own luck, shared by the arms, drops out), Student's t on the n - 1 per-seed
+    differences; else Welch's. No interval with fewer than two seeds on either side."""
+    a, b = np.array(list(arm.values()), float), np.array(list(base.values()), float)
     diff = float(a.mean() - b.mean())
     if len(a) < 2 or len(b) < 2:
-        return {"diff": diff, "ci": None}
-    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
-    se = float(np.sqrt(va + vb))
+        return {"diff": diff, "ci": None, "test": "no interval"}
+    if set(arm) == set(base):
+        d = np.array([arm[s] - base[s] for s in arm])
+        se, df, test = float(d.std(ddof=1) / np.sqrt(len(d))), len(d) - 1, "paired by seed"
+    else:
+        va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+        se, test = float(np.sqrt(va + vb)), "Welch"
+        df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1)) if se else 1
     if se == 0:
-        return {"diff": diff, "ci": [diff, diff]}
-    df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
+        return {"diff": diff, "ci": [diff, diff], "test": test}
     half = float(stats.t.ppf(0.975, df)) * se
-    return {"diff": diff, "ci": [diff - half, diff + half]}
+    return {"diff": diff, "ci": [diff - half, diff + half], "test": test}
 
 
 def write_confirmation(folder: str | Path, figures: dict) -> Path:
