@@ -125,16 +125,6 @@ def test_mfu_matrix_runs_each_variant_in_its_own_process_and_keeps_failures(monk
     )
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(torch.cuda.is_available(), reason="the GPU path is tests/test_gpu.py's")
-def test_mfu_step_runs_compiled_on_cpu(test_shape):
-    """`bench mfu train.compile=true`: the same step, compiled as training compiles it."""
-    test_shape.train.compile = True
-    figures = mfu(test_shape, "test", steps=2, warmup=1, device="cpu")
-    assert figures["compile"] and figures["tokens_per_s"] > 0
-    assert torch.isfinite(torch.tensor(figures["loss"]))
-
-
 ASHA_40 = ["sweep.scheduler=asha", "train.max_steps=200"]
 ASHA_40 += ["sweep.grace_period=40", "sweep.reduction_factor=3"]
 

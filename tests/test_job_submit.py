@@ -1,5 +1,5 @@
 """`ray job submit -- python -m ecomtrain.sweep` against a local `ray start --head`, token auth
-on: a 12-trial sweep runs as a job, and the cluster it ran on is left as it was found (no
+on: a 4-trial sweep runs as a job, and the cluster it ran on is left as it was found (no
 temporary file, object or open file more)."""
 
 import csv
@@ -95,8 +95,8 @@ def test_ray_job_submit_runs_the_sweep(tmp_path, ecomtrain_cache):
             "train.eval_every=0",
             "data.max_eval_per_task=1",
             "sweep.max_concurrent_trials=2",
-            "sweep.ranks=[2, 4, 8]",
-            "sweep.seeds=[0, 1]",
+            "sweep.ranks=[2, 8]",
+            "sweep.seeds=[0]",
             "sweep.subsets={pair: [attribute_inference_mcq, query_ner],"
             " trio: [attribute_inference_mcq, query_ner, review_rating]}",
         ]
@@ -122,19 +122,20 @@ def test_ray_job_submit_runs_the_sweep(tmp_path, ecomtrain_cache):
         time.sleep(5)  # the finished job's workers and objects are released
         end = footprint(tmp, services, _objects(gcs, token))
         print(f"cluster before the job: {start}\nafter it: {end}")
-        # Ray's GCS and dashboard agent kept 73 and 78 more files open after 12 trials in two
-        # runs (not traced; plain tasks and actors leave about one): bounded at 8 a trial
-        assert_left_nothing(start, end, log_cap=LOG_CAP, fds_slack=8 * 12)
+        # Ray's dashboard agent keeps more files open after a job, its GCS more after each
+        # trial (cluster/README.md; plain tasks and actors leave about one): bounded at 40 a
+        # job and 8 a trial
+        assert_left_nothing(start, end, log_cap=LOG_CAP, fds_slack=40 + 8 * 4)
         with open(out / "trials.csv") as f:
             rows = list(csv.DictReader(f))
-        points = [(s, r, seed) for s in ("pair", "trio") for r in "248" for seed in "01"]
+        points = [(s, r, "0") for s in ("pair", "trio") for r in "28"]
         assert sorted((r["subset"], r["rank"], r["seed"]) for r in rows) == points
         assert all(0.0 <= float(r["score"]) <= 1.0 for r in rows)
         report = (out / "report.md").read_text()
         assert "| pair |" in report and "| trio |" in report  # the subset x rank table
         assert len(list(out.glob("*.png"))) >= 2
         runs = list((out / "wandb").glob("offline-run-*"))
-        assert len(runs) == 13  # one per trial and the sweep's summary run
+        assert len(runs) == 5  # one per trial and the sweep's summary run
     finally:
         os.killpg(head.pid, signal.SIGTERM)  # --block: ray start stops what it started
         head.wait(timeout=60)

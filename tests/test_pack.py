@@ -2,12 +2,12 @@
 
 Slow (Ray Train runs of the tiny model with 2 gloo workers, on a local 2-CPU Ray): three
 trials that differ in LoRA rank, mixture (task subset or weights), seed and learning rate
-train as a pack and each alone, 20 steps with an evaluation and a checkpoint at step 10; each
-member's loss curve, adapter and per-record scores equal its solo run's, under ZeRO-2 and,
-with a worker killed mid-run and every member resumed from the step-10 checkpoint, under
-ZeRO-3. Then a sweep of four trials packed together against the same sweep unpacked: one
-trial stopped by the scheduler at its first evaluation leaves the pack, one whose loss turns
-NaN is stopped and reported, and the others finish as they do alone.
+train as a pack and each alone under ZeRO-3, 20 steps with an evaluation and a checkpoint at
+step 10, a worker killed mid-run and every member resumed from the step-10 checkpoint; each
+member's loss curve, adapter and per-record scores equal its solo run's. Then a sweep of four
+trials (ranks and seeds) packed together against the same sweep unpacked, under ZeRO-2 (the
+default): one trial stopped by the scheduler at its first evaluation leaves the pack, one
+whose loss turns NaN is stopped and reported, and the others finish as they do alone.
 
 Fast: the pack key (which trials share a run) and the packer (which trials start together).
 """
@@ -227,30 +227,11 @@ def assert_as_alone(alone: Path, member: Path) -> float:
 
 
 @pytest.mark.slow
-def test_each_member_of_a_pack_trains_as_it_would_alone(cluster, tmp_path):
-    """ZeRO-2: three trials in one run, each equal to its solo run; the pack's checkpoint
-    holds a folder per member in a single run's layout."""
-    alone = {key: solo(tmp_path, key) for key in MEMBERS}
-    pack = packed(tmp_path, "pack-zero2")
-    layout = json.loads((pack / PACK_FILE).read_text())
-    assert layout == {"members": [f"member-{k}" for k in MEMBERS], "left": {}}
-    gaps = {key: assert_as_alone(alone[key], pack / f"member-{key}") for key in MEMBERS}
-    print(f"ZeRO-2 pack vs alone, largest difference per member: {gaps}")
-    assert state(pack / "member-a")["report"]["score"] == pytest.approx(
-        state(alone["a"])["report"]["score"]
-    )
-    # The same members in another pack run (as a resumed sweep forms its packs anew): each
-    # starts from its latest checkpoint, at max_steps, and reports it again, training nothing.
-    again = packed(tmp_path, "pack-zero2-again")
-    for key in MEMBERS:
-        assert state(again / f"member-{key}") == state(pack / f"member-{key}")
-
-
-@pytest.mark.slow
 def test_a_killed_worker_resumes_every_member_as_alone(cluster, plan, tmp_path):
     """ZeRO-3 (the base partitioned once and shared by the members' engines): rank 1 is
     killed as it reports step 12 or later; every member resumes from the step-10 checkpoint
-    and still equals its solo run."""
+    and still equals its solo run. The pack's checkpoint holds a folder per member in a
+    single run's layout."""
     zero3 = ("train.zero_stage=3", "train.max_failures=2")
     alone = {key: solo(tmp_path, key, *zero3) for key in MEMBERS}
     marker = tmp_path / "fault-done"
@@ -265,6 +246,16 @@ def test_a_killed_worker_resumes_every_member_as_alone(cluster, plan, tmp_path):
         assert state(pack / f"member-{key}")["starts"] == [0, 10]
         gaps[key] = assert_as_alone(alone[key], pack / f"member-{key}")
     print(f"ZeRO-3 pack, resumed, vs alone, largest difference per member: {gaps}")
+    layout = json.loads((pack / PACK_FILE).read_text())
+    assert layout == {"members": [f"member-{k}" for k in MEMBERS], "left": {}}
+    assert state(pack / "member-a")["report"]["score"] == pytest.approx(
+        state(alone["a"])["report"]["score"]
+    )
+    # The same members in another pack run (as a resumed sweep forms its packs anew): each
+    # starts from its latest checkpoint, at max_steps, and reports it again, training nothing.
+    again = packed(tmp_path, "pack-zero3-again", *zero3)
+    for key in MEMBERS:
+        assert state(again / f"member-{key}") == state(pack / f"member-{key}")
 
 
 class StopOneAtItsFirstEvaluation(FIFOScheduler):
