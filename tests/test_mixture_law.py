@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from ecomtrain.report.mixture_law import fit_law, table
+from ecomtrain.report.proposal import proposal_text
 
 # three tasks of three capabilities: each counts a third of the overall score
 TASKS = ["query_ner", "review_rating", "numeric_reasoning"]
@@ -80,6 +81,23 @@ def test_the_gaussian_process_finds_the_optimum_from_noisy_trials():
     assert truth(got, 4).mean() > value - 0.01  # what the proposal would truly score
     gp = law.families[0]
     assert gp.spearman > 0.8 and gp.spearman_ci[0] < gp.spearman < gp.spearman_ci[1]
+    assert law.caution == ""  # it ranks the trials out of sample
+
+
+def test_a_law_that_does_not_rank_the_trials_says_its_proposal_is_a_guess():
+    """Scores that are noise about the mixtures: no family ranks them with their mixture
+    left out, and the fit says so beside its proposal (a law that does rank them carries no
+    such caution: the Gaussian process's test)."""
+    rows = rows_of(8, seed=3)
+    rng = np.random.default_rng(4)
+    for row in rows:
+        noise = rng.uniform(0.2, 0.8, len(TASKS))
+        row |= {f"task/{t}": float(v) for t, v in zip(TASKS, noise, strict=True)}
+        row["score"] = float(noise.mean())
+    law = fit_law(rows, families=("linear",), boot=5)
+    assert law.ok and law.families[0].spearman_ci[0] <= 0
+    assert law.caution.startswith("the linear law does not rank the trials better than chance")
+    assert "CAUTION: the linear law" in proposal_text(law)
 
 
 def test_the_proposal_stays_where_trials_went():

@@ -431,6 +431,7 @@ class LawFit:
     chosen: str | None = None
     proposals: list[Proposal] = field(default_factory=list)
     message: str = ""
+    caution: str = ""  # the chosen law does not rank the trials out of sample
     prior: dict[str, float] = field(default_factory=dict)
     kl_weight: float = 0.0
     observed: list[dict] = field(default_factory=list)  # trial, mixture, rank, objective
@@ -502,6 +503,7 @@ def _fit_law(rows, target, over, families, kl, boot, max_evals, seed) -> LawFit:
         out.message = f"the chosen family did not converge on every trial ({e}). No proposal."
         return out
     out.chosen = chosen.name
+    out.caution = caution(chosen)
     out.prior = _prior(t)
     prior = np.array([out.prior[n] for n in t.names])
     rng = np.random.default_rng(seed)
@@ -509,6 +511,23 @@ def _fit_law(rows, target, over, families, kl, boot, max_evals, seed) -> LawFit:
     for rank in ranks:
         out.proposals.append(_propose(t, model, refits, rank, prior, kl, chosen.rmse, rng))
     return out
+
+
+def caution(chosen: FamilyFit) -> str:
+    """A plain warning when the chosen family's out-of-fold predictions do not rank the
+    trials better than chance (its CV Spearman's 95 % interval reaches 0), else ""."""
+    if chosen.spearman_ci is not None and chosen.spearman_ci[0] > 0:
+        return ""
+    ci = (
+        f"95 % interval [{chosen.spearman_ci[0]:.3f}, {chosen.spearman_ci[1]:.3f}]"
+        if chosen.spearman_ci
+        else "no interval"
+    )
+    return (
+        f"the {chosen.name} law does not rank the trials better than chance with their mixture "
+        f"left out (CV Spearman {chosen.spearman:.3f}, {ci}): its proposals are a guess, not a "
+        "finding. Confirm them (sweep --confirm DIR) or run more mixtures before relying on them."
+    )
 
 
 def _prior(t: Table) -> dict[str, float]:

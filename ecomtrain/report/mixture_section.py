@@ -61,6 +61,8 @@ def mixture_section(
     out.append(("table", *cv_table(law)))
     if not law.ok:
         return out + [("p", law.message)]
+    if law.caution:
+        out.append(("p", f"**Caution**: {law.caution}"))
     plot_cv(law, folder / CV_CHART)
     plot_proposals(law, folder / PROPOSAL_CHART)
     out += [

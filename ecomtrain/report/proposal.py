@@ -98,6 +98,8 @@ def proposal_text(law: LawFit) -> str:
             )
         else:
             lines.append(f"  {f.name:<7} {f.message}")
+    if law.caution:
+        lines.append(f"  CAUTION: {law.caution}")
     for p in law.proposals:
         shares = ", ".join(f"{k} {v:.3f}" for k, v in p.shares.items())
         lines.append(
